@@ -1,0 +1,38 @@
+"""ModelConfig: what build_model needs, in one frozen dataclass."""
+import dataclasses
+
+ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vgg16", "vgg19")
+RESNET_VARIANTS = ("v1", "v1.5")
+POOLINGS = ("avg", "max", None)
+DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadConfig:
+  """Classifier on top of the pooled/flattened features.
+
+  The classic VGG16 cats-vs-dogs head is HeadConfig((4096, 4096), dropout=0.5).
+  """
+  hidden_units: tuple[int, ...] = ()
+  dropout: float = 0.0
+  activation: str = "relu"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  architecture: str = "resnet50"
+  # v1.5: official (stride in the 3x3, no conv bias); v1: keras.applications.
+  variant: str = "v1.5"
+  num_classes: int = 1000
+  image_size: int = 224
+  include_top: bool = True
+  pooling: str | None = "avg"
+  head: HeadConfig = HeadConfig()
+  # Channels of the first stage; 64 is the published width, smaller for tests/demos.
+  base_width: int = 64
+  vgg_batch_norm: bool = False
+  zero_init_residual: bool = False
+  weight_decay: float = 1e-4
+  dtype_policy: str = "float32"
+  # When set, the model normalizes raw [0, 255] pixels itself (pipeline uint8 output).
+  input_normalization: str | None = None

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The README's commands. Each one creates and fills .venv on first use and reuses it after.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=.venv
+STAMP="$VENV/.installed-$(sha1sum setup.py | cut -c1-12)"
+
+ensure_venv() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+  fi
+  # Reinstall only when setup.py changed since the last install.
+  if [ ! -f "$STAMP" ]; then
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$VENV/bin/python" -m pip install --quiet -e ".[test]"
+    rm -f "$VENV"/.installed-*
+    touch "$STAMP"
+  fi
+}
+
+usage() {
+  echo "usage: ./run.sh test [pytest args...]" >&2
+  exit 2
+}
+
+[ $# -ge 1 ] || usage
+cmd=$1; shift
+case "$cmd" in
+  test)
+    ensure_venv
+    # TF logs C++ INFO lines per op otherwise; warnings and errors still show.
+    export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-1}
+    exec "$VENV/bin/python" -m pytest "$@"
+    ;;
+  *) usage ;;
+esac
