@@ -5,6 +5,7 @@ ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "
 RESNET_VARIANTS = ("v1", "v1.5")
 POOLINGS = ("avg", "max", None)
 DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+DATA_FORMATS = ("channels_last", "channels_first", None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,3 +37,6 @@ class ModelConfig:
   dtype_policy: str = "float32"
   # When set, the model normalizes raw [0, 255] pixels itself (pipeline uint8 output).
   input_normalization: str | None = None
+  # None: keras.config.image_data_format(). The model input stays NHWC either way;
+  # channels_first (faster on some GPUs) transposes once after the input.
+  data_format: str | None = None
