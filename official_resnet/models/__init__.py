@@ -3,5 +3,11 @@ from official_resnet.models.builder import build_model
 from official_resnet.models.config import HeadConfig
 from official_resnet.models.config import ModelConfig
 from official_resnet.models.layers import InputNormalization
+from official_resnet.models.transfer import feature_model
+from official_resnet.models.transfer import freeze_backbone
+from official_resnet.models.transfer import freeze_below
+from official_resnet.models.transfer import unfreeze_all
+from official_resnet.models.weights import load_pretrained
 
-__all__ = ["HeadConfig", "InputNormalization", "ModelConfig", "build_model"]
+__all__ = ["HeadConfig", "InputNormalization", "ModelConfig", "build_model", "feature_model",
+           "freeze_backbone", "freeze_below", "load_pretrained", "unfreeze_all"]

@@ -1,0 +1,211 @@
+"""load_pretrained: weights from keras.applications files and from our own checkpoints.
+
+Three sources, one matching rule set:
+- legacy `.h5` (what keras.applications distributes, with or without top):
+  matched by layer name;
+- Keras 3 `.weights.h5`: it stores no layer names (keys are per-class counters
+  such as `conv2d_3` in `model.layers` order), so layers match by order among
+  layers of the same kind (convolution, BatchNorm, dense);
+- our trainer's checkpoints (a `ckpt-N` prefix or a model_dir): keys are
+  `model/_operations/<index>/...`, matched by order among layers of the same kind
+  the same way, so weightless layers (input normalization) may differ.
+Dense (head) layers without a counterpart on either side are skipped, which is
+how a no-top file fills a model with a new head; `load_head=False` skips the
+model's head even where the file has one (fine-tuning to another class count).
+Any other missing or extra layer, or any shape or weight-count difference, is an
+error naming the first mismatching layer and both shapes. Nothing is assigned
+unless the whole file fits.
+"""
+import collections
+import dataclasses
+import os
+import re
+
+import h5py
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+LAYER_KINDS = {keras.layers.Conv2D: "conv", keras.layers.BatchNormalization: "batch_norm",
+               keras.layers.Dense: "dense"}
+# Keras 3 .weights.h5 group names: snake-cased class name plus a counter.
+WEIGHTS_H5_KINDS = {"conv2d": "conv", "batch_normalization": "batch_norm", "dense": "dense"}
+CHECKPOINT_KEY = re.compile(r"^model/_operations/(\d+)/(\w+)/\.ATTRIBUTES/VARIABLE_VALUE$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  """One layer's weights in a file, in the layer's variable order."""
+  key: str
+  kind: str
+  # (variable name or None where the format stores none, array-like)
+  weights: tuple[tuple[str | None, object], ...]
+
+  def shapes(self):
+    return [tuple(array.shape) for _, array in self.weights]
+
+
+def _kind_of_layer(layer):
+  for layer_class, kind in LAYER_KINDS.items():
+    if isinstance(layer, layer_class):
+      return kind
+  return None
+
+
+def _kind_of_weights(names_and_shapes):
+  names = {name for name, _ in names_and_shapes}
+  if "gamma" in names or "moving_mean" in names:
+    return "batch_norm"
+  kernel_rank = len(dict(names_and_shapes)["kernel"])
+  return "conv" if kernel_rank == 4 else "dense"
+
+
+def _decode(value):
+  return value.decode("utf8") if isinstance(value, bytes) else str(value)
+
+
+def _legacy_h5_entries(h5_file):
+  root = h5_file["model_weights"] if "model_weights" in h5_file else h5_file
+  entries = {}
+  for layer_name in map(_decode, root.attrs["layer_names"]):
+    group = root[layer_name]
+    weight_names = [_decode(name) for name in group.attrs["weight_names"]]
+    if not weight_names:
+      continue
+    # "conv1_conv/kernel:0" -> "kernel"
+    weights = tuple((name.split("/")[-1].split(":")[0], group[name]) for name in weight_names)
+    kind = _kind_of_weights([(name, array.shape) for name, array in weights])
+    entries[layer_name] = Entry(layer_name, kind, weights)
+  return entries
+
+
+def _counter(group_name):
+  base, _, suffix = group_name.rpartition("_")
+  return (base, int(suffix)) if suffix.isdigit() and base else (group_name, 0)
+
+
+def _weights_h5_entries(h5_file):
+  entries = []
+  for group_name in sorted(h5_file["layers"], key=_counter):
+    base, _ = _counter(group_name)
+    variables = h5_file["layers"][group_name].get("vars")
+    if base not in WEIGHTS_H5_KINDS or not variables:
+      continue
+    weights = tuple((None, variables[str(index)]) for index in range(len(variables)))
+    entries.append(Entry(f"layers/{group_name}", WEIGHTS_H5_KINDS[base], weights))
+  return entries
+
+
+def _checkpoint_entries(prefix):
+  reader = tf.train.load_checkpoint(prefix)
+  key_shapes = reader.get_variable_to_shape_map()
+  by_operation = collections.defaultdict(dict)
+  for key in key_shapes:
+    match = CHECKPOINT_KEY.match(key)
+    if match:
+      by_operation[int(match.group(1))][match.group(2).lstrip("_")] = key
+  entries = []
+  for index in sorted(by_operation):
+    keys = by_operation[index]
+    shapes = [(name, key_shapes[key]) for name, key in keys.items()]
+    weights = tuple((name, reader.get_tensor(key)) for name, key in keys.items())
+    entries.append(Entry(f"model/_operations/{index}", _kind_of_weights(shapes), weights))
+  return entries
+
+
+def _check_fits(layer, entry, path):
+  """[(variable, array)] for `layer` from `entry`, or ValueError naming both shapes."""
+  variables = layer.variables
+  model_names = [variable.name for variable in variables]
+  model_shapes = [tuple(variable.shape) for variable in variables]
+  file_names = [name for name, _ in entry.weights]
+  if None in file_names:
+    arrays = [array for _, array in entry.weights]
+  elif sorted(file_names) == sorted(model_names):
+    arrays = [dict(entry.weights)[name] for name in model_names]
+  else:
+    raise ValueError(
+        f"Weights in {path} do not fit the model: layer {layer.name!r} has variables "
+        f"{model_names} with shapes {model_shapes}. Received: {entry.key!r} with variables "
+        f"{file_names} and shapes {entry.shapes()}.")
+  file_shapes = [tuple(array.shape) for array in arrays]
+  if model_shapes != file_shapes:
+    raise ValueError(
+        f"Weights in {path} do not fit the model: layer {layer.name!r} expects shapes "
+        f"{model_shapes}. Received: {entry.key!r} with shapes {file_shapes}.")
+  return list(zip(variables, arrays))
+
+
+def _match_by_name(layers, entries):
+  """({layer name: entry}, unused entries) for entries keyed by layer name."""
+  names = {layer.name for layer in layers}
+  matched = {layer.name: entries[layer.name] for layer in layers if layer.name in entries}
+  return matched, [entry for name, entry in entries.items() if name not in names]
+
+
+def _match_by_order(layers, entries):
+  """({layer name: entry}, unused entries), pairing the n-th layer and entry of each kind."""
+  matched, unused = {}, []
+  for kind in ("conv", "batch_norm", "dense"):
+    kind_layers = [layer for layer in layers if _kind_of_layer(layer) == kind]
+    kind_entries = [entry for entry in entries if entry.kind == kind]
+    matched.update((layer.name, entry) for layer, entry in zip(kind_layers, kind_entries))
+    unused.extend(kind_entries[len(kind_layers):])
+  return matched, unused
+
+
+def _assign(model, entries, match, path, load_head):
+  layers = [layer for layer in model.layers
+            if layer.variables and (load_head or _kind_of_layer(layer) != "dense")]
+  matched, unused = match(layers, entries)
+  assignments, skipped = [], []
+  # Model order, so the error names the first layer that does not fit.
+  for layer in layers:
+    if layer.name in matched:
+      assignments.extend(_check_fits(layer, matched[layer.name], path))
+    elif _kind_of_layer(layer) == "dense":
+      skipped.append(layer.name)
+    else:
+      raise ValueError(
+          f"Weights in {path} do not fit the model: layer {layer.name!r} with shapes "
+          f"{[tuple(variable.shape) for variable in layer.variables]} has no counterpart. "
+          f"Received: a file without it (other architecture or depth?).")
+  for entry in unused:
+    if entry.kind != "dense":
+      raise ValueError(
+          f"Weights in {path} do not fit the model: the model has no layer for {entry.key!r}. "
+          f"Received: {entry.key!r} with shapes {entry.shapes()} (other architecture or depth?).")
+  for variable, array in assignments:
+    variable.assign(np.asarray(array))
+  logging.info("Loaded %d variables into %s from %s; head layers left as they were: %s.",
+               len(assignments), model.name, path, skipped or "none")
+
+
+def _resolve(path):
+  """A file path, or the checkpoint prefix for a prefix or a model_dir."""
+  path = os.fspath(path)
+  if os.path.isdir(path):
+    prefix = tf.train.latest_checkpoint(path)
+    if prefix is None:
+      raise ValueError(f"`path` is a directory without a checkpoint. Received: path={path!r}")
+    return prefix
+  if path.endswith(".h5") and os.path.isfile(path):
+    return path
+  if tf.io.gfile.exists(f"{path}.index"):
+    return path
+  raise ValueError("`path` must be a keras.applications .h5 or .weights.h5 file, a checkpoint "
+                   f"prefix or a model_dir holding checkpoints. Received: path={path!r}")
+
+
+def load_pretrained(model: keras.Model, path, *, load_head: bool = True) -> None:
+  """Loads weights into `model` in place; see the module docstring for the matching rules."""
+  path = _resolve(path)
+  if not path.endswith(".h5"):
+    _assign(model, _checkpoint_entries(path), _match_by_order, path, load_head)
+    return
+  with h5py.File(path, "r") as h5_file:
+    if path.endswith(".weights.h5"):
+      _assign(model, _weights_h5_entries(h5_file), _match_by_order, path, load_head)
+    else:
+      _assign(model, _legacy_h5_entries(h5_file), _match_by_name, path, load_head)
