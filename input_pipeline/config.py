@@ -38,3 +38,21 @@ class DataConfig:
   # synthetic source: examples per split.
   synthetic_num_examples: int = 1024
   seed: int | None = None
+
+  def __post_init__(self):
+    def check(ok, argument, expected):
+      if not ok:
+        raise ValueError(f"{argument} must be {expected}. Received: {getattr(self, argument)!r}")
+    check(self.source in SOURCES, "source", f"one of {SOURCES}")
+    check(self.normalization in constants.NORMALIZATION_MODES, "normalization",
+          f"one of {constants.NORMALIZATION_MODES}")
+    check(self.output_dtype in OUTPUT_DTYPES, "output_dtype", f"one of {OUTPUT_DTYPES}")
+    check(self.image_size >= constants.MIN_IMAGE_SIZE, "image_size",
+          f">= {constants.MIN_IMAGE_SIZE}")
+    check(self.batch_size >= 1, "batch_size", ">= 1")
+    check(self.num_classes >= 1, "num_classes", ">= 1")
+    check(0.0 <= self.validation_fraction < 1.0, "validation_fraction", "in [0, 1)")
+    check(self.shuffle_buffer_size >= 1, "shuffle_buffer_size", ">= 1")
+    check(self.synthetic_num_examples >= 1, "synthetic_num_examples", ">= 1")
+    check(self.private_threads is None or self.private_threads >= 1, "private_threads",
+          "None or >= 1")

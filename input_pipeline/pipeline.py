@@ -1,0 +1,102 @@
+"""build_dataset: the tf.data chain from a source to batches of (images, labels)."""
+import dataclasses
+
+import tensorflow as tf
+
+from input_pipeline import bad_data
+from input_pipeline import preprocessing
+from input_pipeline import sources
+from input_pipeline.config import DataConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  num_examples: int
+  class_names: tuple[str, ...]
+
+
+def dataset_info(config: DataConfig, training: bool) -> DatasetInfo:
+  """Size and class names of the train (training=True) or eval split."""
+  source = sources.make_source(config, training)
+  return DatasetInfo(source.num_examples, source.class_names)
+
+
+def per_replica_batch_size(config: DataConfig, input_context=None) -> int:
+  replicas = input_context.num_replicas_in_sync if input_context else 1
+  if config.batch_size % replicas:
+    raise ValueError(
+        f"batch_size (global) must be divisible by the {replicas} replicas in sync. "
+        f"Received: batch_size={config.batch_size}")
+  return config.batch_size // replicas
+
+
+def _preprocess_fn(config: DataConfig, training: bool):
+  """example dict -> (image, label): decode, crop/resize, then normalize or keep uint8."""
+  def preprocess(example):
+    if training:
+      image = preprocessing.preprocess_for_train(example["image"], example["bbox"], config.image_size)
+    else:
+      image = preprocessing.preprocess_for_eval(example["image"], config.image_size)
+    if config.output_dtype == "uint8":
+      image = preprocessing.to_uint8(image)
+    else:
+      image = preprocessing.normalize(image, config.normalization)
+    return image, example["label"]
+  return preprocess
+
+
+def _options(config: DataConfig) -> tf.data.Options:
+  options = tf.data.Options()
+  # Order matters only for reproducible runs; otherwise a slow image must not stall the rest.
+  options.deterministic = config.seed is not None
+  # One thread per op: many images are in flight at once, so threads buy throughput, not latency.
+  options.threading.max_intra_op_parallelism = 1
+  if config.private_threads:
+    # A pool of its own keeps input work from competing with the training step's ops.
+    options.threading.private_threadpool_size = config.private_threads
+  return options
+
+
+def build_dataset(config: DataConfig, training: bool, input_context=None) -> tf.data.Dataset:
+  """Batches of (images [B, S, S, 3], labels int32 [B]) for one input pipeline.
+
+  B = config.batch_size / replicas in sync. Training: shuffled, endless, full
+  batches. Eval: one pass, each example of this pipeline's shard once, the
+  last batch possibly smaller. Images that fail to decode are skipped and
+  counted (bad_data.SKIPPED_IMAGES).
+  """
+  batch_size = per_replica_batch_size(config, input_context)
+  source = sources.make_source(config, training)
+  preprocess = _preprocess_fn(config, training)
+  size = config.image_size
+  dtype = tf.uint8 if config.output_dtype == "uint8" else tf.float32
+  fallback = (tf.zeros([size, size, preprocessing.CHANNELS], dtype), tf.constant(0, tf.int32))
+
+  def load(*element):
+    (image, label), succeeded = bad_data.attempt(
+        lambda *e: preprocess(source.to_example(*e)), element, fallback)
+    return image, label, succeeded, source.name(*element)
+
+  # This pipeline's records: sharded by file when every pipeline gets a file,
+  # else by record; file order shuffled; files read in parallel (see sources).
+  dataset = source.read(sources.Shard.from_context(input_context), training, config.seed)
+  if config.cache:
+    # Keep the encoded records in memory after the first pass: later epochs skip storage.
+    dataset = dataset.cache()
+  if training:
+    # Mix records across files; the bounded buffer bounds memory however large the data.
+    dataset = dataset.shuffle(config.shuffle_buffer_size, seed=config.seed,
+                              reshuffle_each_iteration=True)
+    # Endless: the trainer counts steps, and no epoch ends on a partial batch.
+    dataset = dataset.repeat()
+  # Decode and preprocess in parallel: the CPU-heavy step, autotuned to the cores.
+  dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+  # Drop images that failed to decode; the count and a file name go to the log.
+  dataset = dataset.filter(lambda image, label, ok, name: bad_data.keep_and_count(ok, name))
+  dataset = dataset.map(lambda image, label, ok, name: (image, label))
+  # Per-replica batches; training keeps shapes static, eval keeps the last partial batch.
+  dataset = dataset.batch(batch_size, drop_remainder=training,
+                          num_parallel_calls=tf.data.AUTOTUNE)
+  # Overlap preparing the next batches with the current training step.
+  dataset = dataset.prefetch(tf.data.AUTOTUNE)
+  return dataset.with_options(_options(config))

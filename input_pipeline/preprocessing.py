@@ -1,0 +1,155 @@
+"""Image preprocessing of the official ResNet recipe, as small pure functions.
+
+Train: a random crop drawn with sample_distorted_bounding_box and decoded with
+the fused decode_and_crop_jpeg, a random horizontal flip, a resize to S x S.
+Eval: resize the shorter side to S / EVAL_CROP_FRACTION, keep the centre S x S.
+Both return float32 pixels in [0, 255]; `normalize` turns them into the
+convention a set of weights expects.
+
+Every function takes and returns tensors, works eagerly and inside
+tf.data.Dataset.map, and decodes any JPEG, PNG, GIF or BMP (gray, CMYK,
+palette or alpha) to 3-channel RGB.
+"""
+import math
+
+import tensorflow as tf
+
+from input_pipeline import constants
+
+CHANNELS = 3
+
+
+def eval_resize_size(image_size: int) -> int:
+  """Shorter side before the eval centre crop: 256 at 224 (crop fraction 0.875)."""
+  return int(math.floor(image_size / constants.EVAL_CROP_FRACTION + 0.5))
+
+
+def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:
+  """Encoded JPEG/PNG/GIF/BMP -> uint8 [H, W, 3] RGB; the first frame of a GIF."""
+  image = tf.io.decode_image(image_bytes, channels=CHANNELS, expand_animations=False)
+  image.set_shape([None, None, CHANNELS])
+  return image
+
+
+def sample_crop_window(image_shape: tf.Tensor, bbox: tf.Tensor) -> tf.Tensor:
+  """A random crop window [offset_y, offset_x, height, width] (int32) with the official parameters.
+
+  `bbox` is float32 [1, num_boxes, 4] of [ymin, xmin, ymax, xmax] in [0, 1];
+  with no boxes the whole image stands for the object.
+  """
+  begin, size, _ = tf.image.sample_distorted_bounding_box(
+      image_shape,
+      bounding_boxes=bbox,
+      min_object_covered=constants.CROP_MIN_OBJECT_COVERED,
+      aspect_ratio_range=constants.CROP_ASPECT_RATIO_RANGE,
+      area_range=constants.CROP_AREA_RANGE,
+      max_attempts=constants.CROP_MAX_ATTEMPTS,
+      use_image_if_no_bounding_boxes=True)
+  return tf.stack([begin[0], begin[1], size[0], size[1]])
+
+
+def decode_and_random_crop(image_bytes: tf.Tensor, bbox: tf.Tensor) -> tf.Tensor:
+  """Decode only a random crop of the image -> uint8 [h, w, 3].
+
+  JPEGs (nearly all of ImageNet) take the fused decode_and_crop_jpeg, which
+  decodes only the crop's blocks; other formats have no fused op, so they are
+  decoded whole and sliced.
+  """
+  def crop_jpeg():
+    window = sample_crop_window(tf.image.extract_jpeg_shape(image_bytes), bbox)
+    return tf.image.decode_and_crop_jpeg(image_bytes, window, channels=CHANNELS)
+
+  def crop_other():
+    image = decode_image(image_bytes)
+    window = sample_crop_window(tf.shape(image), bbox)
+    return tf.slice(image, [window[0], window[1], 0], [window[2], window[3], CHANNELS])
+
+  image = tf.cond(tf.io.is_jpeg(image_bytes), crop_jpeg, crop_other)
+  image.set_shape([None, None, CHANNELS])
+  return image
+
+
+def random_flip(image: tf.Tensor) -> tf.Tensor:
+  return tf.image.random_flip_left_right(image)
+
+
+def resize(image: tf.Tensor, height, width) -> tf.Tensor:
+  """Bilinear resize of [H, W, C] -> float32 [height, width, C], the official kernel.
+
+  The official recipe resizes with TF1's bilinear kernel (no half-pixel
+  centres); tf.image.resize would shift every pixel by half a step, so the
+  same kernel is called directly to stay bit for bit with it.
+  """
+  resized = tf.raw_ops.ResizeBilinear(
+      images=image[tf.newaxis], size=tf.stack([height, width]),
+      align_corners=False, half_pixel_centers=False)
+  return resized[0]
+
+
+def resize_shorter_side(image: tf.Tensor, shorter_side: int) -> tf.Tensor:
+  """Aspect-preserving resize so min(H, W) == shorter_side -> float32."""
+  shape = tf.cast(tf.shape(image)[:2], tf.float32)
+  scale = shorter_side / tf.reduce_min(shape)
+  # Truncation, not rounding, as the official recipe computes the new size.
+  new_size = tf.cast(shape * scale, tf.int32)
+  return resize(image, new_size[0], new_size[1])
+
+
+def central_crop(image: tf.Tensor, size: int) -> tf.Tensor:
+  """The centre [size, size] of an image at least that large on both sides."""
+  shape = tf.shape(image)
+  top = (shape[0] - size) // 2
+  left = (shape[1] - size) // 2
+  return tf.slice(image, [top, left, 0], [size, size, -1])
+
+
+def preprocess_for_train(image_bytes: tf.Tensor, bbox: tf.Tensor, image_size: int) -> tf.Tensor:
+  """Encoded image -> float32 [S, S, 3] in [0, 255]: random crop, flip, resize."""
+  image = decode_and_random_crop(image_bytes, bbox)
+  image = random_flip(image)
+  image = resize(image, image_size, image_size)
+  image.set_shape([image_size, image_size, CHANNELS])
+  return image
+
+
+def preprocess_for_eval(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
+  """Encoded image -> float32 [S, S, 3] in [0, 255]: resize shorter side, centre crop."""
+  image = decode_image(image_bytes)
+  image = resize_shorter_side(image, eval_resize_size(image_size))
+  image = central_crop(image, image_size)
+  image.set_shape([image_size, image_size, CHANNELS])
+  return image
+
+
+def whole_image_bbox() -> tf.Tensor:
+  """No boxes: sample_crop_window then treats the whole image as the object."""
+  return tf.zeros([1, 0, 4], tf.float32)
+
+
+def check_normalization(mode: str) -> None:
+  if mode not in constants.NORMALIZATION_MODES:
+    raise ValueError(
+        f"normalization must be one of {constants.NORMALIZATION_MODES}. Received: {mode!r}")
+
+
+def normalize(images: tf.Tensor, mode: str) -> tf.Tensor:
+  """[..., 3] RGB pixels in [0, 255] (any dtype) -> float32 in the convention of `mode`.
+
+  rgb_mean: subtract the official RGB means; caffe: RGB->BGR, subtract the BGR
+  means (keras.applications ResNet/VGG weights); torch: x/255, then
+  (x - mean) / std per channel; unit: x/127.5 - 1, i.e. [-1, 1].
+  """
+  check_normalization(mode)
+  images = tf.cast(images, tf.float32)
+  if mode == "rgb_mean":
+    return images - constants.RGB_MEANS
+  if mode == "caffe":
+    return images[..., ::-1] - constants.CAFFE_BGR_MEANS
+  if mode == "torch":
+    return (images / 255.0 - constants.TORCH_MEANS) / constants.TORCH_STDS
+  return images / 127.5 - 1.0
+
+
+def to_uint8(images: tf.Tensor) -> tf.Tensor:
+  """float pixels in [0, 255] -> uint8, rounded (the raw-pixel output option)."""
+  return tf.cast(tf.round(tf.clip_by_value(images, 0.0, 255.0)), tf.uint8)

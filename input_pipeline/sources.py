@@ -1,0 +1,315 @@
+"""Where examples come from: ImageNet TFRecords, an image folder, TFDS, or synthetic images.
+
+Every source yields raw elements (records, paths, TFDS dicts, indices) already
+sharded between input pipelines, and turns one element into the same example:
+{"image": encoded image bytes, "label": int32, "bbox": float32 [1, N, 4]}.
+Decoding and preprocessing are build_dataset's business, so every source gets
+the same crop, flip, resize and bad-file handling.
+"""
+import dataclasses
+import functools
+import os
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from input_pipeline import constants
+from input_pipeline import folder
+from input_pipeline import preprocessing
+from input_pipeline.config import DataConfig
+
+LABELS_FILENAME = "labels.txt"
+# Files read at once by the parallel interleave; more buys nothing on local disks.
+MAX_INTERLEAVE_CYCLE = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+  """This input pipeline's share of the data: every `count`-th part starting at `index`."""
+  count: int = 1
+  index: int = 0
+  input_context: tf.distribute.InputContext | None = None
+
+  @classmethod
+  def from_context(cls, input_context):
+    if input_context is None:
+      return cls()
+    return cls(input_context.num_input_pipelines, input_context.input_pipeline_id, input_context)
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  num_examples: int
+  class_names: tuple[str, ...]
+  # (shard, training, seed) -> dataset of raw elements, sharded, files shuffled and interleaved.
+  read: Callable[[Shard, bool, int | None], tf.data.Dataset]
+  # raw element -> example dict; may fail on bad data (it runs inside bad_data.attempt).
+  to_example: Callable
+  # raw element -> a string naming it in logs; never fails.
+  name: Callable
+
+
+def _example(image, label, bbox=None):
+  return {
+      "image": image,
+      "label": tf.cast(label, tf.int32),
+      "bbox": preprocessing.whole_image_bbox() if bbox is None else bbox,
+  }
+
+
+def _read_files(files, open_file, shard: Shard, training: bool, seed) -> tf.data.Dataset:
+  """Files -> records of this shard. `files` is a tuple of equal-length lists; `open_file` None: one file is one record."""
+  num_files = len(files[0])
+  dataset = tf.data.Dataset.from_tensor_slices(files)
+  by_file = num_files >= shard.count
+  # Shard by file when every pipeline gets at least one: each reads only its own files.
+  if by_file:
+    dataset = dataset.shard(shard.count, shard.index)
+    # Shuffle the file order, anew each epoch, so record order varies between epochs.
+    # (Only when sharding by file: by record, every pipeline needs the same order.)
+    if training:
+      dataset = dataset.shuffle(num_files, seed=seed, reshuffle_each_iteration=True)
+  if open_file is not None:
+    # Read several files at once: parallel reads hide storage latency, and
+    # alternating between files mixes classes stored together.
+    dataset = dataset.interleave(
+        open_file, cycle_length=min(MAX_INTERLEAVE_CYCLE, num_files), block_length=1,
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=not (training and by_file))
+  # Fewer files than pipelines: every pipeline reads all and keeps every count-th record.
+  if not by_file:
+    dataset = dataset.shard(shard.count, shard.index)
+  return dataset
+
+
+# ImageNet-format TFRecords.
+
+def _glob(config: DataConfig, pattern: str, argument: str) -> list[str]:
+  if not os.path.isabs(pattern) and "://" not in pattern:
+    if not config.data_dir:
+      raise ValueError(
+          f"source='imagenet' needs data_dir (the folder of TFRecord shards) or an absolute "
+          f"{argument}. Received: data_dir={config.data_dir!r}, {argument}={pattern!r}")
+    pattern = os.path.join(config.data_dir, pattern)
+  files = sorted(tf.io.gfile.glob(pattern))
+  if not files:
+    raise ValueError(f"{argument} matches no TFRecord files. Received: {pattern!r}")
+  return files
+
+
+def _count_records(files: list[str]) -> int:
+  records = tf.data.TFRecordDataset(files, num_parallel_reads=min(len(files), 8))
+  return int(records.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
+
+
+def _imagenet_num_examples(files, pattern, training) -> int:
+  official = ((constants.IMAGENET_TRAIN_PATTERN, constants.IMAGENET_NUM_TRAIN_SHARDS,
+               constants.IMAGENET_NUM_TRAIN_IMAGES) if training else
+              (constants.IMAGENET_EVAL_PATTERN, constants.IMAGENET_NUM_EVAL_SHARDS,
+               constants.IMAGENET_NUM_EVAL_IMAGES))
+  if os.path.basename(pattern) == official[0] and len(files) == official[1]:
+    return official[2]
+  logging.info("Counting the records of %d TFRecord file(s) matching %s", len(files), pattern)
+  return _count_records(files)
+
+
+def read_labels_file(directory: str) -> tuple[str, ...] | None:
+  """Class names, one per line in label order, from labels.txt beside the shards."""
+  path = os.path.join(directory, LABELS_FILENAME)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return tuple(line.strip() for line in f if line.strip())
+
+
+def parse_imagenet_record(record: tf.Tensor, label_offset: int) -> dict:
+  """A serialized tf.train.Example in the official ImageNet format -> example dict."""
+  box_keys = (constants.KEY_BBOX_YMIN, constants.KEY_BBOX_XMIN,
+              constants.KEY_BBOX_YMAX, constants.KEY_BBOX_XMAX)
+  features = {
+      constants.KEY_ENCODED: tf.io.FixedLenFeature([], tf.string),
+      constants.KEY_LABEL: tf.io.FixedLenFeature([], tf.int64),
+      **{key: tf.io.VarLenFeature(tf.float32) for key in box_keys},
+  }
+  parsed = tf.io.parse_single_example(record, features)
+  # [1, num_boxes, 4] of [ymin, xmin, ymax, xmax], the layout sample_distorted_bounding_box takes.
+  bbox = tf.stack([parsed[key].values for key in box_keys], axis=-1)[tf.newaxis]
+  return _example(parsed[constants.KEY_ENCODED], parsed[constants.KEY_LABEL] - label_offset, bbox)
+
+
+def _imagenet_source(config: DataConfig, training: bool) -> Source:
+  pattern, argument = ((config.train_file_pattern, "train_file_pattern") if training else
+                       (config.eval_file_pattern, "eval_file_pattern"))
+  files = _glob(config, pattern, argument)
+  class_names = (read_labels_file(os.path.dirname(files[0])) or
+                 tuple(str(i) for i in range(config.num_classes)))
+
+  def open_file(filename):
+    # Each record travels with its file name, so a bad one can be reported.
+    return tf.data.TFRecordDataset(filename).map(lambda record: (record, filename))
+
+  return Source(
+      num_examples=_imagenet_num_examples(files, pattern, training),
+      class_names=class_names,
+      read=lambda shard, train, seed: _read_files((files,), open_file, shard, train, seed),
+      to_example=lambda record, _: parse_imagenet_record(record, config.label_offset),
+      name=lambda _, filename: filename)
+
+
+# A folder of images.
+
+def _folder_source(config: DataConfig, training: bool) -> Source:
+  listing = folder.list_image_folder(
+      config.data_dir, training, config.validation_fraction,
+      config.train_split, config.eval_split)
+  files = (list(listing.paths), list(listing.labels))
+  return Source(
+      num_examples=len(listing.paths),
+      class_names=listing.class_names,
+      read=lambda shard, train, seed: _read_files(files, None, shard, train, seed),
+      to_example=lambda path, label: _example(tf.io.read_file(path), label),
+      name=lambda path, _: path)
+
+
+# TFDS by name.
+
+def _tfds_builder(config: DataConfig):
+  # Imported here: TFDS takes seconds to import and only this source needs it.
+  import tensorflow_datasets as tfds
+  if not config.tfds_name:
+    raise ValueError(f"source='tfds' needs tfds_name (e.g. 'cats_vs_dogs'). "
+                     f"Received: tfds_name={config.tfds_name!r}")
+  try:
+    builder = tfds.builder(config.tfds_name, data_dir=config.data_dir)
+  except tfds.core.registered.DatasetNotFoundError as error:
+    raise ValueError(f"tfds_name must name a TFDS data set (see tfds.list_builders()). "
+                     f"Received: {config.tfds_name!r}") from error
+  if builder.info.supervised_keys is None:
+    raise ValueError(f"tfds_name must name a data set with (image, label) supervised keys. "
+                     f"Received: {config.tfds_name!r}")
+  return builder
+
+
+def _tfds_split(builder, split: str, argument: str):
+  """The SplitInfo of `split`, or None when the split list is unknown (not generated, or mocked)."""
+  if not builder.info.splits:
+    return None
+  try:
+    return builder.info.splits[split]
+  except (KeyError, ValueError) as error:
+    raise ValueError(
+        f"{argument} must be a split of {builder.info.name}: {sorted(builder.info.splits)}. "
+        f"Received: {split!r}") from error
+
+
+def _tfds_source(config: DataConfig, training: bool) -> Source:
+  import tensorflow_datasets as tfds
+  builder = _tfds_builder(config)
+  split, argument = ((config.train_split, "train_split") if training else
+                     (config.eval_split, "eval_split"))
+  split_info = _tfds_split(builder, split, argument)
+  image_key, label_key = builder.info.supervised_keys
+  label_feature = builder.info.features[label_key]
+  class_names = tuple(getattr(label_feature, "names", None) or
+                      (str(i) for i in range(label_feature.num_classes)))
+  default_name = f"{config.tfds_name}/{split}"
+  num_files = split_info.num_shards if split_info else 1
+
+  def read(shard: Shard, train: bool, seed):
+    by_file = num_files >= shard.count
+    read_config = tfds.ReadConfig(
+        # TFDS shards, shuffles and interleaves its own files; by record below otherwise.
+        input_context=shard.input_context if by_file else None,
+        shuffle_seed=seed, add_tfds_id=True)
+    try:
+      dataset = builder.as_dataset(
+          split=split, shuffle_files=train and by_file, read_config=read_config,
+          # Keep the encoded bytes so the fused crop-decode applies, as for TFRecords.
+          decoders={image_key: tfds.decode.SkipDecoding()})
+    except AssertionError as error:  # TFDS asserts that the data was generated.
+      raise ValueError(
+          f"TFDS data set {config.tfds_name!r} is not prepared in data_dir; run "
+          f"`tfds build {config.tfds_name} --data_dir=DIR` where it can be downloaded. "
+          f"Received: data_dir={config.data_dir!r}") from error
+    if not by_file:
+      dataset = dataset.shard(shard.count, shard.index)
+    return dataset
+
+  if split_info:
+    num_examples = split_info.num_examples
+  else:
+    num_examples = int(read(Shard(), False, None).cardinality())
+
+  return Source(
+      num_examples=num_examples,
+      class_names=class_names,
+      read=read,
+      to_example=lambda element: _example(element[image_key], element[label_key]),
+      name=lambda element: element.get("tfds_id", tf.constant(default_name)))
+
+
+# Synthetic images.
+
+def synthetic_image(label: tf.Tensor, height: int, width: int) -> tf.Tensor:
+  """A uint8 [height, width, 3] image whose class shows in its colours and gradient direction."""
+  label = tf.cast(label, tf.float32)
+  # Golden-ratio steps spread class hues and angles evenly, however many classes.
+  hue = tf.math.floormod(label * 0.618034, 1.0)
+  angle = 2.0 * 3.14159265 * tf.math.floormod(label * 0.381966, 1.0)
+  colour = 0.5 + 0.5 * tf.cos(2.0 * 3.14159265 * (hue + tf.constant([0.0, 1 / 3, 2 / 3])))
+  y = tf.linspace(-1.0, 1.0, height)[:, tf.newaxis]
+  x = tf.linspace(-1.0, 1.0, width)[tf.newaxis, :]
+  ramp = 0.65 + 0.35 * (x * tf.cos(angle) + y * tf.sin(angle))
+  seed = tf.stack([tf.cast(label, tf.int32), 0])
+  noise = tf.random.stateless_normal([height, width, 3], seed=seed, stddev=10.0)
+  image = 30.0 + 200.0 * ramp[..., tf.newaxis] * colour + noise
+  return tf.cast(tf.clip_by_value(image, 0.0, 255.0), tf.uint8)
+
+
+@functools.lru_cache(maxsize=4)
+def synthetic_jpegs(num_classes: int, image_size: int) -> np.ndarray:
+  """One JPEG per class, a little larger than the crop and not square, so crops vary.
+
+  Made once per (num_classes, image_size) and kept: generating 1000 of them
+  takes a second. init_scope makes them eagerly even when first asked for
+  while a map function is being traced.
+  """
+  height, width = preprocessing.eval_resize_size(image_size), image_size * 4 // 3 + 1
+  with tf.init_scope():
+    images = tf.data.Dataset.range(num_classes).map(
+        lambda label: tf.io.encode_jpeg(synthetic_image(label, height, width), quality=90),
+        num_parallel_calls=tf.data.AUTOTUNE)
+    return images.batch(num_classes).get_single_element().numpy()
+
+
+def _synthetic_source(config: DataConfig, training: bool) -> Source:
+  del training  # Both splits hold the same images.
+
+  def read(shard: Shard, train: bool, seed):
+    del train, seed  # Shuffling happens downstream; the indices need no file order.
+    return tf.data.Dataset.range(config.synthetic_num_examples).shard(shard.count, shard.index)
+
+  def to_example(index):
+    label = index % config.num_classes
+    jpegs = tf.constant(synthetic_jpegs(config.num_classes, config.image_size))
+    return _example(tf.gather(jpegs, label), label)
+
+  return Source(
+      num_examples=config.synthetic_num_examples,
+      class_names=tuple(str(i) for i in range(config.num_classes)),
+      read=read,
+      to_example=to_example,
+      name=lambda index: tf.strings.format("synthetic/{}", index))
+
+
+_SOURCES = {
+    "imagenet": _imagenet_source,
+    "folder": _folder_source,
+    "tfds": _tfds_source,
+    "synthetic": _synthetic_source,
+}
+
+
+def make_source(config: DataConfig, training: bool) -> Source:
+  return _SOURCES[config.source](config, training)
