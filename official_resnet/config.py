@@ -1,0 +1,243 @@
+"""Frozen configs of a training run: optimizer, schedule, phases, runtime, and the experiment.
+
+main.py builds these from flags; everything below main takes them as
+arguments. Defaults are the official ResNet-50 ImageNet recipe.
+"""
+import dataclasses
+
+from input_pipeline.config import DataConfig
+from official_resnet.models.config import ModelConfig
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("piecewise", "cosine", "constant")
+STRATEGIES = ("off", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+# All-reduce implementations each strategy accepts (None: TF picks).
+ALL_REDUCE_ALGS = {
+    "mirrored": ("nccl", "hierarchical_copy", "reduction_to_one_device"),
+    "multi_worker_mirrored": ("ring", "nccl"),
+}
+DTYPES = ("fp32", "fp16", "bf16")
+# Keras dtype policy of each --dtype value.
+DTYPE_POLICIES = {"fp32": "float32", "fp16": "mixed_float16", "bf16": "mixed_bfloat16"}
+TRAINING_LOOPS = ("custom", "fit")
+# Keras' own fit loop is known to work on one host only (keras-team/keras#20585).
+FIT_STRATEGIES = ("off", "one_device", "mirrored")
+INIT_CHECKPOINT_SCOPES = ("backbone", "all")
+# What a phase trains besides these: "all", "head" (backbone frozen), or a
+# stage name such as "conv4" (stages before it frozen).
+TRAINABLE_ALL = "all"
+TRAINABLE_HEAD = "head"
+
+
+def _check_choice(name, value, allowed):
+  if value not in allowed:
+    raise ValueError(f"{name} must be one of {tuple(allowed)}. Received: {value!r}")
+
+
+def _check_positive(name, value, allow_zero=False):
+  if value < 0 or (value == 0 and not allow_zero):
+    bound = ">= 0" if allow_zero else "> 0"
+    raise ValueError(f"{name} must be {bound}. Received: {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  name: str = "sgd"
+  momentum: float = 0.9
+  nesterov: bool = False
+  beta_1: float = 0.9
+  beta_2: float = 0.999
+  epsilon: float = 1e-7
+  # AdamW's decoupled decay; the model's L2 (ModelConfig.weight_decay) is separate.
+  weight_decay: float = 0.0
+
+  def __post_init__(self):
+    _check_choice("optimizer", self.name, OPTIMIZERS)
+    _check_positive("momentum", self.momentum, allow_zero=True)
+    _check_positive("adamw_weight_decay", self.weight_decay, allow_zero=True)
+    if self.nesterov and self.name != "sgd":
+      raise ValueError(f"nesterov applies to optimizer='sgd' only. Received: optimizer={self.name!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+  """Learning rate over one phase; epochs count from the phase's start.
+
+  The peak rate is base_learning_rate * batch_size / base_batch_size (the
+  official linear scaling, 0.1 per 256 examples); base_batch_size=None uses
+  base_learning_rate as it is.
+  """
+  name: str = "piecewise"
+  base_learning_rate: float = 0.1
+  base_batch_size: int | None = 256
+  warmup_epochs: float = 5.0
+  # piecewise: multiply by decay_factor at each of these epochs.
+  decay_epochs: tuple[float, ...] = (30.0, 60.0, 80.0)
+  decay_factor: float = 0.1
+  # cosine: the rate ends at cosine_alpha * peak.
+  cosine_alpha: float = 0.0
+
+  def __post_init__(self):
+    _check_choice("lr_schedule", self.name, SCHEDULES)
+    _check_positive("base_learning_rate", self.base_learning_rate)
+    if self.base_batch_size is not None:
+      _check_positive("lr_base_batch_size", self.base_batch_size)
+    _check_positive("warmup_epochs", self.warmup_epochs, allow_zero=True)
+    if list(self.decay_epochs) != sorted(self.decay_epochs) or any(e <= 0 for e in self.decay_epochs):
+      raise ValueError(f"lr_decay_epochs must be positive and increasing. Received: {self.decay_epochs}")
+
+  def peak_learning_rate(self, batch_size):
+    if self.base_batch_size is None:
+      return self.base_learning_rate
+    return self.base_learning_rate * batch_size / self.base_batch_size
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseConfig:
+  """One stretch of training with its own length, schedule and trainable part.
+
+  Two-phase fine-tuning is two of these, e.g. the head alone for 3 epochs,
+  then everything from "conv4" on at a lower rate.
+  """
+  name: str = "train"
+  # Exactly one of epochs and steps.
+  epochs: float | None = None
+  steps: int | None = None
+  schedule: ScheduleConfig = ScheduleConfig()
+  trainable: str = TRAINABLE_ALL
+
+  def __post_init__(self):
+    if (self.epochs is None) == (self.steps is None):
+      raise ValueError(
+          f"Phase {self.name!r} needs exactly one of epochs and steps. "
+          f"Received: epochs={self.epochs}, steps={self.steps}")
+    _check_positive(f"phase {self.name!r} length", self.epochs if self.steps is None else self.steps)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  model_dir: str = "/tmp/official_resnet"
+  train_epochs: float = 90.0
+  # Total steps; when set it replaces train_epochs.
+  train_steps: int | None = None
+  epochs_between_evals: float = 1.0
+  # Steps per call of the compiled train function; None: up to one epoch.
+  steps_per_loop: int | None = None
+  log_steps: int = 100
+  # None: one checkpoint per epoch (and always one at the end).
+  checkpoint_steps: int | None = None
+  keep_checkpoints: int = 5
+  label_smoothing: float = 0.0
+  optimizer: OptimizerConfig = OptimizerConfig()
+  schedule: ScheduleConfig = ScheduleConfig()
+  # Empty: one phase of train_epochs / train_steps with `schedule`, all trainable.
+  phases: tuple[PhaseConfig, ...] = ()
+  init_checkpoint: str | None = None
+  init_checkpoint_scope: str = "backbone"
+  training_loop: str = "custom"
+  enable_tensorboard: bool = False
+
+  def __post_init__(self):
+    if not self.model_dir:
+      raise ValueError(f"model_dir must be a directory path. Received: {self.model_dir!r}")
+    _check_positive("train_epochs", self.train_epochs)
+    if self.train_steps is not None:
+      _check_positive("train_steps", self.train_steps)
+    _check_positive("epochs_between_evals", self.epochs_between_evals)
+    if self.steps_per_loop is not None:
+      _check_positive("steps_per_loop", self.steps_per_loop)
+    _check_positive("log_steps", self.log_steps)
+    if self.checkpoint_steps is not None:
+      _check_positive("checkpoint_steps", self.checkpoint_steps)
+    _check_positive("keep_checkpoints", self.keep_checkpoints)
+    if not 0.0 <= self.label_smoothing < 1.0:
+      raise ValueError(f"label_smoothing must be in [0, 1). Received: {self.label_smoothing}")
+    _check_choice("init_checkpoint_scope", self.init_checkpoint_scope, INIT_CHECKPOINT_SCOPES)
+    _check_choice("training_loop", self.training_loop, TRAINING_LOOPS)
+    names = [phase.name for phase in self.phases]
+    if len(set(names)) != len(names):
+      raise ValueError(f"phase names must be unique. Received: {names}")
+
+  def resolved_phases(self):
+    """The phases to run: `phases`, or the single phase the top-level fields describe."""
+    if self.phases:
+      return self.phases
+    if self.train_steps is not None:
+      return (PhaseConfig(steps=self.train_steps, schedule=self.schedule),)
+    return (PhaseConfig(epochs=self.train_epochs, schedule=self.schedule),)
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+  distribution_strategy: str = "mirrored"
+  # mirrored/one_device: GPUs to use; 0 uses the CPU (every logical CPU device under mirrored).
+  num_gpus: int = 1
+  all_reduce_alg: str | None = None
+  num_packs: int = 1
+  # multi_worker_mirrored without TF_CONFIG or Slurm: "host:port" of every worker.
+  worker_hosts: tuple[str, ...] = ()
+  task_index: int = -1
+  tpu: str = ""
+  dtype: str = "fp32"
+  # fp16: initial value of the dynamic loss scale (Keras 3 scales dynamically only).
+  loss_scale: float = 32768.0
+  enable_xla: bool = False
+  seed: int | None = None
+
+  def __post_init__(self):
+    _check_choice("distribution_strategy", self.distribution_strategy, STRATEGIES)
+    _check_choice("dtype", self.dtype, DTYPES)
+    _check_positive("num_gpus", self.num_gpus, allow_zero=True)
+    _check_positive("num_packs", self.num_packs)
+    _check_positive("loss_scale", self.loss_scale)
+    if self.all_reduce_alg is not None:
+      allowed = ALL_REDUCE_ALGS.get(self.distribution_strategy, ())
+      if not allowed:
+        raise ValueError(
+            f"all_reduce_alg applies to distribution_strategy in {tuple(ALL_REDUCE_ALGS)}. "
+            f"Received: all_reduce_alg={self.all_reduce_alg!r} with "
+            f"distribution_strategy={self.distribution_strategy!r}")
+      _check_choice(f"all_reduce_alg (with {self.distribution_strategy})", self.all_reduce_alg, allowed)
+    if self.distribution_strategy in ("off", "one_device") and self.num_gpus > 1:
+      raise ValueError(
+          f"distribution_strategy={self.distribution_strategy!r} uses at most one GPU; use "
+          f"'mirrored' for more. Received: num_gpus={self.num_gpus}")
+    if self.worker_hosts and not 0 <= self.task_index < len(self.worker_hosts):
+      raise ValueError(
+          f"task_index must be in [0, {len(self.worker_hosts)}) for {len(self.worker_hosts)} "
+          f"worker_hosts. Received: {self.task_index}")
+
+  @property
+  def dtype_policy(self):
+    return DTYPE_POLICIES[self.dtype]
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+  """Everything one run needs. The data and model configs must agree on classes and size."""
+  data: DataConfig = DataConfig()
+  model: ModelConfig = ModelConfig()
+  train: TrainConfig = TrainConfig()
+  runtime: RuntimeConfig = RuntimeConfig()
+
+  def __post_init__(self):
+    if self.data.num_classes != self.model.num_classes:
+      raise ValueError(
+          "num_classes of the data and the model must agree. "
+          f"Received: data {self.data.num_classes}, model {self.model.num_classes}")
+    if self.data.image_size != self.model.image_size:
+      raise ValueError(
+          "image_size of the data and the model must agree. "
+          f"Received: data {self.data.image_size}, model {self.model.image_size}")
+    if self.model.dtype_policy != self.runtime.dtype_policy:
+      raise ValueError(
+          f"model dtype_policy must be {self.runtime.dtype_policy!r} for dtype={self.runtime.dtype!r}. "
+          f"Received: {self.model.dtype_policy!r}")
+    strategy = self.runtime.distribution_strategy
+    if self.train.training_loop == "fit" and strategy not in FIT_STRATEGIES:
+      raise ValueError(
+          f"training_loop='fit' works with distribution_strategy in {FIT_STRATEGIES}: Keras 3 "
+          "Model.fit fails under multi-worker strategies (keras-team/keras#20585) and is untested "
+          f"on TPU here; use training_loop='custom'. Received: distribution_strategy={strategy!r}")
+    if self.runtime.dtype == "fp16" and strategy == "tpu":
+      raise ValueError("dtype='fp16' is not supported on TPU; use dtype='bf16'. Received: dtype='fp16'")

@@ -1,0 +1,134 @@
+"""tf.distribute strategies from a RuntimeConfig, and who among the workers is the chief.
+
+multi_worker_mirrored finds its cluster, in this order, from --worker_hosts and
+--task_index, from TF_CONFIG, or from Slurm's environment (srun with more than
+one task); with none of them it runs as a single worker.
+"""
+import os
+
+from absl import logging
+import tensorflow as tf
+
+from official_resnet import config as config_lib
+
+_MIRRORED_CROSS_DEVICE_OPS = {
+    "nccl": tf.distribute.NcclAllReduce,
+    "hierarchical_copy": tf.distribute.HierarchicalCopyAllReduce,
+}
+_COLLECTIVE_IMPLEMENTATIONS = {
+    None: tf.distribute.experimental.CommunicationImplementation.AUTO,
+    "ring": tf.distribute.experimental.CommunicationImplementation.RING,
+    "nccl": tf.distribute.experimental.CommunicationImplementation.NCCL,
+}
+# First port srun tasks on one node listen on; SlurmClusterResolver offsets it per task.
+SLURM_PORT_BASE = 8888
+
+
+def _in_slurm_job_step():
+  return "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1
+
+
+def cluster_resolver(runtime):
+  """The ClusterResolver multi_worker_mirrored uses for `runtime`."""
+  resolvers = tf.distribute.cluster_resolver
+  if runtime.worker_hosts:
+    spec = tf.train.ClusterSpec({"worker": list(runtime.worker_hosts)})
+    return resolvers.SimpleClusterResolver(spec, task_type="worker", task_id=runtime.task_index,
+                                           rpc_layer="grpc")
+  if os.environ.get("TF_CONFIG"):
+    return resolvers.TFConfigClusterResolver()
+  if _in_slurm_job_step():
+    # One task per GPU group: each task gets num_gpus GPUs via CUDA_VISIBLE_DEVICES.
+    gpus = runtime.num_gpus
+    return resolvers.SlurmClusterResolver(
+        port_base=SLURM_PORT_BASE, gpus_per_node=None if gpus else 0, gpus_per_task=gpus,
+        auto_set_gpu=gpus > 0)
+  return resolvers.TFConfigClusterResolver()
+
+
+def _mirrored_devices(num_gpus):
+  if num_gpus:
+    available = len(tf.config.list_logical_devices("GPU"))
+    if available < num_gpus:
+      raise ValueError(
+          f"num_gpus must be at most the {available} GPUs visible. Received: {num_gpus}")
+    return [f"/device:GPU:{i}" for i in range(num_gpus)]
+  return [device.name for device in tf.config.list_logical_devices("CPU")]
+
+
+def _mirrored_strategy(runtime):
+  devices = _mirrored_devices(runtime.num_gpus)
+  alg = runtime.all_reduce_alg
+  if alg is None:
+    cross_device_ops = None
+  elif alg == "reduction_to_one_device":
+    cross_device_ops = tf.distribute.ReductionToOneDevice()
+  else:
+    cross_device_ops = _MIRRORED_CROSS_DEVICE_OPS[alg](num_packs=runtime.num_packs)
+  return tf.distribute.MirroredStrategy(devices=devices, cross_device_ops=cross_device_ops)
+
+
+def _tpu_strategy(runtime):
+  resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=runtime.tpu)
+  if runtime.tpu not in ("", "local"):
+    tf.config.experimental_connect_to_cluster(resolver)
+  tf.tpu.experimental.initialize_tpu_system(resolver)
+  return tf.distribute.TPUStrategy(resolver)
+
+
+def build_strategy(runtime):
+  """The tf.distribute.Strategy for `runtime` (a RuntimeConfig)."""
+  name = runtime.distribution_strategy
+  if name == "off":
+    return tf.distribute.get_strategy()
+  if name == "one_device":
+    return tf.distribute.OneDeviceStrategy("/device:GPU:0" if runtime.num_gpus else "/device:CPU:0")
+  if name == "mirrored":
+    return _mirrored_strategy(runtime)
+  if name == "multi_worker_mirrored":
+    options = tf.distribute.experimental.CommunicationOptions(
+        implementation=_COLLECTIVE_IMPLEMENTATIONS[runtime.all_reduce_alg])
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(
+        cluster_resolver=cluster_resolver(runtime), communication_options=options)
+    logging.info("multi_worker_mirrored: worker %s of %s, %d replicas in sync",
+                 strategy.cluster_resolver.task_id, num_workers(strategy),
+                 strategy.num_replicas_in_sync)
+    return strategy
+  if name == "tpu":
+    return _tpu_strategy(runtime)
+  raise ValueError(f"distribution_strategy must be one of {config_lib.STRATEGIES}. Received: {name!r}")
+
+
+def check_batch_divisible(batch_size, strategy):
+  replicas = strategy.num_replicas_in_sync
+  if batch_size % replicas:
+    raise ValueError(
+        f"batch_size (the global batch) must be divisible by the {replicas} replicas in sync. "
+        f"Received: {batch_size}")
+
+
+def num_workers(strategy):
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return 1
+  spec = resolver.cluster_spec().as_dict()
+  return max(1, sum(len(spec.get(job, ())) for job in ("chief", "worker")))
+
+
+def is_chief(strategy):
+  """Whether this process writes checkpoints, summaries and config for the whole cluster."""
+  if num_workers(strategy) == 1:
+    return True
+  resolver = strategy.cluster_resolver
+  has_chief_job = "chief" in resolver.cluster_spec().as_dict()
+  if has_chief_job:
+    return resolver.task_type == "chief"
+  return resolver.task_type in (None, "worker") and resolver.task_id in (None, 0)
+
+
+def task_name(strategy):
+  """"chief_0", "worker_1"...: unique per process of the cluster."""
+  if num_workers(strategy) == 1:
+    return "chief_0"
+  resolver = strategy.cluster_resolver
+  return f"{resolver.task_type}_{resolver.task_id}"

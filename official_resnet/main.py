@@ -1,0 +1,263 @@
+"""The command: `python -m official_resnet.main --flagfile=configs/smoke.cfg [--flag=value ...]`.
+
+The only module that reads absl FLAGS. It turns them into frozen configs
+(input_pipeline.DataConfig, models.ModelConfig, config.TrainConfig,
+config.RuntimeConfig) and runs one mode. Flag names follow the official
+resnet_ctl_imagenet_main.py where one exists.
+
+A mode is a function ExperimentConfig -> stats dict, listed in MODES; a new
+mode is one function and one entry.
+"""
+import json
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from input_pipeline import constants
+from input_pipeline.config import DataConfig
+from input_pipeline.config import SOURCES
+from official_resnet import config as config_lib
+from official_resnet import trainer
+from official_resnet.models import builder
+from official_resnet.models.config import ARCHITECTURES
+from official_resnet.models.config import DATA_FORMATS
+from official_resnet.models.config import HeadConfig
+from official_resnet.models.config import ModelConfig
+from official_resnet.models.config import RESNET_VARIANTS
+
+FLAGS = flags.FLAGS
+
+MODES = {
+    "train_and_eval": lambda experiment: trainer.train_and_evaluate(experiment, evaluate=True),
+    "train": lambda experiment: trainer.train_and_evaluate(experiment, evaluate=False),
+    "eval": trainer.evaluate_checkpoint,
+}
+
+_DATA, _MODEL, _TRAIN = DataConfig(), ModelConfig(), config_lib.TrainConfig()
+_OPTIMIZER, _SCHEDULE = config_lib.OptimizerConfig(), config_lib.ScheduleConfig()
+_RUNTIME = config_lib.RuntimeConfig()
+
+flags.DEFINE_enum("mode", "train_and_eval", list(MODES), "What to run.")
+
+# Official flags.
+flags.DEFINE_string("model_dir", _TRAIN.model_dir,
+                    "Checkpoints, config.json, stats.json and TensorBoard summaries. Rerunning the "
+                    "same command resumes from its latest checkpoint.")
+flags.DEFINE_string("data_dir", None, "imagenet: TFRecord folder; folder: image root; tfds: TFDS data_dir.")
+flags.DEFINE_integer("batch_size", _DATA.batch_size, "Global batch size over all replicas.", lower_bound=1)
+flags.DEFINE_float("train_epochs", _TRAIN.train_epochs, "Epochs to train.")
+flags.DEFINE_integer("train_steps", None, "Total steps to train; replaces --train_epochs when set.",
+                     lower_bound=1)
+flags.DEFINE_float("epochs_between_evals", _TRAIN.epochs_between_evals,
+                   "Epochs between evaluations (train_and_eval) and history entries.")
+flags.DEFINE_enum("distribution_strategy", _RUNTIME.distribution_strategy, list(config_lib.STRATEGIES),
+                  "tf.distribute strategy.")
+flags.DEFINE_integer("num_gpus", _RUNTIME.num_gpus,
+                     "GPUs per worker; 0 trains on the CPU (mirrored: every logical CPU device).",
+                     lower_bound=0)
+flags.DEFINE_enum("all_reduce_alg", None,
+                  sorted({alg for algs in config_lib.ALL_REDUCE_ALGS.values() for alg in algs}),
+                  "mirrored: nccl, hierarchical_copy or reduction_to_one_device; "
+                  "multi_worker_mirrored: ring or nccl. Default: TF's choice.")
+flags.DEFINE_integer("num_packs", _RUNTIME.num_packs, "mirrored with nccl/hierarchical_copy: gradient packs.",
+                     lower_bound=1)
+flags.DEFINE_enum("dtype", _RUNTIME.dtype, list(config_lib.DTYPES),
+                  "Compute precision; fp16 adds dynamic loss scaling. Variables stay float32.")
+flags.DEFINE_string("loss_scale", "dynamic",
+                    "fp16: 'dynamic', or a number to start the dynamic loss scale at "
+                    "(Keras 3 scales dynamically only).")
+flags.DEFINE_boolean("enable_xla", _RUNTIME.enable_xla, "Compile the model's steps with XLA.")
+flags.DEFINE_boolean("use_synthetic_data", False, "Same as --source=synthetic.")
+flags.DEFINE_integer("log_steps", _TRAIN.log_steps, "Steps between log lines and TensorBoard scalars.",
+                     lower_bound=1)
+flags.DEFINE_integer("steps_per_loop", None,
+                     "Steps per call of the compiled train function (custom loop); default one epoch.",
+                     lower_bound=1)
+flags.DEFINE_boolean("enable_tensorboard", _TRAIN.enable_tensorboard,
+                     "Write TensorBoard scalars to model_dir/train and model_dir/eval.")
+flags.DEFINE_integer("datasets_num_private_threads", None,
+                     "Private tf.data thread pool size; default: the shared pool.", lower_bound=1)
+flags.DEFINE_boolean("training_dataset_cache", _DATA.cache, "Cache the decoded training records in memory.")
+flags.DEFINE_string("tpu", _RUNTIME.tpu, "TPU name or grpc:// address ('' or 'local': attached TPU).")
+flags.DEFINE_list("worker_hosts", [],
+                  "multi_worker_mirrored without TF_CONFIG/Slurm: comma-separated host:port of every worker.")
+flags.DEFINE_integer("task_index", _RUNTIME.task_index, "This worker's index in --worker_hosts.")
+flags.DEFINE_enum("data_format", None, [f for f in DATA_FORMATS if f],
+                  "Layout inside the model; default Keras' image_data_format (channels_last).")
+
+# Model.
+flags.DEFINE_enum("architecture", _MODEL.architecture, list(ARCHITECTURES), "Model architecture.")
+flags.DEFINE_enum("variant", _MODEL.variant, list(RESNET_VARIANTS),
+                  "ResNet variant: v1.5 (official, stride in the 3x3) or v1 (keras.applications).")
+flags.DEFINE_integer("num_classes", _MODEL.num_classes, "Classes of the data and the logits.", lower_bound=1)
+flags.DEFINE_integer("image_size", _MODEL.image_size, "Square input size in pixels.",
+                     lower_bound=constants.MIN_IMAGE_SIZE)
+flags.DEFINE_integer("base_width", _MODEL.base_width, "Channels of the first stage (64 published).",
+                     lower_bound=1)
+flags.DEFINE_enum("pooling", _MODEL.pooling, ["avg", "max", "none"],
+                  "Pooling before the head; 'none' flattens.")
+flags.DEFINE_list("head_hidden_units", [], "Hidden Dense widths of the head, e.g. 4096,4096.")
+flags.DEFINE_float("head_dropout", _MODEL.head.dropout, "Dropout before the logits (and after hidden layers).")
+flags.DEFINE_string("head_activation", _MODEL.head.activation, "Activation of the hidden head layers.")
+flags.DEFINE_boolean("vgg_batch_norm", _MODEL.vgg_batch_norm, "VGG with BatchNorm after each conv.")
+flags.DEFINE_boolean("zero_init_residual", _MODEL.zero_init_residual,
+                     "Zero-initialise the last BN gamma of each residual block.")
+flags.DEFINE_float("weight_decay", _MODEL.weight_decay, "L2 factor on conv/dense kernels (the official 1e-4).")
+flags.DEFINE_boolean("normalize_in_model", False,
+                     "The pipeline outputs raw uint8 pixels and the model normalizes them.")
+
+# Data.
+flags.DEFINE_enum("source", _DATA.source, list(SOURCES), "Where the images come from.")
+flags.DEFINE_string("tfds_name", None, "source=tfds: the TFDS data set, e.g. cats_vs_dogs.")
+flags.DEFINE_string("train_split", _DATA.train_split, "Training split (tfds; folder subfolder).")
+flags.DEFINE_string("eval_split", _DATA.eval_split, "Evaluation split (tfds; folder subfolder).")
+flags.DEFINE_string("train_file_pattern", _DATA.train_file_pattern, "imagenet: training shard glob.")
+flags.DEFINE_string("eval_file_pattern", _DATA.eval_file_pattern, "imagenet: validation shard glob.")
+flags.DEFINE_integer("label_offset", _DATA.label_offset,
+                     "imagenet: subtracted from the record labels (1: labels 1..1000 -> 0..999).")
+flags.DEFINE_enum("normalization", _DATA.normalization, list(constants.NORMALIZATION_MODES),
+                  "Pixel normalization; must match pretrained weights.")
+flags.DEFINE_float("validation_fraction", _DATA.validation_fraction,
+                   "folder without a validation subfolder: fraction held out.")
+flags.DEFINE_integer("shuffle_buffer_size", _DATA.shuffle_buffer_size, "Examples in the shuffle buffer.",
+                     lower_bound=1)
+flags.DEFINE_integer("synthetic_num_examples", _DATA.synthetic_num_examples,
+                     "source=synthetic: examples per split.", lower_bound=1)
+flags.DEFINE_integer("seed", None,
+                     "Seeds weights, data order and augmentation; with it a resumed run equals an "
+                     "uninterrupted one.")
+
+# Optimizer and schedule.
+flags.DEFINE_enum("optimizer", _OPTIMIZER.name, list(config_lib.OPTIMIZERS), "Optimizer.")
+flags.DEFINE_float("momentum", _OPTIMIZER.momentum, "sgd: momentum.")
+flags.DEFINE_boolean("nesterov", _OPTIMIZER.nesterov, "sgd: Nesterov momentum.")
+flags.DEFINE_float("adam_beta_1", _OPTIMIZER.beta_1, "adam/adamw: beta_1.")
+flags.DEFINE_float("adam_beta_2", _OPTIMIZER.beta_2, "adam/adamw: beta_2.")
+flags.DEFINE_float("adam_epsilon", _OPTIMIZER.epsilon, "adam/adamw: epsilon.")
+flags.DEFINE_float("adamw_weight_decay", _OPTIMIZER.weight_decay,
+                   "adamw: decoupled weight decay (consider --weight_decay=0 with it).")
+flags.DEFINE_enum("lr_schedule", _SCHEDULE.name, list(config_lib.SCHEDULES),
+                  "piecewise: official warm-up then x decay_factor at lr_decay_epochs; "
+                  "cosine: warm-up then cosine decay; constant.")
+flags.DEFINE_float("base_learning_rate", _SCHEDULE.base_learning_rate,
+                   "Peak learning rate per lr_base_batch_size examples.")
+flags.DEFINE_integer("lr_base_batch_size", _SCHEDULE.base_batch_size,
+                     "Peak rate = base_learning_rate * batch_size / this; 0: base_learning_rate as is.",
+                     lower_bound=0)
+flags.DEFINE_float("warmup_epochs", _SCHEDULE.warmup_epochs, "Linear warm-up epochs (piecewise, cosine).")
+flags.DEFINE_list("lr_decay_epochs", [str(e) for e in _SCHEDULE.decay_epochs],
+                  "piecewise: epochs where the rate is multiplied by lr_decay_factor.")
+flags.DEFINE_float("lr_decay_factor", _SCHEDULE.decay_factor, "piecewise: multiplier at each decay epoch.")
+flags.DEFINE_float("cosine_alpha", _SCHEDULE.cosine_alpha, "cosine: final rate as a fraction of the peak.")
+
+# Training.
+flags.DEFINE_enum("training_loop", _TRAIN.training_loop, list(config_lib.TRAINING_LOOPS),
+                  "custom: our loop, every strategy; fit: Keras Model.fit (off/one_device/mirrored).")
+flags.DEFINE_float("label_smoothing", _TRAIN.label_smoothing, "Label smoothing of the training loss.")
+flags.DEFINE_integer("checkpoint_steps", None, "Steps between checkpoints; default one epoch.",
+                     lower_bound=1)
+flags.DEFINE_integer("keep_checkpoints", _TRAIN.keep_checkpoints, "Checkpoints kept in model_dir.",
+                     lower_bound=1)
+flags.DEFINE_string("init_checkpoint", None,
+                    "Start a new run from these weights: keras.applications .h5/.weights.h5, a "
+                    "checkpoint prefix or a model_dir.")
+flags.DEFINE_enum("init_checkpoint_scope", _TRAIN.init_checkpoint_scope,
+                  list(config_lib.INIT_CHECKPOINT_SCOPES),
+                  "backbone: the head keeps its fresh initialization; all: the head too.")
+
+
+def _float_list(name, values):
+  try:
+    return tuple(float(value) for value in values)
+  except ValueError as error:
+    raise ValueError(f"--{name} must be comma-separated numbers. Received: {values}") from error
+
+
+def _int_list(name, values):
+  try:
+    return tuple(int(value) for value in values)
+  except ValueError as error:
+    raise ValueError(f"--{name} must be comma-separated integers. Received: {values}") from error
+
+
+def _loss_scale(value):
+  if value == "dynamic":
+    return _RUNTIME.loss_scale
+  try:
+    scale = float(value)
+  except ValueError:
+    scale = 0.0
+  if scale <= 0:
+    raise ValueError(f"--loss_scale must be 'dynamic' or a positive number. Received: {value!r}")
+  return scale
+
+
+def experiment_from_flags(flag_values=FLAGS):
+  """The ExperimentConfig the flags describe; ValueError naming the flag when they do not fit."""
+  f = flag_values
+  runtime = config_lib.RuntimeConfig(
+      distribution_strategy=f.distribution_strategy, num_gpus=f.num_gpus,
+      all_reduce_alg=f.all_reduce_alg, num_packs=f.num_packs,
+      worker_hosts=tuple(f.worker_hosts), task_index=f.task_index, tpu=f.tpu, dtype=f.dtype,
+      loss_scale=_loss_scale(f.loss_scale), enable_xla=f.enable_xla, seed=f.seed)
+  normalization_in_model = f.normalization if f.normalize_in_model else None
+  data = DataConfig(
+      source="synthetic" if f.use_synthetic_data else f.source, data_dir=f.data_dir,
+      train_file_pattern=f.train_file_pattern, eval_file_pattern=f.eval_file_pattern,
+      tfds_name=f.tfds_name, train_split=f.train_split, eval_split=f.eval_split,
+      image_size=f.image_size, num_classes=f.num_classes, label_offset=f.label_offset,
+      batch_size=f.batch_size, normalization=f.normalization,
+      output_dtype="uint8" if f.normalize_in_model else "float32",
+      validation_fraction=f.validation_fraction, shuffle_buffer_size=f.shuffle_buffer_size,
+      cache=f.training_dataset_cache, private_threads=f.datasets_num_private_threads,
+      synthetic_num_examples=f.synthetic_num_examples, seed=f.seed)
+  model = ModelConfig(
+      architecture=f.architecture, variant=f.variant, num_classes=f.num_classes,
+      image_size=f.image_size, pooling=None if f.pooling == "none" else f.pooling,
+      head=HeadConfig(hidden_units=_int_list("head_hidden_units", f.head_hidden_units),
+                      dropout=f.head_dropout, activation=f.head_activation),
+      base_width=f.base_width, vgg_batch_norm=f.vgg_batch_norm,
+      zero_init_residual=f.zero_init_residual, weight_decay=f.weight_decay,
+      dtype_policy=runtime.dtype_policy, input_normalization=normalization_in_model,
+      data_format=f.data_format)
+  schedule = config_lib.ScheduleConfig(
+      name=f.lr_schedule, base_learning_rate=f.base_learning_rate,
+      base_batch_size=f.lr_base_batch_size or None, warmup_epochs=f.warmup_epochs,
+      decay_epochs=_float_list("lr_decay_epochs", f.lr_decay_epochs),
+      decay_factor=f.lr_decay_factor, cosine_alpha=f.cosine_alpha)
+  optimizer = config_lib.OptimizerConfig(
+      name=f.optimizer, momentum=f.momentum, nesterov=f.nesterov, beta_1=f.adam_beta_1,
+      beta_2=f.adam_beta_2, epsilon=f.adam_epsilon, weight_decay=f.adamw_weight_decay)
+  train = config_lib.TrainConfig(
+      model_dir=f.model_dir, train_epochs=f.train_epochs, train_steps=f.train_steps,
+      epochs_between_evals=f.epochs_between_evals, steps_per_loop=f.steps_per_loop,
+      log_steps=f.log_steps, checkpoint_steps=f.checkpoint_steps,
+      keep_checkpoints=f.keep_checkpoints, label_smoothing=f.label_smoothing,
+      optimizer=optimizer, schedule=schedule, init_checkpoint=f.init_checkpoint,
+      init_checkpoint_scope=f.init_checkpoint_scope, training_loop=f.training_loop,
+      enable_tensorboard=f.enable_tensorboard)
+  builder.validate(model)
+  return config_lib.ExperimentConfig(data=data, model=model, train=train, runtime=runtime)
+
+
+def run(flag_values=FLAGS):
+  """Runs --mode with the parsed flags and returns its stats."""
+  try:
+    experiment = experiment_from_flags(flag_values)
+  except ValueError as error:
+    raise app.UsageError(str(error)) from error
+  stats = MODES[flag_values.mode](experiment)
+  logging.info("Run stats: %s", json.dumps({k: v for k, v in stats.items() if k != "history"}))
+  return stats
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments (flags need --name=value). Received: {argv[1:]}")
+  run()
+
+
+if __name__ == "__main__":
+  logging.set_verbosity(logging.INFO)
+  app.run(main)

@@ -1,0 +1,125 @@
+"""What a model_dir says about its run: config.json (written at the start, checked on resume) and stats.json.
+
+config.json = {"model": asdict(ModelConfig), "data": asdict(DataConfig),
+"train": asdict(TrainConfig), "runtime": asdict(RuntimeConfig), "class_names": [...]}.
+Export and evaluation rebuild the model from it with read_run_config.
+"""
+import dataclasses
+import json
+import os
+import types
+import typing
+
+from absl import logging
+import tensorflow as tf
+
+from input_pipeline.config import DataConfig
+from official_resnet import config as config_lib
+from official_resnet.models.config import ModelConfig
+
+CONFIG_FILE = "config.json"
+STATS_FILE = "stats.json"
+EVAL_STATS_FILE = "eval_stats.json"
+# Model fields a resumed run may change: they decide the compute dtype and layout,
+# not the variables.
+_RESUMABLE_MODEL_FIELDS = ("dtype_policy", "data_format")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  model: ModelConfig
+  data: DataConfig
+  class_names: tuple[str, ...]
+  train: config_lib.TrainConfig | None = None
+  runtime: config_lib.RuntimeConfig | None = None
+
+
+def _from_dict(cls, values):
+  """Rebuilds dataclass `cls` from its asdict(): nested dataclasses and tuples come back."""
+  hints = typing.get_type_hints(cls)
+  known = {field.name for field in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - known)
+  if unknown:
+    logging.warning("Ignoring %s fields this version does not know: %s", cls.__name__, unknown)
+  kwargs = {name: _convert(hints[name], value) for name, value in values.items() if name in known}
+  return cls(**kwargs)
+
+
+def _convert(hint, value):
+  if value is None:
+    return None
+  options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+  for option in options:
+    if dataclasses.is_dataclass(option) and isinstance(value, dict):
+      return _from_dict(option, value)
+    if typing.get_origin(option) is tuple and isinstance(value, list):
+      item_hint = typing.get_args(option)[0]
+      return tuple(_convert(item_hint, item) for item in value)
+  return value
+
+
+def config_path(model_dir):
+  return os.path.join(model_dir, CONFIG_FILE)
+
+
+def _write_json(path, payload):
+  tf.io.gfile.makedirs(os.path.dirname(path))
+  # Write then rename, so a crash never leaves a half-written file behind.
+  with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+    json.dump(payload, f, indent=2, sort_keys=True)
+  tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+
+
+def write_run_config(model_dir, model_config, data_config, class_names, train_config=None,
+                     runtime_config=None):
+  payload = {"model": dataclasses.asdict(model_config), "data": dataclasses.asdict(data_config),
+             "class_names": list(class_names)}
+  if train_config is not None:
+    payload["train"] = dataclasses.asdict(train_config)
+  if runtime_config is not None:
+    payload["runtime"] = dataclasses.asdict(runtime_config)
+  _write_json(config_path(model_dir), payload)
+
+
+def read_run_config(model_dir):
+  """The RunConfig saved in `model_dir`; FileNotFoundError when there is none."""
+  path = config_path(model_dir)
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"No {CONFIG_FILE} in model_dir. Received: {model_dir!r}")
+  with tf.io.gfile.GFile(path) as f:
+    payload = json.load(f)
+  return RunConfig(
+      model=_from_dict(ModelConfig, payload["model"]),
+      data=_from_dict(DataConfig, payload["data"]),
+      class_names=tuple(payload["class_names"]),
+      train=_from_dict(config_lib.TrainConfig, payload["train"]) if "train" in payload else None,
+      runtime=(_from_dict(config_lib.RuntimeConfig, payload["runtime"])
+               if "runtime" in payload else None))
+
+
+def check_resume_compatible(saved, model_config, class_names):
+  """Raises ValueError when `saved` (a RunConfig) describes another model or other classes."""
+  current = dataclasses.asdict(model_config)
+  previous = dataclasses.asdict(saved.model)
+  differences = sorted(name for name in current
+                       if name not in _RESUMABLE_MODEL_FIELDS and current[name] != previous.get(name))
+  if differences:
+    details = ", ".join(f"{name}: saved {previous.get(name)!r}, requested {current[name]!r}"
+                        for name in differences)
+    raise ValueError(
+        f"model_dir holds a run of another model ({details}). Use a new --model_dir, or "
+        "--init_checkpoint to start from its weights. Nothing was written.")
+  if tuple(saved.class_names) != tuple(class_names):
+    raise ValueError(
+        f"model_dir holds a run with {len(saved.class_names)} classes {list(saved.class_names)[:10]}, "
+        f"the data now has {len(class_names)} classes {list(class_names)[:10]}. Use a new "
+        "--model_dir. Nothing was written.")
+
+
+def write_stats(model_dir, stats, name=STATS_FILE):
+  _write_json(os.path.join(model_dir, name), stats)
+
+
+def read_stats(model_dir, name=STATS_FILE):
+  with tf.io.gfile.GFile(os.path.join(model_dir, name)) as f:
+    return json.load(f)

@@ -1,0 +1,111 @@
+"""Learning rate schedules: the official piecewise one with linear warm-up, cosine, constant.
+
+Every schedule is a keras LearningRateSchedule with get_config, so an
+optimizer holding one serializes, and the rate follows optimizer.iterations,
+which the checkpoint restores.
+"""
+import keras
+import tensorflow as tf
+
+from official_resnet import config as config_lib
+
+_PACKAGE = "official_resnet"
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class PiecewiseConstantWithWarmup(keras.optimizers.schedules.LearningRateSchedule):
+  """Linear warm-up from 0 to the peak, then the peak times a multiplier per interval.
+
+  Matches the official PiecewiseConstantDecayWithWarmup: the rate at step s < warmup_steps
+  is peak * s / warmup_steps; afterwards peak * multipliers[i], where the i-th interval
+  ends at boundaries[i] inclusive (keras PiecewiseConstantDecay's convention).
+  """
+
+  def __init__(self, peak_learning_rate, warmup_steps, boundaries, multipliers):
+    super().__init__()
+    if len(multipliers) != len(boundaries) + 1:
+      raise ValueError(
+          "multipliers needs one more entry than boundaries. "
+          f"Received: {len(boundaries)} boundaries, {len(multipliers)} multipliers")
+    self.peak_learning_rate = float(peak_learning_rate)
+    self.warmup_steps = int(warmup_steps)
+    self.boundaries = [int(b) for b in boundaries]
+    self.multipliers = [float(m) for m in multipliers]
+    self._piecewise = keras.optimizers.schedules.PiecewiseConstantDecay(
+        self.boundaries, [self.peak_learning_rate * m for m in self.multipliers]
+    ) if self.boundaries else None
+
+  def __call__(self, step):
+    step = tf.cast(step, tf.float32)
+    after_warmup = (self._piecewise(step) if self._piecewise is not None
+                    else tf.constant(self.peak_learning_rate * self.multipliers[0]))
+    if self.warmup_steps == 0:
+      return after_warmup
+    warmup = self.peak_learning_rate * step / self.warmup_steps
+    return tf.where(step < self.warmup_steps, warmup, after_warmup)
+
+  def get_config(self):
+    return {"peak_learning_rate": self.peak_learning_rate, "warmup_steps": self.warmup_steps,
+            "boundaries": self.boundaries, "multipliers": self.multipliers}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ConstantSchedule(keras.optimizers.schedules.LearningRateSchedule):
+  """A fixed rate; a schedule object (Keras has none) so phases can be composed uniformly."""
+
+  def __init__(self, learning_rate):
+    super().__init__()
+    self.learning_rate = float(learning_rate)
+
+  def __call__(self, step):
+    return tf.constant(self.learning_rate, tf.float32)
+
+  def get_config(self):
+    return {"learning_rate": self.learning_rate}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class PhasedSchedule(keras.optimizers.schedules.LearningRateSchedule):
+  """Runs schedules[i] from start_steps[i], counting steps from that phase's start."""
+
+  def __init__(self, start_steps, schedules):
+    super().__init__()
+    if len(start_steps) != len(schedules) or not start_steps or start_steps[0] != 0:
+      raise ValueError(
+          "start_steps must begin at 0 and have one entry per schedule. "
+          f"Received: start_steps={list(start_steps)}, {len(schedules)} schedules")
+    self.start_steps = [int(s) for s in start_steps]
+    self.schedules = [keras.optimizers.schedules.deserialize(s) if isinstance(s, dict) else s
+                      for s in schedules]
+
+  def __call__(self, step):
+    step = tf.cast(step, tf.float32)
+    rate = self.schedules[0](step)
+    for start, schedule in zip(self.start_steps[1:], self.schedules[1:]):
+      rate = tf.where(step >= start, tf.cast(schedule(step - start), tf.float32), rate)
+    return rate
+
+  def get_config(self):
+    return {"start_steps": self.start_steps,
+            "schedules": [keras.optimizers.schedules.serialize(s) for s in self.schedules]}
+
+
+def build_schedule(schedule_config, batch_size, steps_per_epoch, total_steps):
+  """The LearningRateSchedule of one phase of `total_steps` steps."""
+  peak = schedule_config.peak_learning_rate(batch_size)
+  warmup_steps = int(round(schedule_config.warmup_epochs * steps_per_epoch))
+  name = schedule_config.name
+  if name == "piecewise":
+    boundaries = [int(round(epoch * steps_per_epoch)) for epoch in schedule_config.decay_epochs]
+    multipliers = [schedule_config.decay_factor ** i for i in range(len(boundaries) + 1)]
+    return PiecewiseConstantWithWarmup(peak, warmup_steps, boundaries, multipliers)
+  if name == "cosine":
+    decay_steps = max(total_steps - warmup_steps, 1)
+    if warmup_steps == 0:
+      return keras.optimizers.schedules.CosineDecay(peak, decay_steps, alpha=schedule_config.cosine_alpha)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps, alpha=schedule_config.cosine_alpha, warmup_target=peak,
+        warmup_steps=warmup_steps)
+  if name == "constant":
+    return ConstantSchedule(peak)
+  raise ValueError(f"lr_schedule must be one of {config_lib.SCHEDULES}. Received: {name!r}")

@@ -1,0 +1,463 @@
+"""The training loop, one for every tf.distribute strategy.
+
+Training runs in phases (each with its own length, learning rate schedule and
+trainable part), each phase in pieces that end at epoch ends and evaluation
+points. A piece runs either the custom loop (a tf.function running up to
+steps_per_loop steps per call over a distributed iterator) or Keras' own fit
+on one host. Between calls the loop logs, checkpoints and evaluates.
+
+Resuming is exact when the data seed is set: epoch e reads the training set
+shuffled with a seed derived from (seed, e), and a run resumed mid-epoch skips
+the batches it already trained on. The global step, optimizer slots and the
+schedule's position come back from the checkpoint.
+"""
+import dataclasses
+import os
+import time
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+import input_pipeline
+from official_resnet import config as config_lib
+from official_resnet import distribute
+from official_resnet import losses
+from official_resnet import models
+from official_resnet import optimizers
+from official_resnet import progress
+from official_resnet import run_state
+from official_resnet import schedules
+
+CHECKPOINT_NAME = "ckpt"
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  """A PhaseConfig placed on the global step axis: it runs steps [start_step, end_step)."""
+  name: str
+  start_step: int
+  end_step: int
+  trainable: str
+  schedule: keras.optimizers.schedules.LearningRateSchedule
+
+
+def resolve_phases(train_config, batch_size, steps_per_epoch):
+  phases, start = [], 0
+  for phase in train_config.resolved_phases():
+    steps = phase.steps if phase.steps is not None else max(1, round(phase.epochs * steps_per_epoch))
+    schedule = schedules.build_schedule(phase.schedule, batch_size, steps_per_epoch, steps)
+    phases.append(Phase(phase.name, start, start + steps, phase.trainable, schedule))
+    start += steps
+  return tuple(phases)
+
+
+def epoch_seed(seed, epoch):
+  """The data seed of one epoch; None (unseeded) stays None."""
+  if seed is None:
+    return None
+  return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def _next_multiple(step, every):
+  return (step // every + 1) * every
+
+
+class Trainer:
+  """Builds the model, optimizer and checkpoint under a strategy, then trains and evaluates.
+
+  Typical use: `trainer = Trainer(experiment); trainer.restore_or_initialize(); trainer.train()`.
+  """
+
+  def __init__(self, experiment, strategy=None):
+    self.config = experiment
+    self.strategy = strategy or distribute.build_strategy(experiment.runtime)
+    data = experiment.data
+    distribute.check_batch_divisible(data.batch_size, self.strategy)
+    self.is_chief = distribute.is_chief(self.strategy)
+    train_info = input_pipeline.dataset_info(data, training=True)
+    self.class_names = tuple(train_info.class_names)
+    if len(self.class_names) != experiment.model.num_classes:
+      raise ValueError(
+          f"num_classes must equal the {len(self.class_names)} classes of the training data. "
+          f"Received: {experiment.model.num_classes}")
+    self.steps_per_epoch = train_info.num_examples // data.batch_size
+    if not self.steps_per_epoch:
+      raise ValueError(
+          f"batch_size must be at most the {train_info.num_examples} training examples. "
+          f"Received: {data.batch_size}")
+    self.phases = resolve_phases(experiment.train, data.batch_size, self.steps_per_epoch)
+    self.total_steps = self.phases[-1].end_step
+    if experiment.runtime.seed is not None:
+      keras.utils.set_random_seed(experiment.runtime.seed)
+    with self.strategy.scope():
+      self.model = models.build_model(experiment.model)
+      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step",
+                              aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+      self.optimizer = optimizers.build_optimizer(
+          experiment.train.optimizer, self._learning_rate_schedule(), model=self.model,
+          dtype=experiment.runtime.dtype, loss_scale=experiment.runtime.loss_scale)
+      # Slots for every variable now, before a phase freezes some, so that every
+      # checkpoint holds the same variables whichever phase wrote it.
+      self.optimizer.build(self.model.trainable_variables)
+      self._compile()
+    self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step)
+    self._iterator_state = None
+    self._eval_step = None
+    self._last_saved_step = None
+
+  @property
+  def model_dir(self):
+    return self.config.train.model_dir
+
+  def _learning_rate_schedule(self):
+    if len(self.phases) == 1:
+      return self.phases[0].schedule
+    return schedules.PhasedSchedule([phase.start_step for phase in self.phases],
+                                    [phase.schedule for phase in self.phases])
+
+  def _compile(self):
+    """compile() with the loop's optimizer, loss and metrics: fit/evaluate see the same objective."""
+    with self.strategy.scope():
+      self.model.compile(
+          optimizer=self.optimizer,
+          loss=losses.SparseCrossentropy(self.config.train.label_smoothing),
+          metrics=losses.compile_metrics(self.config.model.num_classes),
+          jit_compile=self.config.runtime.enable_xla)
+
+  def current_step(self):
+    return int(self.step.numpy())
+
+  # ----------------------------------------------------------------- state
+
+  def restore_or_initialize(self, write_config=True, init_scope=None):
+    """Resumes from model_dir's latest checkpoint, else loads init_checkpoint, if any.
+
+    `init_scope` overrides init_checkpoint_scope ("backbone" or "all"). A config.json of
+    another model or other classes raises before anything is written. Returns the step
+    training continues from.
+    """
+    config_path = run_state.config_path(self.model_dir)
+    if tf.io.gfile.exists(config_path):
+      run_state.check_resume_compatible(
+          run_state.read_run_config(self.model_dir), self.config.model, self.class_names)
+    latest = tf.train.latest_checkpoint(self.model_dir)
+    train = self.config.train
+    if latest:
+      self.checkpoint.restore(latest).assert_existing_objects_matched()
+      logging.info("Resumed from %s at step %d.", latest, self.current_step())
+    elif train.init_checkpoint:
+      scope = init_scope or train.init_checkpoint_scope
+      models.load_pretrained(self.model, train.init_checkpoint, load_head=scope == "all")
+      logging.info("Initialized %s from %s.", scope, train.init_checkpoint)
+    if write_config and self.is_chief:
+      run_state.write_run_config(self.model_dir, self.config.model, self.config.data,
+                                 self.class_names, self.config.train, self.config.runtime)
+    return self.current_step()
+
+  def _checkpoint_manager(self):
+    # Every worker must save (variables are read collectively); only the chief keeps its files.
+    directory = self.model_dir
+    if not self.is_chief:
+      directory = os.path.join(self.model_dir, "worker_tmp", distribute.task_name(self.strategy))
+    return tf.train.CheckpointManager(
+        self.checkpoint, directory, max_to_keep=self.config.train.keep_checkpoints if self.is_chief else 1,
+        checkpoint_name=CHECKPOINT_NAME)
+
+  def _save(self, manager):
+    step = self.current_step()
+    if step == self._last_saved_step:
+      return
+    path = manager.save(checkpoint_number=step)
+    self._last_saved_step = step
+    if self.is_chief:
+      logging.info("Saved %s.", path)
+    else:
+      tf.io.gfile.rmtree(manager.directory)
+
+  # ------------------------------------------------------------------ data
+
+  def _train_dataset(self, epoch, offset, input_context=None):
+    """Epoch `epoch`'s training batches from step `offset` of the epoch on."""
+    data = self.config.data
+    data = dataclasses.replace(data, seed=epoch_seed(data.seed, epoch))
+    dataset = input_pipeline.build_dataset(data, training=True, input_context=input_context)
+    if offset and data.seed is not None:
+      batches_per_step = 1
+      if input_context is not None:
+        batches_per_step = input_context.num_replicas_in_sync // input_context.num_input_pipelines
+      dataset = dataset.skip(offset * batches_per_step)
+    return dataset
+
+  def _train_iterator(self, step):
+    """A distributed iterator positioned at global step `step`, reused while it is there."""
+    epoch, offset = divmod(step, self.steps_per_epoch)
+    if self._iterator_state is not None and self._iterator_state[:2] == (epoch, step):
+      return self._iterator_state[2]
+    if offset:
+      if self.config.data.seed is None:
+        logging.info("No data seed: epoch %d restarts its data in a new order.", epoch)
+      else:
+        logging.info("Skipping %d batches to resume epoch %d where it stopped.", offset, epoch)
+    dataset = self.strategy.distribute_datasets_from_function(
+        lambda context: self._train_dataset(epoch, offset, context))
+    iterator = iter(dataset)
+    self._iterator_state = (epoch, step, iterator)
+    return iterator
+
+  def _advance_iterator(self, iterator, step):
+    self._iterator_state = (step // self.steps_per_epoch, step, iterator)
+
+  # ------------------------------------------------------------ the steps
+
+  def _enter_phase(self, phase):
+    models.unfreeze_all(self.model)
+    if phase.trainable == config_lib.TRAINABLE_HEAD:
+      models.freeze_backbone(self.model)
+    elif phase.trainable != config_lib.TRAINABLE_ALL:
+      models.freeze_below(self.model, phase.trainable)
+    logging.info("Phase %r: steps %d to %d, trainable %s (%d variables).", phase.name,
+                 phase.start_step, phase.end_step, phase.trainable,
+                 len(self.model.trainable_variables))
+    if self.config.train.training_loop == "fit":
+      # Keras traces fit's step with the trainable variables of compile time.
+      self._compile()
+
+  def _agree_on_finite(self, gradients):
+    """Makes every replica's gradients non-finite when any replica's are.
+
+    The loss-scale optimizer decides per replica whether to skip a step; a
+    replica skipping alone would leave the others waiting in the all-reduce.
+    """
+    finite = tf.cast(self.optimizer.check_finite(gradients), tf.float32)
+    bad_replicas = tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, 1.0 - finite)
+    poison = tf.where(bad_replicas > 0, np.nan, 0.0)
+    return [gradient + tf.cast(poison, gradient.dtype) for gradient in gradients]
+
+  def _make_train_function(self):
+    """tf.function(iterator, num_steps) -> summed [loss, top-1, top-5, examples] over the steps."""
+    model, optimizer, strategy = self.model, self.optimizer, self.strategy
+    variables = model.trainable_variables
+    global_batch = self.config.data.batch_size
+    num_replicas = strategy.num_replicas_in_sync
+    label_smoothing = self.config.train.label_smoothing
+    k = losses.top_k(self.config.model.num_classes)
+    loss_scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+    def forward_backward(images, labels):
+      with tf.GradientTape() as tape:
+        logits = model(images, training=True)
+        per_example = losses.per_example_crossentropy(labels, logits, label_smoothing)
+        # Summed and divided by the global batch: the replicas' gradients then sum to the mean's.
+        loss = tf.reduce_sum(per_example) / global_batch
+        if model.losses:
+          loss += tf.add_n([tf.cast(term, tf.float32) for term in model.losses]) / num_replicas
+        scaled_loss = optimizer.scale_loss(loss) if loss_scaling else loss
+      gradients = tape.gradient(scaled_loss, variables)
+      top_1, top_k = losses.correct_counts(labels, logits, k)
+      examples = tf.cast(tf.shape(labels)[0], tf.float32)
+      return gradients, tf.stack([loss, top_1, top_k, examples])
+
+    if self.config.runtime.enable_xla:
+      # The model's math only: the optimizer's cross-replica update cannot run inside XLA.
+      forward_backward = tf.function(forward_backward, jit_compile=True)
+
+    def replica_step(inputs):
+      images, labels = inputs
+      gradients, sums = forward_backward(images, labels)
+      if loss_scaling:
+        gradients = self._agree_on_finite(gradients)
+      optimizer.apply(gradients, variables)
+      return sums
+
+    @tf.function
+    def train_steps(iterator, num_steps):
+      totals = tf.zeros([progress.NUM_SUMS])
+      for _ in tf.range(num_steps):
+        per_replica = strategy.run(replica_step, args=(next(iterator),))
+        totals += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+        self.step.assign_add(1)
+      return totals
+
+    return train_steps
+
+  def _make_eval_step(self):
+    model, strategy = self.model, self.strategy
+    k = losses.top_k(self.config.model.num_classes)
+
+    def replica_eval(images, labels):
+      logits = model(images, training=False)
+      loss = tf.reduce_sum(losses.per_example_crossentropy(labels, logits))
+      top_1, top_k = losses.correct_counts(labels, logits, k)
+      return tf.stack([loss, top_1, top_k, tf.cast(tf.shape(labels)[0], tf.float32)])
+
+    if self.config.runtime.enable_xla:
+      replica_eval = tf.function(replica_eval, jit_compile=True)
+
+    # The last batches are smaller (or empty on some replicas): one trace for any batch size.
+    @tf.function(reduce_retracing=True)
+    def eval_step(inputs):
+      per_replica = strategy.run(replica_eval, args=inputs)
+      return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return eval_step
+
+  # ------------------------------------------------------------ the loops
+
+  def _run_custom(self, train_function, start, end, on_steps):
+    iterator = self._train_iterator(start)
+    step = start
+    steps_per_loop = self.config.train.steps_per_loop or self.steps_per_epoch
+    while step < end:
+      # A call stops where the host has something to do: log, checkpoint, piece end.
+      stop = min(end, step + steps_per_loop, _next_multiple(step, self.config.train.log_steps),
+                 _next_multiple(step, self._checkpoint_every()))
+      began = time.perf_counter()
+      sums = train_function(iterator, tf.constant(stop - step, tf.int32)).numpy()
+      on_steps(stop, sums, stop - step, time.perf_counter() - began)
+      step = stop
+    self._advance_iterator(iterator, end)
+
+  def _run_fit(self, start, end, on_steps):
+    epoch, offset = divmod(start, self.steps_per_epoch)
+    dataset = self._train_dataset(epoch, offset)
+    callback = _FitSteps(self, on_steps, self.config.data.batch_size)
+    self.model.fit(dataset, steps_per_epoch=end - start, epochs=1, verbose=0, callbacks=[callback])
+
+  def _checkpoint_every(self):
+    return self.config.train.checkpoint_steps or self.steps_per_epoch
+
+  def _eval_every(self):
+    return max(1, round(self.config.train.epochs_between_evals * self.steps_per_epoch))
+
+  def evaluate(self):
+    """Metrics over the whole evaluation set, each example exactly once, on every strategy."""
+    if self._eval_step is None:
+      self._eval_step = self._make_eval_step()
+    dataset = self.strategy.distribute_datasets_from_function(
+        lambda context: input_pipeline.build_dataset(self.config.data, training=False,
+                                                     input_context=context))
+    totals = np.zeros(progress.NUM_SUMS)
+    for inputs in dataset:
+      totals += self._eval_step(inputs).numpy()
+    return progress.eval_result(totals)
+
+  def train(self, evaluate=True):
+    """Trains to the end of the last phase from the current step; returns the run's stats."""
+    began = time.time()
+    start_step = self.current_step()
+    manager = self._checkpoint_manager()
+    reporter = progress.Reporter(self.model_dir, self.total_steps, active=self.is_chief,
+                                 tensorboard=self.config.train.enable_tensorboard)
+    window, interval, steady = progress.MetricSums(), progress.MetricSums(), progress.MetricSums()
+    history = []
+    first_call = True
+
+    def on_steps(step, sums, steps, seconds):
+      nonlocal first_call
+      window.add(sums, steps, seconds)
+      interval.add(sums, steps, seconds)
+      # The first call includes tracing and compilation: left out of the throughput figure.
+      if not first_call:
+        steady.add(sums, steps, seconds)
+      first_call = False
+      if step % self.config.train.log_steps == 0 or step == self.total_steps:
+        reporter.train(step, window.result(), float(self.optimizer.learning_rate))
+        window.reset()
+      if step % self._checkpoint_every() == 0:
+        self._save(manager)
+
+    if start_step >= self.total_steps:
+      logging.info("Step %d already reaches the %d steps to train.", start_step, self.total_steps)
+    for phase in self.phases:
+      if self.current_step() >= phase.end_step:
+        continue
+      self._enter_phase(phase)
+      train_function = (self._make_train_function()
+                        if self.config.train.training_loop == "custom" else None)
+      while (step := self.current_step()) < phase.end_step:
+        end = min(phase.end_step, _next_multiple(step, self.steps_per_epoch),
+                  _next_multiple(step, self._eval_every()))
+        if train_function is None:
+          self._run_fit(step, end, on_steps)
+        else:
+          self._run_custom(train_function, step, end, on_steps)
+        if end % self._eval_every() == 0 or end == phase.end_step:
+          entry = {"step": end, "epoch": end / self.steps_per_epoch, "phase": phase.name,
+                   **{f"train_{name}": value for name, value in interval.result().items()}}
+          interval.reset()
+          if evaluate:
+            metrics = self.evaluate()
+            reporter.evaluate(end, metrics)
+            entry.update({f"eval_{name}": value for name, value in metrics.items()})
+          history.append(entry)
+      self._save(manager)
+    reporter.close()
+    stats = self._stats(start_step, history, steady, time.time() - began)
+    if self.is_chief:
+      run_state.write_stats(self.model_dir, stats)
+    return stats
+
+  def _stats(self, start_step, history, steady, wall_time):
+    step = self.current_step()
+    stats = {"step": step, "start_step": start_step, "total_steps": self.total_steps,
+             "steps_per_epoch": self.steps_per_epoch, "epochs": step / self.steps_per_epoch,
+             "global_batch_size": self.config.data.batch_size,
+             "num_replicas": self.strategy.num_replicas_in_sync,
+             "training_loop": self.config.train.training_loop,
+             "wall_time_s": wall_time, "history": history}
+    if steady.steps:
+      stats["examples_per_second"] = steady.result()["examples_per_second"]
+    for entry in reversed(history):
+      stats.update({name: value for name, value in entry.items()
+                    if name.startswith(("train_", "eval_")) and name not in stats})
+    return stats
+
+
+class _FitSteps(keras.callbacks.Callback):
+  """Turns fit's running means into per-step sums, and counts the global step."""
+
+  def __init__(self, trainer, on_steps, global_batch):
+    super().__init__()
+    self._trainer = trainer
+    self._on_steps = on_steps
+    self._global_batch = global_batch
+
+  def on_train_begin(self, logs=None):
+    self._previous = np.zeros(progress.NUM_SUMS)
+    self._time = time.perf_counter()
+
+  def on_train_batch_end(self, batch, logs=None):
+    steps = batch + 1
+    examples = steps * self._global_batch
+    cumulative = np.array([logs["loss"] * steps, logs["top_1_accuracy"] * examples,
+                           logs["top_5_accuracy"] * examples, examples], dtype=np.float64)
+    sums, self._previous = cumulative - self._previous, cumulative
+    self._trainer.step.assign_add(1)
+    now = time.perf_counter()
+    self._on_steps(self._trainer.current_step(), sums, 1, now - self._time)
+    self._time = now
+
+
+def train_and_evaluate(experiment, evaluate=True, strategy=None):
+  """Trains (resuming when model_dir has a checkpoint) and returns the stats also in stats.json."""
+  trainer = Trainer(experiment, strategy)
+  trainer.restore_or_initialize()
+  return trainer.train(evaluate=evaluate)
+
+
+def evaluate_checkpoint(experiment, strategy=None):
+  """Evaluates model_dir's latest checkpoint (or init_checkpoint); writes eval_stats.json."""
+  trainer = Trainer(experiment, strategy)
+  if not tf.train.latest_checkpoint(trainer.model_dir) and not experiment.train.init_checkpoint:
+    raise ValueError(
+        "mode 'eval' needs a checkpoint in model_dir or an init_checkpoint. "
+        f"Received: model_dir={trainer.model_dir!r} without checkpoints, init_checkpoint=None")
+  step = trainer.restore_or_initialize(write_config=False, init_scope="all")
+  metrics = trainer.evaluate()
+  stats = {"step": step, **{f"eval_{name}": value for name, value in metrics.items()}}
+  if trainer.is_chief:
+    run_state.write_stats(trainer.model_dir, stats, name=run_state.EVAL_STATS_FILE)
+  return stats
