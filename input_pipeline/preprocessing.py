@@ -24,9 +24,34 @@ def eval_resize_size(image_size: int) -> int:
   return int(math.floor(image_size / constants.EVAL_CROP_FRACTION + 0.5))
 
 
+def _little_endian(image_bytes: tf.Tensor, offset: int, length: int) -> tf.Tensor:
+  raw = tf.io.decode_raw(tf.strings.substr(image_bytes, offset, length), tf.uint8)
+  return tf.reduce_sum(tf.cast(raw, tf.int32) * (256 ** tf.range(length)))
+
+
+def _is_palette_bmp(image_bytes: tf.Tensor) -> tf.Tensor:
+  return tf.logical_and(tf.equal(tf.strings.substr(image_bytes, 0, 2), b"BM"),
+                        tf.equal(_little_endian(image_bytes, 28, 2), 8))
+
+
+def _decode_palette_bmp(image_bytes: tf.Tensor) -> tf.Tensor:
+  """TF's BMP decoder returns the palette indices of 8-bit BMPs as gray; look them up."""
+  indices = tf.io.decode_bmp(image_bytes, channels=0)[..., 0]
+  header_end = 14 + _little_endian(image_bytes, 14, 4)
+  pixels_start = _little_endian(image_bytes, 10, 4)
+  palette = tf.io.decode_raw(
+      tf.strings.substr(image_bytes, header_end, pixels_start - header_end), tf.uint8)
+  # Entries are 4 bytes, blue-green-red-unused.
+  palette = tf.reverse(tf.reshape(palette, [-1, 4])[:, :3], axis=[1])
+  return tf.gather(palette, tf.cast(indices, tf.int32))
+
+
 def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:
   """Encoded JPEG/PNG/GIF/BMP -> uint8 [H, W, 3] RGB; the first frame of a GIF."""
-  image = tf.io.decode_image(image_bytes, channels=CHANNELS, expand_animations=False)
+  image = tf.cond(
+      _is_palette_bmp(image_bytes),
+      lambda: _decode_palette_bmp(image_bytes),
+      lambda: tf.io.decode_image(image_bytes, channels=CHANNELS, expand_animations=False))
   image.set_shape([None, None, CHANNELS])
   return image
 

@@ -59,8 +59,13 @@ def _example(image, label, bbox=None):
   }
 
 
-def _read_files(files, open_file, shard: Shard, training: bool, seed) -> tf.data.Dataset:
-  """Files -> records of this shard. `files` is a tuple of equal-length lists; `open_file` None: one file is one record."""
+def _read_files(files: tuple, shard: Shard, training: bool, seed, open_file=None,
+                read_file=None) -> tf.data.Dataset:
+  """Files -> this shard's records.
+
+  `files` is a tuple of equal-length lists (paths first). A file holds many
+  records (`open_file` -> dataset) or is one record (`read_file` -> element).
+  """
   num_files = len(files[0])
   dataset = tf.data.Dataset.from_tensor_slices(files)
   by_file = num_files >= shard.count
@@ -71,12 +76,16 @@ def _read_files(files, open_file, shard: Shard, training: bool, seed) -> tf.data
     # (Only when sharding by file: by record, every pipeline needs the same order.)
     if training:
       dataset = dataset.shuffle(num_files, seed=seed, reshuffle_each_iteration=True)
-  if open_file is not None:
-    # Read several files at once: parallel reads hide storage latency, and
-    # alternating between files mixes classes stored together.
+  # Read several files at once: parallel reads hide storage latency, and
+  # alternating between record files mixes classes stored together.
+  deterministic = not (training and by_file)
+  if open_file:
     dataset = dataset.interleave(
         open_file, cycle_length=min(MAX_INTERLEAVE_CYCLE, num_files), block_length=1,
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=not (training and by_file))
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+  else:
+    dataset = dataset.map(read_file, num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=deterministic)
   # Fewer files than pipelines: every pipeline reads all and keeps every count-th record.
   if not by_file:
     dataset = dataset.shard(shard.count, shard.index)
@@ -152,7 +161,7 @@ def _imagenet_source(config: DataConfig, training: bool) -> Source:
   return Source(
       num_examples=_imagenet_num_examples(files, pattern, training),
       class_names=class_names,
-      read=lambda shard, train, seed: _read_files((files,), open_file, shard, train, seed),
+      read=lambda shard, train, seed: _read_files((files,), shard, train, seed, open_file=open_file),
       to_example=lambda record, _: parse_imagenet_record(record, config.label_offset),
       name=lambda _, filename: filename)
 
@@ -167,9 +176,11 @@ def _folder_source(config: DataConfig, training: bool) -> Source:
   return Source(
       num_examples=len(listing.paths),
       class_names=listing.class_names,
-      read=lambda shard, train, seed: _read_files(files, None, shard, train, seed),
-      to_example=lambda path, label: _example(tf.io.read_file(path), label),
-      name=lambda path, _: path)
+      read=lambda shard, train, seed: _read_files(
+          files, shard, train, seed,
+          read_file=lambda path, label: (tf.io.read_file(path), label, path)),
+      to_example=lambda image, label, _: _example(image, label),
+      name=lambda image, label, path: path)
 
 
 # TFDS by name.
