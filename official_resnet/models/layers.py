@@ -8,6 +8,7 @@ import dataclasses
 import keras
 
 from input_pipeline import constants
+from input_pipeline import preprocessing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,16 +81,8 @@ class InputNormalization(keras.layers.Layer):
     self.mode = mode
 
   def call(self, images):
-    images = keras.ops.cast(images, "float32")
-    if self.mode == "rgb_mean":
-      return images - keras.ops.convert_to_tensor(constants.RGB_MEANS)
-    if self.mode == "caffe":
-      return keras.ops.flip(images, axis=-1) - keras.ops.convert_to_tensor(
-          constants.CAFFE_BGR_MEANS)
-    if self.mode == "torch":
-      return (images / 255.0 - keras.ops.convert_to_tensor(constants.TORCH_MEANS)) / (
-          keras.ops.convert_to_tensor(constants.TORCH_STDS))
-    return images / 127.5 - 1.0
+    # The pipeline's own function, so in-model and in-pipeline normalization cannot drift.
+    return preprocessing.normalize(images, self.mode)
 
   def get_config(self):
     return {**super().get_config(), "mode": self.mode}

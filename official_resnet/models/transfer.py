@@ -41,9 +41,10 @@ def freeze_below(model: keras.Model, stage: str) -> None:
   """Freezes all stages before `stage` ("conv1".."conv5" or "block1".."block5")."""
   stages = model_stages(model)
   if stage not in stages:
-    raise ValueError(f"`stage` must be one of this model's stages {stages}. Received: stage={stage!r}")
+    raise ValueError(
+        f"`stage` must be one of this model's stages {stages}. Received: stage={stage!r}")
   stage_input = model.get_layer(STAGE_ENTRY_LAYERS[stage]).input
-  earlier = keras.Model(model.inputs, stage_input).layers
+  earlier = keras.Model(model.input, stage_input).layers
   for layer in earlier:
     layer.trainable = False
   logging.info("Froze %d layers before stage %s of %s.", len(earlier), stage, model.name)
@@ -59,4 +60,5 @@ def feature_model(model: keras.Model) -> keras.Model:
   """The model up to its pre-logits features, sharing weights; a model without logits as is."""
   if LOGITS_LAYER not in {layer.name for layer in model.layers}:
     return model
-  return keras.Model(model.inputs, model.get_layer(LOGITS_LAYER).input, name=f"{model.name}_features")
+  return keras.Model(model.input, model.get_layer(LOGITS_LAYER).input,
+                     name=f"{model.name}_features")

@@ -1,14 +1,13 @@
 """load_pretrained: weights from keras.applications files and from our own checkpoints.
 
 Three sources, one matching rule set:
-- legacy `.h5` (what keras.applications distributes, with or without top):
-  matched by layer name;
+- legacy `.h5` (what keras.applications distributes, with or without top) and
+  our trainer's checkpoints (a `ckpt-N` prefix or a model_dir): matched by
+  layer name;
 - Keras 3 `.weights.h5`: it stores no layer names (keys are per-class counters
   such as `conv2d_3` in `model.layers` order), so layers match by order among
-  layers of the same kind (convolution, BatchNorm, dense);
-- our trainer's checkpoints (a `ckpt-N` prefix or a model_dir): keys are
-  `model/_operations/<index>/...`, matched by order among layers of the same kind
-  the same way, so weightless layers (input normalization) may differ.
+  layers of the same kind (convolution, BatchNorm, dense).
+Weightless layers (input normalization) may differ between file and model.
 Dense (head) layers without a counterpart on either side are skipped, which is
 how a no-top file fills a model with a new head; `load_head=False` skips the
 model's head even where the file has one (fine-tuning to another class count).
@@ -19,19 +18,19 @@ unless the whole file fits.
 import collections
 import dataclasses
 import os
-import re
 
 import h5py
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 LAYER_KINDS = {keras.layers.Conv2D: "conv", keras.layers.BatchNormalization: "batch_norm",
                keras.layers.Dense: "dense"}
 # Keras 3 .weights.h5 group names: snake-cased class name plus a counter.
 WEIGHTS_H5_KINDS = {"conv2d": "conv", "batch_normalization": "batch_norm", "dense": "dense"}
-CHECKPOINT_KEY = re.compile(r"^model/_operations/(\d+)/(\w+)/\.ATTRIBUTES/VARIABLE_VALUE$")
+OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,21 +96,38 @@ def _weights_h5_entries(h5_file):
   return entries
 
 
+def _child(graph, node_id, name):
+  for child in graph.nodes[node_id].children:
+    if child.local_name == name:
+      return child.node_id
+  return None
+
+
 def _checkpoint_entries(prefix):
+  """Entries by layer name, read from the checkpoint's object graph.
+
+  Variable keys alone do not do: a variable the optimizer also tracks may be
+  stored under `optimizer/_trainable_variables/N`. The object graph lists each
+  layer of `model/_operations` with its variables' full names (`conv1_conv/kernel`)
+  and where their values are stored.
+  """
   reader = tf.train.load_checkpoint(prefix)
-  key_shapes = reader.get_variable_to_shape_map()
-  by_operation = collections.defaultdict(dict)
-  for key in key_shapes:
-    match = CHECKPOINT_KEY.match(key)
-    if match:
-      by_operation[int(match.group(1))][match.group(2).lstrip("_")] = key
-  entries = []
-  for index in sorted(by_operation):
-    keys = by_operation[index]
-    shapes = [(name, key_shapes[key]) for name, key in keys.items()]
-    weights = tuple((name, reader.get_tensor(key)) for name, key in keys.items())
-    entries.append(Entry(f"model/_operations/{index}", _kind_of_weights(shapes), weights))
-  return entries
+  graph = trackable_object_graph_pb2.TrackableObjectGraph()
+  graph.ParseFromString(reader.get_tensor(OBJECT_GRAPH_KEY))
+  model_node = _child(graph, 0, "model")
+  operations_node = None if model_node is None else _child(graph, model_node, "_operations")
+  if operations_node is None:
+    raise ValueError("`path` must be a checkpoint of tf.train.Checkpoint(model=...) as the trainer "
+                     f"writes it. Received: path={prefix!r} without a `model`.")
+  weights_by_layer = collections.defaultdict(list)
+  for operation in graph.nodes[operations_node].children:
+    for variable in graph.nodes[operation.node_id].children:
+      for attribute in graph.nodes[variable.node_id].attributes:
+        layer_name, _, variable_name = attribute.full_name.rpartition("/")
+        weights_by_layer[layer_name].append(
+            (variable_name, reader.get_tensor(attribute.checkpoint_key)))
+  return {name: Entry(name, _kind_of_weights([(n, a.shape) for n, a in weights]), tuple(weights))
+          for name, weights in weights_by_layer.items()}
 
 
 def _check_fits(layer, entry, path):
@@ -202,7 +218,7 @@ def load_pretrained(model: keras.Model, path, *, load_head: bool = True) -> None
   """Loads weights into `model` in place; see the module docstring for the matching rules."""
   path = _resolve(path)
   if not path.endswith(".h5"):
-    _assign(model, _checkpoint_entries(path), _match_by_order, path, load_head)
+    _assign(model, _checkpoint_entries(path), _match_by_name, path, load_head)
     return
   with h5py.File(path, "r") as h5_file:
     if path.endswith(".weights.h5"):

@@ -1,0 +1,362 @@
+"""The model zoo: one battery over every model, sizes, names, precision, freezing, errors."""
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from input_pipeline import constants
+from input_pipeline import preprocessing
+from official_resnet import models
+
+SMALL = dict(image_size=64, num_classes=3, base_width=8)
+
+# Every architecture and variant, each with a different head, pooling and input option.
+BATTERY = {
+    "resnet18_v1": models.ModelConfig("resnet18", "v1", input_normalization="caffe", **SMALL),
+    "resnet18_v1.5": models.ModelConfig("resnet18", "v1.5", pooling="max", **SMALL),
+    "resnet34_v1": models.ModelConfig("resnet34", "v1", head=models.HeadConfig((16,), 0.5),
+                                      **SMALL),
+    "resnet34_v1.5": models.ModelConfig("resnet34", "v1.5", input_normalization="torch", **SMALL),
+    "resnet50_v1": models.ModelConfig("resnet50", "v1", input_normalization="caffe", **SMALL),
+    "resnet50_v1.5": models.ModelConfig("resnet50", "v1.5", head=models.HeadConfig(dropout=0.2),
+                                        **SMALL),
+    "resnet101_v1": models.ModelConfig("resnet101", "v1", pooling="max", **SMALL),
+    "resnet101_v1.5": models.ModelConfig("resnet101", "v1.5", **SMALL),
+    "resnet152_v1": models.ModelConfig("resnet152", "v1", **SMALL),
+    "resnet152_v1.5": models.ModelConfig("resnet152", "v1.5", input_normalization="unit",
+                                         **SMALL),
+    "vgg16": models.ModelConfig("vgg16", pooling=None, head=models.HeadConfig((16, 16), 0.5),
+                                **SMALL),
+    "vgg16_bn": models.ModelConfig("vgg16", vgg_batch_norm=True, input_normalization="rgb_mean",
+                                   **SMALL),
+    "vgg19": models.ModelConfig("vgg19", pooling="max", **SMALL),
+    "vgg19_bn": models.ModelConfig("vgg19", vgg_batch_norm=True, pooling=None, **SMALL),
+}
+
+
+@pytest.fixture(scope="module")
+def built():
+  """Builds each battery model once per module; tests that train build their own."""
+  cache = {}
+
+  def get(name):
+    if name not in cache:
+      keras.utils.set_random_seed(1)
+      cache[name] = models.build_model(BATTERY[name])
+    return cache[name]
+  return get
+
+
+def _images(batch=4, size=64, seed=0):
+  return np.random.default_rng(seed).uniform(0, 255, (batch, size, size, 3)).astype("float32")
+
+
+def _biases_before_batch_norm(model):
+  """Conv biases that a BatchNorm cancels in training mode (keras.applications' v1 layout)."""
+  bn_inputs = {id(layer.input) for layer in model.layers
+               if isinstance(layer, keras.layers.BatchNormalization)}
+  return {id(layer.bias) for layer in model.layers
+          if isinstance(layer, keras.layers.Conv2D) and layer.use_bias
+          and id(layer.output) in bn_inputs}
+
+
+# The deep ResNets take most of the battery's time; `-m "not slow"` skips them while iterating.
+BATTERY_PARAMS = [
+    pytest.param(name, marks=pytest.mark.slow) if name.startswith(("resnet101", "resnet152"))
+    else name for name in BATTERY]
+
+
+@pytest.mark.parametrize("name", BATTERY_PARAMS)
+def test_outputs_and_gradients(built, name):
+  model = built(name)
+  images = _images()
+  labels = np.array([0, 1, 2, 1])
+  with tf.GradientTape() as tape:
+    logits = model(images, training=True)
+    loss = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+  assert tuple(logits.shape) == (4, 3)
+  assert logits.dtype == tf.float32
+  assert np.isfinite(logits.numpy()).all()
+  gradients = tape.gradient(loss, model.trainable_variables)
+  cancelled = _biases_before_batch_norm(model)
+  without_gradient = [
+      variable.path for variable, gradient in zip(model.trainable_variables, gradients)
+      if id(variable) not in cancelled
+      and (gradient is None or not np.any(tf.convert_to_tensor(gradient).numpy()))]
+  assert without_gradient == []
+  assert len(model.trainable_variables) - len(cancelled) > 0
+
+
+@pytest.mark.parametrize("name", BATTERY_PARAMS)
+def test_config_and_keras_file_round_trip(built, name, tmp_path):
+  model = built(name)
+  images = _images(batch=2, seed=1)
+  expected = model(images, training=False).numpy()
+  clone = keras.Model.from_config(model.get_config())
+  clone.set_weights(model.get_weights())
+  np.testing.assert_allclose(clone(images, training=False).numpy(), expected, rtol=1e-5, atol=1e-5)
+  path = tmp_path / f"{name}.keras"
+  model.save(path)
+  loaded = keras.saving.load_model(path)  # safe_mode: no Lambda layers allowed
+  np.testing.assert_allclose(loaded(images, training=False).numpy(), expected, rtol=1e-5,
+                             atol=1e-5)
+  assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
+
+
+@pytest.mark.parametrize("pooling, include_top, expected_shape", [
+    ("avg", True, (2, 3)), ("avg", False, (2, 64)), ("max", False, (2, 64)),
+    (None, False, (2, 2, 2, 64)), (None, True, (2, 3))])
+def test_output_shapes_by_pooling_and_top(pooling, include_top, expected_shape):
+  config = models.ModelConfig("resnet18", pooling=pooling, include_top=include_top, **SMALL)
+  model = models.build_model(config)
+  assert tuple(model(_images(batch=2)).shape) == expected_shape
+
+
+def test_input_size_32_and_odd_sizes():
+  for size, feature_size in ((32, 1), (72, 3), (100, 4)):
+    config = models.ModelConfig("resnet18", image_size=size, include_top=False, pooling=None,
+                                base_width=4, num_classes=3)
+    assert tuple(models.build_model(config).output.shape) == (None, feature_size, feature_size, 32)
+
+
+# Counts at 224 px, 1000 classes, as keras.applications.X(weights=None).count_params() gives
+# them in Keras 3.15; tests/test_weights.py compares ResNet50 with keras.applications live.
+KERAS_APPLICATIONS_PARAMS = {"resnet50": 25_636_712, "resnet101": 44_707_176,
+                             "resnet152": 60_419_944, "vgg16": 138_357_544,
+                             "vgg19": 143_667_240}
+# v1.5 drops the 53 convolution biases of ResNet-50 v1 (26,560 weights).
+RESNET50_V15_PARAMS = 25_610_152
+# torchvision resnet18/34 (same v1.5 layout, no conv bias); torch counts no BN moving statistics.
+TORCHVISION_TRAINABLE_PARAMS = {"resnet18": 11_689_512, "resnet34": 21_797_672,
+                                "resnet50": 25_557_032}
+
+
+def _count_trainable(model):
+  return sum(int(np.prod(variable.shape)) for variable in model.trainable_variables)
+
+
+@pytest.mark.parametrize("architecture", KERAS_APPLICATIONS_PARAMS)
+def test_parameter_counts_equal_keras_applications(architecture):
+  # keras.applications VGG has the flatten -> 4096 -> 4096 head.
+  vgg_top = dict(pooling=None, head=models.HeadConfig((4096, 4096)))
+  config = models.ModelConfig(architecture, "v1", **(vgg_top if "vgg" in architecture else {}))
+  assert models.build_model(config).count_params() == KERAS_APPLICATIONS_PARAMS[architecture]
+
+
+@pytest.mark.parametrize("architecture", TORCHVISION_TRAINABLE_PARAMS)
+def test_v15_parameter_counts(architecture):
+  model = models.build_model(models.ModelConfig(architecture, "v1.5"))
+  assert _count_trainable(model) == TORCHVISION_TRAINABLE_PARAMS[architecture]
+  if architecture == "resnet50":
+    assert model.count_params() == RESNET50_V15_PARAMS
+
+
+def test_layer_names_pinned(built):
+  resnet = {layer.name for layer in built("resnet50_v1").layers}
+  assert {"normalization", "conv1_pad", "conv1_conv", "conv1_bn", "pool1_pool",
+          "conv2_block1_0_conv", "conv2_block1_3_bn", "conv3_block4_out", "conv4_block6_2_conv",
+          "conv5_block3_add", "avg_pool", "predictions"} <= resnet
+  basic = {layer.name for layer in built("resnet18_v1.5").layers}
+  assert {"conv2_block2_2_bn", "conv3_block1_0_conv", "max_pool"} <= basic
+  assert "conv2_block1_0_conv" not in basic  # identity shortcut where the shape is unchanged
+  vgg = {layer.name for layer in built("vgg16").layers}
+  assert {"block1_conv1", "block3_conv3", "block5_pool", "flatten", "fc1", "fc1_dropout", "fc2",
+          "predictions"} <= vgg
+  vgg_bn = {layer.name for layer in built("vgg19_bn").layers}
+  assert {"block3_conv4", "block3_conv4_bn", "block3_conv4_relu", "block5_pool"} <= vgg_bn
+
+
+def test_v1_and_v15_differ_where_documented(built):
+  v1, v15 = built("resnet50_v1"), built("resnet50_v1.5")
+  strides = lambda model, name: model.get_layer(name).strides  # noqa: E731
+  assert strides(v1, "conv3_block1_1_conv") == (2, 2)
+  assert strides(v1, "conv3_block1_2_conv") == (1, 1)
+  assert strides(v15, "conv3_block1_1_conv") == (1, 1)
+  assert strides(v15, "conv3_block1_2_conv") == (2, 2)
+  assert v1.get_layer("conv1_conv").use_bias and not v15.get_layer("conv1_conv").use_bias
+  assert v1.get_layer("conv1_bn").epsilon == pytest.approx(1.001e-5)
+  assert v15.get_layer("conv1_bn").epsilon == pytest.approx(1e-5)
+  assert v15.get_layer("conv1_bn").momentum == pytest.approx(0.9)
+
+
+def test_zero_init_residual_zeroes_last_gamma_of_each_branch():
+  for architecture, last_bn in (("resnet50", "conv3_block2_3_bn"),
+                                ("resnet18", "conv3_block2_2_bn")):
+    model = models.build_model(models.ModelConfig(architecture, zero_init_residual=True, **SMALL))
+    assert not np.any(model.get_layer(last_bn).gamma.numpy())
+    np.testing.assert_array_equal(model.get_layer("conv3_block2_1_bn").gamma.numpy(), 1.0)
+
+
+def test_weight_decay_on_conv_and_dense_kernels_only():
+  config = models.ModelConfig("resnet18", head=models.HeadConfig((8,)), weight_decay=3e-4,
+                              **SMALL)
+  model = models.build_model(config)
+  kernels = [layer.kernel for layer in model.layers
+             if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]
+  assert len(model.losses) == len(kernels)
+  expected = 3e-4 * sum(float(tf.reduce_sum(tf.square(kernel))) for kernel in kernels)
+  assert float(tf.add_n(model.losses)) == pytest.approx(expected, rel=1e-5)
+  no_decay = models.build_model(dataclasses.replace(config, weight_decay=0.0))
+  assert no_decay.losses == []
+
+
+def test_channels_first_matches_channels_last():
+  for config in (BATTERY["resnet18_v1"], BATTERY["vgg16"]):
+    last = models.build_model(dataclasses.replace(config, data_format="channels_last"))
+    first = models.build_model(dataclasses.replace(config, data_format="channels_first"))
+    first.set_weights(last.get_weights())
+    assert first.get_layer("conv1_conv" if "resnet" in config.architecture
+                           else "block1_conv1").data_format == "channels_first"
+    images = _images(batch=2)
+    np.testing.assert_allclose(first(images).numpy(), last(images).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_input_normalization_layer_values():
+  red = np.array([[255.0, 0.0, 0.0]], "float32")
+  np.testing.assert_allclose(models.InputNormalization("caffe")(red).numpy(),
+                             [[-103.939, -116.779, 255 - 123.68]], rtol=1e-6)
+  np.testing.assert_allclose(models.InputNormalization("unit")(red.astype("uint8")).numpy(),
+                             [[1.0, -1.0, -1.0]])
+
+
+@pytest.mark.parametrize("mode", constants.NORMALIZATION_MODES)
+def test_input_normalization_in_model_equals_pipeline_normalize(mode):
+  raw = _images(batch=2).round()
+  config = models.ModelConfig("resnet18", base_width=4, num_classes=3, image_size=64)
+  plain = models.build_model(config)
+  normalizing = models.build_model(dataclasses.replace(config, input_normalization=mode))
+  normalizing.set_weights(plain.get_weights())
+  expected = plain(preprocessing.normalize(raw, mode)).numpy()
+  np.testing.assert_allclose(normalizing(raw).numpy(), expected, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(normalizing(raw.astype("uint8")).numpy(), expected, rtol=1e-5,
+                             atol=1e-5)
+
+
+def _train_step(model, optimizer, images, labels):
+  with tf.GradientTape() as tape:
+    logits = model(images, training=True)
+    loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+        labels, logits, from_logits=True)) + tf.add_n(model.losses)
+    scaled = optimizer.scale_loss(loss)
+  gradients = tape.gradient(scaled, model.trainable_variables)
+  optimizer.apply(gradients, model.trainable_variables)
+  return logits, loss
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_logits_float32_and_finite_step(policy):
+  keras.utils.set_random_seed(2)
+  config = models.ModelConfig("resnet18", "v1.5", dtype_policy=policy, image_size=32,
+                              num_classes=3, base_width=8)
+  model = models.build_model(config)
+  assert keras.config.dtype_policy().name == "float32"  # set per layer, not globally
+  compute_dtype = policy.removeprefix("mixed_")
+  assert model.get_layer("conv2_block1_1_conv").compute_dtype == compute_dtype
+  assert all(variable.dtype == "float32" for variable in model.variables)
+  optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+  if policy == "mixed_float16":
+    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+  before = model.get_layer("predictions").kernel.numpy()
+  logits, loss = _train_step(model, optimizer, _images(size=32), np.array([0, 1, 2, 0]))
+  assert logits.dtype == tf.float32
+  assert np.isfinite(float(loss))
+  assert not np.array_equal(model.get_layer("predictions").kernel.numpy(), before)
+  clone = keras.Model.from_config(model.get_config())
+  assert clone.get_layer("conv2_block1_1_conv").compute_dtype == compute_dtype
+  assert clone.get_layer("predictions").compute_dtype == "float32"
+
+
+def _snapshot(layers):
+  return {variable.path: variable.numpy().copy()
+          for layer in layers for variable in layer.variables}
+
+
+def _changed(before, model):
+  current = {variable.path: variable.numpy() for variable in model.variables}
+  return {path for path, value in before.items() if not np.array_equal(current[path], value)}
+
+
+def test_frozen_backbone_keeps_weights_and_batch_norm_statistics():
+  keras.utils.set_random_seed(3)
+  config = models.ModelConfig("resnet18", "v1", head=models.HeadConfig((8,)), **SMALL)
+  model = models.build_model(config)
+  models.freeze_backbone(model)
+  backbone = [layer for layer in model.layers if len(layer.output.shape) == 4]
+  head = [model.get_layer("fc1"), model.get_layer("predictions")]
+  assert {id(v) for v in model.trainable_variables} == {id(v) for l in head for v in l.variables}
+  backbone_before, head_before = _snapshot(backbone), _snapshot(head)
+  assert any("moving_mean" in path for path in backbone_before)
+  images = _images()
+  features = models.feature_model(model)
+  # A frozen BatchNorm uses its moving statistics even when called with training=True.
+  np.testing.assert_allclose(features(images, training=True).numpy(),
+                             features(images, training=False).numpy(), rtol=1e-5, atol=1e-5)
+  _train_step(model, keras.optimizers.SGD(0.1), images, np.array([0, 1, 2, 0]))
+  assert not _changed(backbone_before, model)
+  assert _changed(head_before, model) == set(head_before)
+  models.unfreeze_all(model)
+  assert len(model.trainable_variables) == len(models.build_model(config).trainable_variables)
+
+
+@pytest.mark.parametrize("name, stage, frozen, trained", [
+    ("resnet18_v1.5", "conv3", "conv2_block2_2_bn", "conv3_block1_1_conv"),
+    ("vgg16_bn", "block4", "block3_conv3_bn", "block4_conv1"),
+])
+def test_freeze_below_freezes_earlier_stages_only(name, stage, frozen, trained):
+  keras.utils.set_random_seed(4)
+  model = models.build_model(BATTERY[name])
+  models.freeze_below(model, stage)
+  assert not model.get_layer("conv1_conv" if "resnet" in name else "block1_conv1").trainable
+  assert not model.get_layer(frozen).trainable
+  assert model.get_layer(trained).trainable
+  # The projection shortcut of the first block is part of the stage, not before it.
+  if "resnet" in name:
+    assert model.get_layer(f"{stage}_block1_0_conv").trainable
+  before = _snapshot(model.layers)
+  _train_step(model, keras.optimizers.SGD(0.1), _images(), np.array([0, 1, 2, 0]))
+  changed = _changed(before, model)
+  assert not any(path.startswith(f"{frozen}/") for path in changed)
+  assert any(path.startswith(f"{trained}/") for path in changed)
+  assert f"{frozen}/moving_mean" not in changed
+
+
+def test_feature_model_outputs_pre_logits(built):
+  model = built("vgg16")
+  features = models.feature_model(model)
+  assert tuple(features.output.shape) == (None, 16)
+  assert features.get_layer("fc2") is model.get_layer("fc2")
+  no_top = models.build_model(models.ModelConfig("resnet18", include_top=False, **SMALL))
+  assert models.feature_model(no_top) is no_top
+
+
+@pytest.mark.parametrize("change, received", [
+    (dict(architecture="resnet51"), "architecture='resnet51'"),
+    (dict(variant="v2"), "variant='v2'"),
+    (dict(pooling="mean"), "pooling='mean'"),
+    (dict(image_size=31), "image_size=31"),
+    (dict(num_classes=0), "num_classes=0"),
+    (dict(base_width=0), "base_width=0"),
+    (dict(dtype_policy="float16"), "dtype_policy='float16'"),
+    (dict(data_format="NHWC"), "data_format='NHWC'"),
+    (dict(input_normalization="imagenet"), "input_normalization='imagenet'"),
+    (dict(weight_decay=-1.0), "weight_decay=-1.0"),
+    (dict(include_top=False, head=models.HeadConfig((8,))), "include_top=False, head="),
+    (dict(head=models.HeadConfig(dropout=1.0)), "head.dropout=1.0"),
+    (dict(head=models.HeadConfig((0,))), "head.hidden_units[i]=0"),
+    (dict(head=models.HeadConfig(activation="nope")), "head.activation='nope'"),
+])
+def test_bad_config_raises_value_error(change, received):
+  config = dataclasses.replace(models.ModelConfig(**SMALL), **change)
+  with pytest.raises(ValueError, match="Received: " + received.replace("[", r"\[").replace(
+      "(", r"\(")):
+    models.build_model(config)
+
+
+def test_bad_stage_and_normalization_mode_raise_value_error(built):
+  with pytest.raises(ValueError, match=r"Received: stage='block2'"):
+    models.freeze_below(built("resnet18_v1"), "block2")
+  with pytest.raises(ValueError, match=r"Received: mode='bgr'"):
+    models.InputNormalization("bgr")
+

@@ -1,0 +1,192 @@
+"""load_pretrained: parity with keras.applications, our own files, and errors that name the layer."""
+import dataclasses
+
+import h5py
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+# Keras 2's save_weights layout, which keras.applications' downloadable .h5 files use;
+# Keras 3 writes it only through this module.
+from keras.src.legacy.saving import legacy_h5_format
+
+from official_resnet import models
+
+SIZE = 64  # Weight shapes of ResNet do not depend on the input size; 64 px keeps CPU time low.
+
+
+def _images(batch=2, size=SIZE, seed=0):
+  return np.random.default_rng(seed).uniform(-2, 2, (batch, size, size, 3)).astype("float32")
+
+
+def _save_legacy_h5(model, path):
+  with h5py.File(path, "w") as h5_file:
+    legacy_h5_format.save_weights_to_hdf5_group(h5_file, model)
+  return str(path)
+
+
+@pytest.fixture(scope="module")
+def resnet50_files(tmp_path_factory):
+  """keras.applications ResNet50 (top, random weights) and its no-top twin, saved to files."""
+  directory = tmp_path_factory.mktemp("resnet50")
+  keras.utils.set_random_seed(10)
+  top = keras.applications.ResNet50(weights=None, input_shape=(SIZE, SIZE, 3),
+                                    classifier_activation=None)
+  no_top = keras.applications.ResNet50(weights=None, include_top=False, pooling="avg",
+                                       input_shape=(SIZE, SIZE, 3))
+  top.save_weights(directory / "resnet50.weights.h5")
+  images = _images()
+  return dict(
+      top_h5=_save_legacy_h5(top, directory / "resnet50.h5"),
+      top_weights_h5=str(directory / "resnet50.weights.h5"),
+      no_top_h5=_save_legacy_h5(no_top, directory / "resnet50_notop.h5"),
+      logits=top(images).numpy(), features=no_top(images).numpy(),
+      layer_names=[layer.name for layer in top.layers[1:]],
+      count_params=top.count_params())
+
+
+def _resnet50(**changes):
+  return models.build_model(models.ModelConfig("resnet50", "v1", image_size=SIZE, **changes))
+
+
+@pytest.mark.parametrize("file_key", ["top_h5", "top_weights_h5"])
+def test_resnet50_logits_equal_keras_applications(resnet50_files, file_key):
+  model = _resnet50()
+  models.load_pretrained(model, resnet50_files[file_key])
+  np.testing.assert_allclose(model(_images()).numpy(), resnet50_files["logits"], atol=1e-4)
+  assert [layer.name for layer in model.layers[1:]] == resnet50_files["layer_names"]
+  assert model.count_params() == resnet50_files["count_params"]
+
+
+def test_resnet50_no_top_file_into_no_top_and_new_head(resnet50_files):
+  no_top = _resnet50(include_top=False)
+  models.load_pretrained(no_top, resnet50_files["no_top_h5"])
+  np.testing.assert_allclose(no_top(_images()).numpy(), resnet50_files["features"], atol=1e-4)
+  # A 3-class model takes the backbone and keeps its new head as initialised.
+  new_head = _resnet50(num_classes=3)
+  head_before = new_head.get_layer("predictions").kernel.numpy().copy()
+  models.load_pretrained(new_head, resnet50_files["no_top_h5"])
+  features = models.feature_model(new_head)(_images()).numpy()
+  np.testing.assert_allclose(features, resnet50_files["features"], atol=1e-4)
+  np.testing.assert_array_equal(new_head.get_layer("predictions").kernel.numpy(), head_before)
+
+
+def test_top_file_with_other_class_count_names_predictions(resnet50_files):
+  model = _resnet50(num_classes=3)
+  with pytest.raises(ValueError, match=r"'predictions' expects shapes \[\(2048, 3\), \(3,\)\]\. "
+                     r"Received: 'predictions' with shapes \[\(2048, 1000\), \(1000,\)\]"):
+    models.load_pretrained(model, resnet50_files["top_h5"])
+  # load_head=False: fine-tuning to 3 classes from the 1000-class file.
+  models.load_pretrained(model, resnet50_files["top_h5"], load_head=False)
+  assert model.get_layer("conv1_conv").kernel.shape == (7, 7, 3, 64)
+
+
+@pytest.mark.parametrize("file_key", ["top_h5", "top_weights_h5"])
+def test_v1_file_into_v15_model_names_first_layer_and_shapes(resnet50_files, file_key):
+  model = models.build_model(models.ModelConfig("resnet50", "v1.5", image_size=SIZE))
+  before = model.get_layer("conv1_conv").kernel.numpy().copy()
+  with pytest.raises(ValueError, match=r"layer 'conv1_conv' .*\(7, 7, 3, 64\)\]\. Received: "
+                     r".*\(7, 7, 3, 64\), \(64,\)\]"):
+    models.load_pretrained(model, resnet50_files[file_key])
+  np.testing.assert_array_equal(model.get_layer("conv1_conv").kernel.numpy(), before)
+
+
+def test_vgg16_logits_and_features_equal_keras_applications(tmp_path):
+  """Top compared at 64 px: fc1 then has 2 x 2 x 512 inputs instead of 224 px's 7 x 7 x 512."""
+  keras.utils.set_random_seed(11)
+  reference = keras.applications.VGG16(weights=None, input_shape=(SIZE, SIZE, 3),
+                                       classifier_activation=None)
+  path = _save_legacy_h5(reference, tmp_path / "vgg16.h5")
+  images = _images()
+  config = models.ModelConfig("vgg16", image_size=SIZE, pooling=None,
+                              head=models.HeadConfig((4096, 4096)))
+  model = models.build_model(config)
+  models.load_pretrained(model, path)
+  np.testing.assert_allclose(model(images).numpy(), reference(images).numpy(), atol=1e-4)
+  reference_names = [layer.name for layer in reference.layers[1:]]
+  assert [layer.name for layer in model.layers[1:]] == reference_names
+  # The same with-top file into a no-top model: the head is skipped.
+  no_top = models.build_model(dataclasses.replace(config, include_top=False,
+                                                  head=models.HeadConfig()))
+  models.load_pretrained(no_top, path)
+  reference_features = keras.Model(reference.input, reference.get_layer("block5_pool").output)
+  np.testing.assert_allclose(no_top(images).numpy(), reference_features(images).numpy(),
+                             atol=1e-4)
+
+
+SMALL = dict(image_size=32, num_classes=3, base_width=4)
+
+
+def _small(architecture="resnet18", **changes):
+  keras.utils.set_random_seed(12)
+  return models.build_model(models.ModelConfig(architecture, "v1.5", **{**SMALL, **changes}))
+
+
+def test_own_checkpoint_and_weights_file_round_trip(tmp_path):
+  trained = _small(head=models.HeadConfig((8,)))
+  optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
+  images = _images(size=32)
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_mean(trained(images, training=True))
+  optimizer.apply(tape.gradient(loss, trained.trainable_variables), trained.trainable_variables)
+  # The trainer's layout: CheckpointManager in model_dir over Checkpoint(model, optimizer, step).
+  checkpoint = tf.train.Checkpoint(model=trained, optimizer=optimizer, step=tf.Variable(7))
+  tf.train.CheckpointManager(checkpoint, str(tmp_path / "model_dir"), max_to_keep=1).save(7)
+  trained.save_weights(tmp_path / "own.weights.h5")
+  expected = trained(images).numpy()
+  model_dir = tmp_path / "model_dir"
+  for path in (model_dir, model_dir / "ckpt-7", tmp_path / "own.weights.h5"):
+    fresh = _small(head=models.HeadConfig((8,)))
+    assert not np.allclose(fresh(images).numpy(), expected)
+    models.load_pretrained(fresh, path)
+    np.testing.assert_allclose(fresh(images).numpy(), expected, rtol=1e-5, atol=1e-5)
+  # Weightless layers may differ: the same weights behind an in-model normalization.
+  normalizing = _small(head=models.HeadConfig((8,)), input_normalization="unit")
+  models.load_pretrained(normalizing, tmp_path / "model_dir")
+  np.testing.assert_allclose(normalizing(images * 127.5 + 127.5).numpy(), expected, rtol=1e-4,
+                             atol=1e-4)
+
+
+def test_own_checkpoint_into_new_head_with_load_head_false(tmp_path):
+  source = _small()
+  tf.train.Checkpoint(model=source).save(str(tmp_path / "ckpt"))
+  target = _small(num_classes=5)
+  with pytest.raises(ValueError, match=r"'predictions' expects shapes \[\(32, 5\), \(5,\)\]\. "
+                     r"Received: 'predictions' with shapes \[\(32, 3\), \(3,\)\]"):
+    models.load_pretrained(target, tmp_path)
+  models.load_pretrained(target, tmp_path, load_head=False)
+  images = _images(size=32)
+  np.testing.assert_allclose(models.feature_model(target)(images).numpy(),
+                             models.feature_model(source)(images).numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def resnet101_files(tmp_path_factory):
+  """A small ResNet-101 v1.5 in each of the three formats."""
+  directory = tmp_path_factory.mktemp("resnet101")
+  deeper = _small("resnet101")
+  deeper.save_weights(directory / "deeper.weights.h5")
+  return dict(legacy_h5=_save_legacy_h5(deeper, directory / "deeper.h5"),
+              weights_h5=str(directory / "deeper.weights.h5"),
+              checkpoint=tf.train.Checkpoint(model=deeper).save(str(directory / "ckpt")))
+
+
+@pytest.mark.parametrize("file_format", ["legacy_h5", "weights_h5", "checkpoint"])
+def test_other_depth_is_refused_naming_the_layer(resnet101_files, file_format):
+  path = resnet101_files[file_format]
+  # By name the file's extra blocks are left over; by order the first shifted layer differs.
+  extra = (r"the model has no layer for 'conv4_block7_1_conv'" if file_format != "weights_h5"
+           else r"layer 'conv5_block1_1_conv' expects shapes \[\(1, 1, 64, 32\)\]\. "
+                r"Received: 'layers/conv2d_43' with shapes \[\(1, 1, 64, 16\)\]")
+  with pytest.raises(ValueError, match=extra):
+    models.load_pretrained(_small("resnet50"), path)
+  with pytest.raises(ValueError, match=r"layer 'conv2_block1_1_conv'.*Received"):
+    models.load_pretrained(_small(), path)
+
+
+def test_bad_paths_raise_value_error(tmp_path):
+  model = _small("resnet18")
+  with pytest.raises(ValueError, match=r"Received: path='.*missing.h5'"):
+    models.load_pretrained(model, tmp_path / "missing.h5")
+  with pytest.raises(ValueError, match=r"directory without a checkpoint. Received: path="):
+    models.load_pretrained(model, tmp_path)
