@@ -190,3 +190,25 @@ def test_bad_paths_raise_value_error(tmp_path):
     models.load_pretrained(model, tmp_path / "missing.h5")
   with pytest.raises(ValueError, match=r"directory without a checkpoint. Received: path="):
     models.load_pretrained(model, tmp_path)
+
+
+def test_keras1_weight_names_in_legacy_h5(tmp_path):
+  """keras.applications' VGG16 .h5 files date from Keras 1: weights named `block1_conv1_W_1:0`."""
+  config = models.ModelConfig("vgg16", pooling=None, head=models.HeadConfig((8,)), **SMALL)
+  keras.utils.set_random_seed(13)
+  source = models.build_model(config)
+  path = _save_legacy_h5(source, tmp_path / "vgg16_keras1.h5")
+  text = lambda value: value.decode() if isinstance(value, bytes) else value  # noqa: E731
+  with h5py.File(path, "r+") as h5_file:
+    for layer_name in map(text, h5_file.attrs["layer_names"]):
+      group = h5_file[layer_name]
+      renamed = []
+      for old, suffix in zip(map(text, group.attrs["weight_names"]), ("W", "b")):
+        renamed.append(f"{layer_name}_{suffix}_1:0")
+        group.move(old, renamed[-1])
+      group.attrs["weight_names"] = [name.encode() for name in renamed]
+  target = models.build_model(config)
+  images = _images(size=32)
+  assert not np.allclose(target(images).numpy(), source(images).numpy())
+  models.load_pretrained(target, path)
+  np.testing.assert_allclose(target(images).numpy(), source(images).numpy(), rtol=1e-5, atol=1e-5)

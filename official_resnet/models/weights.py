@@ -42,7 +42,11 @@ class Entry:
   weights: tuple[tuple[str | None, object], ...]
 
   def shapes(self):
-    return [tuple(array.shape) for _, array in self.weights]
+    return _shapes(self.weights)
+
+
+def _shapes(weights):
+  return [tuple(array.shape) for _, array in weights]
 
 
 def _kind_of_layer(layer):
@@ -52,12 +56,9 @@ def _kind_of_layer(layer):
   return None
 
 
-def _kind_of_weights(names_and_shapes):
-  names = {name for name, _ in names_and_shapes}
-  if "gamma" in names or "moving_mean" in names:
-    return "batch_norm"
-  kernel_rank = len(dict(names_and_shapes)["kernel"])
-  return "conv" if kernel_rank == 4 else "dense"
+def _kind_of_weights(shapes):
+  ranks = {len(shape) for shape in shapes}
+  return "conv" if 4 in ranks else "dense" if 2 in ranks else "batch_norm"
 
 
 def _decode(value):
@@ -69,13 +70,11 @@ def _legacy_h5_entries(h5_file):
   entries = {}
   for layer_name in map(_decode, root.attrs["layer_names"]):
     group = root[layer_name]
-    weight_names = [_decode(name) for name in group.attrs["weight_names"]]
-    if not weight_names:
-      continue
-    # "conv1_conv/kernel:0" -> "kernel"
-    weights = tuple((name.split("/")[-1].split(":")[0], group[name]) for name in weight_names)
-    kind = _kind_of_weights([(name, array.shape) for name, array in weights])
-    entries[layer_name] = Entry(layer_name, kind, weights)
+    # Matched by position within the layer, as Keras' own loader does: names vary by
+    # Keras version ("conv1_conv/kernel:0", Keras 1's "block1_conv1_W_1:0").
+    weights = tuple((None, group[_decode(name)]) for name in group.attrs["weight_names"])
+    if weights:
+      entries[layer_name] = Entry(layer_name, _kind_of_weights(_shapes(weights)), weights)
   return entries
 
 
@@ -126,7 +125,7 @@ def _checkpoint_entries(prefix):
         layer_name, _, variable_name = attribute.full_name.rpartition("/")
         weights_by_layer[layer_name].append(
             (variable_name, reader.get_tensor(attribute.checkpoint_key)))
-  return {name: Entry(name, _kind_of_weights([(n, a.shape) for n, a in weights]), tuple(weights))
+  return {name: Entry(name, _kind_of_weights(_shapes(weights)), tuple(weights))
           for name, weights in weights_by_layer.items()}
 
 
