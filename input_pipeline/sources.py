@@ -196,10 +196,19 @@ def _tfds_builder(config: DataConfig):
   except tfds.core.registered.DatasetNotFoundError as error:
     raise ValueError(f"tfds_name must name a TFDS data set (see tfds.list_builders()). "
                      f"Received: {config.tfds_name!r}") from error
-  if builder.info.supervised_keys is None:
-    raise ValueError(f"tfds_name must name a data set with (image, label) supervised keys. "
-                     f"Received: {config.tfds_name!r}")
   return builder
+
+
+def _tfds_image_label_keys(builder) -> tuple[str, str]:
+  """The (image, label) feature names: the supervised keys, else "image" and "label"."""
+  keys = builder.info.supervised_keys
+  if keys is None and {"image", "label"} <= set(builder.info.features.keys()):
+    keys = ("image", "label")
+  if keys is None or len(keys) != 2:
+    raise ValueError(f"tfds_name must name a data set of (image, label) examples. "
+                     f"Received: {builder.info.name!r} with features "
+                     f"{sorted(builder.info.features.keys())}")
+  return keys
 
 
 def _tfds_split(builder, split: str, argument: str):
@@ -220,7 +229,7 @@ def _tfds_source(config: DataConfig, training: bool) -> Source:
   split, argument = ((config.train_split, "train_split") if training else
                      (config.eval_split, "eval_split"))
   split_info = _tfds_split(builder, split, argument)
-  image_key, label_key = builder.info.supervised_keys
+  image_key, label_key = _tfds_image_label_keys(builder)
   label_feature = builder.info.features[label_key]
   class_names = tuple(getattr(label_feature, "names", None) or
                       (str(i) for i in range(label_feature.num_classes)))
@@ -229,10 +238,11 @@ def _tfds_source(config: DataConfig, training: bool) -> Source:
 
   def read(shard: Shard, train: bool, seed):
     by_file = num_files >= shard.count
+    # TFDS shards, shuffles and interleaves its own files; by record below
+    # otherwise, reading files one after another so every pipeline sees one order.
     read_config = tfds.ReadConfig(
-        # TFDS shards, shuffles and interleaves its own files; by record below otherwise.
-        input_context=shard.input_context if by_file else None,
-        shuffle_seed=seed, add_tfds_id=True)
+        shuffle_seed=seed, add_tfds_id=True,
+        **({"input_context": shard.input_context} if by_file else {"interleave_cycle_length": 1}))
     try:
       dataset = builder.as_dataset(
           split=split, shuffle_files=train and by_file, read_config=read_config,

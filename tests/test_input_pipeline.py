@@ -1,0 +1,227 @@
+"""build_dataset and dataset_info: batches, sharding, exact eval, label offset, bad files, errors."""
+import dataclasses
+import logging
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import image_fixtures
+from input_pipeline import DataConfig
+from input_pipeline import bad_data
+from input_pipeline import build_dataset
+from input_pipeline import constants
+from input_pipeline import dataset_info
+from input_pipeline import photos
+from input_pipeline import sources
+
+SIZE = 32
+NUM_RECORDS = 13  # not a multiple of any batch size used here
+
+
+@pytest.fixture(scope="module")
+def records_dir(tmp_path_factory):
+  """13 JPEG records over 4 shards; stored label = index + 1 as in the official files."""
+  directory = str(tmp_path_factory.mktemp("records"))
+  image_fixtures.make_record_shards(directory, NUM_RECORDS, num_shards=4)
+  image_fixtures.make_record_shards(os.path.join(directory, "one"), NUM_RECORDS, num_shards=1)
+  return directory
+
+
+def _records_config(directory, pattern="train-*", **overrides):
+  settings = dict(source="imagenet", data_dir=directory, train_file_pattern=pattern,
+                  eval_file_pattern=pattern, image_size=SIZE, batch_size=4,
+                  num_classes=NUM_RECORDS, shuffle_buffer_size=64)
+  return DataConfig(**{**settings, **overrides})
+
+
+def _labels(dataset) -> list[int]:
+  return [int(label) for _, labels in dataset for label in labels.numpy()]
+
+
+def _context(index, pipelines=2):
+  return tf.distribute.InputContext(num_input_pipelines=pipelines, input_pipeline_id=index,
+                                    num_replicas_in_sync=pipelines)
+
+
+def test_synthetic_batches_have_exact_shapes_and_dtypes():
+  config = DataConfig(image_size=SIZE, num_classes=3, batch_size=4, synthetic_num_examples=10)
+  train = build_dataset(config, training=True)
+  assert train.element_spec[0].shape.as_list() == [4, SIZE, SIZE, 3]
+  assert train.element_spec[0].dtype == tf.float32
+  assert train.element_spec[1].shape.as_list() == [4] and train.element_spec[1].dtype == tf.int32
+  # Training repeats forever: more batches than 10 examples make.
+  assert len(_labels(train.take(5))) == 20
+  evaluation = build_dataset(config, training=False)
+  assert evaluation.element_spec[0].shape.as_list() == [None, SIZE, SIZE, 3]
+  assert sorted(_labels(evaluation)) == sorted(i % 3 for i in range(10))
+
+
+def test_synthetic_classes_differ_in_colour():
+  config = DataConfig(image_size=SIZE, num_classes=2, batch_size=8, synthetic_num_examples=8,
+                      normalization="unit")
+  images, labels = next(iter(build_dataset(config, training=False)))
+  means = [images.numpy()[labels.numpy() == c].mean(axis=(0, 1, 2)) for c in (0, 1)]
+  assert np.abs(means[0] - means[1]).max() > 0.2
+  assert images.numpy().min() >= -1.0 and images.numpy().max() <= 1.0
+
+
+def test_uint8_output_is_the_unnormalized_float_output(records_dir):
+  floats = build_dataset(_records_config(records_dir, seed=1), training=False)
+  raw = build_dataset(_records_config(records_dir, seed=1, output_dtype="uint8"), training=False)
+  assert raw.element_spec[0].dtype == tf.uint8
+  for (float_images, float_labels), (raw_images, raw_labels) in zip(floats, raw):
+    np.testing.assert_array_equal(float_labels, raw_labels)
+    restored = float_images.numpy() + np.array(constants.RGB_MEANS, np.float32)
+    np.testing.assert_allclose(raw_images.numpy(), restored, atol=0.51)
+
+
+def test_eval_sees_every_example_once_with_a_partial_last_batch(records_dir):
+  dataset = build_dataset(_records_config(records_dir), training=False)
+  sizes = [int(labels.shape[0]) for _, labels in dataset]
+  assert sorted(sizes, reverse=True) == [4, 4, 4, 1]
+  assert sorted(_labels(dataset)) == list(range(NUM_RECORDS))
+
+
+@pytest.mark.parametrize("label_offset,expected_first", [(1, 0), (0, 1)])
+def test_label_offset(records_dir, label_offset, expected_first):
+  config = _records_config(records_dir, label_offset=label_offset)
+  labels = sorted(_labels(build_dataset(config, training=False)))
+  assert labels == list(range(expected_first, expected_first + NUM_RECORDS))
+
+
+def test_label_offset_convention_is_pinned():
+  assert constants.IMAGENET_LABEL_OFFSET == 1 and constants.IMAGENET_NUM_CLASSES == 1000
+  assert DataConfig().label_offset == 1 and DataConfig().num_classes == 1000
+
+
+@pytest.mark.parametrize("pattern", ["train-*", "one/train-*"], ids=["by_file", "by_record"])
+def test_two_input_contexts_see_disjoint_shards_covering_the_set(records_dir, pattern):
+  config = _records_config(records_dir, pattern)
+  seen = [_labels(build_dataset(config, False, _context(i))) for i in range(2)]
+  assert not set(seen[0]) & set(seen[1])
+  assert sorted(seen[0] + seen[1]) == list(range(NUM_RECORDS))
+  # Training draws each pipeline's examples from its own shard only.
+  train = build_dataset(config, True, _context(0))
+  assert set(_labels(train.take(6))) <= set(seen[0])
+
+
+def test_synthetic_contexts_are_disjoint():
+  config = DataConfig(image_size=SIZE, num_classes=9, batch_size=2, synthetic_num_examples=9)
+  seen = [_labels(build_dataset(config, False, _context(i))) for i in range(2)]
+  assert sorted(seen[0] + seen[1]) == list(range(9)) and not set(seen[0]) & set(seen[1])
+
+
+def test_batch_is_divided_between_replicas():
+  config = DataConfig(image_size=SIZE, num_classes=2, batch_size=8, synthetic_num_examples=8)
+  context = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0,
+                                       num_replicas_in_sync=2)
+  assert build_dataset(config, True, context).element_spec[0].shape[0] == 4
+  with pytest.raises(ValueError, match=r"divisible by the 3 replicas.*Received: batch_size=8"):
+    build_dataset(config, True, tf.distribute.InputContext(1, 0, 3))
+
+
+def test_corrupt_images_are_skipped_counted_and_logged(tmp_path, caplog):
+  root = str(tmp_path)
+  image_fixtures.make_image_folder(root, per_class=3)
+  with open(os.path.join(root, "cat", "cat_0.jpg"), "rb") as f:
+    truncated = f.read()[:300]
+  with open(os.path.join(root, "cat", "truncated.jpg"), "wb") as f:
+    f.write(truncated)
+  with open(os.path.join(root, "dog", "notes.jpg"), "w") as f:
+    f.write("not an image")
+  config = DataConfig(source="folder", data_dir=root, image_size=SIZE, batch_size=4,
+                      validation_fraction=0.0)
+  assert dataset_info(config, True).num_examples == 8
+  bad_data.SKIPPED_IMAGES.reset()
+  with caplog.at_level(logging.WARNING):
+    labels = _labels(build_dataset(dataclasses.replace(config, seed=0), training=True).take(4))
+  assert len(labels) == 16  # training went on past the bad files
+  assert bad_data.SKIPPED_IMAGES.count >= 2
+  assert bad_data.SKIPPED_IMAGES.last_name.endswith(("truncated.jpg", "notes.jpg"))
+  assert any("Skipped 2 unreadable image(s)" in r.getMessage() and
+             ("truncated.jpg" in r.getMessage() or "notes.jpg" in r.getMessage())
+             for r in caplog.records)
+
+
+def test_corrupt_record_is_skipped_in_eval(tmp_path):
+  good = [photos.encode(image_fixtures.image(i)) for i in range(3)]
+  path = image_fixtures.write_records(str(tmp_path / "validation-00000-of-00001"),
+                                      good[:2] + [b"\xff\xd8\xff garbage"] + good[2:], [1, 2, 3, 4])
+  config = _records_config(str(tmp_path), "validation-*")
+  bad_data.SKIPPED_IMAGES.reset()
+  assert sorted(_labels(build_dataset(config, training=False))) == [0, 1, 3]
+  assert bad_data.SKIPPED_IMAGES.count == 1 and bad_data.SKIPPED_IMAGES.last_name == path
+
+
+def test_record_bounding_boxes_are_parsed_in_sample_order(tmp_path):
+  path = image_fixtures.write_records(
+      str(tmp_path / "train-0"), [photos.encode(image_fixtures.image(0))], [5],
+      bboxes=[[(0.1, 0.2, 0.6, 0.7), (0.3, 0.0, 0.9, 0.5)]])
+  record = next(iter(tf.data.TFRecordDataset(path)))
+  example = sources.parse_imagenet_record(record, label_offset=1)
+  assert int(example["label"]) == 4 and example["label"].dtype == tf.int32
+  np.testing.assert_allclose(example["bbox"], [[[0.1, 0.2, 0.6, 0.7], [0.3, 0.0, 0.9, 0.5]]],
+                             rtol=1e-6)
+
+
+def test_cache_keeps_records_after_the_files_are_gone(tmp_path):
+  directory = str(tmp_path)
+  files = image_fixtures.make_record_shards(directory, 6, num_shards=2)
+  config = _records_config(directory, cache=True, batch_size=2, num_classes=6)
+  iterator = iter(build_dataset(config, training=True))
+  next(iterator)  # the shuffle buffer (64) has now read, and so cached, the whole set
+  for path in files:
+    os.remove(path)
+  assert len([next(iterator) for _ in range(10)]) == 10  # three more epochs, from memory
+
+
+def test_private_thread_pool_and_determinism_options():
+  config = DataConfig(image_size=SIZE, num_classes=2, batch_size=2, synthetic_num_examples=4,
+                      private_threads=3, seed=7)
+  options = build_dataset(config, training=True).options()
+  assert options.threading.private_threadpool_size == 3 and options.deterministic
+  assert not build_dataset(DataConfig(image_size=SIZE, num_classes=2), True).options().deterministic
+
+
+def test_dataset_info_reads_labels_file_and_counts_records(records_dir, tmp_path):
+  info = dataset_info(_records_config(records_dir), training=True)
+  assert info.num_examples == NUM_RECORDS and info.class_names == tuple(map(str, range(13)))
+  (tmp_path / "labels.txt").write_text("tench\ngoldfish\n")
+  image_fixtures.make_record_shards(str(tmp_path), 3, num_shards=1)
+  info = dataset_info(_records_config(str(tmp_path)), training=True)
+  assert info.class_names == ("tench", "goldfish") and info.num_examples == 3
+
+
+def test_dataset_info_knows_the_official_imagenet_sizes(tmp_path):
+  for i in range(constants.IMAGENET_NUM_EVAL_SHARDS):
+    (tmp_path / f"validation-{i:05d}-of-00128").touch()  # empty files: never read
+  config = DataConfig(source="imagenet", data_dir=str(tmp_path))
+  info = dataset_info(config, training=False)
+  assert info.num_examples == constants.IMAGENET_NUM_EVAL_IMAGES == 50_000
+  assert len(info.class_names) == 1000
+
+
+def test_pattern_matching_nothing_is_a_clear_error(tmp_path):
+  config = _records_config(str(tmp_path), "train-*-of-01024")
+  with pytest.raises(ValueError, match=r"train_file_pattern matches no TFRecord files. "
+                                       r"Received: '.*train-\*-of-01024'"):
+    build_dataset(config, training=True)
+  with pytest.raises(ValueError, match=r"needs data_dir.*Received: data_dir=None"):
+    dataset_info(DataConfig(source="imagenet"), training=False)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("source", "csv", r"source must be one of \('imagenet', 'folder', 'tfds', 'synthetic'\)\. "
+                      r"Received: 'csv'"),
+    ("normalization", "bgr", r"normalization must be one of .*Received: 'bgr'"),
+    ("output_dtype", "float16", r"output_dtype must be one of .*Received: 'float16'"),
+    ("image_size", 8, r"image_size must be >= 32\. Received: 8"),
+    ("validation_fraction", 1.0, r"validation_fraction must be in \[0, 1\)\. Received: 1.0"),
+    ("batch_size", 0, r"batch_size must be >= 1\. Received: 0"),
+])
+def test_config_rejects_bad_values(field, value, message):
+  with pytest.raises(ValueError, match=message):
+    DataConfig(**{field: value})
+
