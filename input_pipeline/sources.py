@@ -238,14 +238,15 @@ def _tfds_source(config: DataConfig, training: bool) -> Source:
 
   def read(shard: Shard, train: bool, seed):
     by_file = num_files >= shard.count
-    # TFDS shards, shuffles and interleaves its own files; by record below
-    # otherwise, reading files one after another so every pipeline sees one order.
+    # TFDS shards, shuffles and interleaves its own files. With too few files,
+    # each pipeline reads its own even slice of the examples instead.
+    pipeline_split = split if by_file else tfds.even_splits(split, shard.count)[shard.index]
     read_config = tfds.ReadConfig(
         shuffle_seed=seed, add_tfds_id=True,
-        **({"input_context": shard.input_context} if by_file else {"interleave_cycle_length": 1}))
+        input_context=shard.input_context if by_file else None)
     try:
-      dataset = builder.as_dataset(
-          split=split, shuffle_files=train and by_file, read_config=read_config,
+      return builder.as_dataset(
+          split=pipeline_split, shuffle_files=train, read_config=read_config,
           # Keep the encoded bytes so the fused crop-decode applies, as for TFRecords.
           decoders={image_key: tfds.decode.SkipDecoding()})
     except AssertionError as error:  # TFDS asserts that the data was generated.
@@ -253,9 +254,6 @@ def _tfds_source(config: DataConfig, training: bool) -> Source:
           f"TFDS data set {config.tfds_name!r} is not prepared in data_dir; run "
           f"`tfds build {config.tfds_name} --data_dir=DIR` where it can be downloaded. "
           f"Received: data_dir={config.data_dir!r}") from error
-    if not by_file:
-      dataset = dataset.shard(shard.count, shard.index)
-    return dataset
 
   if split_info:
     num_examples = split_info.num_examples
