@@ -360,3 +360,13 @@ def test_bad_stage_and_normalization_mode_raise_value_error(built):
   with pytest.raises(ValueError, match=r"Received: mode='bgr'"):
     models.InputNormalization("bgr")
 
+
+
+def test_each_build_draws_fresh_weights():
+  # An initializer instance shared between layers would repeat its values (Keras 3, unseeded).
+  config = models.ModelConfig("resnet18", "v1.5", head=models.HeadConfig((8,)), **SMALL)
+  first, second = models.build_model(config), models.build_model(config)
+  for name in ("conv1_conv", "fc1", "predictions"):
+    assert not np.allclose(first.get_layer(name).kernel.numpy(),
+                           second.get_layer(name).kernel.numpy())
+  assert first.get_layer("predictions").kernel.numpy().std() == pytest.approx(0.01, rel=0.3)

@@ -1,4 +1,4 @@
-"""load_pretrained: parity with keras.applications, our own files, and errors that name the layer."""
+"""load_pretrained: keras.applications parity, our own files, errors naming the layer."""
 import dataclasses
 
 import h5py

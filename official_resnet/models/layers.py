@@ -20,8 +20,10 @@ class LayerFactory:
   use_bias: bool
   bn_momentum: float
   bn_epsilon: float
-  kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform"
-  dense_initializer: str | keras.initializers.Initializer = "glorot_uniform"
+  # Names or config dicts, not instances: an unseeded initializer instance gives the
+  # same values every time it is called, so each layer gets a fresh one.
+  kernel_initializer: str | dict = "glorot_uniform"
+  dense_initializer: str | dict = "glorot_uniform"
   # ResNet: initialise the last BatchNorm gamma of each residual branch to zero.
   zero_init_residual: bool = False
 
@@ -38,12 +40,13 @@ class LayerFactory:
     return keras.layers.Conv2D(
         filters, kernel_size, strides=strides, padding=padding, activation=activation,
         use_bias=self.use_bias if use_bias is None else use_bias,
-        kernel_initializer=self.kernel_initializer, kernel_regularizer=self._regularizer(),
-        data_format=self.data_format, dtype=self.dtype_policy, name=name)
+        kernel_initializer=keras.initializers.get(self.kernel_initializer),
+        kernel_regularizer=self._regularizer(), data_format=self.data_format, dtype=self.dtype_policy, name=name)
 
   def dense(self, units, *, name, activation=None, dtype_policy=None):
     return keras.layers.Dense(
-        units, activation=activation, kernel_initializer=self.dense_initializer,
+        units, activation=activation,
+        kernel_initializer=keras.initializers.get(self.dense_initializer),
         kernel_regularizer=self._regularizer(), dtype=dtype_policy or self.dtype_policy,
         name=name)
 

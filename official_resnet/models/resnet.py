@@ -25,7 +25,7 @@ VARIANTS = {
     # TF official ResNet-50 v1.5 (resnet_model.py): stride in the 3x3, no conv bias.
     "v1.5": dict(stride_in_3x3=True, use_bias=False, bn_momentum=0.9, bn_epsilon=1e-5,
                  kernel_initializer="he_normal",
-                 dense_initializer=keras.initializers.RandomNormal(stddev=0.01)),
+                 dense_initializer={"class_name": "RandomNormal", "config": {"stddev": 0.01}}),
 }
 
 BOTTLENECK_EXPANSION = 4
