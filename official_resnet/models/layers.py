@@ -41,7 +41,8 @@ class LayerFactory:
         filters, kernel_size, strides=strides, padding=padding, activation=activation,
         use_bias=self.use_bias if use_bias is None else use_bias,
         kernel_initializer=keras.initializers.get(self.kernel_initializer),
-        kernel_regularizer=self._regularizer(), data_format=self.data_format, dtype=self.dtype_policy, name=name)
+        kernel_regularizer=self._regularizer(), data_format=self.data_format,
+        dtype=self.dtype_policy, name=name)
 
   def dense(self, units, *, name, activation=None, dtype_policy=None):
     return keras.layers.Dense(
