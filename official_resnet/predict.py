@@ -1,0 +1,150 @@
+"""--mode=predict: the top-k classes of image files, as a table or JSON.
+
+The model comes from an exported SavedModel (a version directory, or an
+export_dir whose latest version is used) or from a trainer's model_dir, whose
+latest checkpoint is restored and run through the same serving function the
+export saves, so both give the same numbers.
+"""
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from input_pipeline import constants
+from official_resnet import export
+
+OUTPUT_FORMATS = ("table", "json")
+DEFAULT_BATCH_SIZE = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassScore:
+  class_id: int
+  name: str
+  probability: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+  image: str
+  top_k: tuple[ClassScore, ...]
+
+
+def image_paths(images: Sequence[str]) -> list[str]:
+  """Files as given; folders expanded, recursively and sorted, to their image files."""
+  if isinstance(images, str) or not images:
+    raise ValueError("`images` must be a non-empty list of files or folders. "
+                     f"Received: images={images!r}")
+  paths = []
+  for path in images:
+    if tf.io.gfile.isdir(path):
+      found = sorted(
+          os.path.join(folder, name) for folder, _, names in tf.io.gfile.walk(path)
+          for name in names if name.lower().endswith(constants.IMAGE_EXTENSIONS))
+      if not found:
+        raise ValueError(f"Folder {path!r} holds no {'/'.join(constants.IMAGE_EXTENSIONS)} "
+                         f"files. Received: images={list(images)!r}")
+      paths.extend(found)
+    elif tf.io.gfile.exists(path):
+      paths.append(path)
+    else:
+      raise ValueError(f"`images` must name existing files or folders. Received: {path!r}")
+  return paths
+
+
+def _read_labels(saved_model_dir):
+  with tf.io.gfile.GFile(os.path.join(saved_model_dir, "assets", export.LABELS_FILE)) as labels:
+    return tuple(line.rstrip("\n") for line in labels)
+
+
+def load_classifier(source: str):
+  """(probabilities function: string [N] encoded images -> [N, C], class names) for `source`.
+
+  `source`: a SavedModel written by export, an export_dir (its latest version),
+  or a model_dir with trainer checkpoints.
+  """
+  saved_model_dir = source if tf.saved_model.contains_saved_model(source) else (
+      export.latest_version_dir(source))
+  if saved_model_dir is not None and tf.saved_model.contains_saved_model(saved_model_dir):
+    loaded = tf.saved_model.load(saved_model_dir)
+
+    def classify(images):
+      # Holding `loaded` here keeps it alive: the restored variables die with it.
+      return loaded.signatures[export.SERVING_DEFAULT](images=images)["probabilities"]
+
+    return classify, _read_labels(saved_model_dir)
+  if tf.io.gfile.isdir(source) and tf.train.latest_checkpoint(source):
+    model, run_config = export.restore_model_dir(source)
+    module, _ = export.build_serving_module(
+        model, run_config.class_names,
+        normalization=export.serving_normalization(run_config.model, run_config.data))
+    return lambda images: module.serve_encoded(images)["probabilities"], run_config.class_names
+  raise ValueError("`source` must be an exported SavedModel, an export_dir with numbered "
+                   f"versions, or a model_dir with checkpoints. Received: source={source!r}")
+
+
+def _op_message(error):
+  """The failing op's own words: a graph error adds stack lines before and node names after."""
+  lines = [line.strip() for line in error.message.splitlines() if line.strip()]
+  node_lines = [index for index, line in enumerate(lines) if line.startswith("[[")]
+  return lines[node_lines[0] - 1] if node_lines and node_lines[0] > 0 else lines[-1]
+
+
+def _probabilities(classify, paths):
+  contents = [tf.io.gfile.GFile(path, "rb").read() for path in paths]
+  try:
+    return classify(tf.constant(contents)).numpy()
+  except tf.errors.InvalidArgumentError:
+    # The batch failed as a whole; find the file to name.
+    for path, content in zip(paths, contents):
+      try:
+        classify(tf.constant([content]))
+      except tf.errors.InvalidArgumentError as single_error:
+        raise ValueError(f"`images` must be JPEG, PNG, GIF or BMP files. Received: {path!r} "
+                         f"({_op_message(single_error)})") from single_error
+    raise
+
+
+def predict(source: str, images: Sequence[str], top_k: int = export.DEFAULT_TOP_K, *,
+            batch_size: int = DEFAULT_BATCH_SIZE) -> list[Prediction]:
+  """The top_k classes of every image in `images` (files or folders), in path order."""
+  export.check_top_k(top_k)
+  if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    raise ValueError(f"`batch_size` must be an integer >= 1. Received: batch_size={batch_size!r}")
+  paths = image_paths(images)
+  classify, class_names = load_classifier(source)
+  k = min(top_k, len(class_names))
+  predictions = []
+  for start in range(0, len(paths), batch_size):
+    batch_paths = paths[start:start + batch_size]
+    for path, probabilities in zip(batch_paths, _probabilities(classify, batch_paths)):
+      # Stable sort: ties keep the lower class id first, as tf.math.top_k does.
+      best = np.argsort(-probabilities, kind="stable")[:k]
+      predictions.append(Prediction(path, tuple(
+          ClassScore(int(i), class_names[i], float(probabilities[i])) for i in best)))
+  return predictions
+
+
+def format_table(predictions: Sequence[Prediction]) -> str:
+  rows = [("image", "rank", "class", "name", "probability")]
+  for prediction in predictions:
+    for rank, score in enumerate(prediction.top_k, start=1):
+      rows.append((prediction.image if rank == 1 else "", str(rank), str(score.class_id),
+                   score.name, f"{score.probability:.4f}"))
+  widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+  return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+                   for row in rows)
+
+
+def format_json(predictions: Sequence[Prediction]) -> str:
+  return json.dumps([dataclasses.asdict(prediction) for prediction in predictions], indent=2)
+
+
+def format_predictions(predictions: Sequence[Prediction], output_format: str = "table") -> str:
+  if output_format not in OUTPUT_FORMATS:
+    raise ValueError(f"`output_format` must be one of {OUTPUT_FORMATS}. "
+                     f"Received: output_format={output_format!r}")
+  return format_table(predictions) if output_format == "table" else format_json(predictions)

@@ -1,0 +1,148 @@
+"""Prediction from a trainer's model_dir and from an export, as a table and as JSON."""
+import io
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from input_pipeline import DataConfig
+from input_pipeline import preprocessing
+from official_resnet import export
+from official_resnet import models
+from official_resnet import predict
+from official_resnet import run_state
+
+IMAGE_SIZE = 32
+CLASS_NAMES = ("cat", "dog", "horse")
+DATA_CONFIG = DataConfig(source="folder", image_size=IMAGE_SIZE, normalization="torch")
+MODEL_CONFIG = models.ModelConfig(architecture="resnet18", base_width=8, image_size=IMAGE_SIZE,
+                                  num_classes=len(CLASS_NAMES))
+
+
+def image_bytes(mode, image_format, size, seed):
+  coarse = np.random.default_rng(seed).integers(0, 256, (5, 5, 3), dtype=np.uint8)
+  buffer = io.BytesIO()
+  Image.fromarray(coarse).resize(size, Image.BILINEAR).convert(mode).save(
+      buffer, format=image_format)
+  return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+  """A model_dir as the trainer leaves it: a ckpt-<step> checkpoint and config.json."""
+  keras.utils.set_random_seed(3)
+  model = models.build_model(MODEL_CONFIG)
+  directory = str(tmp_path_factory.mktemp("model_dir"))
+  checkpoint = tf.train.Checkpoint(model=model, optimizer=keras.optimizers.SGD(0.1),
+                                   step=tf.Variable(7, dtype=tf.int64))
+  tf.train.CheckpointManager(checkpoint, directory, max_to_keep=1).save(checkpoint_number=7)
+  run_state.write_run_config(directory, MODEL_CONFIG, DATA_CONFIG, CLASS_NAMES)
+  return model, directory
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+  """A folder with images of several formats (one nested, one with a capital extension)
+  and a text file, plus one image outside it."""
+  root = tmp_path_factory.mktemp("photos")
+  (root / "folder" / "nested").mkdir(parents=True)
+  files = {
+      root / "folder" / "b.png": image_bytes("RGBA", "PNG", (40, 52), 0),
+      root / "folder" / "a.JPG": image_bytes("RGB", "JPEG", (64, 48), 1),
+      root / "folder" / "nested" / "c.jpeg": image_bytes("L", "JPEG", (33, 70), 2),
+      root / "single.bmp": image_bytes("RGB", "BMP", (45, 45), 3),
+  }
+  for path, content in files.items():
+    path.write_bytes(content)
+  (root / "folder" / "notes.txt").write_text("not an image")
+  return root
+
+
+def expected_probabilities(model, paths):
+  pixels = tf.stack([preprocessing.preprocess_for_eval(tf.io.read_file(str(p)), IMAGE_SIZE)
+                     for p in paths])
+  logits = model(preprocessing.normalize(pixels, DATA_CONFIG.normalization), training=False)
+  return tf.nn.softmax(logits).numpy()
+
+
+def test_checkpoint_and_export_predict_the_in_process_model(model_dir, photos, tmp_path):
+  model, directory = model_dir
+  images = [str(photos / "folder"), str(photos / "single.bmp")]
+  expected_paths = [str(photos / "folder" / name)
+                    for name in ("a.JPG", "b.png", os.path.join("nested", "c.jpeg"))]
+  expected_paths.append(str(photos / "single.bmp"))
+  expected = expected_probabilities(model, expected_paths)
+
+  from_checkpoint = predict.predict(directory, images, top_k=2)
+  export_dir = str(tmp_path / "export")
+  export.export_from_model_dir(directory, export_dir, formats=("saved_model",))
+  # An export_dir resolves to its latest version; top_k beyond the classes is clipped.
+  from_export = predict.predict(export_dir, images, top_k=10, batch_size=3)
+
+  assert [p.image for p in from_checkpoint] == expected_paths
+  assert [p.image for p in from_export] == expected_paths
+  for row, checkpoint_prediction, export_prediction in zip(expected, from_checkpoint,
+                                                           from_export):
+    ranked = np.argsort(-row, kind="stable")
+    assert [s.class_id for s in checkpoint_prediction.top_k] == list(ranked[:2])
+    assert [s.class_id for s in export_prediction.top_k] == list(ranked)
+    assert [s.name for s in export_prediction.top_k] == [CLASS_NAMES[i] for i in ranked]
+    np.testing.assert_allclose([s.probability for s in checkpoint_prediction.top_k],
+                               row[ranked[:2]], atol=1e-5)
+    np.testing.assert_allclose([s.probability for s in export_prediction.top_k], row[ranked],
+                               atol=1e-5)
+
+
+def test_a_file_that_is_not_an_image_is_named(model_dir, photos, tmp_path):
+  fake = tmp_path / "fake.jpg"
+  fake.write_text("plain text that is not an image, with a .jpg name")
+  with pytest.raises(ValueError, match="fake.jpg.*Unknown image file format"):
+    predict.predict(model_dir[1], [str(photos / "single.bmp"), str(fake)])
+
+
+def test_bad_arguments_raise_before_loading_a_model(photos, tmp_path):
+  image = str(photos / "single.bmp")
+  with pytest.raises(ValueError, match="source"):
+    predict.predict(str(tmp_path), [image])
+  (tmp_path / "empty").mkdir()
+  for images in ([], image, [str(tmp_path / "missing.jpg")], [str(tmp_path / "empty")]):
+    with pytest.raises(ValueError, match="images|holds no"):
+      predict.predict(str(tmp_path), images)
+  with pytest.raises(ValueError, match="top_k"):
+    predict.predict(str(tmp_path), [image], top_k=0)
+  with pytest.raises(ValueError, match="batch_size"):
+    predict.predict(str(tmp_path), [image], batch_size=0)
+  with pytest.raises(ValueError, match="output_format"):
+    predict.format_predictions([], "xml")
+
+
+PREDICTIONS = [
+    predict.Prediction("photos/a.jpg", (predict.ClassScore(1, "dog", 0.875),
+                                        predict.ClassScore(0, "cat", 0.125))),
+    predict.Prediction("b.png", (predict.ClassScore(2, "horse", 0.5),
+                                 predict.ClassScore(1, "dog", 0.25))),
+]
+
+
+def test_table_lists_every_class_of_every_image_in_rank_order():
+  lines = predict.format_predictions(PREDICTIONS, "table").splitlines()
+  assert lines[0].split() == ["image", "rank", "class", "name", "probability"]
+  assert [line.split() for line in lines[1:]] == [
+      ["photos/a.jpg", "1", "1", "dog", "0.8750"], ["2", "0", "cat", "0.1250"],
+      ["b.png", "1", "2", "horse", "0.5000"], ["2", "1", "dog", "0.2500"]]
+  # Columns line up: every rank starts where the header's does.
+  rank_column = lines[0].index("rank")
+  assert all(line[rank_column] in "12" for line in lines[1:])
+
+
+def test_json_round_trips_the_predictions():
+  decoded = json.loads(predict.format_predictions(PREDICTIONS, "json"))
+  assert decoded == [
+      {"image": "photos/a.jpg", "top_k": [{"class_id": 1, "name": "dog", "probability": 0.875},
+                                          {"class_id": 0, "name": "cat", "probability": 0.125}]},
+      {"image": "b.png", "top_k": [{"class_id": 2, "name": "horse", "probability": 0.5},
+                                   {"class_id": 1, "name": "dog", "probability": 0.25}]}]
