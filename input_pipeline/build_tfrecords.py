@@ -109,7 +109,8 @@ def load_as_jpeg(path: str, jpeg_quality: int) -> tuple[bytes, int, int]:
     image = _decode_with_pillow(data)
     is_jpeg = False
   if not is_jpeg:
-    data = tf.io.encode_jpeg(image, quality=jpeg_quality).numpy()
+    # Full-resolution colour: re-encoding loses as little as it can.
+    data = tf.io.encode_jpeg(image, quality=jpeg_quality, chroma_downsampling=False).numpy()
   return data, int(image.shape[0]), int(image.shape[1])
 
 
