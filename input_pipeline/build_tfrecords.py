@@ -26,6 +26,7 @@ from absl import logging
 
 from input_pipeline import constants
 from input_pipeline import folder
+from input_pipeline import preprocessing
 from input_pipeline import sources
 
 DEFAULT_JPEG_QUALITY = 95
@@ -102,7 +103,7 @@ def load_as_jpeg(path: str, jpeg_quality: int) -> tuple[bytes, int, int]:
   is_jpeg = bool(tf.io.is_jpeg(data))
   try:
     # Decoding validates the file with the same decoder the pipeline uses.
-    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    image = preprocessing.decode_image(data)
   except tf.errors.InvalidArgumentError as error:
     if is_jpeg:
       raise UnreadableImage(str(error).splitlines()[-1]) from error
