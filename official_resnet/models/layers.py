@@ -35,11 +35,10 @@ class LayerFactory:
     # A fresh object per layer: a shared one would be serialized once per layer anyway.
     return keras.regularizers.L2(self.weight_decay) if self.weight_decay > 0 else None
 
-  def conv(self, filters, kernel_size, *, name, strides=1, padding="valid", activation=None,
-           use_bias=None):
+  def conv(self, filters, kernel_size, *, name, strides=1, padding="valid", activation=None):
     return keras.layers.Conv2D(
         filters, kernel_size, strides=strides, padding=padding, activation=activation,
-        use_bias=self.use_bias if use_bias is None else use_bias,
+        use_bias=self.use_bias,
         kernel_initializer=keras.initializers.get(self.kernel_initializer),
         kernel_regularizer=self._regularizer(), data_format=self.data_format,
         dtype=self.dtype_policy, name=name)

@@ -38,7 +38,10 @@ def _residual_output(shortcut, residual, name, layers):
 
 
 def _conv_bn(x, filters, kernel_size, *, strides, name, layers, relu, zero_gamma=False):
-  """Convolution + BatchNorm (+ ReLU): `{name}_conv`, `{name}_bn`, `{name}_relu`."""
+  """Convolution + BatchNorm (+ ReLU): `{name}_conv`, `{name}_bn`, `{name}_relu`.
+
+  "same" padding is keras.applications' "valid" for 1x1 kernels and its "SAME" for 3x3.
+  """
   x = layers.conv(filters, kernel_size, strides=strides, padding="same", name=f"{name}_conv")(x)
   x = layers.batch_norm(name=f"{name}_bn", zero_gamma=zero_gamma)(x)
   return layers.relu(name=f"{name}_relu")(x) if relu else x
