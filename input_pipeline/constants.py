@@ -47,4 +47,4 @@ KEY_BBOX_YMIN = "image/object/bbox/ymin"
 KEY_BBOX_XMAX = "image/object/bbox/xmax"
 KEY_BBOX_YMAX = "image/object/bbox/ymax"
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")

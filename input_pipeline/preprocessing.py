@@ -7,7 +7,7 @@ Both return float32 pixels in [0, 255]; `normalize` turns them into the
 convention a set of weights expects.
 
 Every function takes and returns tensors, works eagerly and inside
-tf.data.Dataset.map, and decodes any JPEG, PNG, GIF or BMP (gray, CMYK,
+tf.data.Dataset.map, and decodes any JPEG, PNG, GIF, BMP or WebP (gray, CMYK,
 palette or alpha) to 3-channel RGB.
 """
 import math
@@ -24,21 +24,26 @@ def eval_resize_size(image_size: int) -> int:
   return int(math.floor(image_size / constants.EVAL_CROP_FRACTION + 0.5))
 
 
-def _little_endian(image_bytes: tf.Tensor, offset: int, length: int) -> tf.Tensor:
-  raw = tf.io.decode_raw(tf.strings.substr(image_bytes, offset, length), tf.uint8)
-  return tf.reduce_sum(tf.cast(raw, tf.int32) * (256 ** tf.range(length)))
+def _bmp_header(image_bytes: tf.Tensor) -> tf.Tensor:
+  """The first 54 bytes as uint8, zero-padded: safe to read from any input, however short."""
+  padded = tf.strings.join([tf.strings.substr(image_bytes, 0, 54), b"\0" * 54])
+  return tf.cast(tf.io.decode_raw(tf.strings.substr(padded, 0, 54), tf.uint8), tf.int32)
 
 
-def _is_palette_bmp(image_bytes: tf.Tensor) -> tf.Tensor:
-  return tf.logical_and(tf.equal(tf.strings.substr(image_bytes, 0, 2), b"BM"),
-                        tf.equal(_little_endian(image_bytes, 28, 2), 8))
+def _little_endian(header: tf.Tensor, offset: int, length: int) -> tf.Tensor:
+  return tf.reduce_sum(header[offset:offset + length] * (256 ** tf.range(length)))
 
 
-def _decode_palette_bmp(image_bytes: tf.Tensor) -> tf.Tensor:
+def _is_palette_bmp(header: tf.Tensor) -> tf.Tensor:
+  is_bmp = tf.logical_and(tf.equal(header[0], ord("B")), tf.equal(header[1], ord("M")))
+  return tf.logical_and(is_bmp, tf.equal(_little_endian(header, 28, 2), 8))
+
+
+def _decode_palette_bmp(image_bytes: tf.Tensor, header: tf.Tensor) -> tf.Tensor:
   """TF's BMP decoder returns the palette indices of 8-bit BMPs as gray; look them up."""
   indices = tf.io.decode_bmp(image_bytes, channels=0)[..., 0]
-  header_end = 14 + _little_endian(image_bytes, 14, 4)
-  pixels_start = _little_endian(image_bytes, 10, 4)
+  header_end = 14 + _little_endian(header, 14, 4)
+  pixels_start = _little_endian(header, 10, 4)
   palette = tf.io.decode_raw(
       tf.strings.substr(image_bytes, header_end, pixels_start - header_end), tf.uint8)
   # Entries are 4 bytes, blue-green-red-unused.
@@ -47,10 +52,11 @@ def _decode_palette_bmp(image_bytes: tf.Tensor) -> tf.Tensor:
 
 
 def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:
-  """Encoded JPEG/PNG/GIF/BMP -> uint8 [H, W, 3] RGB; the first frame of a GIF."""
+  """Encoded JPEG/PNG/GIF/BMP/WebP -> uint8 [H, W, 3] RGB; the first frame of a GIF."""
+  header = _bmp_header(image_bytes)
   image = tf.cond(
-      _is_palette_bmp(image_bytes),
-      lambda: _decode_palette_bmp(image_bytes),
+      _is_palette_bmp(header),
+      lambda: _decode_palette_bmp(image_bytes, header),
       lambda: tf.io.decode_image(image_bytes, channels=CHANNELS, expand_animations=False))
   image.set_shape([None, None, CHANNELS])
   return image

@@ -176,6 +176,7 @@ FORMATS = [
     ("JPEG", None, 1.5), ("JPEG", "L", 1.5), ("JPEG", "CMYK", 1.5),
     ("PNG", None, 0.0), ("PNG", "L", 0.0), ("PNG", "RGBA", 0.0), ("PNG", "P", 0.0),
     ("GIF", None, 0.0), ("BMP", None, 0.0), ("BMP", "L", 0.0), ("BMP", "P", 0.0),
+    ("WEBP", None, 1.5),
 ]
 
 
