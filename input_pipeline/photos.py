@@ -1,13 +1,20 @@
-"""Photo-like test images: smooth gradients, soft shapes and fine texture.
+"""Photo-like test images: smooth gradients, soft shapes and textured surfaces.
 
 Flat noise compresses and decodes unlike photographs; these JPEGs have the
-size and decode cost of real ones (~500x375 at quality 90 is ~60 KB), so the
-benchmark's figures and the tests' crops mean something.
+structure, file size and decode cost of real ones, so the benchmark's figures
+and the tests' crops mean something.
 """
 import io
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+
+def _smooth_noise(rng, height, width, grid, strength) -> np.ndarray:
+  """[height, width, 3] float32: a random grid upsampled bicubically."""
+  coarse = rng.standard_normal((*grid, 3), dtype=np.float32) * strength
+  return np.stack([np.asarray(Image.fromarray(coarse[..., c], mode="F").resize(
+      (width, height), Image.BICUBIC)) for c in range(3)], axis=-1)
 
 
 def photo_like_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -17,11 +24,7 @@ def photo_like_image(rng: np.random.Generator, height: int, width: int) -> np.nd
   ramp = (x * np.cos(angle) + y * np.sin(angle)) / max(height, width)
   start, end = rng.uniform(20, 235, size=(2, 3))
   image = start + (end - start) * ((ramp - ramp.min()) / max(np.ptp(ramp), 1e-6))[..., None]
-  # Low-frequency blotches: a coarse random grid upsampled smoothly.
-  coarse = rng.normal(0, 25, size=(4, 5, 3)).astype(np.float32)
-  for c in range(3):
-    image[..., c] += np.asarray(
-        Image.fromarray(coarse[..., c], mode="F").resize((width, height), Image.BICUBIC))
+  image += _smooth_noise(rng, height, width, (4, 5), 25.0)
   canvas = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
   draw = ImageDraw.Draw(canvas)
   for _ in range(rng.integers(2, 6)):
@@ -30,11 +33,14 @@ def photo_like_image(rng: np.random.Generator, height: int, width: int) -> np.nd
     colour = tuple(int(v) for v in rng.integers(0, 256, size=3))
     (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x0, y0, x1, y1], fill=colour)
   canvas = canvas.filter(ImageFilter.GaussianBlur(radius=max(1.0, min(height, width) / 150)))
-  texture = rng.normal(0, 6, size=(height, width, 3))
+  # Surfaces: mid-scale texture (foliage, fabric) and fine grain over everything.
+  texture = _smooth_noise(rng, height, width, (max(2, height // 8), max(2, width // 8)), 14.0)
+  texture += rng.standard_normal((height, width, 3), dtype=np.float32) * 7.0
   return np.clip(np.asarray(canvas, np.float32) + texture, 0, 255).astype(np.uint8)
 
 
-def encode(image: np.ndarray, image_format: str = "JPEG", quality: int = 90, mode: str | None = None) -> bytes:
+def encode(image: np.ndarray, image_format: str = "JPEG", quality: int = 90,
+           mode: str | None = None) -> bytes:
   """Encode with Pillow, optionally converted to a Pillow mode first (e.g. "L", "CMYK", "P")."""
   pil = Image.fromarray(image)
   if mode:

@@ -18,7 +18,7 @@ class DatasetInfo:
 def dataset_info(config: DataConfig, training: bool) -> DatasetInfo:
   """Size and class names of the train (training=True) or eval split."""
   source = sources.make_source(config, training)
-  return DatasetInfo(source.num_examples, source.class_names)
+  return DatasetInfo(source.count_examples(), source.class_names)
 
 
 def per_replica_batch_size(config: DataConfig, input_context=None) -> int:

@@ -41,7 +41,8 @@ class Shard:
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-  num_examples: int
+  # () -> examples in the split; a call, as counting TFRecords reads them all.
+  count_examples: Callable[[], int]
   class_names: tuple[str, ...]
   # (shard, training, seed) -> dataset of raw elements, sharded, files shuffled and interleaved.
   read: Callable[[Shard, bool, int | None], tf.data.Dataset]
@@ -159,7 +160,7 @@ def _imagenet_source(config: DataConfig, training: bool) -> Source:
     return tf.data.TFRecordDataset(filename).map(lambda record: (record, filename))
 
   return Source(
-      num_examples=_imagenet_num_examples(files, pattern, training),
+      count_examples=lambda: _imagenet_num_examples(files, pattern, training),
       class_names=class_names,
       read=lambda shard, train, seed: _read_files((files,), shard, train, seed, open_file=open_file),
       to_example=lambda record, _: parse_imagenet_record(record, config.label_offset),
@@ -174,7 +175,7 @@ def _folder_source(config: DataConfig, training: bool) -> Source:
       config.train_split, config.eval_split)
   files = (list(listing.paths), list(listing.labels))
   return Source(
-      num_examples=len(listing.paths),
+      count_examples=lambda: len(listing.paths),
       class_names=listing.class_names,
       read=lambda shard, train, seed: _read_files(
           files, shard, train, seed,
@@ -255,13 +256,13 @@ def _tfds_source(config: DataConfig, training: bool) -> Source:
           f"`tfds build {config.tfds_name} --data_dir=DIR` where it can be downloaded. "
           f"Received: data_dir={config.data_dir!r}") from error
 
-  if split_info:
-    num_examples = split_info.num_examples
-  else:
-    num_examples = int(read(Shard(), False, None).cardinality())
+  def count_examples():
+    if split_info:
+      return split_info.num_examples
+    return int(read(Shard(), False, None).cardinality())
 
   return Source(
-      num_examples=num_examples,
+      count_examples=count_examples,
       class_names=class_names,
       read=read,
       to_example=lambda element: _example(element[image_key], element[label_key]),
@@ -315,7 +316,7 @@ def _synthetic_source(config: DataConfig, training: bool) -> Source:
     return _example(tf.gather(jpegs, label), label)
 
   return Source(
-      num_examples=config.synthetic_num_examples,
+      count_examples=lambda: config.synthetic_num_examples,
       class_names=tuple(str(i) for i in range(config.num_classes)),
       read=read,
       to_example=to_example,

@@ -1,0 +1,231 @@
+"""Input pipeline throughput against its ceiling on the same files and threads.
+
+    python -m input_pipeline.benchmark --num_images 2048 --threads 2 --json out/input_benchmark.json
+
+Generates (once, kept in --data_dir) an ImageNet-like TFRecord set of
+photo-like JPEGs about 500x375 at quality 90, then measures in one run:
+  train pipeline  build_dataset(training=True), per output dtype
+  train ceiling   the same files read with only parse + decode_and_crop_jpeg + resize
+  eval pipeline   build_dataset(training=False)
+  eval ceiling    parse + decode + aspect-preserving resize + central crop
+Each figure is the median images/s of --passes passes (passes alternate
+between the pipelines and ceilings so drift hits both alike); the first batch
+of a pass (thread start-up, shuffle-buffer fill) is not timed. Peak RSS is
+sampled during each measurement. Prints a table and writes JSON.
+"""
+import argparse
+import dataclasses
+import datetime
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from input_pipeline import build_tfrecords
+from input_pipeline import constants
+from input_pipeline import photos
+from input_pipeline import pipeline
+from input_pipeline import preprocessing
+from input_pipeline.config import DataConfig
+
+# ImageNet's typical shapes (height, width): landscape 4:3 and 3:2, and portrait.
+IMAGE_SHAPES = ((375, 500), (333, 500), (500, 375))
+JPEG_QUALITY = 90
+FILE_PREFIX = "train"
+
+
+def _photo_jpeg(index: int) -> bytes:
+  rng = np.random.default_rng(index)
+  height, width = IMAGE_SHAPES[index % len(IMAGE_SHAPES)]
+  return photos.encode(photos.photo_like_image(rng, height, width), quality=JPEG_QUALITY)
+
+
+def ensure_data(data_dir: str, num_images: int, num_shards: int, processes: int) -> list[str]:
+  """The TFRecord shards in data_dir, generated first if missing."""
+  pattern = os.path.join(data_dir, f"{FILE_PREFIX}-*-of-{num_shards:05d}")
+  files = sorted(tf.io.gfile.glob(pattern))
+  if len(files) == num_shards:
+    return files
+  logging.info("Generating %d photo-like JPEGs in %d shards in %s", num_images, num_shards, data_dir)
+  tf.io.gfile.makedirs(data_dir)
+  writers = [tf.io.TFRecordWriter(os.path.join(data_dir, f"{FILE_PREFIX}-{s:05d}-of-{num_shards:05d}"))
+             for s in range(num_shards)]
+  with multiprocessing.get_context("spawn").Pool(processes) as pool:
+    for index, encoded in enumerate(pool.imap(_photo_jpeg, range(num_images), chunksize=16)):
+      height, width = IMAGE_SHAPES[index % len(IMAGE_SHAPES)]
+      label = index % constants.IMAGENET_NUM_CLASSES + constants.IMAGENET_LABEL_OFFSET
+      example = build_tfrecords.image_example(encoded, label, str(label), height, width,
+                                              f"photo_{index:06d}.jpg")
+      writers[index % num_shards].write(example.SerializeToString())
+  for writer in writers:
+    writer.close()
+  return sorted(tf.io.gfile.glob(pattern))
+
+
+class PeakRss:
+  """Samples this process's resident memory in the background; `peak_mb` after the block."""
+
+  def __enter__(self):
+    self.peak_mb, self._stop = _rss_mb(), threading.Event()
+    self._thread = threading.Thread(target=self._sample, daemon=True)
+    self._thread.start()
+    return self
+
+  def _sample(self):
+    while not self._stop.wait(0.02):
+      self.peak_mb = max(self.peak_mb, _rss_mb())
+
+  def __exit__(self, *exc):
+    self._stop.set()
+    self._thread.join()
+    self.peak_mb = max(self.peak_mb, _rss_mb())
+
+
+def _rss_mb() -> float:
+  try:
+    with open("/proc/self/statm") as f:
+      return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+  except OSError:  # not Linux: the process-lifetime peak is the best available
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+
+
+def _ceiling(files, training: bool, image_size: int, batch_size: int, threads: int):
+  """The least work that yields the same images: read, parse the bytes, decode, crop, resize."""
+  def load(record):
+    encoded = tf.io.parse_single_example(
+        record, {constants.KEY_ENCODED: tf.io.FixedLenFeature([], tf.string)})[constants.KEY_ENCODED]
+    if training:
+      window = preprocessing.sample_crop_window(tf.image.extract_jpeg_shape(encoded),
+                                                preprocessing.whole_image_bbox())
+      image = tf.image.decode_and_crop_jpeg(encoded, window, channels=3)
+      return preprocessing.resize(image, image_size, image_size)
+    image = tf.io.decode_jpeg(encoded, channels=3)
+    image = preprocessing.resize_shorter_side(image, preprocessing.eval_resize_size(image_size))
+    return preprocessing.central_crop(image, image_size)
+
+  dataset = tf.data.TFRecordDataset(files, num_parallel_reads=threads)
+  dataset = dataset.map(load, num_parallel_calls=threads, deterministic=False)
+  dataset = dataset.batch(batch_size).prefetch(1)
+  options = tf.data.Options()
+  options.threading.private_threadpool_size = threads
+  options.threading.max_intra_op_parallelism = 1
+  return dataset.with_options(options)
+
+
+def _images_per_second(dataset, num_batches: int) -> tuple[float, float]:
+  """(images/s over num_batches after the first, peak RSS MB)."""
+  with PeakRss() as rss:
+    iterator = iter(dataset)
+    next(iterator)
+    count, start = 0, time.perf_counter()
+    for _, batch in zip(range(num_batches), iterator):
+      count += int(tf.shape(batch[0] if isinstance(batch, tuple) else batch)[0])
+    elapsed = time.perf_counter() - start
+  return count / elapsed, rss.peak_mb
+
+
+def run(data_dir: str, num_images: int, num_shards: int, image_size: int, batch_size: int,
+        threads: int, passes: int, output_dtypes: tuple[str, ...], shuffle_buffer_size: int) -> dict:
+  files = ensure_data(data_dir, num_images, num_shards, max(2, threads))
+  base = DataConfig(source="imagenet", data_dir=data_dir,
+                    train_file_pattern=f"{FILE_PREFIX}-*-of-{num_shards:05d}",
+                    eval_file_pattern=f"{FILE_PREFIX}-*-of-{num_shards:05d}",
+                    image_size=image_size, batch_size=batch_size, private_threads=threads,
+                    shuffle_buffer_size=shuffle_buffer_size)
+  batches = num_images // batch_size - 1
+  measurements = {
+      "train ceiling": lambda: _ceiling(files, True, image_size, batch_size, threads),
+      **{f"train {dtype}": (lambda dtype=dtype: pipeline.build_dataset(
+          dataclasses.replace(base, output_dtype=dtype), training=True))
+         for dtype in output_dtypes},
+      "eval ceiling": lambda: _ceiling(files, False, image_size, batch_size, threads),
+      "eval float32": lambda: pipeline.build_dataset(base, training=False),
+  }
+  rates = {name: [] for name in measurements}
+  peaks = {name: 0.0 for name in measurements}
+  for p in range(passes):
+    for name, make in measurements.items():
+      rate, peak = _images_per_second(make(), batches)
+      rates[name].append(rate)
+      peaks[name] = max(peaks[name], peak)
+      logging.info("pass %d/%d %-14s %7.1f images/s", p + 1, passes, name, rate)
+
+  results = []
+  for name in measurements:
+    if "ceiling" in name:
+      continue
+    ceiling = statistics.median(rates[f"{name.split()[0]} ceiling"])
+    median = statistics.median(rates[name])
+    results.append({"pipeline": name, "images_per_second": median, "passes": rates[name],
+                    "ceiling_images_per_second": ceiling, "ratio": median / ceiling,
+                    "peak_rss_mb": peaks[name]})
+  for name in ("train ceiling", "eval ceiling"):
+    results.append({"pipeline": name, "images_per_second": statistics.median(rates[name]),
+                    "passes": rates[name], "peak_rss_mb": peaks[name]})
+  return {
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                  "cpu_count": os.cpu_count(), "tensorflow": tf.__version__},
+      "settings": {"num_images": num_images, "num_shards": num_shards, "image_size": image_size,
+                   "batch_size": batch_size, "threads": threads, "passes": passes,
+                   "shuffle_buffer_size": shuffle_buffer_size,
+                   "data_bytes": sum(tf.io.gfile.stat(f).length for f in files)},
+      "results": results,
+  }
+
+
+def format_table(report: dict) -> str:
+  lines = [f"{'pipeline':<16}{'images/s':>10}{'ceiling':>10}{'ratio':>8}{'peak RSS MB':>13}"]
+  for row in report["results"]:
+    ceiling = f"{row['ceiling_images_per_second']:10.1f}" if "ratio" in row else f"{'':>10}"
+    ratio = f"{row['ratio']:8.3f}" if "ratio" in row else f"{'':>8}"
+    lines.append(f"{row['pipeline']:<16}{row['images_per_second']:10.1f}{ceiling}{ratio}"
+                 f"{row['peak_rss_mb']:13.0f}")
+  return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m input_pipeline.benchmark",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("--data_dir", default=None,
+                      help="TFRecords to use or generate (default: a folder in the temp dir)")
+  parser.add_argument("--num_images", type=int, default=2048)
+  parser.add_argument("--num_shards", type=int, default=8)
+  parser.add_argument("--image_size", type=int, default=constants.DEFAULT_IMAGE_SIZE)
+  parser.add_argument("--batch_size", type=int, default=64)
+  parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+  parser.add_argument("--passes", type=int, default=3)
+  parser.add_argument("--output_dtypes", default="float32,uint8")
+  parser.add_argument("--shuffle_buffer_size", type=int, default=DataConfig.shuffle_buffer_size)
+  parser.add_argument("--json", default=None, help="where to write the JSON report")
+  args = parser.parse_args(argv)
+  if args.num_images < 2 * args.batch_size:
+    parser.error(f"--num_images must be at least 2 * --batch_size. Received: {args.num_images}")
+  logging.use_absl_handler()
+  logging.set_verbosity(logging.INFO)
+  data_dir = args.data_dir or os.path.join(
+      tempfile.gettempdir(), f"input_pipeline_benchmark_{args.num_images}_{args.num_shards}")
+  report = run(data_dir, args.num_images, args.num_shards, args.image_size, args.batch_size,
+               args.threads, args.passes, tuple(args.output_dtypes.split(",")),
+               args.shuffle_buffer_size)
+  print(format_table(report))
+  if args.json:
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+      json.dump(report, f, indent=2)
+    print(f"wrote {args.json}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
