@@ -15,6 +15,7 @@ from official_resnet import export
 from official_resnet import models
 from official_resnet import predict
 from official_resnet import run_state
+from test_export import unsaturate
 
 IMAGE_SIZE = 32
 CLASS_NAMES = ("cat", "dog", "horse")
@@ -36,6 +37,7 @@ def model_dir(tmp_path_factory):
   """A model_dir as the trainer leaves it: a ckpt-<step> checkpoint and config.json."""
   keras.utils.set_random_seed(3)
   model = models.build_model(MODEL_CONFIG)
+  unsaturate(model, np.random.default_rng(0).uniform(-2, 2, (8, IMAGE_SIZE, IMAGE_SIZE, 3)))
   directory = str(tmp_path_factory.mktemp("model_dir"))
   checkpoint = tf.train.Checkpoint(model=model, optimizer=keras.optimizers.SGD(0.1),
                                    step=tf.Variable(7, dtype=tf.int64))
@@ -99,7 +101,7 @@ def test_checkpoint_and_export_predict_the_in_process_model(model_dir, photos, t
 
 def test_a_file_that_is_not_an_image_is_named(model_dir, photos, tmp_path):
   fake = tmp_path / "fake.jpg"
-  fake.write_text("plain text that is not an image, with a .jpg name")
+  fake.write_text("not a JPEG")
   with pytest.raises(ValueError, match="fake.jpg.*Unknown image file format"):
     predict.predict(model_dir[1], [str(photos / "single.bmp"), str(fake)])
 
