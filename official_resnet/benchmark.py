@@ -1,0 +1,748 @@
+"""Side-by-side throughput: our ResNet train step, keras.applications `fit`, the machine's ceiling.
+
+    python -m official_resnet.benchmark --output=benchmarks/results_cpu.json
+    python -m official_resnet.benchmark --quick --items='train/*'   # seconds, tiny sizes
+
+Every item runs in its own subprocess, so its peak RSS is its own and threads
+or oneDNN settings cannot leak from one item into the next. An item's figure
+is the median images/s (or GFLOP/s) over `num_windows` timed windows after
+warm-up. FLOPs per image are counted from the Conv2D/Dense kernel shapes of
+the model that ran (2 per multiply-add; BN, ReLU, pooling and residual adds
+are left out, under 1% for ResNet-50); training counts 3x forward (forward,
+input gradient, weight gradient).
+"""
+import argparse
+import dataclasses
+import datetime
+import fnmatch
+import importlib.metadata
+import importlib.util
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import logging
+
+# Name -> (Keras dtype policy of the models, tensor dtype of the ceiling ops).
+PRECISIONS = {"fp32": ("float32", "float32"),
+              "bf16": ("mixed_bfloat16", "bfloat16"),
+              "fp16": ("mixed_float16", "float16")}
+KINDS = ("conv_ceiling", "matmul_ceiling", "train", "keras_fit", "inference", "savedmodel_jpeg")
+INPUTS = ("synthetic", "real")
+PRESETS = ("cpu", "full", "gpu")
+TRAIN_FLOPS_PER_FORWARD = 3
+# Generated real-data set: enough files that file-level interleave has work to spread.
+REAL_DATA_SHARDS = 8
+# Acceptance targets of issue 9, checked in the summary of every run.
+TARGETS = {"fp32_over_keras_fit": 1.3,
+           "fp32_fraction_of_conv_ceiling": 0.8,
+           "bf16_over_fp32": 1.6,
+           "real_over_synthetic": 0.95}
+_RESULT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkConfig:
+  """Sizes and repetitions shared by every item of one run."""
+  batch_size: int = 32
+  image_size: int = 224
+  architecture: str = "resnet50"
+  base_width: int = 64
+  # Steps run before timing (at least one call, which traces and compiles).
+  warmup_steps: int = 3
+  num_windows: int = 5
+  # Each timed window is as many whole calls as fill about this long.
+  window_seconds: float = 15.0
+  # The "many steps per call" setting; the other train items use 1.
+  long_steps_per_loop: int = 10
+  # Ceiling convolution NHWC input [N, H, W, C_in] and C_out: conv3_x-like, 3x3, stride 1.
+  conv_shape: tuple[int, int, int, int, int] = (32, 56, 56, 256, 256)
+  matmul_size: int = 4096
+  # Real-data input: TFRecords in this directory, else generated into work_dir.
+  data_dir: str | None = None
+  train_file_pattern: str = "train-*"
+  work_dir: str = os.path.join(tempfile.gettempdir(), "official_resnet_benchmark")
+  num_real_images: int = 1024
+  inter_op_threads: int | None = None
+  intra_op_threads: int | None = None
+  # Extra environment of every item's subprocess, e.g. (("TF_ENABLE_ONEDNN_OPTS", "0"),).
+  env: tuple[tuple[str, str], ...] = ()
+  item_timeout_s: float = 3600.0
+
+
+# Small enough that the whole quick preset runs in about a minute on 2 cores.
+QUICK_CONFIG = BenchmarkConfig(
+    batch_size=4, image_size=32, base_width=8, warmup_steps=2, num_windows=2,
+    window_seconds=0.2, long_steps_per_loop=2, conv_shape=(2, 16, 16, 16, 16),
+    matmul_size=128, num_real_images=16)
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+  """One measurement; its name is derived from the fields so it cannot disagree with them."""
+  kind: str
+  precision: str = "fp32"
+  xla: bool = False
+  input: str = "synthetic"
+  steps_per_loop: int = 1
+
+  @property
+  def name(self) -> str:
+    if self.kind in ("conv_ceiling", "matmul_ceiling"):
+      return f"{self.kind}/{self.precision}"
+    parts = [self.kind]
+    if self.kind in ("train", "keras_fit"):
+      parts.append(self.input)
+    parts.append(self.precision)
+    if self.xla:
+      parts.append("xla")
+    if self.kind == "train":
+      parts.append(f"spl{self.steps_per_loop}")
+    return "/".join(parts)
+
+
+def _check_choice(name, value, allowed):
+  if value not in allowed:
+    raise ValueError(f"`{name}` must be one of {tuple(allowed)}. Received: {name}={value!r}")
+
+
+def _check_positive(name, value):
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+
+
+def validate(config: BenchmarkConfig, items) -> None:
+  """Raises ValueError naming the first bad field of `config` or `items`."""
+  for field in ("batch_size", "base_width", "warmup_steps", "num_windows",
+                "long_steps_per_loop", "matmul_size", "num_real_images"):
+    _check_positive(field, getattr(config, field))
+  if not config.window_seconds > 0:
+    raise ValueError(f"`window_seconds` must be > 0. Received: window_seconds={config.window_seconds!r}")
+  if config.image_size < 32:
+    raise ValueError(f"`image_size` must be >= 32. Received: image_size={config.image_size!r}")
+  if len(config.conv_shape) != 5:
+    raise ValueError("`conv_shape` must be (N, H, W, C_in, C_out). "
+                     f"Received: conv_shape={config.conv_shape!r}")
+  for size in config.conv_shape:
+    _check_positive("conv_shape[i]", size)
+  for threads in ("inter_op_threads", "intra_op_threads"):
+    value = getattr(config, threads)
+    if value is not None and (not isinstance(value, int) or value < 0):
+      raise ValueError(f"`{threads}` must be None or an integer >= 0. "
+                       f"Received: {threads}={value!r}")
+  if not items:
+    raise ValueError("`items` must name at least one item. Received: items=()")
+  for item in items:
+    _check_choice("kind", item.kind, KINDS)
+    _check_choice("precision", item.precision, PRECISIONS)
+    _check_choice("input", item.input, INPUTS)
+    _check_positive("steps_per_loop", item.steps_per_loop)
+
+
+def preset_items(preset: str, config: BenchmarkConfig) -> list[Item]:
+  """The items of a preset, ceilings first so the fractions can use them."""
+  _check_choice("preset", preset, PRESETS)
+  many = config.long_steps_per_loop
+  if preset == "gpu":
+    # Mixed precision + XLA is the GPU recipe; fp32 stays as the baseline.
+    precisions = ("fp32", "bf16", "fp16")
+    return ([Item(kind, p) for kind in ("conv_ceiling", "matmul_ceiling") for p in precisions]
+            + [Item("train", p, xla=True, steps_per_loop=many) for p in precisions]
+            + [Item("train", "fp16", steps_per_loop=many),
+               Item("train", "fp16", xla=True, input="real", steps_per_loop=many),
+               Item("keras_fit", "fp16", xla=True),
+               Item("inference", "fp16", xla=True),
+               Item("savedmodel_jpeg", "fp32")])
+  precisions = ("fp32", "bf16")
+  ceilings = [Item(kind, p) for kind in ("conv_ceiling", "matmul_ceiling") for p in precisions]
+  others = ([Item("keras_fit", p) for p in precisions]
+            + [Item("inference", p) for p in precisions]
+            + [Item("savedmodel_jpeg", "fp32")])
+  if preset == "full":
+    train = [Item("train", p, xla, source, spl)
+             for source in INPUTS for p in precisions for xla in (False, True)
+             for spl in (1, many)]
+  else:
+    # One axis at a time from fp32/synthetic/no XLA/many steps per call. XLA
+    # items take one step per call: XLA's CPU convolutions are several times
+    # slower than oneDNN's, and a 10-step call would take minutes.
+    train = [Item("train", "fp32", steps_per_loop=1),
+             Item("train", "fp32", steps_per_loop=many),
+             Item("train", "fp32", xla=True, steps_per_loop=1),
+             Item("train", "bf16", steps_per_loop=many),
+             Item("train", "bf16", xla=True, steps_per_loop=1),
+             Item("train", "fp32", input="real", steps_per_loop=many),
+             Item("train", "bf16", input="real", steps_per_loop=many)]
+  return ceilings + train + others
+
+
+def select_items(items, patterns: str | None) -> list[Item]:
+  """Items whose name matches one of the comma-separated glob `patterns` (all when None)."""
+  if not patterns:
+    return list(items)
+  globs = [p.strip() for p in patterns.split(",") if p.strip()]
+  chosen = [item for item in items if any(fnmatch.fnmatchcase(item.name, g) for g in globs)]
+  if not chosen:
+    raise ValueError(f"`items` matched no item; names are {[i.name for i in items]}. "
+                     f"Received: items={patterns!r}")
+  return chosen
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+def run_benchmark(config: BenchmarkConfig, items, output_path: str | None = None) -> dict:
+  """Runs each item in a subprocess, returns the report and writes it as JSON to `output_path`."""
+  validate(config, items)
+  os.makedirs(config.work_dir, exist_ok=True)
+  machine = machine_info()
+  if machine["load_average_1m"] > 0.5:
+    logging.warning("Load average %.2f before the run: other processes share the CPU, "
+                    "so these figures are not clean.", machine["load_average_1m"])
+  data_dir = None
+  if any(item.input == "real" or item.kind == "savedmodel_jpeg" for item in items):
+    data_dir = config.data_dir or _generate_real_data(config)
+  started = datetime.datetime.now(datetime.timezone.utc)
+  results = []
+  for item in items:
+    logging.info("Benchmark item %s", item.name)
+    results.append(_run_in_subprocess(item, config, data_dir))
+    logging.info("%s: %s", item.name, _describe(results[-1]))
+  _add_ceiling_fractions(results)
+  report = {
+      "version": _RESULT_VERSION,
+      "argv": sys.argv[1:],
+      "started_utc": started.isoformat(timespec="seconds"),
+      "wall_seconds": round((datetime.datetime.now(datetime.timezone.utc) - started)
+                            .total_seconds(), 1),
+      "machine": machine,
+      "config": dataclasses.asdict(config),
+      "real_data_dir": data_dir,
+      "flop_convention": ("2 FLOPs per multiply-add of every Conv2D/Dense kernel, counted "
+                          "from the model that ran; training = 3 x forward"),
+      "items": results,
+      "summary": summarize(results),
+  }
+  if output_path:
+    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+    with open(output_path, "w") as f:
+      json.dump(report, f, indent=2)
+    logging.info("Wrote %s", output_path)
+  return report
+
+
+def machine_info() -> dict:
+  """What the figures depend on: CPU model and vector extensions, cores, versions, load."""
+  cpu_model, flags = platform.processor(), set()
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+          cpu_model = value.strip()
+        elif key.strip() == "flags":
+          flags = set(value.split())
+  except OSError:
+    pass
+  gpus = []
+  if shutil.which("nvidia-smi"):
+    query = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                           capture_output=True, text=True, check=False)
+    gpus = [line.strip() for line in query.stdout.splitlines() if line.strip()]
+  try:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, check=False, cwd=os.path.dirname(__file__)).stdout.strip()
+  except OSError:
+    commit = ""
+  versions = {}
+  for package in ("tensorflow", "keras"):
+    try:
+      versions[package] = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+      versions[package] = None
+  return {
+      "cpu": cpu_model,
+      "cpu_count": os.cpu_count(),
+      "cpu_flags": sorted(f for f in flags if f.startswith(("avx512", "amx", "avx2", "fma"))),
+      "gpus": gpus,
+      "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+      "python": platform.python_version(),
+      **versions,
+      "git_commit": commit or None,
+      "load_average_1m": round(os.getloadavg()[0], 2),
+  }
+
+
+def _generate_real_data(config):
+  """Photo-like JPEG TFRecords from input_pipeline.benchmark's generator, kept across runs."""
+  from input_pipeline import benchmark as pipeline_benchmark  # pylint: disable=import-outside-toplevel
+  data_dir = os.path.join(config.work_dir, f"photos_{config.num_real_images}")
+  pipeline_benchmark.ensure_data(data_dir, config.num_real_images, num_shards=REAL_DATA_SHARDS,
+                                 processes=os.cpu_count())
+  return data_dir
+
+
+def _run_in_subprocess(item, config, data_dir):
+  spec_dir = tempfile.mkdtemp(prefix="item_", dir=config.work_dir)
+  spec_path = os.path.join(spec_dir, "spec.json")
+  result_path = os.path.join(spec_dir, "result.json")
+  log_path = os.path.join(spec_dir, "log.txt")
+  with open(spec_path, "w") as f:
+    json.dump({"item": dataclasses.asdict(item), "config": dataclasses.asdict(config),
+               "data_dir": data_dir, "result_path": result_path}, f)
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+         **dict(config.env)}
+  record = {"name": item.name, **dataclasses.asdict(item),
+            "load_average_before": round(os.getloadavg()[0], 2)}
+  start = time.perf_counter()
+  with open(log_path, "w") as log:
+    try:
+      process = subprocess.run(
+          [sys.executable, "-m", "official_resnet.benchmark", "--run_item", spec_path],
+          stdout=log, stderr=subprocess.STDOUT, env=env, timeout=config.item_timeout_s,
+          check=False)
+      returncode = process.returncode
+    except subprocess.TimeoutExpired:
+      returncode = None
+  record["wall_seconds"] = round(time.perf_counter() - start, 1)
+  if returncode == 0 and os.path.exists(result_path):
+    with open(result_path) as f:
+      record.update(json.load(f))
+    shutil.rmtree(spec_dir)
+  else:
+    with open(log_path) as f:
+      tail = f.read()[-2000:]
+    record.update(status="failed", reason=f"exit status {returncode}; log {log_path}",
+                  log_tail=tail)
+  return record
+
+
+def _add_ceiling_fractions(results):
+  """Each train item's GFLOP/s over the conv (training mix) ceiling of its precision."""
+  ceilings = {r["precision"]: r["gflops_per_second"] for r in results
+              if r["kind"] == "conv_ceiling" and r.get("status") == "ok"}
+  for r in results:
+    if r.get("status") == "ok" and r["kind"] in ("train", "keras_fit") \
+        and r["precision"] in ceilings:
+      r["fraction_of_conv_ceiling"] = round(r["gflops_per_second"] / ceilings[r["precision"]], 3)
+
+
+def summarize(results) -> dict:
+  """The issue's acceptance ratios from the items that ran; each names the items it used."""
+  ok = [r for r in results if r.get("status") == "ok"]
+
+  def best(**fields):
+    matching = [r for r in ok if all(r[k] == v for k, v in fields.items())]
+    return max(matching, key=lambda r: r["images_per_second"], default=None)
+
+  def ratio(name, numerator, denominator, value_key="images_per_second"):
+    if numerator is None or denominator is None:
+      return None
+    value = numerator[value_key] / denominator[value_key]
+    return {"value": round(value, 3), "target": TARGETS[name], "met": value >= TARGETS[name],
+            "numerator": numerator["name"], "denominator": denominator["name"]}
+
+  fp32 = best(kind="train", input="synthetic", precision="fp32")
+  bf16 = best(kind="train", input="synthetic", precision="bf16")
+  conv = next((r for r in ok if r["kind"] == "conv_ceiling" and r["precision"] == "fp32"), None)
+  summary = {
+      "fp32_over_keras_fit": ratio("fp32_over_keras_fit", fp32,
+                                   best(kind="keras_fit", input="synthetic", precision="fp32")),
+      "fp32_fraction_of_conv_ceiling": ratio("fp32_fraction_of_conv_ceiling", fp32, conv,
+                                             value_key="gflops_per_second"),
+      "bf16_over_fp32": ratio("bf16_over_fp32", bf16, fp32),
+  }
+  for real in (r for r in ok if r["kind"] == "train" and r["input"] == "real"):
+    synthetic = best(kind="train", input="synthetic", precision=real["precision"],
+                     xla=real["xla"], steps_per_loop=real["steps_per_loop"])
+    summary[f"real_over_synthetic/{real['precision']}"] = ratio(
+        "real_over_synthetic", real, synthetic)
+  return {k: v for k, v in summary.items() if v is not None}
+
+
+def _describe(r):
+  if r.get("status") != "ok":
+    return f"{r.get('status')}: {r.get('reason')}"
+  if "images_per_second" in r:
+    return f"{r['images_per_second']:.2f} images/s"
+  return f"{r['gflops_per_second']:.1f} GFLOP/s"
+
+
+def format_table(report: dict) -> str:
+  """The report as a fixed-width table plus the acceptance lines."""
+  header = ("item", "images/s", "min-max", "GFLOP/s", "of conv", "cores", "RSS MiB", "note")
+  rows = [header]
+  for r in report["items"]:
+    if r.get("status") != "ok":
+      rows.append((r["name"], "-", "-", "-", "-", "-", "-", f"{r.get('status')}: {r.get('reason')}"))
+      continue
+    rates = r.get("window_images_per_second")
+    note = ""
+    if r["kind"] == "conv_ceiling":
+      note = f"fwd+dgrad+wgrad; fwd only {r['forward_gflops_per_second']:.1f}"
+    elif r["kind"] == "savedmodel_jpeg":
+      note = "JPEG decode + eval crop + model"
+    elif r["kind"] in ("train", "keras_fit", "inference"):
+      note = f"{r['forward_flops_per_image'] / 1e9:.3g} GFLOP/image forward"
+    rows.append((
+        r["name"],
+        f"{r['images_per_second']:.2f}" if rates else "-",
+        f"{min(rates):.2f}-{max(rates):.2f}" if rates else "-",
+        f"{r['gflops_per_second']:.1f}" if "gflops_per_second" in r else "-",
+        f"{r['fraction_of_conv_ceiling']:.2f}" if "fraction_of_conv_ceiling" in r else "-",
+        f"{r['cores_busy']:.2f}",
+        f"{r['peak_rss_bytes'] / 2**20:.0f}",
+        note))
+  widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+  lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+  for name, s in report["summary"].items():
+    lines.append(f"{name}: {s['value']:.3f} (target >= {s['target']}, "
+                 f"{'met' if s['met'] else 'NOT met'}; {s['numerator']} / {s['denominator']})")
+  return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- child side
+
+
+def forward_flops_per_image(model) -> int:
+  """2 x the multiply-adds of every Conv2D and Dense kernel for one image.
+
+  Counted from the layers' kernel and output shapes rather than quoted, so
+  the figure matches the exact model (v1 vs v1.5, width, image size).
+  """
+  import keras  # pylint: disable=import-outside-toplevel
+  multiply_adds = 0
+  for layer in _nested_layers(model):
+    if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+      # Per output position a kernel does prod(kernel.shape) multiply-adds
+      # (kh * kw * C_in/groups * C_out for a convolution).
+      positions = layer.output.shape[1:-1]
+      if isinstance(layer, keras.layers.Conv2D) and layer.data_format == "channels_first":
+        positions = layer.output.shape[2:]
+      multiply_adds += math.prod(layer.kernel.shape) * math.prod(positions)
+  return 2 * multiply_adds
+
+
+def _nested_layers(layer):
+  for sub in getattr(layer, "layers", ()):
+    yield sub
+    yield from _nested_layers(sub)
+
+
+def _cpu_seconds():
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
+def _window_stats(window_seconds, window_cpu_seconds, images_per_window):
+  rates = [images_per_window / seconds for seconds in window_seconds]
+  return {"images_per_second": statistics.median(rates),
+          "window_images_per_second": [round(rate, 3) for rate in rates],
+          "images_per_window": images_per_window,
+          "cores_busy": sum(window_cpu_seconds) / sum(window_seconds)}
+
+
+def _measure(call, config, images_per_call, warmup_calls):
+  """Warm-up calls, then `num_windows` timed windows of whole calls.
+
+  `call()` returns a tensor whose numpy() waits for the call's work. A window
+  holds as many calls as fill about `window_seconds`, judged from the last
+  warm-up call, so fast and slow items take similar time and every window
+  is long against timer and host jitter.
+  """
+  for _ in range(max(1, warmup_calls)):
+    start = time.perf_counter()
+    call().numpy()
+    call_seconds = time.perf_counter() - start
+  calls = max(1, math.ceil(config.window_seconds / call_seconds))
+  seconds, cpu = [], []
+  for _ in range(config.num_windows):
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
+    for _ in range(calls):
+      output = call()
+    output.numpy()
+    seconds.append(time.perf_counter() - start)
+    cpu.append(_cpu_seconds() - cpu_start)
+  return _window_stats(seconds, cpu, calls * images_per_call)
+
+
+def _with_flops(stats, forward_flops, flops_per_image_factor):
+  return {**stats, "forward_flops_per_image": forward_flops,
+          "gflops_per_second":
+              stats["images_per_second"] * flops_per_image_factor * forward_flops / 1e9}
+
+
+def _model_config(item, config):
+  from official_resnet.models import ModelConfig  # pylint: disable=import-outside-toplevel
+  return ModelConfig(architecture=config.architecture, image_size=config.image_size,
+                     base_width=config.base_width, dtype_policy=PRECISIONS[item.precision][0])
+
+
+def _data_config(item, config, data_dir):
+  from input_pipeline import DataConfig  # pylint: disable=import-outside-toplevel
+  if item.input == "real":
+    return DataConfig(source="imagenet", data_dir=data_dir, batch_size=config.batch_size,
+                      image_size=config.image_size,
+                      train_file_pattern=config.train_file_pattern)
+  return DataConfig(source="synthetic", batch_size=config.batch_size,
+                    image_size=config.image_size)
+
+
+def _train_batches(item, config, data_dir):
+  """Training batches; "synthetic" is one batch of the synthetic source held in memory.
+
+  Repeating one batch measures the step alone, as the official
+  --use_synthetic_data does (our synthetic source decodes JPEGs per image).
+  """
+  from input_pipeline import build_dataset  # pylint: disable=import-outside-toplevel
+  dataset = build_dataset(_data_config(item, config, data_dir), training=True)
+  if item.input == "synthetic":
+    dataset = dataset.take(1).cache().repeat()
+  return dataset
+
+
+def _train(item, config, data_dir):
+  """Our trainer's train function on our model, `steps_per_loop` steps per call."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from official_resnet import config as config_lib  # pylint: disable=import-outside-toplevel
+  from official_resnet import trainer as trainer_lib  # pylint: disable=import-outside-toplevel
+  experiment = config_lib.ExperimentConfig(
+      data=_data_config(item, config, data_dir),
+      model=_model_config(item, config),
+      # Nothing is written there: the benchmark calls the train function, not Trainer.train.
+      train=config_lib.TrainConfig(model_dir=os.path.join(config.work_dir, "model_dir"),
+                                   steps_per_loop=item.steps_per_loop),
+      # "off": the default strategy, no replica bookkeeping; ops go to the GPU when there is one.
+      runtime=config_lib.RuntimeConfig(distribution_strategy="off", dtype=item.precision,
+                                       enable_xla=item.xla))
+  trainer = trainer_lib.Trainer(experiment)
+  batches = _train_batches(item, config, data_dir)
+  iterator = iter(trainer.strategy.distribute_datasets_from_function(lambda _: batches))
+  # The same function Trainer.train calls, on our iterator instead of its epoch bookkeeping.
+  train_function = trainer._make_train_function()  # pylint: disable=protected-access
+  num_steps = tf.constant(item.steps_per_loop, tf.int32)
+  stats = _measure(lambda: train_function(iterator, num_steps), config,
+                   item.steps_per_loop * config.batch_size,
+                   warmup_calls=math.ceil(config.warmup_steps / item.steps_per_loop))
+  return _with_flops(stats, forward_flops_per_image(trainer.model), TRAIN_FLOPS_PER_FORWARD)
+
+
+def _keras_fit(item, config, data_dir):
+  """keras.applications.ResNet50(weights=None), compile + fit, on the synthetic batches."""
+  import keras  # pylint: disable=import-outside-toplevel
+  keras.mixed_precision.set_global_policy(PRECISIONS[item.precision][0])
+  model = keras.applications.ResNet50(
+      weights=None, input_shape=(config.image_size, config.image_size, 3))
+  model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
+                loss="sparse_categorical_crossentropy", jit_compile=item.xla)
+  dataset = _train_batches(item, config, data_dir)
+  marks = []
+
+  class Windows(keras.callbacks.Callback):
+    """Marks window ends, sized like _measure's from the last warm-up batch, then stops fit.
+
+    Reading the loss waits for the step; fit checks stop_training after every batch.
+    """
+
+    def __init__(self):
+      super().__init__()
+      self.batches, self.batch_began, self.window_batches = 0, 0.0, None
+
+    def on_train_batch_begin(self, batch, logs=None):
+      self.batch_began = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+      float(logs["loss"])
+      now = time.perf_counter()
+      self.batches += 1
+      if self.batches == config.warmup_steps:
+        self.window_batches = max(1, math.ceil(config.window_seconds / (now - self.batch_began)))
+      if self.window_batches and (self.batches - config.warmup_steps) % self.window_batches == 0:
+        marks.append((now, _cpu_seconds()))
+        self.model.stop_training = len(marks) > config.num_windows
+
+  windows = Windows()
+  # An upper bound on the steps: the callback stops fit after the last window.
+  model.fit(dataset, epochs=1, steps_per_epoch=10**9, verbose=0, callbacks=[windows])
+  stats = _window_stats([b[0] - a[0] for a, b in zip(marks, marks[1:])],
+                        [b[1] - a[1] for a, b in zip(marks, marks[1:])],
+                        windows.window_batches * config.batch_size)
+  return _with_flops(stats, forward_flops_per_image(model), TRAIN_FLOPS_PER_FORWARD)
+
+
+def _inference(item, config, data_dir):
+  """Our model's forward pass in inference mode on one synthetic batch."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from input_pipeline import build_dataset  # pylint: disable=import-outside-toplevel
+  from official_resnet.models import build_model  # pylint: disable=import-outside-toplevel
+  model = build_model(_model_config(item, config))
+  images, _ = next(iter(build_dataset(_data_config(item, config, data_dir), training=True)))
+  predict = tf.function(lambda x: model(x, training=False), jit_compile=item.xla)
+  stats = _measure(lambda: predict(images), config, config.batch_size,
+                   warmup_calls=config.warmup_steps)
+  return _with_flops(stats, forward_flops_per_image(model), 1)
+
+
+def _savedmodel_jpeg(item, config, data_dir):
+  """The exported SavedModel's serving_default on a batch of JPEG bytes (decode, crop, model)."""
+  if importlib.util.find_spec("official_resnet.export") is None:
+    return {"status": "skipped",
+            "reason": "official_resnet/export.py does not exist yet (issue 6)"}
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from input_pipeline import constants  # pylint: disable=import-outside-toplevel
+  from official_resnet import export  # pylint: disable=import-outside-toplevel
+  from official_resnet.models import build_model  # pylint: disable=import-outside-toplevel
+  model_config = _model_config(item, config)
+  model = build_model(model_config)
+  export_dir = tempfile.mkdtemp(dir=config.work_dir)
+  version_dir = export.export_model(
+      model, model_config, _data_config(item, config, data_dir),
+      [str(i) for i in range(model_config.num_classes)], export_dir, formats=("saved_model",))
+  serve = tf.saved_model.load(version_dir).signatures[export.SERVING_DEFAULT]
+  files = tf.io.gfile.glob(os.path.join(data_dir, config.train_file_pattern))
+  jpegs = next(iter(tf.data.TFRecordDataset(files).map(
+      lambda record: tf.io.parse_single_example(
+          record, {constants.KEY_ENCODED: tf.io.FixedLenFeature([], tf.string)})
+      [constants.KEY_ENCODED]).batch(config.batch_size)))
+  stats = _measure(lambda: serve(images=jpegs)["probabilities"], config, int(jpegs.shape[0]),
+                   warmup_calls=config.warmup_steps)
+  shutil.rmtree(export_dir)
+  return _with_flops(stats, forward_flops_per_image(model), 1)
+
+
+def _conv_ceiling(item, config, data_dir):
+  """A large 3x3 convolution: forward, input gradient and filter gradient, timed apart."""
+  del data_dir
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  n, h, w, c_in, c_out = config.conv_shape
+  dtype = PRECISIONS[item.precision][1]
+  images = tf.cast(tf.random.normal([n, h, w, c_in]), dtype)
+  kernel = tf.cast(tf.random.normal([3, 3, c_in, c_out], stddev=0.05), dtype)
+  output_grad = tf.cast(tf.random.normal([n, h, w, c_out]), dtype)
+  strides = [1, 1, 1, 1]
+
+  @tf.function(jit_compile=item.xla)
+  def forward():
+    return tf.nn.conv2d(images, kernel, strides, "SAME")[0, 0, 0, 0]
+
+  @tf.function(jit_compile=item.xla)
+  def backward():
+    input_grad = tf.raw_ops.Conv2DBackpropInput(
+        input_sizes=tf.shape(images), filter=kernel, out_backprop=output_grad,
+        strides=strides, padding="SAME")
+    filter_grad = tf.raw_ops.Conv2DBackpropFilter(
+        input=images, filter_sizes=tf.shape(kernel), out_backprop=output_grad,
+        strides=strides, padding="SAME")
+    return input_grad[0, 0, 0, 0] + filter_grad[0, 0, 0, 0]
+
+  flops = 2 * n * h * w * 9 * c_in * c_out
+  # One "image" per call here: images_per_second reads as calls per second.
+  forward_stats = _measure(forward, config, 1, warmup_calls=2)
+  backward_stats = _measure(backward, config, 1, warmup_calls=2)
+  # Training mix: one forward and two backward convolutions per layer.
+  seconds = 1 / forward_stats["images_per_second"] + 1 / backward_stats["images_per_second"]
+  return {"gflops_per_second": 3 * flops / seconds / 1e9,
+          "forward_gflops_per_second": forward_stats["images_per_second"] * flops / 1e9,
+          "backward_gflops_per_second": backward_stats["images_per_second"] * 2 * flops / 1e9,
+          "forward_flops_per_call": flops, "shape_nhwc_cout": list(config.conv_shape),
+          "cores_busy": (forward_stats["cores_busy"] + backward_stats["cores_busy"]) / 2}
+
+
+def _matmul_ceiling(item, config, data_dir):
+  """A square matmul of `matmul_size`."""
+  del data_dir
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  size, dtype = config.matmul_size, PRECISIONS[item.precision][1]
+  a = tf.cast(tf.random.normal([size, size]), dtype)
+  b = tf.cast(tf.random.normal([size, size]), dtype)
+  matmul = tf.function(lambda: tf.matmul(a, b)[0, 0], jit_compile=item.xla)
+  stats = _measure(matmul, config, 1, warmup_calls=2)
+  return {"gflops_per_second": stats["images_per_second"] * 2 * size ** 3 / 1e9,
+          "flops_per_call": 2 * size ** 3, "cores_busy": stats["cores_busy"]}
+
+
+_RUNNERS = {"conv_ceiling": _conv_ceiling, "matmul_ceiling": _matmul_ceiling, "train": _train,
+            "keras_fit": _keras_fit, "inference": _inference, "savedmodel_jpeg": _savedmodel_jpeg}
+
+
+def _run_item(spec_path):
+  """Subprocess entry: configure threads, run one item, write its result JSON."""
+  with open(spec_path) as f:
+    spec = json.load(f)
+  config_fields = spec["config"]
+  config = BenchmarkConfig(**{**config_fields,
+                              "conv_shape": tuple(config_fields["conv_shape"]),
+                              "env": tuple(tuple(kv) for kv in config_fields["env"])})
+  item = Item(**spec["item"])
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  # Thread pools are fixed when the runtime starts, so set them before any op runs.
+  if config.inter_op_threads is not None:
+    tf.config.threading.set_inter_op_parallelism_threads(config.inter_op_threads)
+  if config.intra_op_threads is not None:
+    tf.config.threading.set_intra_op_parallelism_threads(config.intra_op_threads)
+  result = {"status": "ok", **_RUNNERS[item.kind](item, config, spec["data_dir"])}
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  # ru_maxrss is in KiB on Linux.
+  result["peak_rss_bytes"] = usage.ru_maxrss * 1024
+  result["device"] = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+  with open(spec["result_path"], "w") as f:
+    json.dump(result, f)
+
+
+def _parse_env(pairs):
+  env = []
+  for pair in pairs:
+    key, sep, value = pair.partition("=")
+    if not sep or not key:
+      raise ValueError(f"`--env` must be KEY=VALUE. Received: --env={pair!r}")
+    env.append((key, value))
+  return tuple(env)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(
+      prog="python -m official_resnet.benchmark", description=__doc__.split("\n")[0])
+  parser.add_argument("--preset", default="cpu", choices=PRESETS,
+                      help="cpu: one axis at a time; full: every train combination; "
+                           "gpu: mixed precision + XLA")
+  parser.add_argument("--items", help="comma-separated glob patterns over item names")
+  parser.add_argument("--quick", action="store_true", help="tiny sizes, for tests")
+  parser.add_argument("--list", action="store_true", help="print the item names and exit")
+  parser.add_argument("--output", help="JSON report path")
+  for field in dataclasses.fields(BenchmarkConfig):
+    if field.name not in ("conv_shape", "env"):
+      kind = int if field.type in (int, int | None) else float if field.type is float else str
+      parser.add_argument(f"--{field.name}", type=kind, help=f"default {field.default}")
+  parser.add_argument("--conv_shape", help="N,H,W,C_in,C_out of the ceiling convolution")
+  parser.add_argument("--env", action="append", default=[],
+                      help="KEY=VALUE set in every item's environment (repeatable)")
+  parser.add_argument("--run_item", help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  if args.run_item:
+    _run_item(args.run_item)
+    return
+  logging.set_verbosity(logging.INFO)
+  overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchmarkConfig)
+               if f.name not in ("conv_shape", "env") and getattr(args, f.name) is not None}
+  if args.conv_shape:
+    overrides["conv_shape"] = tuple(int(v) for v in args.conv_shape.split(","))
+  if args.env:
+    overrides["env"] = _parse_env(args.env)
+  config = dataclasses.replace(QUICK_CONFIG if args.quick else BenchmarkConfig(), **overrides)
+  items = select_items(preset_items(args.preset, config), args.items)
+  if args.list:
+    print("\n".join(item.name for item in items))
+    return
+  print(format_table(run_benchmark(config, items, args.output)))
+
+
+if __name__ == "__main__":
+  main()

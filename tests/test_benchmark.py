@@ -1,0 +1,145 @@
+"""The benchmark harness: FLOP counting, the acceptance summary, and a quick end-to-end run."""
+import dataclasses
+import json
+import math
+import statistics
+
+import keras
+import pytest
+
+from official_resnet import benchmark
+from official_resnet.benchmark import Item
+from official_resnet.models import ModelConfig
+from official_resnet.models import build_model
+
+
+def test_forward_flops_count_every_conv_and_dense_kernel():
+  inputs = keras.Input((8, 8, 3))
+  x = keras.layers.Conv2D(4, 3, padding="same")(inputs)  # 8*8 positions x 3*3*3*4
+  x = keras.layers.Conv2D(6, 1, strides=2)(x)  # 4*4 x 1*1*4*6
+  inner_in = keras.Input((4, 4, 6))
+  inner = keras.Model(inner_in, keras.layers.Conv2D(8, 3, padding="same", groups=2)(inner_in))
+  x = inner(x)  # nested model, grouped: 4*4 x 3*3*(6/2)*8
+  x = keras.layers.GlobalAveragePooling2D()(x)
+  outputs = keras.layers.Dense(5)(x)  # 8*5
+  model = keras.Model(inputs, outputs)
+  multiply_adds = 8 * 8 * 27 * 4 + 4 * 4 * 24 + 4 * 4 * 9 * 3 * 8 + 8 * 5
+  assert benchmark.forward_flops_per_image(model) == 2 * multiply_adds
+
+
+def test_resnet50_flops_match_the_published_counts():
+  # torchvision lists 4.09 G multiply-adds for ResNet-50 v1.5; keras' v1 strides in the 1x1.
+  ours = benchmark.forward_flops_per_image(build_model(ModelConfig()))
+  keras_v1 = benchmark.forward_flops_per_image(keras.applications.ResNet50(weights=None))
+  assert ours / 2 == pytest.approx(4.089e9, rel=1e-3)
+  assert keras_v1 / 2 == pytest.approx(3.858e9, rel=1e-3)
+
+
+def _result(name_item, **values):
+  return {"name": name_item.name, **dataclasses.asdict(name_item), "status": "ok", **values}
+
+
+def test_summary_ratios_name_their_items_and_check_targets():
+  fp32_many = Item("train", "fp32", steps_per_loop=10)
+  results = [
+      _result(Item("conv_ceiling", "fp32"), gflops_per_second=200.0),
+      _result(Item("train", "fp32"), images_per_second=5.0, gflops_per_second=120.0),
+      _result(fp32_many, images_per_second=6.0, gflops_per_second=150.0),
+      _result(Item("train", "bf16", steps_per_loop=10), images_per_second=9.0,
+              gflops_per_second=225.0),
+      _result(Item("train", "fp32", input="real", steps_per_loop=10), images_per_second=5.4,
+              gflops_per_second=135.0),
+      _result(Item("keras_fit", "fp32"), images_per_second=5.0, gflops_per_second=110.0),
+      {"name": "train/synthetic/fp32/xla/spl1", **dataclasses.asdict(Item("train", xla=True)),
+       "status": "failed"},
+  ]
+  summary = benchmark.summarize(results)
+  assert summary["fp32_over_keras_fit"] == {
+      "value": 1.2, "target": 1.3, "met": False,
+      "numerator": fp32_many.name, "denominator": "keras_fit/synthetic/fp32"}
+  assert summary["fp32_fraction_of_conv_ceiling"]["value"] == 0.75
+  assert summary["bf16_over_fp32"]["value"] == 1.5
+  real = summary["real_over_synthetic/fp32"]
+  assert (real["value"], real["met"], real["denominator"]) == (0.9, False, fp32_many.name)
+
+
+def test_bad_arguments_raise_value_errors_naming_them():
+  config = benchmark.BenchmarkConfig()
+  with pytest.raises(ValueError, match="batch_size"):
+    benchmark.validate(dataclasses.replace(config, batch_size=0), [Item("train")])
+  with pytest.raises(ValueError, match="precision.*Received: precision='fp8'"):
+    benchmark.validate(config, [Item("train", "fp8")])
+  with pytest.raises(ValueError, match=r"items.*Received: items='nothing/\*'"):
+    benchmark.select_items(benchmark.preset_items("cpu", config), "nothing/*")
+  with pytest.raises(ValueError, match="preset"):
+    benchmark.preset_items("tpu", config)
+
+
+def test_list_prints_the_selected_item_names(capsys):
+  benchmark.main(["--list", "--quick", "--items=train/synthetic/*,keras_fit/*"])
+  assert capsys.readouterr().out.split() == [
+      "train/synthetic/fp32/spl1", "train/synthetic/fp32/spl2",
+      "train/synthetic/fp32/xla/spl1", "train/synthetic/bf16/spl2",
+      "train/synthetic/bf16/xla/spl1", "keras_fit/synthetic/fp32", "keras_fit/synthetic/bf16"]
+
+
+@pytest.mark.slow
+def test_quick_run_writes_a_consistent_report(tmp_path):
+  config = dataclasses.replace(benchmark.QUICK_CONFIG, work_dir=str(tmp_path / "work"))
+  items = [Item("conv_ceiling"), Item("train", steps_per_loop=2),
+           Item("train", input="real", steps_per_loop=2), Item("keras_fit"),
+           Item("savedmodel_jpeg")]
+  output = tmp_path / "report.json"
+  report = benchmark.run_benchmark(config, items, str(output))
+
+  assert json.loads(output.read_text()) == json.loads(json.dumps(report))
+  by_name = {r["name"]: r for r in report["items"]}
+  assert list(by_name) == [item.name for item in items]
+  assert all(r["status"] == "ok" for r in report["items"]), report["items"]
+  for r in report["items"]:
+    # Own subprocess per item: each has TF's footprint (hundreds of MiB) and its own peak.
+    assert 100 * 2**20 < r["peak_rss_bytes"] < report["machine"]["memory_bytes"]
+    assert r["cores_busy"] > 0
+
+  conv = by_name["conv_ceiling/fp32"]
+  assert conv["gflops_per_second"] == pytest.approx(
+      3 / (1 / conv["forward_gflops_per_second"] + 2 / conv["backward_gflops_per_second"]))
+
+  tiny_model_flops = benchmark.forward_flops_per_image(build_model(ModelConfig(
+      image_size=config.image_size, base_width=config.base_width)))
+  for name in ("train/synthetic/fp32/spl2", "train/real/fp32/spl2", "keras_fit/synthetic/fp32"):
+    r = by_name[name]
+    rates = r["window_images_per_second"]
+    assert len(rates) == config.num_windows and min(rates) > 0
+    assert r["images_per_second"] == pytest.approx(statistics.median(rates), rel=1e-3)
+    assert r["images_per_window"] % config.batch_size == 0
+    assert r["gflops_per_second"] == pytest.approx(
+        r["images_per_second"] * 3 * r["forward_flops_per_image"] / 1e9)
+    assert r["fraction_of_conv_ceiling"] == round(
+        r["gflops_per_second"] / conv["gflops_per_second"], 3)
+  assert by_name["train/synthetic/fp32/spl2"]["forward_flops_per_image"] == tiny_model_flops
+  assert by_name["train/real/fp32/spl2"]["images_per_window"] % (2 * config.batch_size) == 0
+  # keras.applications.ResNet50 keeps its full width: far more FLOPs than the tiny model.
+  assert by_name["keras_fit/synthetic/fp32"]["forward_flops_per_image"] > 10 * tiny_model_flops
+  assert by_name["savedmodel_jpeg/fp32"]["images_per_second"] > 0
+
+  summary = report["summary"]
+  assert summary["fp32_fraction_of_conv_ceiling"]["value"] == round(
+      by_name["train/synthetic/fp32/spl2"]["gflops_per_second"] / conv["gflops_per_second"], 3)
+  assert summary["real_over_synthetic/fp32"]["denominator"] == "train/synthetic/fp32/spl2"
+  assert math.isclose(summary["fp32_over_keras_fit"]["value"], round(
+      by_name["train/synthetic/fp32/spl2"]["images_per_second"]
+      / by_name["keras_fit/synthetic/fp32"]["images_per_second"], 3))
+  table = benchmark.format_table(report)
+  assert all(name in table for name in by_name)
+
+
+@pytest.mark.slow
+def test_a_failing_item_is_reported_and_the_run_goes_on(tmp_path):
+  config = dataclasses.replace(benchmark.QUICK_CONFIG, work_dir=str(tmp_path),
+                               architecture="resnet7")
+  report = benchmark.run_benchmark(config, [Item("train"), Item("matmul_ceiling")])
+  failed, matmul = report["items"]
+  assert failed["status"] == "failed"
+  assert "architecture" in failed["log_tail"] and "resnet7" in failed["log_tail"]
+  assert matmul["status"] == "ok" and matmul["gflops_per_second"] > 0
