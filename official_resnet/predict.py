@@ -34,7 +34,7 @@ class Prediction:
 
 
 def image_paths(images: Sequence[str]) -> list[str]:
-  """Files as given; folders expanded, recursively and sorted, to their image files."""
+  """Files as given; folders expanded, recursively and sorted, to their (unhidden) image files."""
   if isinstance(images, str) or not images:
     raise ValueError("`images` must be a non-empty list of files or folders. "
                      f"Received: images={images!r}")
@@ -43,7 +43,8 @@ def image_paths(images: Sequence[str]) -> list[str]:
     if tf.io.gfile.isdir(path):
       found = sorted(
           os.path.join(folder, name) for folder, _, names in tf.io.gfile.walk(path)
-          for name in names if name.lower().endswith(constants.IMAGE_EXTENSIONS))
+          for name in names
+          if not name.startswith(".") and name.lower().endswith(constants.IMAGE_EXTENSIONS))
       if not found:
         raise ValueError(f"Folder {path!r} holds no {'/'.join(constants.IMAGE_EXTENSIONS)} "
                          f"files. Received: images={list(images)!r}")

@@ -48,8 +48,8 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-  """A folder with images of several formats (one nested, one with a capital extension)
-  and a text file, plus one image outside it."""
+  """A folder with images of several formats (one nested, one with a capital extension),
+  a text file and a hidden file, plus one image outside it."""
   root = tmp_path_factory.mktemp("photos")
   (root / "folder" / "nested").mkdir(parents=True)
   files = {
@@ -61,6 +61,7 @@ def photos(tmp_path_factory):
   for path, content in files.items():
     path.write_bytes(content)
   (root / "folder" / "notes.txt").write_text("not an image")
+  (root / "folder" / "._a.JPG").write_text("macOS metadata, hidden")
   return root
 
 
