@@ -187,6 +187,7 @@ def serialized_example(encoded):
   })).SerializeToString()
 
 
+@pytest.mark.slow
 def test_fresh_process_round_trip_matches_the_eval_pipeline(data, exported, eval_reference,
                                                             tmp_path):
   _, class_names, encoded = data
@@ -228,6 +229,7 @@ def test_fresh_process_round_trip_matches_the_eval_pipeline(data, exported, eval
   assert list(outputs["labels"]) == list(class_names)
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_signatures_and_tf1_loader_restores_weights(
     exported, eval_reference, tmp_path):
   """saved_model_cli run loads through a TF1 session, as TF Serving's C++ loader does."""
@@ -388,6 +390,7 @@ def test_model_that_normalizes_itself_is_served_raw_pixels(data):
                              softmax(model(pixels, training=False)), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_mixed_precision_model_exports_float32_that_tflite_converts(data, tmp_path):
   data_config, class_names, encoded = data
   config = model_config(dtype_policy="mixed_bfloat16")
