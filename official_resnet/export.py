@@ -11,6 +11,7 @@ One export is one versioned directory, the layout TF Serving watches:
 N is one more than the highest version present. Everything is written under a
 hidden temporary name and renamed at the end, so a failed or killed export
 never leaves a half-written version where TF Serving would pick it up.
+Exports compute in float32 whatever the training dtype policy.
 
 Signatures (outputs of the three classifying ones are the same):
   serving_default     images: string [N] encoded JPEG/PNG/GIF/BMP, decoded and
