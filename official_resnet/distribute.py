@@ -38,11 +38,13 @@ def cluster_resolver(runtime):
   if os.environ.get("TF_CONFIG"):
     return resolvers.TFConfigClusterResolver()
   if _in_slurm_job_step():
-    # One task per GPU group: each task gets num_gpus GPUs via CUDA_VISIBLE_DEVICES.
-    gpus = runtime.num_gpus
+    if runtime.num_gpus:
+      # Each task gets num_gpus of its node's GPUs through CUDA_VISIBLE_DEVICES.
+      return resolvers.SlurmClusterResolver(port_base=SLURM_PORT_BASE, gpus_per_task=runtime.num_gpus)
+    # The resolver lays tasks out over GPU slots; CPU tasks get one placeholder slot each.
     return resolvers.SlurmClusterResolver(
-        port_base=SLURM_PORT_BASE, gpus_per_node=None if gpus else 0, gpus_per_task=gpus,
-        auto_set_gpu=gpus > 0)
+        port_base=SLURM_PORT_BASE, gpus_per_node=int(os.environ["SLURM_STEP_NUM_TASKS"]),
+        gpus_per_task=1, auto_set_gpu=False)
   return resolvers.TFConfigClusterResolver()
 
 
@@ -59,6 +61,11 @@ def _mirrored_devices(num_gpus):
 def _mirrored_strategy(runtime):
   devices = _mirrored_devices(runtime.num_gpus)
   alg = runtime.all_reduce_alg
+  if alg is None and not runtime.num_gpus:
+    # CPU replicas: reducing on one device needs no collective ops. TF's default
+    # collectives also clash between two MirroredStrategy objects of one process
+    # (the second reuses the first's instance keys, a shape mismatch if its steps differ).
+    alg = "reduction_to_one_device"
   if alg is None:
     cross_device_ops = None
   elif alg == "reduction_to_one_device":

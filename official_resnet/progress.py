@@ -6,9 +6,15 @@ from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
 
 # Per-step sums every loop returns: [loss, top-1 hits, top-5 hits, examples].
 NUM_SUMS = 4
+# TF 2.21 installs without tensorboard, which tf.summary.scalar needs; a raw write with
+# the scalars plugin's metadata makes the same event.
+SCALAR_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+    data_class=summary_pb2.DATA_CLASS_SCALAR)
 
 
 class MetricSums:
@@ -31,7 +37,7 @@ class MetricSums:
     """Mean loss per step, accuracies per example, examples per second; {} before any step."""
     if not self.steps:
       return {}
-    loss, top_1, top_5, examples = self.sums
+    loss, top_1, top_5, examples = (float(value) for value in self.sums)
     return {"loss": loss / self.steps, "top_1_accuracy": top_1 / examples,
             "top_5_accuracy": top_5 / examples,
             "examples_per_second": examples / self.seconds if self.seconds else 0.0}
@@ -39,7 +45,7 @@ class MetricSums:
 
 def eval_result(sums):
   """Eval metrics from summed [loss, top-1, top-5, examples] over the whole eval set."""
-  loss, top_1, top_5, examples = sums
+  loss, top_1, top_5, examples = (float(value) for value in sums)
   if not examples:
     raise ValueError("The evaluation data set is empty; check eval_split / the validation "
                      "files. Received: 0 examples")
@@ -71,7 +77,7 @@ class Reporter:
       self._writers[kind] = tf.summary.create_file_writer(os.path.join(self._model_dir, kind))
     with self._writers[kind].as_default(step=step):
       for name, value in scalars.items():
-        tf.summary.scalar(name, value)
+        tf.summary.write(name, tf.constant(value, tf.float32), metadata=SCALAR_METADATA)
 
   def train(self, step, metrics, learning_rate):
     if not self._active or not metrics:

@@ -104,7 +104,8 @@ class Trainer:
       self._compile()
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step)
     self._iterator_state = None
-    self._eval_step = None
+    self._evaluate_all = None
+    self._sync_moving_statistics = None
     self._last_saved_step = None
 
   @property
@@ -169,6 +170,7 @@ class Trainer:
     step = self.current_step()
     if step == self._last_saved_step:
       return
+    self._sync_replicas()
     path = manager.save(checkpoint_number=step)
     self._last_saved_step = step
     if self.is_chief:
@@ -223,6 +225,13 @@ class Trainer:
     if self.config.train.training_loop == "fit":
       # Keras traces fit's step with the trainable variables of compile time.
       self._compile()
+    self._sync_moving_statistics = (self._make_sync_moving_statistics()
+                                    if self.strategy.num_replicas_in_sync > 1 else None)
+
+  def _sync_replicas(self):
+    """Makes the replicas' moving statistics agree, before they are saved or used."""
+    if self._sync_moving_statistics is not None:
+      self._sync_moving_statistics()
 
   def _agree_on_finite(self, gradients):
     """Makes every replica's gradients non-finite when any replica's are.
@@ -283,26 +292,61 @@ class Trainer:
 
     return train_steps
 
-  def _make_eval_step(self):
+  def _make_sync_moving_statistics(self):
+    """tf.function() averaging the replicas' copies of the model's non-trainable variables.
+
+    Keras 3 BatchNorm updates its moving statistics on each replica's own copy, so the
+    copies drift apart (training itself uses batch statistics). Averaging them gives what
+    a per-step mean across replicas would (the update is linear), as tf.keras 2's MEAN
+    aggregation did.
+    """
+    strategy = self.strategy
+    # State the training step updates: non-trainable weights of layers that are not frozen.
+    variables = [weight.value for layer in self.model.layers if layer.trainable
+                 for weight in layer.non_trainable_weights]
+
+    @tf.function
+    def sync():
+      local = strategy.run(lambda: [tf.identity(variable) for variable in variables])
+      means = strategy.reduce(tf.distribute.ReduceOp.MEAN, local, axis=None)
+      for variable, mean in zip(variables, means):
+        variable.assign(mean)
+
+    return sync
+
+  def _make_evaluate_all(self):
+    """tf.function() -> summed [loss, top-1, top-5, examples] over one pass of the eval set."""
     model, strategy = self.model, self.strategy
     k = losses.top_k(self.config.model.num_classes)
 
-    def replica_eval(images, labels):
+    def batch_sums(images, labels):
       logits = model(images, training=False)
       loss = tf.reduce_sum(losses.per_example_crossentropy(labels, logits))
       top_1, top_k = losses.correct_counts(labels, logits, k)
       return tf.stack([loss, top_1, top_k, tf.cast(tf.shape(labels)[0], tf.float32)])
 
     if self.config.runtime.enable_xla:
-      replica_eval = tf.function(replica_eval, jit_compile=True)
+      batch_sums = tf.function(batch_sums, jit_compile=True)
 
-    # The last batches are smaller (or empty on some replicas): one trace for any batch size.
-    @tf.function(reduce_retracing=True)
-    def eval_step(inputs):
-      per_replica = strategy.run(replica_eval, args=inputs)
-      return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+    def replica_eval(images, labels):
+      # Replicas past the end of the eval set get empty batches, which the model must not
+      # see: TF 2.21's oneDNN CPU convolution returns an empty input unchanged.
+      return tf.cond(tf.shape(labels)[0] > 0, lambda: batch_sums(images, labels),
+                     lambda: tf.zeros([progress.NUM_SUMS]))
 
-    return eval_step
+    dataset = strategy.distribute_datasets_from_function(
+        lambda context: input_pipeline.build_dataset(self.config.data, training=False,
+                                                     input_context=context))
+
+    @tf.function
+    def evaluate_all():
+      totals = tf.zeros([progress.NUM_SUMS])
+      for inputs in dataset:
+        per_replica = strategy.run(replica_eval, args=inputs)
+        totals += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+      return totals
+
+    return evaluate_all
 
   # ------------------------------------------------------------ the loops
 
@@ -334,15 +378,10 @@ class Trainer:
 
   def evaluate(self):
     """Metrics over the whole evaluation set, each example exactly once, on every strategy."""
-    if self._eval_step is None:
-      self._eval_step = self._make_eval_step()
-    dataset = self.strategy.distribute_datasets_from_function(
-        lambda context: input_pipeline.build_dataset(self.config.data, training=False,
-                                                     input_context=context))
-    totals = np.zeros(progress.NUM_SUMS)
-    for inputs in dataset:
-      totals += self._eval_step(inputs).numpy()
-    return progress.eval_result(totals)
+    if self._evaluate_all is None:
+      self._evaluate_all = self._make_evaluate_all()
+    self._sync_replicas()
+    return progress.eval_result(self._evaluate_all().numpy())
 
   def train(self, evaluate=True):
     """Trains to the end of the last phase from the current step; returns the run's stats."""

@@ -1,0 +1,107 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from official_resnet import config as config_lib
+from official_resnet import optimizers
+from official_resnet import schedules
+
+STEPS_PER_EPOCH = 10
+
+
+def rates(schedule, steps):
+  return np.array([float(schedule(step)) for step in steps])
+
+
+def test_official_piecewise_schedule_at_its_boundaries():
+  # The official recipe at batch 512: peak 0.1 * 512 / 256, warm-up 5 epochs, x0.1 at 30/60/80.
+  schedule = schedules.build_schedule(config_lib.ScheduleConfig(), 512, STEPS_PER_EPOCH, 900)
+  peak = 0.2
+  warmup = 5 * STEPS_PER_EPOCH
+  np.testing.assert_allclose(
+      rates(schedule, [0, 1, warmup // 2, warmup - 1, warmup]),
+      [0.0, peak / warmup, peak / 2, peak * (warmup - 1) / warmup, peak], rtol=1e-6)
+  for epoch, multiplier in ((30, 1.0), (60, 0.1), (80, 0.01)):
+    boundary = epoch * STEPS_PER_EPOCH
+    # keras PiecewiseConstantDecay: a boundary step still has the rate before it.
+    np.testing.assert_allclose(rates(schedule, [boundary, boundary + 1]),
+                               [peak * multiplier, peak * multiplier * 0.1], rtol=1e-6)
+  np.testing.assert_allclose(rates(schedule, [10_000]), [peak * 1e-3], rtol=1e-6)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_alpha():
+  config = config_lib.ScheduleConfig(name="cosine", base_learning_rate=0.4, base_batch_size=None,
+                                     warmup_epochs=1, cosine_alpha=0.1)
+  schedule = schedules.build_schedule(config, 256, STEPS_PER_EPOCH, total_steps=110)
+  np.testing.assert_allclose(
+      rates(schedule, [0, 5, 10, 60, 110, 200]),
+      [0.0, 0.2, 0.4, 0.4 * (0.1 + 0.9 * 0.5), 0.04, 0.04], rtol=1e-5, atol=1e-7)
+
+
+def test_cosine_without_warm_up_starts_at_the_peak():
+  config = config_lib.ScheduleConfig(name="cosine", base_learning_rate=0.1, warmup_epochs=0)
+  schedule = schedules.build_schedule(config, 512, STEPS_PER_EPOCH, total_steps=100)
+  np.testing.assert_allclose(rates(schedule, [0, 50, 100]), [0.2, 0.1, 0.0], atol=1e-7)
+
+
+def test_constant_schedule_scales_with_batch_only_when_asked():
+  scaled = schedules.build_schedule(config_lib.ScheduleConfig(name="constant"), 1024, 10, 100)
+  as_is = schedules.build_schedule(
+      config_lib.ScheduleConfig(name="constant", base_batch_size=None), 1024, 10, 100)
+  np.testing.assert_allclose(rates(scaled, [0, 99]), [0.4, 0.4], rtol=1e-6)
+  np.testing.assert_allclose(rates(as_is, [0, 99]), [0.1, 0.1], rtol=1e-6)
+
+
+def test_phased_schedule_counts_each_phase_from_its_start():
+  head = schedules.ConstantSchedule(0.01)
+  body = schedules.PiecewiseConstantWithWarmup(0.1, warmup_steps=4, boundaries=[10], multipliers=[1, 0.5])
+  schedule = schedules.PhasedSchedule([0, 20], [head, body])
+  np.testing.assert_allclose(rates(schedule, [0, 19, 20, 22, 24, 30, 31]),
+                             [0.01, 0.01, 0.0, 0.05, 0.1, 0.1, 0.05], rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", config_lib.SCHEDULES)
+def test_schedules_survive_serialization(name):
+  schedule = schedules.PhasedSchedule(
+      [0, 7], [schedules.ConstantSchedule(0.3),
+               schedules.build_schedule(config_lib.ScheduleConfig(name=name), 256, 5, 50)])
+  as_json = json.dumps(keras.optimizers.schedules.serialize(schedule))
+  restored = keras.optimizers.schedules.deserialize(json.loads(as_json))
+  assert isinstance(restored, schedules.PhasedSchedule)
+  steps = [0, 6, 7, 9, 20, 31, 49, 60]
+  np.testing.assert_allclose(rates(restored, steps), rates(schedule, steps), rtol=1e-6)
+  # An optimizer holding the schedule round-trips through its config as well.
+  optimizer = keras.optimizers.SGD.from_config(keras.optimizers.SGD(schedule).get_config())
+  assert float(optimizer.learning_rate) == pytest.approx(0.3)
+
+
+def test_bad_schedule_values_name_the_setting():
+  with pytest.raises(ValueError, match=r"lr_schedule must be one of .*'piecewise'.*Received: 'step'"):
+    config_lib.ScheduleConfig(name="step")
+  with pytest.raises(ValueError, match=r"lr_decay_epochs must be positive and increasing"):
+    config_lib.ScheduleConfig(decay_epochs=(60.0, 30.0))
+  with pytest.raises(ValueError, match="multipliers needs one more entry"):
+    schedules.PiecewiseConstantWithWarmup(0.1, 0, boundaries=[1, 2], multipliers=[1.0])
+
+
+def test_optimizers_follow_their_config():
+  model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Conv2D(2, 3),
+                            keras.layers.BatchNormalization(), keras.layers.Flatten(),
+                            keras.layers.Dense(2)])
+  sgd = optimizers.build_optimizer(config_lib.OptimizerConfig(nesterov=True), 0.1)
+  assert isinstance(sgd, keras.optimizers.SGD) and sgd.nesterov and sgd.momentum == 0.9
+  adam = optimizers.build_optimizer(config_lib.OptimizerConfig(name="adam", beta_1=0.8), 0.1)
+  assert type(adam) is keras.optimizers.Adam and adam.beta_1 == 0.8
+  adamw = optimizers.build_optimizer(
+      config_lib.OptimizerConfig(name="adamw", weight_decay=0.05), 0.1, model=model)
+  assert isinstance(adamw, keras.optimizers.AdamW) and adamw.weight_decay == 0.05
+  # Biases and BatchNorm parameters are exempt from decay, kernels are not.
+  exempt = {id(v) for v in optimizers.decay_exempt_variables(model)}
+  conv, batch_norm, dense = model.layers[0], model.layers[1], model.layers[3]
+  assert exempt == {id(conv.bias), id(batch_norm.gamma), id(batch_norm.beta), id(dense.bias)}
+  fp16 = optimizers.build_optimizer(config_lib.OptimizerConfig(), 0.1, dtype="fp16", loss_scale=128.0)
+  assert isinstance(fp16, keras.optimizers.LossScaleOptimizer) and fp16.initial_scale == 128.0
+  with pytest.raises(ValueError, match="nesterov applies to optimizer='sgd' only"):
+    config_lib.OptimizerConfig(name="adam", nesterov=True)

@@ -1,0 +1,313 @@
+"""The training loop in-process: distribution parity, fit parity, exact eval, phases, resume, precision."""
+import dataclasses
+import glob
+import os
+import shutil
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from official_resnet import config as config_lib
+from official_resnet import losses
+from official_resnet import run_state
+from official_resnet import trainer as trainer_lib
+import trainer_fixtures as fixtures
+
+# Global batch == number of training images: every step trains on all of them, whatever
+# order the pipeline reads them in, so runs on any number of replicas see the same data.
+BATCH = 8
+
+
+@pytest.fixture(scope="module")
+def colours(tmp_path_factory):
+  # 8 training images (2 per class), 12 evaluation images (3 per class).
+  return fixtures.write_colour_folder(str(tmp_path_factory.mktemp("colours")), 2, 3)
+
+
+def train(experiment):
+  trainer = trainer_lib.Trainer(experiment)
+  trainer.restore_or_initialize()
+  stats = trainer.train()
+  return trainer, stats
+
+
+@pytest.fixture(scope="module")
+def vgg_run(colours, tmp_path_factory):
+  """Trains VGG16 for 3 steps with a strategy and loop (once per pair), then evaluates.
+
+  VGG16 has no BatchNorm, so its update depends only on the global batch, not on the
+  batch's split into replicas (BatchNorm would normalize each replica's part alone).
+  """
+  runs = {}
+
+  def run(strategy, loop):
+    if (strategy, loop) not in runs:
+      experiment = fixtures.experiment(
+          tmp_path_factory.mktemp(f"{strategy}_{loop}"), colours, batch_size=BATCH,
+          train_steps=3, architecture="vgg16", strategy=strategy, training_loop=loop)
+      trainer = trainer_lib.Trainer(experiment)
+      trainer.restore_or_initialize()
+      stats = trainer.train(evaluate=False)
+      weights = [v.numpy() for v in trainer.model.weights]
+      runs[strategy, loop] = weights, stats, trainer.evaluate(), trainer.strategy.num_replicas_in_sync
+    return runs[strategy, loop]
+
+  return run
+
+
+def test_two_replicas_update_like_one(vgg_run):
+  single, single_stats, single_eval, single_replicas = vgg_run("off", "custom")
+  mirrored, mirrored_stats, mirrored_eval, mirrored_replicas = vgg_run("mirrored", "custom")
+  assert (single_replicas, mirrored_replicas) == (1, 2)
+  for one, two in zip(single, mirrored):
+    np.testing.assert_allclose(two, one, atol=1e-5, rtol=0)
+  # The weights moved: the comparison is not between untouched initial values.
+  losses_by_step = [entry["train_loss"] for entry in single_stats["history"]]
+  assert len(losses_by_step) == 3 and losses_by_step[0] != losses_by_step[-1]
+  np.testing.assert_allclose([entry["train_loss"] for entry in mirrored_stats["history"]],
+                             losses_by_step, atol=1e-5)
+  # 12 eval images in per-replica batches of 4: the last global batch leaves replica 1
+  # empty, yet every image counts once.
+  assert single_eval["examples"] == mirrored_eval["examples"] == 12
+  assert mirrored_eval["loss"] == pytest.approx(single_eval["loss"], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_fit_under_mirrored_follows_the_custom_loop(vgg_run):
+  custom, custom_stats, custom_eval, _ = vgg_run("mirrored", "custom")
+  fit, fit_stats, fit_eval, _ = vgg_run("mirrored", "fit")
+  assert fit_stats["training_loop"] == "fit"
+  np.testing.assert_allclose([entry["train_loss"] for entry in fit_stats["history"]],
+                             [entry["train_loss"] for entry in custom_stats["history"]], atol=1e-4)
+  np.testing.assert_allclose([entry["train_top_1_accuracy"] for entry in fit_stats["history"]],
+                             [entry["train_top_1_accuracy"] for entry in custom_stats["history"]])
+  for a, b in zip(custom, fit):
+    np.testing.assert_allclose(b, a, atol=1e-5, rtol=0)
+  assert fit_eval["loss"] == pytest.approx(custom_eval["loss"], abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory):
+  """A train_and_eval run on a learnable colour set (16 train, 8 eval images per class)."""
+  root = fixtures.write_colour_folder(str(tmp_path_factory.mktemp("learnable")), 16, 8, seed=1,
+                                     noise=40.0)
+  model_dir = tmp_path_factory.mktemp("learned")
+  experiment = fixtures.experiment(
+      model_dir, root, batch_size=16, train_steps=60, steps_per_loop=5, epochs_between_evals=5,
+      enable_tensorboard=True, keep_checkpoints=2, checkpoint_steps=20)
+  trainer, stats = train(experiment)
+  return experiment, trainer, stats
+
+
+def test_learnable_set_reaches_well_above_chance(learned):
+  experiment, _, stats = learned
+  # 4 classes: chance is 0.25.
+  assert stats["eval_top_1_accuracy"] >= 0.75
+  assert stats["eval_examples"] == 32
+  assert stats["history"][-1]["train_loss"] < stats["history"][0]["train_loss"]
+  saved = run_state.read_stats(experiment.train.model_dir)
+  assert saved["step"] == 60 and saved["steps_per_epoch"] == 4
+  assert [entry["step"] for entry in saved["history"]] == [20, 40, 60]
+  assert saved["eval_top_1_accuracy"] == stats["eval_top_1_accuracy"]
+  assert saved["examples_per_second"] > 0
+
+
+def test_checkpoints_config_and_tensorboard_on_disk(learned):
+  experiment, trainer, _ = learned
+  model_dir = experiment.train.model_dir
+  # Every 20 steps, the last 2 kept.
+  assert sorted(os.path.basename(p) for p in glob.glob(f"{model_dir}/ckpt-*.index")) == [
+      "ckpt-40.index", "ckpt-60.index"]
+  saved = run_state.read_run_config(model_dir)
+  assert saved.model == experiment.model and saved.data == experiment.data
+  assert saved.train == experiment.train and saved.runtime == experiment.runtime
+  assert saved.class_names == ("class0", "class1", "class2", "class3")
+
+  def tags(kind):
+    found = set()
+    for path in glob.glob(os.path.join(model_dir, kind, "events.*")):
+      for record in tf.data.TFRecordDataset(path):
+        event = tf.compat.v1.Event.FromString(record.numpy())
+        found.update(value.tag for value in event.summary.value
+                     if value.metadata.plugin_data.plugin_name == "scalars")
+    return found
+
+  assert tags("train") == {"loss", "learning_rate", "top_1_accuracy", "top_5_accuracy",
+                           "examples_per_second"}
+  assert tags("eval") == {"loss", "top_1_accuracy", "top_5_accuracy"}
+
+
+def test_eval_mode_reproduces_the_last_evaluation(learned):
+  experiment, _, stats = learned
+  evaluated = trainer_lib.evaluate_checkpoint(experiment)
+  assert evaluated["step"] == 60
+  assert evaluated["eval_loss"] == pytest.approx(stats["eval_loss"], abs=1e-5)
+  assert evaluated["eval_examples"] == 32
+  assert run_state.read_stats(experiment.train.model_dir, run_state.EVAL_STATS_FILE) == evaluated
+
+
+def test_init_checkpoint_loads_the_backbone_or_everything(learned, tmp_path):
+  experiment, source, _ = learned
+  source_weights = {w.path: w.numpy() for w in source.model.weights}
+  for scope in ("backbone", "all"):
+    fresh = dataclasses.replace(experiment, train=dataclasses.replace(
+        experiment.train, model_dir=str(tmp_path / scope), init_checkpoint=experiment.train.model_dir,
+        init_checkpoint_scope=scope))
+    trainer = trainer_lib.Trainer(fresh)
+    assert trainer.restore_or_initialize() == 0
+    for weight in trainer.model.weights:
+      loaded = np.array_equal(weight.numpy(), source_weights[weight.path])
+      in_head = weight.path.startswith("predictions")
+      assert loaded == (scope == "all" or not in_head), weight.path
+
+
+def test_resume_refuses_another_model_or_other_classes_and_writes_nothing(colours, tmp_path):
+  experiment = fixtures.experiment(tmp_path, colours, batch_size=BATCH, train_steps=1)
+  run_state.write_run_config(tmp_path, dataclasses.replace(experiment.model, architecture="resnet34"),
+                             experiment.data, ("class0", "class1", "class2", "class3"))
+  before = (tmp_path / run_state.CONFIG_FILE).read_bytes()
+  with pytest.raises(ValueError, match=r"another model \(architecture: saved 'resnet34', requested "
+                                       r"'resnet18'\).*Nothing was written"):
+    trainer_lib.Trainer(experiment).restore_or_initialize()
+  run_state.write_run_config(tmp_path, experiment.model, experiment.data, ("a", "b", "c", "d"))
+  before = (tmp_path / run_state.CONFIG_FILE).read_bytes()
+  with pytest.raises(ValueError, match=r"4 classes \['a', 'b', 'c', 'd'\], the data now has 4 "
+                                       r"classes \['class0'"):
+    trainer_lib.Trainer(experiment).restore_or_initialize()
+  assert (tmp_path / run_state.CONFIG_FILE).read_bytes() == before
+  assert sorted(os.listdir(tmp_path)) == [run_state.CONFIG_FILE]
+  wrong_count = dataclasses.replace(
+      experiment, data=dataclasses.replace(experiment.data, num_classes=5),
+      model=dataclasses.replace(experiment.model, num_classes=5))
+  with pytest.raises(ValueError, match=r"num_classes must equal the 4 classes of the training data. "
+                                       r"Received: 5"):
+    trainer_lib.Trainer(wrong_count)
+
+
+def test_a_resumed_epoch_continues_the_same_data_order(tmp_path):
+  experiment = fixtures.experiment(tmp_path, batch_size=4, seed=5)
+  trainer = trainer_lib.Trainer(experiment)
+
+  def labels(epoch, offset, batches):
+    iterator = iter(trainer._train_dataset(epoch, offset))
+    return [next(iterator)[1].numpy().tolist() for _ in range(batches)]
+
+  whole_epoch = labels(1, 0, 4)
+  assert labels(1, 2, 2) == whole_epoch[2:]
+  # Each epoch has its own order, the same in every run with this seed.
+  assert labels(0, 0, 4) != whole_epoch
+  assert labels(0, 0, 4) == labels(0, 0, 4)
+
+
+def test_two_phases_freeze_then_train_and_resume_inside_phase_two(colours, tmp_path):
+  constant = config_lib.ScheduleConfig(name="constant", base_learning_rate=0.05, base_batch_size=None)
+  phases = (config_lib.PhaseConfig("head", steps=2, schedule=constant, trainable="head"),
+            config_lib.PhaseConfig("all", steps=2, schedule=dataclasses.replace(
+                constant, base_learning_rate=0.02), trainable="block3"))
+  # VGG16 without BatchNorm: reading the same images in another order changes its update
+  # by float rounding only, so the resumed run can be compared closely.
+  experiment = fixtures.experiment(tmp_path / "whole", colours, batch_size=BATCH, phases=phases,
+                                   checkpoint_steps=1, keep_checkpoints=10, epochs_between_evals=2,
+                                   architecture="vgg16")
+  whole = trainer_lib.Trainer(experiment)
+  initial = {w.path: w.numpy() for w in whole.model.weights}
+  whole.restore_or_initialize()
+  stats = whole.train()
+  assert [(entry["phase"], entry["step"]) for entry in stats["history"]] == [("head", 2), ("all", 4)]
+  final = {w.path: w.numpy() for w in whole.model.weights}
+
+  # A copy of the run stopped after step 3, in phase 2.
+  resumed_dir = tmp_path / "resumed"
+  resumed_dir.mkdir()
+  for path in glob.glob(str(tmp_path / "whole" / "ckpt-3.*")) + [
+      str(tmp_path / "whole" / run_state.CONFIG_FILE)]:
+    shutil.copy(path, resumed_dir)
+  (resumed_dir / "checkpoint").write_text('model_checkpoint_path: "ckpt-3"\n')
+  resumed = trainer_lib.Trainer(dataclasses.replace(
+      experiment, train=dataclasses.replace(experiment.train, model_dir=str(resumed_dir))))
+  tf.train.Checkpoint(model=resumed.model).restore(
+      str(tmp_path / "whole" / "ckpt-2")).expect_partial()
+  after_head = {w.path: w.numpy() for w in resumed.model.weights}
+  conv1, conv4, head = "block1_conv1/kernel", "block4_conv1/kernel", "predictions/kernel"
+  # Phase 1 trained the head alone; phase 2 everything from block3 on, block1 stayed frozen.
+  assert np.array_equal(after_head[conv4], initial[conv4])
+  assert not np.array_equal(after_head[head], initial[head])
+  assert not np.array_equal(final[conv4], after_head[conv4])
+  assert np.array_equal(final[conv1], initial[conv1])
+
+  # It resumes at step 3, inside phase 2, and ends where the whole run did.
+  assert resumed.restore_or_initialize() == 3
+  resumed_stats = resumed.train()
+  assert resumed_stats["start_step"] == 3 and resumed_stats["step"] == 4
+  for weight in resumed.model.weights:
+    np.testing.assert_allclose(weight.numpy(), final[weight.path], atol=1e-5, err_msg=weight.path)
+
+
+# fp16 under mirrored: its replicas must agree on skipping non-finite steps.
+@pytest.mark.parametrize("dtype,strategy", [("fp16", "mirrored"), ("bf16", "off")])
+def test_mixed_precision_trains_with_float32_variables(colours, tmp_path, dtype, strategy):
+  experiment = fixtures.experiment(tmp_path, colours, batch_size=BATCH, train_steps=2,
+                                   strategy=strategy, epochs_between_evals=2)
+  policy = config_lib.DTYPE_POLICIES[dtype]
+  experiment = dataclasses.replace(
+      experiment, runtime=dataclasses.replace(experiment.runtime, dtype=dtype),
+      model=dataclasses.replace(experiment.model, dtype_policy=policy))
+  trainer, stats = train(experiment)
+  assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer) == (dtype == "fp16")
+  assert {w.dtype for w in trainer.model.trainable_weights} == {"float32"}
+  assert np.isfinite(stats["train_loss"]) and np.isfinite(stats["eval_loss"])
+  assert trainer.current_step() == 2
+  # Steps were applied, not all skipped as non-finite.
+  assert int(trainer.optimizer.iterations.numpy()) >= 1
+
+
+@pytest.mark.slow
+def test_xla_gives_the_same_update(colours, tmp_path):
+  def run(name, xla):
+    experiment = fixtures.experiment(tmp_path / name, colours, batch_size=BATCH, train_steps=2,
+                                     architecture="vgg16", epochs_between_evals=2)
+    experiment = dataclasses.replace(
+        experiment, runtime=dataclasses.replace(experiment.runtime, enable_xla=xla))
+    trainer, stats = train(experiment)
+    return [w.numpy() for w in trainer.model.weights], stats
+
+  plain, plain_stats = run("plain", False)
+  compiled, compiled_stats = run("xla", True)
+  for a, b in zip(plain, compiled):
+    np.testing.assert_allclose(b, a, atol=1e-4)
+  assert compiled_stats["eval_loss"] == pytest.approx(plain_stats["eval_loss"], abs=1e-4)
+
+
+def test_loss_with_label_smoothing_matches_its_formula():
+  logits = tf.constant([[2.0, 0.5, -1.0], [0.0, 1.0, 3.0]])
+  labels = tf.constant([0, 1])
+  log_probs = tf.nn.log_softmax(logits).numpy()
+  smoothing = 0.3
+  targets = np.full((2, 3), smoothing / 3)
+  targets[[0, 1], [0, 1]] += 1 - smoothing
+  expected = -(targets * log_probs).sum(axis=1)
+  np.testing.assert_allclose(losses.per_example_crossentropy(labels, logits, smoothing), expected,
+                             rtol=1e-5)
+  np.testing.assert_allclose(losses.per_example_crossentropy(labels, logits),
+                             -log_probs[[0, 1], [0, 1]], rtol=1e-5)
+  loss = losses.SparseCrossentropy(label_smoothing=smoothing)
+  assert float(loss(labels, logits)) == pytest.approx(expected.mean(), rel=1e-5)
+  assert losses.SparseCrossentropy.from_config(loss.get_config()).label_smoothing == smoothing
+  assert [float(c) for c in losses.correct_counts(labels, logits, 2)] == [1.0, 2.0]
+
+
+def test_experiment_refuses_inconsistent_settings():
+  with pytest.raises(ValueError, match=r"training_loop='fit' works with distribution_strategy in "
+                                       r"\('off', 'one_device', 'mirrored'\).*keras-team/keras#20585"
+                                       r".*Received: distribution_strategy='multi_worker_mirrored'"):
+    config_lib.ExperimentConfig(
+        train=config_lib.TrainConfig(training_loop="fit"),
+        runtime=config_lib.RuntimeConfig(distribution_strategy="multi_worker_mirrored"))
+  with pytest.raises(ValueError, match="dtype_policy must be 'mixed_float16' for dtype='fp16'"):
+    config_lib.ExperimentConfig(runtime=config_lib.RuntimeConfig(dtype="fp16"))
+  with pytest.raises(ValueError, match=r"Phase 'head' needs exactly one of epochs and steps"):
+    config_lib.PhaseConfig("head")
+  with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\). Received: 1.0"):
+    config_lib.TrainConfig(label_smoothing=1.0)

@@ -1,0 +1,61 @@
+"""Small data sets and configs for the trainer tests.
+
+The colour folder holds solid-colour PNGs whose class is their colour. Any
+crop of a solid image, flipped and resized, is the same image, so the
+pipeline's random augmentation cannot change what a step sees: training on it
+is deterministic given the data seed, which the exact resume and
+distribution-parity tests need. It is also learnable in a few steps.
+"""
+import dataclasses
+import os
+
+import numpy as np
+from PIL import Image
+
+from input_pipeline.config import DataConfig
+from official_resnet import config as config_lib
+from official_resnet.models.config import ModelConfig
+
+COLOURS = ((220, 40, 40), (40, 200, 60), (50, 70, 230), (230, 210, 40))
+
+
+def write_colour_folder(root, train_per_class, eval_per_class, size=32, seed=0, noise=0.0):
+  """root/{train,validation}/<class>/<n>.png, brightness jittered per image.
+
+  noise > 0 adds per-pixel noise of that standard deviation: the images are no longer
+  solid (augmentation then matters), and BatchNorm sees realistic feature variances.
+  """
+  rng = np.random.default_rng(seed)
+  for split, count in (("train", train_per_class), ("validation", eval_per_class)):
+    for index, colour in enumerate(COLOURS):
+      folder = os.path.join(root, split, f"class{index}")
+      os.makedirs(folder, exist_ok=True)
+      for n in range(count):
+        shade = np.array(colour) * rng.uniform(0.7, 1.1)
+        pixels = shade + rng.normal(0.0, noise, (size, size, 3)) if noise else np.broadcast_to(
+            shade, (size, size, 3))
+        image = np.clip(pixels, 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(os.path.join(folder, f"{n}.png"))
+  return root
+
+
+def experiment(model_dir, data_dir=None, *, batch_size=8, train_steps=6, architecture="resnet18",
+               strategy="off", training_loop="custom", steps_per_loop=2, seed=1, **train_overrides):
+  """A tiny ExperimentConfig: 32 px, base_width 8, constant learning rate, fp32."""
+  num_classes = len(COLOURS)
+  if data_dir is None:
+    data = DataConfig(source="synthetic", image_size=32, num_classes=num_classes,
+                      batch_size=batch_size, synthetic_num_examples=4 * batch_size, seed=seed)
+  else:
+    data = DataConfig(source="folder", data_dir=data_dir, image_size=32, num_classes=num_classes,
+                      batch_size=batch_size, normalization="unit", seed=seed)
+  model = ModelConfig(architecture=architecture, num_classes=num_classes, image_size=32,
+                      base_width=8)
+  train = config_lib.TrainConfig(
+      model_dir=str(model_dir), train_steps=train_steps, steps_per_loop=steps_per_loop,
+      log_steps=2, training_loop=training_loop,
+      schedule=config_lib.ScheduleConfig(name="constant", base_learning_rate=0.05,
+                                         base_batch_size=None))
+  train = dataclasses.replace(train, **train_overrides)
+  runtime = config_lib.RuntimeConfig(distribution_strategy=strategy, num_gpus=0, seed=seed)
+  return config_lib.ExperimentConfig(data=data, model=model, train=train, runtime=runtime)
