@@ -1,10 +1,11 @@
 """Skipping images that cannot be read, counting them, and saying which.
 
-tf.data has no in-graph try/except: an op error ends the iterator, and
-`ignore_errors` drops the element silently. `attempt` wraps one element's
-work in a one-element dataset with `ignore_errors`, followed by a fallback,
-so the map always yields a value plus a success flag; `keep_and_count` then
-filters the failures and logs each power-of-two count with the file name.
+tf.data has no in-graph try/except: an op error ends the iterator unless
+`ignore_errors` drops the element, silently. So every element gets a
+sequence number and its name is parked in a table while it is in flight;
+after the (order-keeping) map and `ignore_errors`, a gap in the numbers is an
+image that failed, and the table names it. Cost per element: a table insert
+and remove, a few microseconds.
 """
 import threading
 
@@ -20,14 +21,15 @@ class SkippedImages:
     self.count = 0
     self.last_name = ""
 
-  def record(self, name: str) -> None:
-    with self._lock:
-      self.count += 1
-      self.last_name = name
-      count = self.count
-    # Powers of two keep the log short however many files are bad.
-    if count & (count - 1) == 0:
-      logging.warning("Skipped %d unreadable image(s) so far, e.g. %s", count, name)
+  def record(self, names) -> None:
+    for name in names:
+      with self._lock:
+        self.count += 1
+        self.last_name = name
+        count = self.count
+      # Powers of two keep the log short however many files are bad.
+      if count & (count - 1) == 0:
+        logging.warning("Skipped %d unreadable image(s) so far, e.g. %s", count, name)
 
   def reset(self) -> None:
     with self._lock:
@@ -38,20 +40,29 @@ class SkippedImages:
 SKIPPED_IMAGES = SkippedImages()
 
 
-def attempt(fn, element: tuple, fallback):
-  """(fn(*element), True), or (fallback, False) when fn raises an op error."""
-  tried = tf.data.Dataset.from_tensors(element).map(lambda *e: (fn(*e), True)).ignore_errors()
-  failed = tf.data.Dataset.from_tensors((fallback, False))
-  return tried.concatenate(failed).take(1).get_single_element()
+def _record(names: tf.Tensor) -> bool:
+  SKIPPED_IMAGES.record([n.decode("utf-8", "replace") for n in names.numpy()])
+  return True
 
 
-def _record(name) -> bool:
-  SKIPPED_IMAGES.record(name.numpy().decode("utf-8", "replace"))
-  return False
+class InFlightNames:
+  """Names of the elements between `remember` and `account`, by sequence number."""
 
+  def __init__(self):
+    self._names = tf.lookup.experimental.MutableHashTable(tf.int64, tf.string, default_value="")
 
-def keep_and_count(succeeded: tf.Tensor, name: tf.Tensor) -> tf.Tensor:
-  """Filter predicate: True for good elements; counts and logs the bad ones."""
-  return tf.cond(
-      succeeded, lambda: tf.constant(True),
-      lambda: tf.py_function(_record, [name], Tout=tf.bool))
+  def remember(self, index: tf.Tensor, name: tf.Tensor) -> tf.Operation:
+    return self._names.insert(index[tf.newaxis], name[tf.newaxis])
+
+  def account(self, last_index: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+    """Scan step: reports the numbers skipped since last_index; returns the new last index."""
+    skipped = tf.range(last_index + 1, index)
+
+    def report():
+      recorded = tf.py_function(_record, [self._names.lookup(skipped)], Tout=tf.bool)
+      with tf.control_dependencies([recorded]):
+        return self._names.remove(skipped)
+
+    reported = tf.cond(tf.size(skipped) > 0, report, tf.no_op)
+    with tf.control_dependencies([reported, self._names.remove(index[tf.newaxis])]):
+      return tf.identity(index)

@@ -122,16 +122,22 @@ def _ceiling(files, training: bool, image_size: int, batch_size: int, threads: i
   return dataset.with_options(options)
 
 
-def _images_per_second(dataset, num_batches: int) -> tuple[float, float]:
-  """(images/s over num_batches after the first, peak RSS MB)."""
+def _cpu_seconds() -> float:
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
+def _measure(dataset, num_batches: int) -> dict:
+  """images/s and CPU ms per image over num_batches after the first, and peak RSS."""
   with PeakRss() as rss:
     iterator = iter(dataset)
     next(iterator)
-    count, start = 0, time.perf_counter()
+    count, start, cpu_start = 0, time.perf_counter(), _cpu_seconds()
     for _, batch in zip(range(num_batches), iterator):
       count += int(tf.shape(batch[0] if isinstance(batch, tuple) else batch)[0])
-    elapsed = time.perf_counter() - start
-  return count / elapsed, rss.peak_mb
+    elapsed, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+  return {"images_per_second": count / elapsed, "cpu_ms_per_image": 1e3 * cpu / count,
+          "peak_rss_mb": rss.peak_mb}
 
 
 def run(data_dir: str, num_images: int, num_shards: int, image_size: int, batch_size: int,
@@ -149,29 +155,33 @@ def run(data_dir: str, num_images: int, num_shards: int, image_size: int, batch_
           dataclasses.replace(base, output_dtype=dtype), training=True))
          for dtype in output_dtypes},
       "eval ceiling": lambda: _ceiling(files, False, image_size, batch_size, threads),
-      "eval float32": lambda: pipeline.build_dataset(base, training=False),
+      **{f"eval {dtype}": (lambda dtype=dtype: pipeline.build_dataset(
+          dataclasses.replace(base, output_dtype=dtype), training=False))
+         for dtype in output_dtypes},
   }
-  rates = {name: [] for name in measurements}
-  peaks = {name: 0.0 for name in measurements}
+  runs = {name: [] for name in measurements}
   for p in range(passes):
     for name, make in measurements.items():
-      rate, peak = _images_per_second(make(), batches)
-      rates[name].append(rate)
-      peaks[name] = max(peaks[name], peak)
-      logging.info("pass %d/%d %-14s %7.1f images/s", p + 1, passes, name, rate)
+      runs[name].append(_measure(make(), batches))
+      logging.info("pass %d/%d %-14s %7.1f images/s, %.2f CPU ms/image", p + 1, passes, name,
+                   runs[name][-1]["images_per_second"], runs[name][-1]["cpu_ms_per_image"])
+
+  def summary(name):
+    rates = [r["images_per_second"] for r in runs[name]]
+    return {"pipeline": name, "images_per_second": statistics.median(rates), "passes": rates,
+            "cpu_ms_per_image": statistics.median(r["cpu_ms_per_image"] for r in runs[name]),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs[name])}
 
   results = []
   for name in measurements:
-    if "ceiling" in name:
-      continue
-    ceiling = statistics.median(rates[f"{name.split()[0]} ceiling"])
-    median = statistics.median(rates[name])
-    results.append({"pipeline": name, "images_per_second": median, "passes": rates[name],
-                    "ceiling_images_per_second": ceiling, "ratio": median / ceiling,
-                    "peak_rss_mb": peaks[name]})
-  for name in ("train ceiling", "eval ceiling"):
-    results.append({"pipeline": name, "images_per_second": statistics.median(rates[name]),
-                    "passes": rates[name], "peak_rss_mb": peaks[name]})
+    row = summary(name)
+    if "ceiling" not in name:
+      ceiling = summary(f"{name.split()[0]} ceiling")
+      row["ceiling_images_per_second"] = ceiling["images_per_second"]
+      row["ratio"] = row["images_per_second"] / ceiling["images_per_second"]
+      # CPU per image is steadier than wall time on a shared machine.
+      row["cpu_ratio"] = ceiling["cpu_ms_per_image"] / row["cpu_ms_per_image"]
+    results.append(row)
   return {
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "machine": {"platform": platform.platform(), "processor": platform.processor(),
@@ -185,12 +195,16 @@ def run(data_dir: str, num_images: int, num_shards: int, image_size: int, batch_
 
 
 def format_table(report: dict) -> str:
-  lines = [f"{'pipeline':<16}{'images/s':>10}{'ceiling':>10}{'ratio':>8}{'peak RSS MB':>13}"]
+  header = (f"{'pipeline':<16}{'images/s':>10}{'ceiling':>10}{'ratio':>8}{'CPU ms/img':>12}"
+            f"{'CPU ratio':>11}{'peak RSS MB':>13}")
+  lines = [header]
   for row in report["results"]:
-    ceiling = f"{row['ceiling_images_per_second']:10.1f}" if "ratio" in row else f"{'':>10}"
-    ratio = f"{row['ratio']:8.3f}" if "ratio" in row else f"{'':>8}"
-    lines.append(f"{row['pipeline']:<16}{row['images_per_second']:10.1f}{ceiling}{ratio}"
-                 f"{row['peak_rss_mb']:13.0f}")
+    def column(key, width, digits):
+      return f"{row[key]:{width}.{digits}f}" if key in row else " " * width
+    lines.append(f"{row['pipeline']:<16}{column('images_per_second', 10, 1)}"
+                 f"{column('ceiling_images_per_second', 10, 1)}{column('ratio', 8, 3)}"
+                 f"{column('cpu_ms_per_image', 12, 2)}{column('cpu_ratio', 11, 3)}"
+                 f"{column('peak_rss_mb', 13, 0)}")
   return "\n".join(lines)
 
 

@@ -68,14 +68,18 @@ def build_dataset(config: DataConfig, training: bool, input_context=None) -> tf.
   batch_size = per_replica_batch_size(config, input_context)
   source = sources.make_source(config, training)
   preprocess = _preprocess_fn(config, training)
-  size = config.image_size
-  dtype = tf.uint8 if config.output_dtype == "uint8" else tf.float32
-  fallback = (tf.zeros([size, size, preprocessing.CHANNELS], dtype), tf.constant(0, tf.int32))
+  in_flight = bad_data.InFlightNames()
 
-  def load(*element):
-    (image, label), succeeded = bad_data.attempt(
-        lambda *e: preprocess(source.to_example(*e)), element, fallback)
-    return image, label, succeeded, source.name(*element)
+  def load(index, element):
+    element = element if isinstance(element, tuple) else (element,)
+    # The name is parked first, so it is there to report if loading fails.
+    with tf.control_dependencies([in_flight.remember(index, source.name(*element))]):
+      image, label = preprocess(source.to_example(*element))
+    return index, image, label
+
+  def account(last_index, indexed):
+    index, image, label = indexed
+    return in_flight.account(last_index, index), (image, label)
 
   # This pipeline's records: sharded by file when every pipeline gets a file,
   # else by record; file order shuffled; files read in parallel (see sources).
@@ -89,11 +93,14 @@ def build_dataset(config: DataConfig, training: bool, input_context=None) -> tf.
                               reshuffle_each_iteration=True)
     # Endless: the trainer counts steps, and no epoch ends on a partial batch.
     dataset = dataset.repeat()
+  # Number the elements, so that failures can be named.
+  dataset = dataset.enumerate()
   # Decode and preprocess in parallel: the CPU-heavy step, autotuned to the cores.
-  dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-  # Drop images that failed to decode; the count and a file name go to the log.
-  dataset = dataset.filter(lambda image, label, ok, name: bad_data.keep_and_count(ok, name))
-  dataset = dataset.map(lambda image, label, ok, name: (image, label))
+  # Order is kept so that a missing number is a failed image.
+  dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  # Skip images that failed to decode, and log their count and names.
+  dataset = dataset.ignore_errors()
+  dataset = dataset.scan(tf.constant(-1, tf.int64), account)
   # Per-replica batches; training keeps shapes static, eval keeps the last partial batch.
   dataset = dataset.batch(batch_size, drop_remainder=training,
                           num_parallel_calls=tf.data.AUTOTUNE)
