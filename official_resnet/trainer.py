@@ -225,8 +225,7 @@ class Trainer:
     if self.config.train.training_loop == "fit":
       # Keras traces fit's step with the trainable variables of compile time.
       self._compile()
-    self._sync_moving_statistics = (self._make_sync_moving_statistics()
-                                    if self.strategy.num_replicas_in_sync > 1 else None)
+    self._sync_moving_statistics = self._make_sync_moving_statistics()
 
   def _sync_replicas(self):
     """Makes the replicas' moving statistics agree, before they are saved or used."""
@@ -293,7 +292,7 @@ class Trainer:
     return train_steps
 
   def _make_sync_moving_statistics(self):
-    """tf.function() averaging the replicas' copies of the model's non-trainable variables.
+    """tf.function() averaging the replicas' copies of the model's moving statistics; None if none.
 
     Keras 3 BatchNorm updates its moving statistics on each replica's own copy, so the
     copies drift apart (training itself uses batch statistics). Averaging them gives what
@@ -304,6 +303,8 @@ class Trainer:
     # State the training step updates: non-trainable weights of layers that are not frozen.
     variables = [weight.value for layer in self.model.layers if layer.trainable
                  for weight in layer.non_trainable_weights]
+    if strategy.num_replicas_in_sync == 1 or not variables:
+      return None
 
     @tf.function
     def sync():

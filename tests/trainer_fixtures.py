@@ -19,7 +19,8 @@ from official_resnet.models.config import ModelConfig
 COLOURS = ((220, 40, 40), (40, 200, 60), (50, 70, 230), (230, 210, 40))
 
 
-def write_colour_folder(root, train_per_class, eval_per_class, size=32, seed=0, noise=0.0):
+def write_colour_folder(root, train_per_class, eval_per_class, size=32, seed=0, noise=0.0,
+                        num_classes=len(COLOURS)):
   """root/{train,validation}/<class>/<n>.png, brightness jittered per image.
 
   noise > 0 adds per-pixel noise of that standard deviation: the images are no longer
@@ -27,7 +28,7 @@ def write_colour_folder(root, train_per_class, eval_per_class, size=32, seed=0, 
   """
   rng = np.random.default_rng(seed)
   for split, count in (("train", train_per_class), ("validation", eval_per_class)):
-    for index, colour in enumerate(COLOURS):
+    for index, colour in enumerate(COLOURS[:num_classes]):
       folder = os.path.join(root, split, f"class{index}")
       os.makedirs(folder, exist_ok=True)
       for n in range(count):
