@@ -6,16 +6,20 @@ Generates (once, kept in --data_dir) an ImageNet-like TFRecord set of
 photo-like JPEGs about 500x375 at quality 90, then measures in one run:
   train pipeline  build_dataset(training=True), per output dtype
   train ceiling   the same files read with only parse + decode_and_crop_jpeg + resize
-  eval pipeline   build_dataset(training=False)
+  eval pipeline   build_dataset(training=False), per output dtype
   eval ceiling    parse + decode + aspect-preserving resize + central crop
-Each figure is the median images/s of --passes passes (passes alternate
-between the pipelines and ceilings so drift hits both alike); the first batch
-of a pass (thread start-up, shuffle-buffer fill) is not timed. Peak RSS is
-sampled during each measurement. Prints a table and writes JSON.
+Train passes time --train_batches batches; eval passes read every image once.
+Each figure is the median of --passes passes (passes alternate between the
+pipelines and ceilings so drift hits both alike); the first batch of a pass
+(thread start-up, shuffle-buffer fill) is not timed. Besides images/s, the
+process CPU time per image is reported: on a machine shared with other work
+it is the steadier measure of overhead. Peak RSS is sampled during each
+measurement. Prints a table and writes JSON.
 """
 import argparse
 import dataclasses
 import datetime
+import itertools
 import json
 import multiprocessing
 import os
@@ -114,6 +118,8 @@ def _ceiling(files, training: bool, image_size: int, batch_size: int, threads: i
     return preprocessing.central_crop(image, image_size)
 
   dataset = tf.data.TFRecordDataset(files, num_parallel_reads=threads)
+  if training:
+    dataset = dataset.repeat()  # as the train pipeline does
   dataset = dataset.map(load, num_parallel_calls=threads, deterministic=False)
   dataset = dataset.batch(batch_size).prefetch(1)
   options = tf.data.Options()
@@ -127,28 +133,28 @@ def _cpu_seconds() -> float:
   return usage.ru_utime + usage.ru_stime
 
 
-def _measure(dataset, num_batches: int) -> dict:
-  """images/s and CPU ms per image over num_batches after the first, and peak RSS."""
+def _measure(dataset, num_batches: int | None) -> dict:
+  """images/s and CPU ms per image over num_batches (None: all) after the first, and peak RSS."""
   with PeakRss() as rss:
     iterator = iter(dataset)
     next(iterator)
     count, start, cpu_start = 0, time.perf_counter(), _cpu_seconds()
-    for _, batch in zip(range(num_batches), iterator):
-      count += int(tf.shape(batch[0] if isinstance(batch, tuple) else batch)[0])
+    for batch in itertools.islice(iterator, num_batches):
+      count += len(batch[0] if isinstance(batch, tuple) else batch)
     elapsed, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
   return {"images_per_second": count / elapsed, "cpu_ms_per_image": 1e3 * cpu / count,
           "peak_rss_mb": rss.peak_mb}
 
 
 def run(data_dir: str, num_images: int, num_shards: int, image_size: int, batch_size: int,
-        threads: int, passes: int, output_dtypes: tuple[str, ...], shuffle_buffer_size: int) -> dict:
+        threads: int, passes: int, output_dtypes: tuple[str, ...], shuffle_buffer_size: int,
+        train_batches: int) -> dict:
   files = ensure_data(data_dir, num_images, num_shards, max(2, threads))
   base = DataConfig(source="imagenet", data_dir=data_dir,
                     train_file_pattern=f"{FILE_PREFIX}-*-of-{num_shards:05d}",
                     eval_file_pattern=f"{FILE_PREFIX}-*-of-{num_shards:05d}",
                     image_size=image_size, batch_size=batch_size, private_threads=threads,
                     shuffle_buffer_size=shuffle_buffer_size)
-  batches = num_images // batch_size - 1
   measurements = {
       "train ceiling": lambda: _ceiling(files, True, image_size, batch_size, threads),
       **{f"train {dtype}": (lambda dtype=dtype: pipeline.build_dataset(
@@ -162,7 +168,8 @@ def run(data_dir: str, num_images: int, num_shards: int, image_size: int, batch_
   runs = {name: [] for name in measurements}
   for p in range(passes):
     for name, make in measurements.items():
-      runs[name].append(_measure(make(), batches))
+      # Train runs endlessly: a fixed number of batches. Eval: one whole pass.
+      runs[name].append(_measure(make(), train_batches if name.startswith("train") else None))
       logging.info("pass %d/%d %-14s %7.1f images/s, %.2f CPU ms/image", p + 1, passes, name,
                    runs[name][-1]["images_per_second"], runs[name][-1]["cpu_ms_per_image"])
 
@@ -188,6 +195,7 @@ def run(data_dir: str, num_images: int, num_shards: int, image_size: int, batch_
                   "cpu_count": os.cpu_count(), "tensorflow": tf.__version__},
       "settings": {"num_images": num_images, "num_shards": num_shards, "image_size": image_size,
                    "batch_size": batch_size, "threads": threads, "passes": passes,
+                   "train_batches": train_batches,
                    "shuffle_buffer_size": shuffle_buffer_size,
                    "data_bytes": sum(tf.io.gfile.stat(f).length for f in files)},
       "results": results,
@@ -219,6 +227,8 @@ def main(argv=None) -> int:
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
   parser.add_argument("--passes", type=int, default=3)
+  parser.add_argument("--train_batches", type=int, default=48,
+                      help="batches timed per train pass (eval passes read every image once)")
   parser.add_argument("--output_dtypes", default="float32,uint8")
   parser.add_argument("--shuffle_buffer_size", type=int, default=DataConfig.shuffle_buffer_size)
   parser.add_argument("--json", default=None, help="where to write the JSON report")
@@ -231,7 +241,7 @@ def main(argv=None) -> int:
       tempfile.gettempdir(), f"input_pipeline_benchmark_{args.num_images}_{args.num_shards}")
   report = run(data_dir, args.num_images, args.num_shards, args.image_size, args.batch_size,
                args.threads, args.passes, tuple(args.output_dtypes.split(",")),
-               args.shuffle_buffer_size)
+               args.shuffle_buffer_size, args.train_batches)
   print(format_table(report))
   if args.json:
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
