@@ -59,6 +59,26 @@ def test_smoke_config_runs_in_process(tmp_path):
   assert run_state.read_run_config(str(tmp_path)).model.base_width == 8
 
 
+@pytest.mark.parametrize("name,strategy,dtype,batch_size,peak_learning_rate", [
+    ("imagenet_resnet50_gpu.cfg", "mirrored", "fp16", 1024, 0.4),
+    ("imagenet_resnet50_tpu.cfg", "tpu", "bf16", 1024, 0.4),
+    ("imagenet_resnet50_multiworker.cfg", "multi_worker_mirrored", "fp16", 4096, 1.6),
+])
+def test_imagenet_configs_describe_the_official_recipe(name, strategy, dtype, batch_size,
+                                                        peak_learning_rate):
+  with flagsaver.flagsaver():
+    parse(f"--flagfile={os.path.join(REPO, 'configs', name)}", "--data_dir=/data/imagenet")
+    experiment = main.experiment_from_flags()
+  assert experiment.runtime.distribution_strategy == strategy and experiment.runtime.dtype == dtype
+  assert (experiment.model.architecture, experiment.model.variant) == ("resnet50", "v1.5")
+  assert (experiment.data.source, experiment.data.batch_size) == ("imagenet", batch_size)
+  train = experiment.train
+  assert (train.train_epochs, train.schedule.decay_epochs, train.schedule.warmup_epochs) == (
+      90, (30, 60, 80), 5)
+  assert train.schedule.peak_learning_rate(batch_size) == pytest.approx(peak_learning_rate)
+  assert experiment.model.weight_decay == 1e-4 and train.optimizer.momentum == 0.9
+
+
 @pytest.mark.parametrize("flag,value,allowed", [
     ("mode", "export_all", "<train_and_eval|train|eval>"),
     ("distribution_strategy", "horovod", "<off|one_device|mirrored|multi_worker_mirrored|tpu>"),
