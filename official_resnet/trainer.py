@@ -6,10 +6,11 @@ points. A piece runs either the custom loop (a tf.function running up to
 steps_per_loop steps per call over a distributed iterator) or Keras' own fit
 on one host. Between calls the loop logs, checkpoints and evaluates.
 
-Resuming is exact when the data seed is set: epoch e reads the training set
-shuffled with a seed derived from (seed, e), and a run resumed mid-epoch skips
-the batches it already trained on. The global step, optimizer slots and the
-schedule's position come back from the checkpoint.
+The global step, optimizer slots and the schedule's position come back from
+the checkpoint. With a data seed, epoch e reads the training set shuffled with
+a seed derived from (seed, e), and a run resumed mid-epoch skips the batches it
+already trained on, so it sees what an uninterrupted run would, as far as the
+input pipeline is deterministic given its seed.
 """
 import dataclasses
 import os
@@ -44,6 +45,7 @@ class Phase:
 
 
 def resolve_phases(train_config, batch_size, steps_per_epoch):
+  """The Phases of `train_config`, one after the other from step 0."""
   phases, start = [], 0
   for phase in train_config.resolved_phases():
     steps = phase.steps if phase.steps is not None else max(1, round(phase.epochs * steps_per_epoch))
@@ -409,8 +411,6 @@ class Trainer:
       if step % self._checkpoint_every() == 0:
         self._save(manager)
 
-    if start_step >= self.total_steps:
-      logging.info("Step %d already reaches the %d steps to train.", start_step, self.total_steps)
     for phase in self.phases:
       if self.current_step() >= phase.end_step:
         continue
@@ -434,6 +434,13 @@ class Trainer:
             entry.update({f"eval_{name}": value for name, value in metrics.items()})
           history.append(entry)
       self._save(manager)
+    if not history:
+      logging.info("Step %d already reaches the %d steps to train.", start_step, self.total_steps)
+      if evaluate:
+        metrics = self.evaluate()
+        reporter.evaluate(start_step, metrics)
+        history.append({"step": start_step, "epoch": start_step / self.steps_per_epoch,
+                        **{f"eval_{name}": value for name, value in metrics.items()}})
     reporter.close()
     stats = self._stats(start_step, history, steady, time.time() - began)
     if self.is_chief:

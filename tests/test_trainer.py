@@ -163,6 +163,15 @@ def test_init_checkpoint_loads_the_backbone_or_everything(learned, tmp_path):
       assert loaded == (scope == "all" or not in_head), weight.path
 
 
+def test_rerunning_a_finished_run_evaluates_without_training(learned):
+  experiment, trained, stats = learned
+  rerun = trainer_lib.train_and_evaluate(experiment)
+  assert (rerun["start_step"], rerun["step"]) == (60, 60)
+  assert rerun["eval_top_1_accuracy"] == stats["eval_top_1_accuracy"]
+  assert rerun["eval_loss"] == pytest.approx(stats["eval_loss"], abs=1e-5)
+  assert "train_loss" not in rerun
+
+
 def test_resume_refuses_another_model_or_other_classes_and_writes_nothing(colours, tmp_path):
   experiment = fixtures.experiment(tmp_path, colours, batch_size=BATCH, train_steps=1)
   run_state.write_run_config(tmp_path, dataclasses.replace(experiment.model, architecture="resnet34"),
@@ -267,17 +276,19 @@ def test_mixed_precision_trains_with_float32_variables(colours, tmp_path, dtype,
 def test_xla_gives_the_same_update(colours, tmp_path):
   def run(name, xla):
     experiment = fixtures.experiment(tmp_path / name, colours, batch_size=BATCH, train_steps=2,
-                                     architecture="vgg16", epochs_between_evals=2)
+                                     architecture="vgg16")
     experiment = dataclasses.replace(
         experiment, runtime=dataclasses.replace(experiment.runtime, enable_xla=xla))
-    trainer, stats = train(experiment)
+    trainer = trainer_lib.Trainer(experiment)
+    trainer.restore_or_initialize()
+    stats = trainer.train(evaluate=False)
     return [w.numpy() for w in trainer.model.weights], stats
 
   plain, plain_stats = run("plain", False)
   compiled, compiled_stats = run("xla", True)
   for a, b in zip(plain, compiled):
     np.testing.assert_allclose(b, a, atol=1e-4)
-  assert compiled_stats["eval_loss"] == pytest.approx(plain_stats["eval_loss"], abs=1e-4)
+  assert compiled_stats["train_loss"] == pytest.approx(plain_stats["train_loss"], abs=1e-4)
 
 
 def test_loss_with_label_smoothing_matches_its_formula():
