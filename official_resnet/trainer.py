@@ -425,8 +425,11 @@ class Trainer:
         else:
           self._run_custom(train_function, step, end, on_steps)
         if end % self._eval_every() == 0 or end == phase.end_step:
+          # Throughput goes to the log lines and stats["examples_per_second"]; an interval's
+          # would include the first call's tracing.
           entry = {"step": end, "epoch": end / self.steps_per_epoch, "phase": phase.name,
-                   **{f"train_{name}": value for name, value in interval.result().items()}}
+                   **{f"train_{name}": value for name, value in interval.result().items()
+                      if name != "examples_per_second"}}
           interval.reset()
           if evaluate:
             metrics = self.evaluate()
