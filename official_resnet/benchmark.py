@@ -389,11 +389,13 @@ def _describe(r):
 
 def format_table(report: dict) -> str:
   """The report as a fixed-width table plus the acceptance lines."""
-  header = ("item", "images/s", "min-max", "GFLOP/s", "of conv", "cores", "RSS MiB", "note")
+  header = ("item", "images/s", "min-max", "GFLOP/s", "of conv", "cores", "CPU s/image",
+            "RSS MiB", "note")
   rows = [header]
   for r in report["items"]:
     if r.get("status") != "ok":
-      rows.append((r["name"], "-", "-", "-", "-", "-", "-", f"{r.get('status')}: {r.get('reason')}"))
+      rows.append((r["name"], "-", "-", "-", "-", "-", "-", "-",
+                   f"{r.get('status')}: {r.get('reason')}"))
       continue
     rates = r.get("window_images_per_second")
     note = ""
@@ -410,6 +412,7 @@ def format_table(report: dict) -> str:
         f"{r['gflops_per_second']:.1f}" if "gflops_per_second" in r else "-",
         f"{r['fraction_of_conv_ceiling']:.2f}" if "fraction_of_conv_ceiling" in r else "-",
         f"{r['cores_busy']:.2f}",
+        f"{r['cpu_seconds_per_image']:.4g}" if rates else "-",
         f"{r['peak_rss_bytes'] / 2**20:.0f}",
         note))
   widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -458,7 +461,10 @@ def _window_stats(window_seconds, window_cpu_seconds, images_per_window):
   return {"images_per_second": statistics.median(rates),
           "window_images_per_second": [round(rate, 3) for rate in rates],
           "images_per_window": images_per_window,
-          "cores_busy": sum(window_cpu_seconds) / sum(window_seconds)}
+          "cores_busy": sum(window_cpu_seconds) / sum(window_seconds),
+          # Less sensitive than images/s to other processes taking turns on the cores.
+          "cpu_seconds_per_image":
+              sum(window_cpu_seconds) / (len(window_seconds) * images_per_window)}
 
 
 def _measure(call, config, images_per_call, warmup_calls):
