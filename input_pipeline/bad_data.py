@@ -7,6 +7,7 @@ after the (order-keeping) map and `ignore_errors`, a gap in the numbers is an
 image that failed, and the table names it. Cost per element: a table insert
 and remove, a few microseconds.
 """
+import collections
 import threading
 
 import tensorflow as tf
@@ -14,18 +15,18 @@ from absl import logging
 
 
 class SkippedImages:
-  """Thread-safe count of unreadable images, shared by every pipeline in the process."""
+  """Thread-safe count of unreadable images, in total and by name, for the whole process."""
 
   def __init__(self):
     self._lock = threading.Lock()
     self.count = 0
-    self.last_name = ""
+    self.by_name = collections.Counter()
 
   def record(self, names) -> None:
     for name in names:
       with self._lock:
         self.count += 1
-        self.last_name = name
+        self.by_name[name] += 1
         count = self.count
       # Powers of two keep the log short however many files are bad.
       if count & (count - 1) == 0:
@@ -34,7 +35,7 @@ class SkippedImages:
   def reset(self) -> None:
     with self._lock:
       self.count = 0
-      self.last_name = ""
+      self.by_name.clear()
 
 
 SKIPPED_IMAGES = SkippedImages()

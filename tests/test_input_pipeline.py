@@ -138,8 +138,11 @@ def test_corrupt_images_are_skipped_counted_and_logged(tmp_path, caplog):
   with caplog.at_level(logging.WARNING):
     labels = _labels(build_dataset(dataclasses.replace(config, seed=0), training=True).take(4))
   assert len(labels) == 16  # training went on past the bad files
-  assert bad_data.SKIPPED_IMAGES.count >= 2
-  assert bad_data.SKIPPED_IMAGES.last_name.endswith(("truncated.jpg", "notes.jpg"))
+  skipped = bad_data.SKIPPED_IMAGES.by_name
+  assert skipped[os.path.join(root, "cat", "truncated.jpg")] >= 1
+  assert skipped[os.path.join(root, "dog", "notes.jpg")] >= 1
+  assert {name for name in skipped if name.startswith(root)} == {
+      os.path.join(root, "cat", "truncated.jpg"), os.path.join(root, "dog", "notes.jpg")}
   assert any("Skipped 2 unreadable image(s)" in r.getMessage() and
              ("truncated.jpg" in r.getMessage() or "notes.jpg" in r.getMessage())
              for r in caplog.records)
@@ -150,9 +153,8 @@ def test_corrupt_record_is_skipped_in_eval(tmp_path):
   path = image_fixtures.write_records(str(tmp_path / "validation-00000-of-00001"),
                                       good[:2] + [b"\xff\xd8\xff garbage"] + good[2:], [1, 2, 3, 4])
   config = _records_config(str(tmp_path), "validation-*")
-  bad_data.SKIPPED_IMAGES.reset()
   assert sorted(_labels(build_dataset(config, training=False))) == [0, 1, 3]
-  assert bad_data.SKIPPED_IMAGES.count == 1 and bad_data.SKIPPED_IMAGES.last_name == path
+  assert bad_data.SKIPPED_IMAGES.by_name[path] == 1
 
 
 def test_record_bounding_boxes_are_parsed_in_sample_order(tmp_path):

@@ -222,7 +222,7 @@ def test_normalize_rejects_unknown_mode():
     preprocessing.normalize(PIXELS, "bgr")
 
 
-def test_to_uint8_rounds_and_clips():
-  out = preprocessing.to_uint8(tf.constant([-3.0, 0.4, 0.6, 254.5, 300.0]))
+def test_to_uint8_rounds_half_up():
+  out = preprocessing.to_uint8(tf.constant([0.0, 0.4, 0.5, 127.49, 254.5, 255.0]))
   assert out.dtype == tf.uint8
-  np.testing.assert_array_equal(out, [0, 0, 1, 254, 255])
+  np.testing.assert_array_equal(out, [0, 0, 1, 127, 255, 255])
