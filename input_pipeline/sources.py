@@ -46,7 +46,7 @@ class Source:
   class_names: tuple[str, ...]
   # (shard, training, seed) -> dataset of raw elements, sharded, files shuffled and interleaved.
   read: Callable[[Shard, bool, int | None], tf.data.Dataset]
-  # raw element -> example dict; may fail on bad data (it runs inside bad_data.attempt).
+  # raw element -> example dict; fails on bad data (build_dataset skips those).
   to_example: Callable
   # raw element -> a string naming it in logs; never fails.
   name: Callable
@@ -78,8 +78,9 @@ def _read_files(files: tuple, shard: Shard, training: bool, seed, open_file=None
     if training:
       dataset = dataset.shuffle(num_files, seed=seed, reshuffle_each_iteration=True)
   # Read several files at once: parallel reads hide storage latency, and
-  # alternating between record files mixes classes stored together.
-  deterministic = not (training and by_file)
+  # alternating between record files mixes classes stored together. Sharding
+  # by record needs the same order in every pipeline; otherwise the options decide.
+  deterministic = None if by_file else True
   if open_file:
     dataset = dataset.interleave(
         open_file, cycle_length=min(MAX_INTERLEAVE_CYCLE, num_files), block_length=1,
