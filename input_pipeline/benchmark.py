@@ -60,10 +60,12 @@ def ensure_data(data_dir: str, num_images: int, num_shards: int, processes: int)
   files = sorted(tf.io.gfile.glob(pattern))
   if len(files) == num_shards:
     return files
-  logging.info("Generating %d photo-like JPEGs in %d shards in %s", num_images, num_shards, data_dir)
+  logging.info("Generating %d photo-like JPEGs in %d shards in %s",
+               num_images, num_shards, data_dir)
   tf.io.gfile.makedirs(data_dir)
-  writers = [tf.io.TFRecordWriter(os.path.join(data_dir, f"{FILE_PREFIX}-{s:05d}-of-{num_shards:05d}"))
-             for s in range(num_shards)]
+  writers = [
+      tf.io.TFRecordWriter(os.path.join(data_dir, f"{FILE_PREFIX}-{s:05d}-of-{num_shards:05d}"))
+      for s in range(num_shards)]
   with multiprocessing.get_context("spawn").Pool(processes) as pool:
     for index, encoded in enumerate(pool.imap(_photo_jpeg, range(num_images), chunksize=16)):
       height, width = IMAGE_SHAPES[index % len(IMAGE_SHAPES)]
@@ -106,8 +108,8 @@ def _rss_mb() -> float:
 def _ceiling(files, training: bool, image_size: int, batch_size: int, threads: int):
   """The least work that yields the same images: read, parse the bytes, decode, crop, resize."""
   def load(record):
-    encoded = tf.io.parse_single_example(
-        record, {constants.KEY_ENCODED: tf.io.FixedLenFeature([], tf.string)})[constants.KEY_ENCODED]
+    features = {constants.KEY_ENCODED: tf.io.FixedLenFeature([], tf.string)}
+    encoded = tf.io.parse_single_example(record, features)[constants.KEY_ENCODED]
     if training:
       window = preprocessing.sample_crop_window(tf.image.extract_jpeg_shape(encoded),
                                                 preprocessing.whole_image_bbox())

@@ -40,7 +40,8 @@ def _preprocess_fn(config: DataConfig, training: bool):
   """example dict -> (image, label): decode, crop/resize, then normalize or keep uint8."""
   def preprocess(example):
     if training:
-      image = preprocessing.preprocess_for_train(example["image"], example["bbox"], config.image_size)
+      image = preprocessing.preprocess_for_train(
+          example["image"], example["bbox"], config.image_size)
     else:
       image = preprocessing.preprocess_for_eval(example["image"], config.image_size)
     if config.output_dtype == "uint8":

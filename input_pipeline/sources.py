@@ -163,7 +163,8 @@ def _imagenet_source(config: DataConfig, training: bool) -> Source:
   return Source(
       count_examples=lambda: _imagenet_num_examples(files, pattern, training),
       class_names=class_names,
-      read=lambda shard, train, seed: _read_files((files,), shard, train, seed, open_file=open_file),
+      read=lambda shard, train, seed: _read_files(
+          (files,), shard, train, seed, open_file=open_file),
       to_example=lambda record, _: parse_imagenet_record(record, config.label_offset),
       name=lambda _, filename: filename)
 

@@ -35,7 +35,10 @@ def make_image_folder(root: str, classes=("cat", "dog"), per_class: int = 3,
 
 
 def write_records(path: str, encoded_images, labels, bboxes=None) -> str:
-  """A TFRecord file of official-format examples; bboxes: per image a list of (ymin, xmin, ymax, xmax)."""
+  """A TFRecord file of official-format examples.
+
+  bboxes: per image, a list of (ymin, xmin, ymax, xmax) boxes.
+  """
   with tf.io.TFRecordWriter(path) as writer:
     for i, (encoded, label) in enumerate(zip(encoded_images, labels)):
       example = build_tfrecords.image_example(
@@ -49,7 +52,7 @@ def write_records(path: str, encoded_images, labels, bboxes=None) -> str:
 
 def make_record_shards(directory: str, num_images: int, num_shards: int, label_offset: int = 1,
                        prefix: str = "train") -> list[str]:
-  """num_images JPEG records whose label minus label_offset is the image index, round-robin over shards."""
+  """num_images JPEG records, round-robin over shards; stored label = image index + label_offset."""
   os.makedirs(directory, exist_ok=True)
   encoded = [photos.encode(image(i)) for i in range(num_images)]
   return [write_records(

@@ -1,4 +1,5 @@
-"""build_tfrecords: official-format shards whose pixels and labels round-trip, bad files reported."""
+"""build_tfrecords: official-format shards whose pixels and labels round-trip, bad files
+reported."""
 import os
 import subprocess
 import sys
@@ -123,7 +124,8 @@ def test_bad_arguments_are_clear_errors(mixed_folder, tmp_path):
   root, _, _ = mixed_folder
   with pytest.raises(ValueError, match=r"num_shards must be in \[1, 13\].*Received: 50"):
     build_tfrecords.convert(root, str(tmp_path / "out"), num_shards=50, num_processes=1)
-  with pytest.raises(ValueError, match=r"split must be one of \('train', 'validation'\)\. Received: 'test'"):
+  with pytest.raises(ValueError,
+                     match=r"split must be one of \('train', 'validation'\)\. Received: 'test'"):
     build_tfrecords.convert(root, str(tmp_path / "out"), num_shards=1, split="test")
 
 

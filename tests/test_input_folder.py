@@ -93,7 +93,8 @@ def test_empty_folder_is_a_clear_error(tmp_path):
   (tmp_path / "readme.txt").write_text("no images here")
   with pytest.raises(ValueError, match=r"holds no images with extensions .*Received: '.*'"):
     dataset_info(_config(str(tmp_path)), training=True)
-  with pytest.raises(ValueError, match=r"data_dir must be an existing folder.*Received: '.*nowhere'"):
+  with pytest.raises(ValueError,
+                     match=r"data_dir must be an existing folder.*Received: '.*nowhere'"):
     dataset_info(_config(str(tmp_path / "nowhere")), training=True)
 
 

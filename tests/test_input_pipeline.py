@@ -1,4 +1,5 @@
-"""build_dataset and dataset_info: batches, sharding, exact eval, label offset, bad files, errors."""
+"""build_dataset and dataset_info: batches, sharding, exact eval, label offset, bad files,
+errors."""
 import dataclasses
 import logging
 import os

@@ -1,4 +1,5 @@
-"""TFDS source: mocked cats_vs_dogs by name, and a tiny prepared data set for splits and sharding."""
+"""TFDS source: mocked cats_vs_dogs by name, and a tiny prepared data set for splits and
+sharding."""
 import os
 
 import numpy as np
@@ -81,7 +82,8 @@ def test_input_contexts_split_the_tfds_examples(tiny_pets_dir, pipelines):
 
 
 def test_unknown_tfds_name_is_a_clear_error():
-  with pytest.raises(ValueError, match=r"tfds_name must name a TFDS data set.*Received: 'no_such_set'"):
+  with pytest.raises(ValueError,
+                     match=r"tfds_name must name a TFDS data set.*Received: 'no_such_set'"):
     dataset_info(_config(tfds_name="no_such_set"), training=True)
   with pytest.raises(ValueError, match=r"needs tfds_name.*Received: tfds_name=None"):
     dataset_info(_config(), training=True)
@@ -89,8 +91,8 @@ def test_unknown_tfds_name_is_a_clear_error():
 
 def test_unknown_split_is_a_clear_error(tiny_pets_dir):
   config = _config(tfds_name="tiny_pets", data_dir=tiny_pets_dir, eval_split="validation")
-  with pytest.raises(ValueError, match=r"eval_split must be a split of tiny_pets: \['test', 'train'\]\. "
-                                       r"Received: 'validation'"):
+  with pytest.raises(ValueError, match=r"eval_split must be a split of tiny_pets: "
+                                       r"\['test', 'train'\]\. Received: 'validation'"):
     build_dataset(config, training=False)
 
 

@@ -130,8 +130,11 @@ def test_crop_windows_cover_the_record_bounding_box():
   bbox = tf.constant([[[ymin, xmin, ymax, xmax]]], tf.float32)
   windows = _windows([height, width, 3], bbox, draws=200)
   top, left, crop_height, crop_width = windows.T.astype(np.float64)
-  overlap_y = np.clip(np.minimum(top + crop_height, ymax * height) - np.maximum(top, ymin * height), 0, None)
-  overlap_x = np.clip(np.minimum(left + crop_width, xmax * width) - np.maximum(left, xmin * width), 0, None)
+  def overlap(start, length, box_min, box_max, side):
+    return np.clip(np.minimum(start + length, box_max * side) - np.maximum(start, box_min * side),
+                   0, None)
+  overlap_y = overlap(top, crop_height, ymin, ymax, height)
+  overlap_x = overlap(left, crop_width, xmin, xmax, width)
   covered = overlap_y * overlap_x / ((ymax - ymin) * height * (xmax - xmin) * width)
   assert (covered >= constants.CROP_MIN_OBJECT_COVERED * 0.95).all()
   # Without the box, windows would often miss this corner region entirely.
@@ -155,8 +158,9 @@ def test_random_crop_is_a_window_of_the_decoded_image(image_format):
   full = preprocessing.decode_image(encoded).numpy()
   for _ in range(3):
     crop = preprocessing.decode_and_random_crop(encoded, NO_BOX).numpy().astype(np.int32)
-    # PNG is sliced exactly; the fused JPEG decode may differ by rounding at block edges.
-    assert _find_crop(full, crop, tolerance=0.0 if image_format == "PNG" else 1.0)
+    # PNG is sliced exactly; the fused JPEG decode differs a little at the crop edges
+    # (upsampling), by up to ~2 levels on the smallest crops; a wrong window differs by tens.
+    assert _find_crop(full, crop, tolerance=0.0 if image_format == "PNG" else 3.0)
 
 
 def test_random_flip_gives_both_orientations_and_nothing_else():
