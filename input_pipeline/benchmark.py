@@ -193,8 +193,10 @@ def run(data_dir: str, num_images: int, num_shards: int, image_size: int, batch_
     results.append(row)
   return {
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                  "cpu_count": os.cpu_count(), "tensorflow": tf.__version__},
+      "machine": {"platform": platform.platform(), "processor": _cpu_model(),
+                  "cpu_count": os.cpu_count(), "tensorflow": tf.__version__,
+                  # Other work on the machine lowers images/s; CPU ms per image less so.
+                  "load_average_1m": round(os.getloadavg()[0], 2)},
       "settings": {"num_images": num_images, "num_shards": num_shards, "image_size": image_size,
                    "batch_size": batch_size, "threads": threads, "passes": passes,
                    "train_batches": train_batches,
@@ -202,6 +204,14 @@ def run(data_dir: str, num_images: int, num_shards: int, image_size: int, batch_
                    "data_bytes": sum(tf.io.gfile.stat(f).length for f in files)},
       "results": results,
   }
+
+
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  except (OSError, StopIteration):
+    return platform.processor()
 
 
 def format_table(report: dict) -> str:
