@@ -554,7 +554,8 @@ def _train(item, config, data_dir):
   # The same function Trainer.train calls, on our iterator instead of its epoch bookkeeping.
   train_function = trainer._make_train_function()  # pylint: disable=protected-access
   num_steps = tf.constant(item.steps_per_loop, tf.int32)
-  stats = _measure(lambda: train_function(iterator, num_steps), config,
+  # [0]: the step sums; the non-finite step report beside them is not timed separately.
+  stats = _measure(lambda: train_function(iterator, num_steps)[0], config,
                    item.steps_per_loop * config.batch_size,
                    warmup_calls=math.ceil(config.warmup_steps / item.steps_per_loop))
   return _with_flops(stats, forward_flops_per_image(trainer.model), TRAIN_FLOPS_PER_FORWARD)

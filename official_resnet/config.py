@@ -23,6 +23,9 @@ TRAINING_LOOPS = ("custom", "fit")
 # Keras' own fit loop is known to work on one host only (keras-team/keras#20585).
 FIT_STRATEGIES = ("off", "one_device", "mirrored")
 INIT_CHECKPOINT_SCOPES = ("backbone", "all")
+# What a step with a non-finite loss (or, below fp16, gradients) does: stop the run, or
+# skip that step's update.
+NAN_POLICIES = ("stop", "skip")
 # What a phase trains besides these: "all", "head" (backbone frozen), or a
 # stage name such as "conv4" (stages before it frozen).
 TRAINABLE_ALL = "all"
@@ -136,6 +139,7 @@ class TrainConfig:
   init_checkpoint_scope: str = "backbone"
   training_loop: str = "custom"
   enable_tensorboard: bool = False
+  nan_policy: str = "stop"
 
   def __post_init__(self):
     if not self.model_dir:
@@ -154,6 +158,10 @@ class TrainConfig:
       raise ValueError(f"label_smoothing must be in [0, 1). Received: {self.label_smoothing}")
     _check_choice("init_checkpoint_scope", self.init_checkpoint_scope, INIT_CHECKPOINT_SCOPES)
     _check_choice("training_loop", self.training_loop, TRAINING_LOOPS)
+    _check_choice("nan_policy", self.nan_policy, NAN_POLICIES)
+    if self.nan_policy == "skip" and self.training_loop != "custom":
+      raise ValueError("nan_policy='skip' needs training_loop='custom' (Keras fit cannot skip a "
+                       f"step's update). Received: training_loop={self.training_loop!r}")
     names = [phase.name for phase in self.phases]
     if len(set(names)) != len(names):
       raise ValueError(f"phase names must be unique. Received: {names}")

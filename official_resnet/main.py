@@ -9,6 +9,7 @@ A mode is a function ExperimentConfig -> stats dict, listed in MODES; a new
 mode is one function and one entry.
 """
 import json
+import sys
 
 from absl import app
 from absl import flags
@@ -18,6 +19,7 @@ from input_pipeline import constants
 from input_pipeline.config import DataConfig
 from input_pipeline.config import SOURCES
 from official_resnet import config as config_lib
+from official_resnet import run_lock
 from official_resnet import trainer
 from official_resnet.models import builder
 from official_resnet.models.config import ARCHITECTURES
@@ -165,6 +167,10 @@ flags.DEFINE_string("init_checkpoint", None,
 flags.DEFINE_enum("init_checkpoint_scope", _TRAIN.init_checkpoint_scope,
                   list(config_lib.INIT_CHECKPOINT_SCOPES),
                   "backbone: the head keeps its fresh initialization; all: the head too.")
+flags.DEFINE_enum("nan_policy", _TRAIN.nan_policy, list(config_lib.NAN_POLICIES),
+                  "A step whose loss (fp32/bf16: or gradients) is NaN or Inf: stop the run, keeping "
+                  "the last good checkpoint, or skip that step's update (custom loop). fp16 loss "
+                  "scaling skips overflowing gradients either way.")
 
 
 def _float_list(name, values):
@@ -236,7 +242,7 @@ def experiment_from_flags(flag_values=FLAGS):
       keep_checkpoints=f.keep_checkpoints, label_smoothing=f.label_smoothing,
       optimizer=optimizer, schedule=schedule, init_checkpoint=f.init_checkpoint,
       init_checkpoint_scope=f.init_checkpoint_scope, training_loop=f.training_loop,
-      enable_tensorboard=f.enable_tensorboard)
+      enable_tensorboard=f.enable_tensorboard, nan_policy=f.nan_policy)
   builder.validate(model)
   return config_lib.ExperimentConfig(data=data, model=model, train=train, runtime=runtime)
 
@@ -252,10 +258,29 @@ def run(flag_values=FLAGS):
   return stats
 
 
+# Mistakes the user can fix: one log line naming the problem and the fix; --verbosity=1 or
+# higher adds the traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, app.UsageError, run_lock.RunLockedError)
+
+
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments (flags need --name=value). Received: {argv[1:]}")
-  run()
+  try:
+    if len(argv) > 1:
+      raise app.UsageError(f"Unexpected arguments (flags need --name=value). Received: {argv[1:]}")
+    run()
+  except trainer.Preempted as stop:
+    logging.warning("%s", stop)
+    sys.exit(trainer.EXIT_PREEMPTED)
+  except USER_ERRORS as error:
+    message = " ".join(str(error).split())
+    if isinstance(error, app.UsageError):
+      message += " (--helpshort lists the flags.)"
+    if FLAGS.verbosity >= 1:
+      logging.exception("%s", message)
+    else:
+      logging.error("%s", message)
+    sys.exit(1)
+
 
 
 if __name__ == "__main__":

@@ -11,9 +11,17 @@ the checkpoint. With a data seed, epoch e reads the training set shuffled with
 a seed derived from (seed, e), and a run resumed mid-epoch skips the batches it
 already trained on, so it sees what an uninterrupted run would, as far as the
 input pipeline is deterministic given its seed.
+
+Faults: SIGTERM or SIGINT stops the run after the current call of the train
+function with a checkpoint, raising Preempted (the command exits with
+EXIT_PREEMPTED); a non-finite loss raises DivergenceError before anything is
+saved after it, or skips the step under nan_policy='skip'. train_and_evaluate
+holds model_dir's run_lock.
 """
 import dataclasses
 import os
+import signal
+import threading
 import time
 
 from absl import logging
@@ -28,10 +36,60 @@ from official_resnet import losses
 from official_resnet import models
 from official_resnet import optimizers
 from official_resnet import progress
+from official_resnet import run_lock
 from official_resnet import run_state
 from official_resnet import schedules
 
 CHECKPOINT_NAME = "ckpt"
+# Exit status of a run stopped by a signal once its checkpoint is saved: EX_TEMPFAIL,
+# "temporary failure, run me again"; the same command resumes.
+EXIT_PREEMPTED = 75
+
+
+class Preempted(Exception):
+  """Training stopped on SIGTERM/SIGINT after saving a checkpoint at `step`."""
+
+  def __init__(self, signal_name, step, total_steps):
+    super().__init__(
+        f"Stopped by {signal_name} at step {step} of {total_steps} with a checkpoint of that step. "
+        f"Run the same command again to resume (exit status {EXIT_PREEMPTED}: preempted).")
+    self.step = step
+
+
+class DivergenceError(ValueError):
+  """A step's loss (or its gradients) was NaN or Inf under nan_policy='stop'."""
+
+
+class _StopOnSignal:
+  """Turns SIGTERM and SIGINT into a flag the loop reads between calls of the train function.
+
+  Our own handler: tf.distribute's PreemptionCheckpointHandler supports only the
+  multi-worker and TPU strategies, and counts its own run calls into the checkpoint.
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.received = None
+    self._previous = {}
+
+  def _handle(self, signum, frame):
+    if self.received is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt  # A second Ctrl-C does not wait for the checkpoint.
+    self.received = signal.Signals(signum).name
+    logging.warning("Received %s: stopping after the current steps, with a checkpoint.",
+                    self.received)
+
+  def __enter__(self):
+    # Python runs signal handlers in the main thread only; elsewhere signals keep their effect.
+    if threading.current_thread() is threading.main_thread():
+      self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+    return self
+
+  def __exit__(self, *exc_info):
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+    self._previous = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +167,7 @@ class Trainer:
     self._evaluate_all = None
     self._sync_moving_statistics = None
     self._last_saved_step = None
+    self._agree_to_stop = self._make_agree_to_stop()
 
   @property
   def model_dir(self):
@@ -246,8 +305,62 @@ class Trainer:
     poison = tf.where(bad_replicas > 0, np.nan, 0.0)
     return [gradient + tf.cast(poison, gradient.dtype) for gradient in gradients]
 
+  def _apply_if(self, apply_update, gradients, variables):
+    """optimizer.apply when `apply_update` (equal on every replica), else nothing at all.
+
+    Keras' LossScaleOptimizer skips the same way: the cond in replica context where
+    the strategy needs no merge_call, else in cross-replica context.
+    """
+    optimizer = self.optimizer
+
+    def apply(gradients):
+      optimizer.apply(gradients, variables)
+
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+      tf.cond(apply_update, lambda: apply(gradients), lambda: None)
+      return
+
+    def cross_replica(distribution, gradients, apply_update):
+      apply_update = distribution.experimental_local_results(apply_update)[0]
+      tf.cond(apply_update,
+              lambda: distribution.extended.call_for_each_replica(apply, args=(gradients,)),
+              lambda: None)
+
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(gradients, apply_update))
+
+  def _make_agree_to_stop(self):
+    """bool(local stop request) -> whether any worker asked to stop; all workers get the same answer."""
+    if distribute.num_workers(self.strategy) == 1:
+      return bool
+    strategy = self.strategy
+
+    @tf.function
+    def any_worker(flag):
+      per_replica = strategy.run(tf.identity, args=(flag,))
+      return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None) > 0
+
+    return lambda requested: bool(any_worker(tf.constant(float(requested))))
+
+  def _divergence(self, step, learning_rate):
+    latest = tf.train.latest_checkpoint(self.model_dir)
+    kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint was saved"
+    if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+      what = ("the loss became NaN or Inf (dtype=fp16: dynamic loss scaling already skips steps "
+              "whose scaled gradients overflow; this was the loss itself)")
+    else:
+      what = "the loss or its gradients became NaN or Inf"
+    return DivergenceError(
+        f"Training diverged at step {step}: {what} at learning rate {learning_rate:.6g}. "
+        f"Stopped without saving or exporting after it; {kept}. Lower --base_learning_rate "
+        "(or lengthen --warmup_epochs), or pass --nan_policy=skip to skip such steps.")
+
   def _make_train_function(self):
-    """tf.function(iterator, num_steps) -> summed [loss, top-1, top-5, examples] over the steps."""
+    """tf.function(iterator, num_steps) -> (sums, nonfinite).
+
+    sums: [loss, top-1, top-5, examples] summed over the steps (skipped steps left out);
+    nonfinite: [steps whose loss or gradients were not finite, the first such global
+    step, its learning rate] (zeros when none).
+    """
     model, optimizer, strategy = self.model, self.optimizer, self.strategy
     variables = model.trainable_variables
     global_batch = self.config.data.batch_size
@@ -255,6 +368,7 @@ class Trainer:
     label_smoothing = self.config.train.label_smoothing
     k = losses.top_k(self.config.model.num_classes)
     loss_scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    skip = self.config.train.nan_policy == "skip"
 
     def forward_backward(images, labels):
       with tf.GradientTape() as tape:
@@ -277,19 +391,40 @@ class Trainer:
     def replica_step(inputs):
       images, labels = inputs
       gradients, sums = forward_backward(images, labels)
+      finite = tf.math.is_finite(sums[0])
       if loss_scaling:
+        # The loss-scale optimizer skips overflowing gradients itself: only the loss counts.
         gradients = self._agree_on_finite(gradients)
-      optimizer.apply(gradients, variables)
-      return sums
+        optimizer.apply(gradients, variables)
+      else:
+        finite &= tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients])
+        if skip:
+          bad_replicas = tf.distribute.get_replica_context().all_reduce(
+              tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
+          self._apply_if(bad_replicas == 0, gradients, variables)
+        else:
+          optimizer.apply(gradients, variables)
+      # The bad-replica count rides on the sums' all-reduce: no extra collective per step.
+      return tf.concat([sums, [1.0 - tf.cast(finite, tf.float32)]], axis=0)
 
     @tf.function
     def train_steps(iterator, num_steps):
       totals = tf.zeros([progress.NUM_SUMS])
+      nonfinite = tf.zeros([3], tf.float64)
       for _ in tf.range(num_steps):
+        learning_rate = tf.cast(optimizer.learning_rate, tf.float64)
         per_replica = strategy.run(replica_step, args=(next(iterator),))
-        totals += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+        reduced = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
         self.step.assign_add(1)
-      return totals
+        bad = reduced[progress.NUM_SUMS] > 0
+        keep = tf.logical_not(bad & skip)
+        totals += tf.where(keep, reduced[:progress.NUM_SUMS], 0.0)
+        first = nonfinite[0] == 0
+        nonfinite += tf.where(
+            bad, tf.stack([tf.constant(1.0, tf.float64),
+                           tf.where(first, tf.cast(self.step, tf.float64), 0.0),
+                           tf.where(first, learning_rate, 0.0)]), tf.constant(0.0, tf.float64))
+      return totals, nonfinite
 
     return train_steps
 
@@ -362,8 +497,8 @@ class Trainer:
       stop = min(end, step + steps_per_loop, _next_multiple(step, self.config.train.log_steps),
                  _next_multiple(step, self._checkpoint_every()))
       began = time.perf_counter()
-      sums = train_function(iterator, tf.constant(stop - step, tf.int32)).numpy()
-      on_steps(stop, sums, stop - step, time.perf_counter() - began)
+      sums, nonfinite = train_function(iterator, tf.constant(stop - step, tf.int32))
+      on_steps(stop, sums.numpy(), stop - step, time.perf_counter() - began, nonfinite.numpy())
       step = stop
     self._advance_iterator(iterator, end)
 
@@ -387,7 +522,15 @@ class Trainer:
     return progress.eval_result(self._evaluate_all().numpy())
 
   def train(self, evaluate=True):
-    """Trains to the end of the last phase from the current step; returns the run's stats."""
+    """Trains to the end of the last phase from the current step; returns the run's stats.
+
+    Raises Preempted after saving when SIGTERM/SIGINT arrives (on any worker), and
+    DivergenceError (nan_policy='stop') when a step's loss is not finite.
+    """
+    with _StopOnSignal() as stop_request:
+      return self._train(evaluate, stop_request)
+
+  def _train(self, evaluate, stop_request):
     began = time.time()
     start_step = self.current_step()
     manager = self._checkpoint_manager()
@@ -397,19 +540,31 @@ class Trainer:
     history = []
     first_call = True
 
-    def on_steps(step, sums, steps, seconds):
+    def on_steps(step, sums, steps, seconds, nonfinite):
       nonlocal first_call
-      window.add(sums, steps, seconds)
-      interval.add(sums, steps, seconds)
+      bad_steps, first_bad, learning_rate = nonfinite
+      if bad_steps and self.config.train.nan_policy == "stop":
+        reporter.close()
+        raise self._divergence(int(first_bad), learning_rate)
+      if bad_steps:
+        logging.warning("Skipped %d steps whose loss or gradients were NaN or Inf, the first at "
+                        "step %d (learning rate %.6g).", bad_steps, first_bad, learning_rate)
+      trained = steps - int(bad_steps)
+      window.add(sums, trained, seconds)
+      interval.add(sums, trained, seconds)
       # The first call includes tracing and compilation: left out of the throughput figure.
       if not first_call:
-        steady.add(sums, steps, seconds)
+        steady.add(sums, trained, seconds)
       first_call = False
       if step % self.config.train.log_steps == 0 or step == self.total_steps:
         reporter.train(step, window.result(), float(self.optimizer.learning_rate))
         window.reset()
       if step % self._checkpoint_every() == 0:
         self._save(manager)
+      if self._agree_to_stop(stop_request.received is not None):
+        self._save(manager)
+        reporter.close()
+        raise Preempted(stop_request.received or "another worker's signal", step, self.total_steps)
 
     for phase in self.phases:
       if self.current_step() >= phase.end_step:
@@ -487,15 +642,26 @@ class _FitSteps(keras.callbacks.Callback):
     sums, self._previous = cumulative - self._previous, cumulative
     self._trainer.step.assign_add(1)
     now = time.perf_counter()
-    self._on_steps(self._trainer.current_step(), sums, 1, now - self._time)
+    step = self._trainer.current_step()
+    nonfinite = (0, 0, 0.0)
+    if not np.isfinite(sums[0]):
+      nonfinite = (1, step, float(self._trainer.optimizer.learning_rate))
+    self._on_steps(step, sums, 1, now - self._time, nonfinite)
     self._time = now
 
 
 def train_and_evaluate(experiment, evaluate=True, strategy=None):
-  """Trains (resuming when model_dir has a checkpoint) and returns the stats also in stats.json."""
+  """Trains (resuming when model_dir has a checkpoint) and returns the stats also in stats.json.
+
+  The chief holds model_dir's lock throughout: a second trainer there gets RunLockedError.
+  """
   trainer = Trainer(experiment, strategy)
-  trainer.restore_or_initialize()
-  return trainer.train(evaluate=evaluate)
+  if not trainer.is_chief:
+    trainer.restore_or_initialize()
+    return trainer.train(evaluate=evaluate)
+  with run_lock.RunLock(trainer.model_dir):
+    trainer.restore_or_initialize()
+    return trainer.train(evaluate=evaluate)
 
 
 def evaluate_checkpoint(experiment, strategy=None):

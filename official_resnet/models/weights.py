@@ -219,7 +219,12 @@ def load_pretrained(model: keras.Model, path, *, load_head: bool = True) -> None
   if not path.endswith(".h5"):
     _assign(model, _checkpoint_entries(path), _match_by_name, path, load_head)
     return
-  with h5py.File(path, "r") as h5_file:
+  try:
+    h5_file = h5py.File(path, "r")
+  except OSError as error:
+    raise ValueError(f"`path` must be a Keras .h5 or .weights.h5 weights file; h5py cannot read "
+                     f"it ({error}). Received: path={path!r}") from error
+  with h5_file:
     if path.endswith(".weights.h5"):
       _assign(model, _weights_h5_entries(h5_file), _match_by_order, path, load_head)
     else:
