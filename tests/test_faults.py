@@ -1,0 +1,381 @@
+"""Faults a run survives: signals (single and multi-worker), divergence, a second trainer, user errors."""
+import glob
+import json
+import logging
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+
+from absl.testing import flagsaver
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from input_pipeline.config import DataConfig
+from official_resnet import config as config_lib
+from official_resnet import export
+from official_resnet import main
+from official_resnet import models
+from official_resnet import run_lock
+from official_resnet import run_state
+from official_resnet import trainer as trainer_lib
+from official_resnet.models.config import ModelConfig
+import test_main
+import trainer_fixtures as fixtures
+
+REPO = test_main.REPO
+
+BATCH = 8
+LEARNING_RATE = 0.05  # trainer_fixtures.experiment's constant rate
+
+
+def _batches(bad_index=None):
+  """Three global batches of random 32 px images; batch `bad_index` gets one NaN image first."""
+  rng = np.random.default_rng(0)
+  images = rng.uniform(0, 1, (3, BATCH, 32, 32, 3)).astype(np.float32)
+  labels = rng.integers(0, len(fixtures.COLOURS), (3, BATCH)).astype(np.int32)
+  if bad_index is not None:
+    images[bad_index, 0] = np.nan
+  return images, labels
+
+
+def _run_steps(model_dir, strategy, nan_policy, batch_indices, bad_index=None):
+  """A fresh seeded Trainer's train function over the chosen batches, in one call."""
+  experiment = fixtures.experiment(model_dir, architecture="vgg16", strategy=strategy,
+                                   nan_policy=nan_policy)
+  trainer = trainer_lib.Trainer(experiment)
+  images, labels = _batches(bad_index)
+  dataset = tf.data.Dataset.from_tensor_slices((images[batch_indices], labels[batch_indices]))
+  iterator = iter(trainer.strategy.experimental_distribute_dataset(dataset))
+  sums, nonfinite = trainer._make_train_function()(iterator, tf.constant(len(batch_indices)))
+  return trainer, sums.numpy(), nonfinite.numpy()
+
+
+@pytest.mark.parametrize("strategy", ["off", "mirrored"])
+def test_skip_policy_leaves_out_a_bad_step_on_every_replica(tmp_path, strategy):
+  # Under mirrored only replica 0 sees the NaN image; both must skip, or the all-reduce would hang.
+  skipped, sums, nonfinite = _run_steps(tmp_path / "a", strategy, "skip", [0, 1, 2], bad_index=1)
+  clean, clean_sums, clean_nonfinite = _run_steps(tmp_path / "b", strategy, "skip", [0, 2])
+  np.testing.assert_allclose(nonfinite, [1, 2, LEARNING_RATE], rtol=1e-7)
+  np.testing.assert_array_equal(clean_nonfinite, [0, 0, 0])
+  assert (skipped.current_step(), int(skipped.optimizer.iterations.numpy())) == (3, 2)
+  np.testing.assert_allclose(sums, clean_sums, rtol=1e-6)
+  assert sums[3] == 2 * BATCH
+  for mine, theirs in zip(skipped.model.weights, clean.model.weights):
+    np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
+  for mine, theirs in zip(skipped.optimizer.variables, clean.optimizer.variables):
+    np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
+
+
+def test_stop_policy_reports_the_first_bad_step(tmp_path):
+  trainer, sums, nonfinite = _run_steps(tmp_path, "off", "stop", [0, 1, 2], bad_index=1)
+  # Step 2's NaN update poisons the weights, so step 3 is not finite either.
+  np.testing.assert_allclose(nonfinite, [2, 2, LEARNING_RATE], rtol=1e-7)
+  assert not np.isfinite(sums[0])
+
+
+# --------------------------------------------------------------------------- divergence
+
+
+@pytest.fixture(scope="module")
+def colours(tmp_path_factory):
+  # 8 training images (2 per class), 12 evaluation images (3 per class).
+  return fixtures.write_colour_folder(str(tmp_path_factory.mktemp("colours")), 2, 3)
+
+
+def _constant(rate):
+  return config_lib.ScheduleConfig(name="constant", base_learning_rate=rate, base_batch_size=None)
+
+
+def _checkpoint_steps(model_dir):
+  return sorted(int(path.rsplit("-", 1)[1][:-len(".index")])
+                for path in glob.glob(os.path.join(model_dir, "ckpt-*.index")))
+
+
+def test_divergence_stops_and_the_last_good_checkpoint_evaluates(tmp_path, colours):
+  phases = (config_lib.PhaseConfig("calm", steps=4, schedule=_constant(LEARNING_RATE)),
+            config_lib.PhaseConfig("wild", steps=8, schedule=_constant(1e6)))
+  experiment = fixtures.experiment(tmp_path, colours, architecture="vgg16", phases=phases,
+                                   steps_per_loop=1, checkpoint_steps=2)
+  with pytest.raises(trainer_lib.DivergenceError) as error:
+    trainer_lib.train_and_evaluate(experiment)
+  message = str(error.value)
+  match = re.match(r"Training diverged at step (\d+): the loss or its gradients became NaN or Inf "
+                   r"at learning rate 1e\+06\. Stopped without saving or exporting after it; "
+                   r"the last good checkpoint is (\S+)\. Lower --base_learning_rate", message)
+  assert match, message
+  bad_step, latest = int(match.group(1)), match.group(2)
+  assert 5 <= bad_step <= 12
+  # Every second step saved up to the bad one, nothing after it.
+  assert _checkpoint_steps(tmp_path) == list(range(2, bad_step, 2))
+  assert latest == tf.train.latest_checkpoint(str(tmp_path))
+  assert not os.path.exists(tmp_path / run_state.STATS_FILE)
+  assert not os.path.exists(run_lock.lock_path(str(tmp_path)))
+  reader = tf.train.load_checkpoint(latest)
+  for key in reader.get_variable_to_shape_map():
+    if key.endswith("VARIABLE_VALUE") and reader.get_variable_to_dtype_map()[key].is_floating:
+      assert np.all(np.isfinite(reader.get_tensor(key))), key
+  stats = trainer_lib.evaluate_checkpoint(experiment)
+  assert stats["step"] == _checkpoint_steps(tmp_path)[-1]
+  assert stats["eval_examples"] == 12 and np.isfinite(stats["eval_loss"])
+
+
+# --------------------------------------------------------------------------------- lock
+
+
+def test_a_second_trainer_on_a_live_model_dir_is_refused(tmp_path):
+  with run_lock.RunLock(str(tmp_path)):
+    with pytest.raises(run_lock.RunLockedError,
+                       match=rf"model_dir {tmp_path} is in use by another trainer \(host "
+                             rf"{re.escape(socket.gethostname())}, pid {os.getpid()}, started "
+                             r"\d{4}-\d\d-\d\d [\d:]{8}\)\. Stop that run or use another"):
+      trainer_lib.train_and_evaluate(fixtures.experiment(tmp_path))
+    # Refused before anything was written.
+    assert os.listdir(tmp_path) == [run_lock.LOCK_FILE]
+  assert not os.listdir(tmp_path)
+
+
+LOCK_HOLDER = textwrap.dedent("""
+    import sys, time
+    from official_resnet import run_lock
+    run_lock.RunLock(sys.argv[1]).acquire()
+    print("locked", flush=True)
+    time.sleep(600)
+""")
+
+
+def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path, caplog):
+  holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(tmp_path)], cwd=REPO,
+                            env=test_main.subprocess_env(), stdout=subprocess.PIPE, text=True)
+  assert holder.stdout.readline() == "locked\n"
+  with pytest.raises(run_lock.RunLockedError, match=rf"pid {holder.pid},"):
+    run_lock.RunLock(str(tmp_path)).acquire()
+  holder.kill()
+  assert holder.wait() == -signal.SIGKILL
+  left = json.loads((tmp_path / run_lock.LOCK_FILE).read_text())
+  assert left["pid"] == holder.pid
+  caplog.set_level(logging.INFO)
+  with run_lock.RunLock(str(tmp_path)):
+    mine = json.loads((tmp_path / run_lock.LOCK_FILE).read_text())
+    assert (mine["pid"], mine["host"]) == (os.getpid(), socket.gethostname())
+  assert f'"pid": {holder.pid}' in caplog.text and "Taking over" in caplog.text
+  assert not os.listdir(tmp_path)
+
+
+# ------------------------------------------------------------------------------ signals
+
+PREEMPT_STEPS = 40
+
+
+def _signal_at_step(process, step, target=None, signum=signal.SIGTERM):
+  """Reads `process`'s log until it reports `step`, signals `target` (default: it), returns the log."""
+  lines = []
+  for line in process.stderr:
+    lines.append(line)
+    if re.search(rf"\] step {step}/\d+: loss", line):
+      (target or process).send_signal(signum)
+      break
+  _, rest = process.communicate(timeout=300)
+  return "".join(lines) + rest
+
+
+def _variables(model_dir):
+  """Weights, optimizer slots and counters of the latest checkpoint (not how many saves it took)."""
+  reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(model_dir)))
+  return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+          if key.endswith("VARIABLE_VALUE") and not key.startswith("save_counter/")}
+
+
+def _assert_same_variables(model_dir, reference_dir, atol):
+  resumed, reference = _variables(model_dir), _variables(reference_dir)
+  assert resumed.keys() == reference.keys()
+  for key, value in reference.items():
+    np.testing.assert_allclose(resumed[key], value, atol=atol, rtol=0, err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def two_images(tmp_path_factory):
+  # As in test_main's kill -9 test: two images, a global batch of two, so runs match closely.
+  return fixtures.write_colour_folder(str(tmp_path_factory.mktemp("two")), 1, 1, num_classes=2)
+
+
+def _preempt_flags(data, model_dir):
+  # checkpoint_steps past the end: the only checkpoint before the last is the signal's.
+  return test_main.colour_flags(data, str(model_dir), train_steps=PREEMPT_STEPS,
+                                checkpoint_steps=1000, steps_per_loop=1, log_steps=1,
+                                mode="train", num_classes=2, batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(two_images, tmp_path_factory):
+  model_dir = tmp_path_factory.mktemp("uninterrupted")
+  with flagsaver.flagsaver():
+    test_main.parse(*_preempt_flags(two_images, model_dir))
+    assert main.run()["step"] == PREEMPT_STEPS
+  return model_dir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sigterm_checkpoints_exits_75_and_the_same_command_resumes(seed, two_images, uninterrupted,
+                                                                   tmp_path):
+  at_step = random.Random(seed).randrange(2, PREEMPT_STEPS // 2)
+  flag_list = _preempt_flags(two_images, tmp_path)
+  first = subprocess.Popen([sys.executable, "-m", "official_resnet.main", *flag_list], cwd=REPO,
+                           env=test_main.subprocess_env(), stderr=subprocess.PIPE, text=True)
+  log = _signal_at_step(first, at_step)
+  assert first.returncode == trainer_lib.EXIT_PREEMPTED == 75, log[-3000:]
+  stopped = re.search(rf"Stopped by SIGTERM at step (\d+) of {PREEMPT_STEPS} with a checkpoint", log)
+  assert stopped, log[-3000:]
+  stopped_at = int(stopped.group(1))
+  assert at_step <= stopped_at < PREEMPT_STEPS
+  assert _checkpoint_steps(tmp_path) == [stopped_at]
+  assert not os.path.exists(tmp_path / run_state.STATS_FILE)
+  assert not os.path.exists(run_lock.lock_path(str(tmp_path)))
+  assert "Traceback" not in log
+
+  with flagsaver.flagsaver():
+    test_main.parse(*flag_list)
+    stats = main.run()
+  assert (stats["start_step"], stats["step"]) == (stopped_at, PREEMPT_STEPS)
+  _assert_same_variables(tmp_path, uninterrupted, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_workers_stops_both_at_one_checkpoint_and_both_resume(colours,
+                                                                                    tmp_path):
+  steps, at_step = 12, 4
+  model_dir = tmp_path / "multi"
+
+  def start_pair():
+    hosts = ",".join(f"localhost:{port}" for port in test_main.free_ports(2))
+    common = test_main.colour_flags(colours, str(model_dir), train_steps=steps, mode="train",
+                                    steps_per_loop=1, log_steps=1, checkpoint_steps=1000,
+                                    distribution_strategy="multi_worker_mirrored",
+                                    worker_hosts=hosts)
+    return [subprocess.Popen(
+        [sys.executable, "-m", "official_resnet.main", *common, f"--task_index={index}"],
+        cwd=REPO, env=test_main.subprocess_env(), stderr=subprocess.PIPE, text=True)
+        for index in range(2)]
+
+  chief, worker = start_pair()
+  log = _signal_at_step(chief, at_step, target=worker)
+  worker_log = worker.communicate(timeout=300)[1]
+  # The worker got the signal; the chief learns of it through the all-reduce and stops too.
+  assert (chief.returncode, worker.returncode) == (75, 75), log[-2000:] + worker_log[-2000:]
+  stopped = re.search(rf"Stopped by another worker's signal at step (\d+) of {steps}", log)
+  assert stopped, log[-3000:]
+  stopped_at = int(stopped.group(1))
+  assert f"Stopped by SIGTERM at step {stopped_at} of {steps}" in worker_log
+  assert at_step <= stopped_at < steps
+  assert _checkpoint_steps(model_dir) == [stopped_at]
+
+  for process in start_pair():
+    _, process_log = process.communicate(timeout=300)
+    assert process.returncode == 0, process_log[-3000:]
+  stats = run_state.read_stats(str(model_dir))
+  assert (stats["start_step"], stats["step"]) == (stopped_at, steps)
+  with flagsaver.flagsaver():
+    test_main.parse(*test_main.colour_flags(colours, str(tmp_path / "single"), train_steps=steps,
+                                            mode="train", checkpoint_steps=1000))
+    main.run()
+  _assert_same_variables(model_dir, tmp_path / "single", atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- user errors
+
+
+def _error_case(name, tmp_path):
+  """(command-line flags, the start of the one line main must print) for each mistake."""
+  smoke = f"--flagfile={test_main.SMOKE}"
+  model_dir = f"--model_dir={tmp_path / 'model'}"
+  if name == "flagfile line without --":
+    (tmp_path / "bad.cfg").write_text("--num_classes=4\nbatch_size=8\n")
+    return ([f"--flagfile={tmp_path / 'bad.cfg'}"],
+            "Unexpected arguments (flags need --name=value). Received: ['batch_size=8'] "
+            "(--helpshort lists the flags.)")
+  if name == "flag combination":
+    return ([smoke, model_dir, "--loss_scale=huge"],
+            "--loss_scale must be 'dynamic' or a positive number. Received: 'huge'")
+  if name == "missing data":
+    return ([smoke, model_dir, "--source=folder", f"--data_dir={tmp_path / 'nowhere'}"],
+            f"data_dir must be an existing folder of images. Received: '{tmp_path / 'nowhere'}'")
+  if name == "nothing to evaluate":
+    return [smoke, model_dir, "--mode=eval"], "mode 'eval' needs a checkpoint in model_dir"
+  if name == "wrong weights file":
+    (tmp_path / "weights.h5").write_text("not HDF5")
+    return ([smoke, model_dir, f"--init_checkpoint={tmp_path / 'weights.h5'}"],
+            "`path` must be a Keras .h5 or .weights.h5 weights file; h5py cannot read it")
+  raise AssertionError(name)
+
+
+@pytest.mark.parametrize("name", ["flagfile line without --", "flag combination", "missing data",
+                                  "nothing to evaluate", "wrong weights file"])
+@pytest.mark.parametrize("verbosity", [0, 1])
+def test_user_errors_print_one_line_and_a_traceback_only_when_asked(name, verbosity, tmp_path,
+                                                                     caplog):
+  args, expected = _error_case(name, tmp_path)
+  with flagsaver.flagsaver():
+    test_main.FLAGS.unparse_flags()
+    argv = test_main.FLAGS(["official_resnet.main", *args, f"--verbosity={verbosity}"])
+    with pytest.raises(SystemExit) as exit_info:
+      main.main(argv)
+  assert exit_info.value.code == 1
+  errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+  assert len(errors) == 1 and "\n" not in errors[0].getMessage()
+  assert errors[0].getMessage().startswith(expected), errors[0].getMessage()
+  assert (errors[0].exc_info is not None) == (verbosity >= 1)
+
+
+def test_a_refused_second_trainer_prints_the_holder(tmp_path, caplog):
+  with run_lock.RunLock(str(tmp_path)), flagsaver.flagsaver():
+    test_main.parse(f"--flagfile={test_main.SMOKE}", f"--model_dir={tmp_path}")
+    with pytest.raises(SystemExit) as exit_info:
+      main.main(["official_resnet.main"])
+  assert exit_info.value.code == 1
+  assert f"is in use by another trainer (host {socket.gethostname()}, pid {os.getpid()}" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_user_error_as_a_command_prints_no_traceback(tmp_path):
+  args, expected = _error_case("missing data", tmp_path)
+  result = subprocess.run([sys.executable, "-m", "official_resnet.main", *args], cwd=REPO,
+                          env=test_main.subprocess_env(), capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode == 1
+  assert "Traceback" not in result.stderr
+  # Python's error lines (TF's C++ logs its own, e.g. about a missing CUDA driver).
+  assert [line.split("] ", 1)[1] for line in result.stderr.splitlines()
+          if re.match(r"E\d{4} .*\.py:\d+\] ", line)] == [expected]
+
+
+# ------------------------------------------------------------------------ atomic writes
+
+
+def test_a_failed_stats_write_keeps_the_previous_file(tmp_path):
+  run_state.write_stats(str(tmp_path), {"step": 4})
+  # json.dump raises on the object after it has written the start of the file.
+  with pytest.raises(TypeError):
+    run_state.write_stats(str(tmp_path), {"step": 8, "broken": object()})
+  assert run_state.read_stats(str(tmp_path)) == {"step": 4}
+
+
+def test_a_failed_export_leaves_no_version_behind(tmp_path, monkeypatch):
+  model_config = ModelConfig(architecture="vgg16", num_classes=2, image_size=32, base_width=8)
+  data_config = DataConfig(source="synthetic", image_size=32, num_classes=2)
+  model = models.build_model(model_config)
+
+  def fail(*args, **kwargs):
+    raise RuntimeError("disk full")
+
+  # The SavedModel is written by then; the TFLite conversion after it fails.
+  monkeypatch.setattr(export, "convert_to_tflite", fail)
+  with pytest.raises(RuntimeError, match="disk full"):
+    export.export_model(model, model_config, data_config, ["a", "b"], str(tmp_path),
+                        formats=("saved_model", "tflite"))
+  assert os.listdir(tmp_path) == [] and export.latest_version_dir(str(tmp_path)) is None
