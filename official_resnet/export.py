@@ -38,6 +38,7 @@ from absl import logging
 from input_pipeline import DataConfig
 from input_pipeline import constants
 from input_pipeline import preprocessing
+from official_resnet import config as config_lib
 from official_resnet import models
 from official_resnet import run_state
 from official_resnet.models import ModelConfig
@@ -48,12 +49,12 @@ SERVING_TF_EXAMPLE = "serving_tf_example"
 FEATURE_VECTOR = "feature_vector"
 SIGNATURES = (SERVING_DEFAULT, SERVING_IMAGES, SERVING_TF_EXAMPLE, FEATURE_VECTOR)
 
-EXPORT_FORMATS = ("saved_model", "keras", "tflite")
+EXPORT_FORMATS = config_lib.EXPORT_FORMATS
 LABELS_FILE = "labels.txt"
 KERAS_FILE = "model.keras"
 TFLITE_FILE = "model.tflite"
 TFLITE_DYNAMIC_RANGE_FILE = "model_dynamic_range.tflite"
-DEFAULT_TOP_K = 5
+DEFAULT_TOP_K = config_lib.DEFAULT_TOP_K
 
 
 def serving_normalization(model_config: ModelConfig, data_config: DataConfig) -> str | None:
