@@ -23,6 +23,9 @@ TRAINING_LOOPS = ("custom", "fit")
 # Keras' own fit loop is known to work on one host only (keras-team/keras#20585).
 FIT_STRATEGIES = ("off", "one_device", "mirrored")
 INIT_CHECKPOINT_SCOPES = ("backbone", "all")
+# What an export writes besides the SavedModel, which is always written.
+EXPORT_FORMATS = ("saved_model", "keras", "tflite")
+DEFAULT_TOP_K = 5
 # What a step with a non-finite loss (or, below fp16, gradients) does: stop the run, or
 # skip that step's update.
 NAN_POLICIES = ("stop", "skip")
@@ -221,12 +224,29 @@ class RuntimeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ExportConfig:
+  """Where and what to export: --mode=export, or the end of training when export_dir is set."""
+  export_dir: str | None = None
+  formats: tuple[str, ...] = ("saved_model", "keras")
+  top_k: int = DEFAULT_TOP_K
+
+  def __post_init__(self):
+    unknown = [name for name in self.formats if name not in EXPORT_FORMATS]
+    if unknown or not self.formats:
+      raise ValueError(f"export_format must be a non-empty subset of {EXPORT_FORMATS}. "
+                       f"Received: {self.formats}")
+    if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
+      raise ValueError(f"top_k must be an integer >= 1. Received: {self.top_k!r}")
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
   """Everything one run needs. The data and model configs must agree on classes and size."""
   data: DataConfig = DataConfig()
   model: ModelConfig = ModelConfig()
   train: TrainConfig = TrainConfig()
   runtime: RuntimeConfig = RuntimeConfig()
+  export: ExportConfig = ExportConfig()
 
   def __post_init__(self):
     if self.data.num_classes != self.model.num_classes:

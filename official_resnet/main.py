@@ -5,7 +5,7 @@ The only module that reads absl FLAGS. It turns them into frozen configs
 config.RuntimeConfig) and runs one mode. Flag names follow the official
 resnet_ctl_imagenet_main.py where one exists.
 
-A mode is a function ExperimentConfig -> stats dict, listed in MODES; a new
+A mode is a function (ExperimentConfig, flag values) -> stats dict, listed in MODES; a new
 mode is one function and one entry.
 """
 import json
@@ -19,6 +19,8 @@ from input_pipeline import constants
 from input_pipeline.config import DataConfig
 from input_pipeline.config import SOURCES
 from official_resnet import config as config_lib
+from official_resnet import export
+from official_resnet import predict
 from official_resnet import run_lock
 from official_resnet import trainer
 from official_resnet.models import builder
@@ -30,10 +32,36 @@ from official_resnet.models.config import RESNET_VARIANTS
 
 FLAGS = flags.FLAGS
 
+
+def _export(experiment, flag_values):
+  del flag_values  # Everything is in experiment.export.
+  if not experiment.export.export_dir:
+    raise app.UsageError("--mode=export needs --export_dir, the folder that receives the "
+                         "numbered versions. Received: --export_dir=None")
+  path = export.export_from_model_dir(
+      experiment.train.model_dir, experiment.export.export_dir,
+      formats=experiment.export.formats, top_k=experiment.export.top_k)
+  return {"export_path": path}
+
+
+def _predict(experiment, flag_values):
+  """Prints the top-k table or JSON to stdout (logs go to stderr)."""
+  if not flag_values.images:
+    raise app.UsageError("--mode=predict needs --images, image files or folders. "
+                         "Received: --images=[]")
+  source = experiment.export.export_dir or experiment.train.model_dir
+  predictions = predict.predict(source, flag_values.images, experiment.export.top_k)
+  print(predict.format_predictions(predictions, flag_values.output), flush=True)
+  return {"source": source, "images": len(predictions)}
+
+
+# mode -> function(ExperimentConfig, flag values) -> stats.
 MODES = {
-    "train_and_eval": lambda experiment: trainer.train_and_evaluate(experiment, evaluate=True),
-    "train": lambda experiment: trainer.train_and_evaluate(experiment, evaluate=False),
-    "eval": trainer.evaluate_checkpoint,
+    "train_and_eval": lambda experiment, _: trainer.train_and_evaluate(experiment, evaluate=True),
+    "train": lambda experiment, _: trainer.train_and_evaluate(experiment, evaluate=False),
+    "eval": lambda experiment, _: trainer.evaluate_checkpoint(experiment),
+    "export": _export,
+    "predict": _predict,
 }
 
 _DATA, _MODEL, _TRAIN = DataConfig(), ModelConfig(), config_lib.TrainConfig()
@@ -87,6 +115,19 @@ flags.DEFINE_list("worker_hosts", [],
 flags.DEFINE_integer("task_index", _RUNTIME.task_index, "This worker's index in --worker_hosts.")
 flags.DEFINE_enum("data_format", None, [f for f in DATA_FORMATS if f],
                   "Layout inside the model; default Keras' image_data_format (channels_last).")
+
+# Export and prediction.
+_EXPORT = config_lib.ExportConfig()
+flags.DEFINE_string("export_dir", _EXPORT.export_dir,
+                    "export: writes <export_dir>/<N>/, N the next free version; train modes: export "
+                    "there at the end; predict: the export (or one version) to predict with.")
+flags.DEFINE_list("export_format", list(_EXPORT.formats),
+                  f"What to export, from {list(config_lib.EXPORT_FORMATS)}; the SavedModel is always "
+                  "written. tflite: float and dynamic-range quantized files.")
+flags.DEFINE_list("images", [], "predict: image files or folders (searched recursively).")
+flags.DEFINE_integer("top_k", _EXPORT.top_k, "export/predict: classes reported per image.",
+                     lower_bound=1)
+flags.DEFINE_enum("output", "table", list(predict.OUTPUT_FORMATS), "predict: output format.")
 
 # Model.
 flags.DEFINE_enum("architecture", _MODEL.architecture, list(ARCHITECTURES), "Model architecture.")
@@ -243,8 +284,11 @@ def experiment_from_flags(flag_values=FLAGS):
       optimizer=optimizer, schedule=schedule, init_checkpoint=f.init_checkpoint,
       init_checkpoint_scope=f.init_checkpoint_scope, training_loop=f.training_loop,
       enable_tensorboard=f.enable_tensorboard, nan_policy=f.nan_policy)
+  export_config = config_lib.ExportConfig(
+      export_dir=f.export_dir, formats=tuple(f.export_format), top_k=f.top_k)
   builder.validate(model)
-  return config_lib.ExperimentConfig(data=data, model=model, train=train, runtime=runtime)
+  return config_lib.ExperimentConfig(data=data, model=model, train=train, runtime=runtime,
+                                     export=export_config)
 
 
 def run(flag_values=FLAGS):
@@ -253,7 +297,7 @@ def run(flag_values=FLAGS):
     experiment = experiment_from_flags(flag_values)
   except ValueError as error:
     raise app.UsageError(str(error)) from error
-  stats = MODES[flag_values.mode](experiment)
+  stats = MODES[flag_values.mode](experiment, flag_values)
   logging.info("Run stats: %s", json.dumps({k: v for k, v in stats.items() if k != "history"}))
   return stats
 
@@ -280,7 +324,6 @@ def main(argv):
     else:
       logging.error("%s", message)
     sys.exit(1)
-
 
 
 if __name__ == "__main__":

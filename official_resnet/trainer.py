@@ -32,6 +32,7 @@ import tensorflow as tf
 import input_pipeline
 from official_resnet import config as config_lib
 from official_resnet import distribute
+from official_resnet import export
 from official_resnet import losses
 from official_resnet import models
 from official_resnet import optimizers
@@ -653,6 +654,8 @@ class _FitSteps(keras.callbacks.Callback):
 def train_and_evaluate(experiment, evaluate=True, strategy=None):
   """Trains (resuming when model_dir has a checkpoint) and returns the stats also in stats.json.
 
+  With experiment.export.export_dir the chief then exports the final model there.
+
   The chief holds model_dir's lock throughout: a second trainer there gets RunLockedError.
   """
   trainer = Trainer(experiment, strategy)
@@ -661,7 +664,14 @@ def train_and_evaluate(experiment, evaluate=True, strategy=None):
     return trainer.train(evaluate=evaluate)
   with run_lock.RunLock(trainer.model_dir):
     trainer.restore_or_initialize()
-    return trainer.train(evaluate=evaluate)
+    stats = trainer.train(evaluate=evaluate)
+    export_config = experiment.export
+    if export_config.export_dir:
+      # From the final checkpoint, rebuilt outside the strategy as a plain float32 model.
+      stats["export_path"] = export.export_from_model_dir(
+          trainer.model_dir, export_config.export_dir, formats=export_config.formats,
+          top_k=export_config.top_k)
+    return stats
 
 
 def evaluate_checkpoint(experiment, strategy=None):
