@@ -1,4 +1,5 @@
 """Faults a run survives: signals (single and multi-worker), divergence, a second trainer, user errors."""
+import dataclasses
 import glob
 import json
 import logging
@@ -34,22 +35,27 @@ BATCH = 8
 LEARNING_RATE = 0.05  # trainer_fixtures.experiment's constant rate
 
 
-def _batches(bad_index=None):
-  """Three global batches of random 32 px images; batch `bad_index` gets one NaN image first."""
+def _batches(bad_index=None, bad_value=np.nan):
+  """Three global batches of random 32 px images; batch `bad_index` gets one bad image first."""
   rng = np.random.default_rng(0)
   images = rng.uniform(0, 1, (3, BATCH, 32, 32, 3)).astype(np.float32)
   labels = rng.integers(0, len(fixtures.COLOURS), (3, BATCH)).astype(np.int32)
   if bad_index is not None:
-    images[bad_index, 0] = np.nan
+    images[bad_index, 0] = bad_value
   return images, labels
 
 
-def _run_steps(model_dir, strategy, nan_policy, batch_indices, bad_index=None):
+def _run_steps(model_dir, strategy, nan_policy, batch_indices, bad_index=None, dtype="fp32",
+               bad_value=np.nan):
   """A fresh seeded Trainer's train function over the chosen batches, in one call."""
   experiment = fixtures.experiment(model_dir, architecture="vgg16", strategy=strategy,
                                    nan_policy=nan_policy)
+  experiment = dataclasses.replace(
+      experiment, runtime=dataclasses.replace(experiment.runtime, dtype=dtype),
+      model=dataclasses.replace(experiment.model,
+                                dtype_policy=config_lib.DTYPE_POLICIES[dtype]))
   trainer = trainer_lib.Trainer(experiment)
-  images, labels = _batches(bad_index)
+  images, labels = _batches(bad_index, bad_value)
   dataset = tf.data.Dataset.from_tensor_slices((images[batch_indices], labels[batch_indices]))
   iterator = iter(trainer.strategy.experimental_distribute_dataset(dataset))
   sums, nonfinite = trainer._make_train_function()(iterator, tf.constant(len(batch_indices)))
@@ -77,6 +83,20 @@ def test_stop_policy_reports_the_first_bad_step(tmp_path):
   # Step 2's NaN update poisons the weights, so step 3 is not finite either.
   np.testing.assert_allclose(nonfinite, [2, 2, LEARNING_RATE], rtol=1e-7)
   assert not np.isfinite(sums[0])
+  assert "the loss or its gradients became NaN" in str(trainer._divergence(2, LEARNING_RATE))
+
+
+def test_fp16_leaves_gradient_overflow_to_loss_scaling(tmp_path):
+  # Inf in float16; the float16 model turns it into huge but finite logits, so the loss stays
+  # finite while the scaled gradients overflow.
+  trainer, sums, nonfinite = _run_steps(tmp_path, "off", "stop", [0, 1, 2], bad_index=1,
+                                        dtype="fp16", bad_value=1e30)
+  np.testing.assert_array_equal(nonfinite, [0, 0, 0])
+  assert np.isfinite(sums[0])
+  # The loss-scale optimizer skipped step 2 by itself; the run is not stopped.
+  assert (trainer.current_step(), int(trainer.optimizer.iterations.numpy())) == (3, 2)
+  assert ("dtype=fp16: dynamic loss scaling already skips steps whose scaled gradients "
+          "overflow; this was the loss itself") in str(trainer._divergence(2, LEARNING_RATE))
 
 
 # --------------------------------------------------------------------------- divergence
