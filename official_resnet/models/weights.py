@@ -131,7 +131,8 @@ def _checkpoint_entries(prefix):
 
 def _check_fits(layer, entry, path):
   """[(variable, array)] for `layer` from `entry`, or ValueError naming both shapes."""
-  variables = layer.variables
+  # weights, not variables: Keras 3 keeps a Dropout's seed-generator state in its variables.
+  variables = layer.weights
   model_names = [variable.name for variable in variables]
   model_shapes = [tuple(variable.shape) for variable in variables]
   file_names = [name for name, _ in entry.weights]
@@ -172,7 +173,7 @@ def _match_by_order(layers, entries):
 
 def _assign(model, entries, match, path, load_head):
   layers = [layer for layer in model.layers
-            if layer.variables and (load_head or _kind_of_layer(layer) != "dense")]
+            if layer.weights and (load_head or _kind_of_layer(layer) != "dense")]
   matched, unused = match(layers, entries)
   assignments, skipped = [], []
   # Model order, so the error names the first layer that does not fit.
@@ -184,7 +185,7 @@ def _assign(model, entries, match, path, load_head):
     else:
       raise ValueError(
           f"Weights in {path} do not fit the model: layer {layer.name!r} with shapes "
-          f"{[tuple(variable.shape) for variable in layer.variables]} has no counterpart. "
+          f"{[tuple(variable.shape) for variable in layer.weights]} has no counterpart. "
           f"Received: a file without it (other architecture or depth?).")
   for entry in unused:
     if entry.kind != "dense":
