@@ -8,12 +8,14 @@ resnet_ctl_imagenet_main.py where one exists.
 A mode is a function (ExperimentConfig, flag values) -> stats dict, listed in MODES; a new
 mode is one function and one entry.
 """
+import dataclasses
 import json
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging
+import tensorflow as tf
 
 from input_pipeline import constants
 from input_pipeline.config import DataConfig
@@ -24,6 +26,9 @@ from official_resnet import predict
 from official_resnet import run_lock
 from official_resnet import trainer
 from official_resnet.models import builder
+from official_resnet.models import resnet
+from official_resnet.models import vgg
+from official_resnet.models import weights as weights_lib
 from official_resnet.models.config import ARCHITECTURES
 from official_resnet.models.config import DATA_FORMATS
 from official_resnet.models.config import HeadConfig
@@ -159,8 +164,9 @@ flags.DEFINE_string("train_file_pattern", _DATA.train_file_pattern, "imagenet: t
 flags.DEFINE_string("eval_file_pattern", _DATA.eval_file_pattern, "imagenet: validation shard glob.")
 flags.DEFINE_integer("label_offset", _DATA.label_offset,
                      "imagenet: subtracted from the record labels (1: labels 1..1000 -> 0..999).")
-flags.DEFINE_enum("normalization", _DATA.normalization, list(constants.NORMALIZATION_MODES),
-                  "Pixel normalization; must match pretrained weights.")
+flags.DEFINE_enum("normalization", None, list(constants.NORMALIZATION_MODES),
+                  "Pixel normalization. Default: what the weights were trained with (a .h5 file: "
+                  "caffe; our checkpoint: its run's config.json), else --scratch_normalization.")
 flags.DEFINE_float("validation_fraction", _DATA.validation_fraction,
                    "folder without a validation subfolder: fraction held out.")
 flags.DEFINE_integer("shuffle_buffer_size", _DATA.shuffle_buffer_size, "Examples in the shuffle buffer.",
@@ -213,6 +219,28 @@ flags.DEFINE_enum("nan_policy", _TRAIN.nan_policy, list(config_lib.NAN_POLICIES)
                   "the last good checkpoint, or skip that step's update (custom loop). fp16 loss "
                   "scaling skips overflowing gradients either way.")
 
+# Transfer learning.
+flags.DEFINE_string("pretrained", None,
+                    "keras.applications weights (.h5 or .weights.h5; ResNet needs --variant=v1) to "
+                    "start a new run from; our own checkpoints go to --init_checkpoint.")
+flags.DEFINE_boolean("expect_weights", False,
+                     "The recipe starts from weights: warn when neither --pretrained nor "
+                     "--init_checkpoint is given (it then trains from scratch).")
+flags.DEFINE_enum("scratch_normalization", _DATA.normalization, list(constants.NORMALIZATION_MODES),
+                  "Pixel normalization without weights and without --normalization.")
+flags.DEFINE_string("trainable", config_lib.TRAINABLE_ALL,
+                    "One phase: what trains. all; head (backbone frozen, its BatchNorm in inference "
+                    "mode); or a stage (resnet conv1..conv5, vgg block1..block5) and all after it.")
+flags.DEFINE_list("phases", [],
+                  "Phases trained one after the other, each named by what it trains (as "
+                  "--trainable), e.g. head,conv4; lengths from --phase_epochs or --phase_steps. "
+                  "Rerunning resumes inside any phase.")
+flags.DEFINE_list("phase_epochs", [], "--phases: epochs of each phase, e.g. 3,5.")
+flags.DEFINE_list("phase_steps", [], "--phases: steps of each phase; replaces --phase_epochs when set.")
+flags.DEFINE_list("phase_learning_rates", [],
+                  "--phases: --base_learning_rate of each phase, e.g. 0.01,0.001; default "
+                  "--base_learning_rate for all. The other schedule flags apply to each phase.")
+
 
 def _float_list(name, values):
   try:
@@ -240,6 +268,101 @@ def _loss_scale(value):
   return scale
 
 
+def _trainable_values(architecture):
+  stages = resnet.STAGES if architecture.startswith("resnet") else vgg.STAGES
+  return (config_lib.TRAINABLE_ALL, config_lib.TRAINABLE_HEAD, *stages)
+
+
+def _check_trainable(flag, value, architecture):
+  allowed = _trainable_values(architecture)
+  if value not in allowed:
+    raise ValueError(f"--{flag} must be one of {allowed} for --architecture={architecture}. "
+                     f"Received: {value!r}")
+
+
+def _phases(f, schedule):
+  """TrainConfig.phases from --phases/--phase_* or --trainable; () is one phase, all trainable."""
+  if not f.phases:
+    extra = [name for name in ("phase_epochs", "phase_steps", "phase_learning_rates") if f[name].value]
+    if extra:
+      raise ValueError(f"--{extra[0]} applies with --phases. Received: "
+                       f"--{extra[0]}={','.join(f[extra[0]].value)} without --phases")
+    _check_trainable("trainable", f.trainable, f.architecture)
+    if f.trainable == config_lib.TRAINABLE_ALL:
+      return ()
+    length = {"steps": f.train_steps} if f.train_steps else {"epochs": f.train_epochs}
+    return (config_lib.PhaseConfig(f.trainable, schedule=schedule, trainable=f.trainable, **length),)
+  given = ",".join(f.phases)
+  for name in ("trainable", "train_epochs", "train_steps"):
+    if f[name].present:
+      raise ValueError(f"--phases sets what each phase trains and how long (--phase_epochs or "
+                       f"--phase_steps); drop --{name}. Received: --{name}={f[name].value} with "
+                       f"--phases={given}")
+  for trainable in f.phases:
+    _check_trainable("phases items", trainable, f.architecture)
+  if len(set(f.phases)) != len(f.phases):
+    raise ValueError(f"--phases must not repeat an item. Received: --phases={given}")
+  if f.phase_steps:
+    key, lengths = "steps", _int_list("phase_steps", f.phase_steps)
+  elif f.phase_epochs:
+    key, lengths = "epochs", _float_list("phase_epochs", f.phase_epochs)
+  else:
+    raise ValueError(f"--phases needs --phase_epochs or --phase_steps, one per phase. "
+                     f"Received: --phases={given} without either")
+  rates = (_float_list("phase_learning_rates", f.phase_learning_rates)
+           or (schedule.base_learning_rate,) * len(f.phases))
+  for name, values in ((f"phase_{key}", lengths), ("phase_learning_rates", rates)):
+    if len(values) != len(f.phases) or min(values) <= 0:
+      raise ValueError(f"--{name} must hold one positive number per phase ({len(f.phases)}: "
+                       f"{given}). Received: --{name}={','.join(map(str, values))}")
+  return tuple(
+      config_lib.PhaseConfig(trainable, trainable=trainable, **{key: length},
+                             schedule=dataclasses.replace(schedule, base_learning_rate=rate))
+      for trainable, length, rate in zip(f.phases, lengths, rates))
+
+
+def _initial_weights(f):
+  """--pretrained or --init_checkpoint, whichever is given (not both)."""
+  if f.pretrained and f.init_checkpoint:
+    raise ValueError("Give the weights to start from once: --pretrained (keras.applications .h5) or "
+                     f"--init_checkpoint (ours). Received: --pretrained={f.pretrained} and "
+                     f"--init_checkpoint={f.init_checkpoint}")
+  if f.pretrained and not f.pretrained.endswith(".h5"):
+    raise ValueError("--pretrained must be a keras.applications .h5 or .weights.h5 file; our "
+                     f"checkpoints go to --init_checkpoint. Received: --pretrained={f.pretrained}")
+  return f.pretrained or f.init_checkpoint
+
+
+def _normalization(f, weights):
+  """--normalization if given, else the weights', else --scratch_normalization."""
+  if f.normalization:
+    return f.normalization
+  if weights:
+    flag = "pretrained" if f.pretrained else "init_checkpoint"
+    try:
+      normalization = weights_lib.weights_normalization(weights)
+    except ValueError as error:
+      raise ValueError(f"--{flag}: {error}") from error
+    if normalization:
+      logging.info("Normalization %s, what --%s=%s was trained with.", normalization, flag, weights)
+      return normalization
+    logging.warning("--%s=%s has no config.json beside it to say its normalization: using "
+                    "--scratch_normalization=%s; set --normalization to match the weights.",
+                    flag, weights, f.scratch_normalization)
+  return f.scratch_normalization
+
+
+def _warn_without_weights(f, weights, phases):
+  if weights or f.mode not in ("train", "train_and_eval") or tf.train.latest_checkpoint(f.model_dir):
+    return
+  frozen = any(phase.trainable != config_lib.TRAINABLE_ALL for phase in phases)
+  if f.expect_weights or frozen:
+    logging.warning(
+        "No weights to start from (--pretrained=<keras.applications .h5> or "
+        "--init_checkpoint=<our checkpoint or model_dir>): training from scratch%s.",
+        ", and frozen layers keep their random initialization" if frozen else "")
+
+
 def experiment_from_flags(flag_values=FLAGS):
   """The ExperimentConfig the flags describe; ValueError naming the flag when they do not fit."""
   f = flag_values
@@ -248,13 +371,15 @@ def experiment_from_flags(flag_values=FLAGS):
       all_reduce_alg=f.all_reduce_alg, num_packs=f.num_packs,
       worker_hosts=tuple(f.worker_hosts), task_index=f.task_index, tpu=f.tpu, dtype=f.dtype,
       loss_scale=_loss_scale(f.loss_scale), enable_xla=f.enable_xla, seed=f.seed)
-  normalization_in_model = f.normalization if f.normalize_in_model else None
+  weights = _initial_weights(f)
+  normalization = _normalization(f, weights)
+  normalization_in_model = normalization if f.normalize_in_model else None
   data = DataConfig(
       source="synthetic" if f.use_synthetic_data else f.source, data_dir=f.data_dir,
       train_file_pattern=f.train_file_pattern, eval_file_pattern=f.eval_file_pattern,
       tfds_name=f.tfds_name, train_split=f.train_split, eval_split=f.eval_split,
       image_size=f.image_size, num_classes=f.num_classes, label_offset=f.label_offset,
-      batch_size=f.batch_size, normalization=f.normalization,
+      batch_size=f.batch_size, normalization=normalization,
       output_dtype="uint8" if f.normalize_in_model else "float32",
       validation_fraction=f.validation_fraction, shuffle_buffer_size=f.shuffle_buffer_size,
       cache=f.training_dataset_cache, private_threads=f.datasets_num_private_threads,
@@ -281,12 +406,13 @@ def experiment_from_flags(flag_values=FLAGS):
       epochs_between_evals=f.epochs_between_evals, steps_per_loop=f.steps_per_loop,
       log_steps=f.log_steps, checkpoint_steps=f.checkpoint_steps,
       keep_checkpoints=f.keep_checkpoints, label_smoothing=f.label_smoothing,
-      optimizer=optimizer, schedule=schedule, init_checkpoint=f.init_checkpoint,
+      optimizer=optimizer, schedule=schedule, phases=_phases(f, schedule), init_checkpoint=weights,
       init_checkpoint_scope=f.init_checkpoint_scope, training_loop=f.training_loop,
       enable_tensorboard=f.enable_tensorboard, nan_policy=f.nan_policy)
   export_config = config_lib.ExportConfig(
       export_dir=f.export_dir, formats=tuple(f.export_format), top_k=f.top_k)
   builder.validate(model)
+  _warn_without_weights(f, weights, train.resolved_phases())
   return config_lib.ExperimentConfig(data=data, model=model, train=train, runtime=runtime,
                                      export=export_config)
 

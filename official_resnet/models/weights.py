@@ -31,6 +31,8 @@ LAYER_KINDS = {keras.layers.Conv2D: "conv", keras.layers.BatchNormalization: "ba
 # Keras 3 .weights.h5 group names: snake-cased class name plus a counter.
 WEIGHTS_H5_KINDS = {"conv2d": "conv", "batch_normalization": "batch_norm", "dense": "dense"}
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+# keras.applications ResNet and VGG weights were trained on BGR pixels minus the caffe means.
+KERAS_APPLICATIONS_NORMALIZATION = "caffe"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,3 +232,20 @@ def load_pretrained(model: keras.Model, path, *, load_head: bool = True) -> None
       _assign(model, _weights_h5_entries(h5_file), _match_by_order, path, load_head)
     else:
       _assign(model, _legacy_h5_entries(h5_file), _match_by_name, path, load_head)
+
+
+def weights_normalization(path) -> str | None:
+  """The input normalization the weights at `path` were trained with; None when unknown.
+
+  Any .h5 file counts as keras.applications weights (caffe); a checkpoint of
+  ours says it in its model_dir's config.json, when that is there.
+  """
+  # Imported here: run_state imports the configs, whose package imports this module.
+  from official_resnet import run_state
+  path = _resolve(path)
+  if path.endswith(".h5"):
+    return KERAS_APPLICATIONS_NORMALIZATION
+  try:
+    return run_state.read_run_config(os.path.dirname(path)).data.normalization
+  except FileNotFoundError:
+    return None
