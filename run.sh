@@ -20,13 +20,19 @@ ensure_venv() {
 }
 
 usage() {
-  echo "usage: ./run.sh test [pytest args...]" >&2
+  echo "usage: ./run.sh demo [--quick] [--out_dir=DIR] | ./run.sh test [pytest args...]" >&2
   exit 2
 }
 
 [ $# -ge 1 ] || usage
 cmd=$1; shift
 case "$cmd" in
+  demo)
+    ensure_venv
+    export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-1}
+    # Pre-train, transfer, export and predict on generated images; see official_resnet/demo.py.
+    exec "$VENV/bin/python" -m official_resnet.demo "$@"
+    ;;
   test)
     ensure_venv
     # TF logs C++ INFO lines per op otherwise; warnings and errors still show.

@@ -1,0 +1,33 @@
+"""./run.sh demo's driver at test size: pre-train, frozen-backbone transfer, export, predict in a new process."""
+import json
+import os
+
+import pytest
+import tensorflow as tf
+
+from official_resnet import demo
+from official_resnet import export
+
+
+@pytest.mark.slow
+def test_quick_demo_transfers_above_chance_and_a_rerun_reuses_its_runs(tmp_path):
+  summary = demo.run_demo(str(tmp_path), demo.QUICK_CONFIG)
+  transfer, scratch, predict = summary["transfer"], summary["scratch"], summary["predict"]
+  # Two balanced classes: chance is 0.5.
+  assert transfer["eval_top_1_accuracy"] >= 0.75 and transfer["eval_examples"] >= 20
+  assert transfer["eval_top_1_accuracy"] > scratch["eval_top_1_accuracy"]
+  assert transfer["steps"] == scratch["steps"] == demo.QUICK_CONFIG.transfer_steps
+  # JPEGs never trained on, classified through the SavedModel by another process.
+  assert predict["images"] == 2 * demo.QUICK_CONFIG.heldout_images_per_class == 20
+  assert predict["accuracy"] >= 0.7
+  assert tf.saved_model.contains_saved_model(summary["export"])
+  run_dir = os.path.dirname(transfer["model_dir"])
+  assert json.load(open(os.path.join(run_dir, "summary.json")))["export"] == summary["export"]
+  text = demo.format_summary(summary)
+  assert f"eval top-1 {transfer['eval_top_1_accuracy']:.3f}" in text and summary["export"] in text
+
+  again = demo.run_demo(str(tmp_path), demo.QUICK_CONFIG)
+  assert [again[key]["reused"] for key in ("pretrain", "transfer", "scratch")] == [True] * 3
+  assert again["transfer"]["eval_top_1_accuracy"] == transfer["eval_top_1_accuracy"]
+  assert export.version_numbers(os.path.dirname(summary["export"])) == [1]
+  assert "reused from" in demo.format_summary(again)
