@@ -93,6 +93,8 @@ class Item:
   xla: bool = False
   input: str = "synthetic"
   steps_per_loop: int = 1
+  # train: False builds stock keras BatchNormalization layers, to show what the fused ones buy.
+  fused_batch_norm: bool = True
 
   @property
   def name(self) -> str:
@@ -104,6 +106,8 @@ class Item:
       parts.append("xla")
     if self.kind == "train":
       parts.append(f"spl{self.steps_per_loop}")
+      if not self.fused_batch_norm:
+        parts.append("stock_bn")
     return "/".join(parts)
 
 
@@ -177,8 +181,10 @@ def preset_items(preset: str, config: BenchmarkConfig) -> list[Item]:
     # slower than oneDNN's, and a 10-step call would take minutes.
     train = [Item("train", "fp32", steps_per_loop=1),
              Item("train", "fp32", steps_per_loop=many),
+             Item("train", "fp32", steps_per_loop=many, fused_batch_norm=False),
              Item("train", "fp32", xla=True, steps_per_loop=1),
              Item("train", "bf16", steps_per_loop=many),
+             Item("train", "bf16", steps_per_loop=many, fused_batch_norm=False),
              Item("train", "bf16", xla=True, steps_per_loop=1),
              Item("train", "fp32", input="real", steps_per_loop=many),
              Item("train", "bf16", input="real", steps_per_loop=many)]
@@ -500,7 +506,8 @@ def _with_flops(stats, forward_flops, flops_per_image_factor):
 def _model_config(item, config):
   from official_resnet.models import ModelConfig  # pylint: disable=import-outside-toplevel
   return ModelConfig(architecture=config.architecture, image_size=config.image_size,
-                     base_width=config.base_width, dtype_policy=PRECISIONS[item.precision][0])
+                     base_width=config.base_width, dtype_policy=PRECISIONS[item.precision][0],
+                     fused_batch_norm=item.fused_batch_norm)
 
 
 def _data_config(item, config, data_dir):

@@ -94,15 +94,26 @@ def _model_image_size(model):
   return shape[1]
 
 
-def float32_model(model: keras.Model, model_config: ModelConfig) -> keras.Model:
-  """`model` itself, or a float32 copy of a mixed-precision one: exports serve float32.
+def serving_config(model_config: ModelConfig) -> ModelConfig:
+  """The model exports hold: float32, stock Keras BatchNorm.
 
-  TFLite has no float16/bfloat16 kernels, and CPUs serve float32 best; the
-  variables of a mixed-precision model are float32 already, so they copy over.
+  TFLite has no float16/bfloat16 kernels, and CPUs serve float32 best. The
+  fused BatchNorm only speeds up training; stock layers let a .keras file load
+  where official_resnet is not installed.
   """
-  if model_config.dtype_policy == "float32":
+  return dataclasses.replace(model_config, dtype_policy="float32", fused_batch_norm=False)
+
+
+def serving_model(model: keras.Model, model_config: ModelConfig) -> keras.Model:
+  """`model` itself when already built with serving_config, else a copy built so.
+
+  The variables are the same under every dtype policy and BatchNorm class
+  (float32, in one order), so they copy over.
+  """
+  target = serving_config(model_config)
+  if model_config == target:
     return model
-  twin = models.build_model(dataclasses.replace(model_config, dtype_policy="float32"))
+  twin = models.build_model(target)
   twin.set_weights(model.get_weights())
   return twin
 
@@ -247,7 +258,7 @@ def export_model(model: keras.Model, model_config: ModelConfig, data_config: Dat
 
   The SavedModel is always written (it is what TF Serving loads and what TFLite
   converts); `formats` adds the .keras file and the TFLite files. Everything
-  computes in float32 (see float32_model). The .keras file is the model as
+  computes in float32 with stock layers (see serving_config). The .keras file is the model as
   trained: logits, inputs normalized like the training pipeline's (raw pixels
   when `model_config.input_normalization` is set).
   """
@@ -259,7 +270,7 @@ def export_model(model: keras.Model, model_config: ModelConfig, data_config: Dat
   _check_class_names(class_names, model.output_shape[-1])
   normalization = serving_normalization(model_config, data_config)
   version = _check_export_dir(export_dir, version)
-  model = float32_model(model, model_config)
+  model = serving_model(model, model_config)
   final_dir = os.path.join(export_dir, str(version))
   tf.io.gfile.makedirs(export_dir)
   # Hidden and not a number, so TF Serving ignores it while it is written.
@@ -293,9 +304,8 @@ def restore_model_dir(model_dir: str):
     raise ValueError("`model_dir` must hold a trainer checkpoint (ckpt-<step>). "
                      f"Received: model_dir={model_dir!r}, which has none")
   run_config = run_state.read_run_config(model_dir)
-  # Variables are float32 under every policy; serving computes in float32 (see float32_model).
-  run_config = dataclasses.replace(
-      run_config, model=dataclasses.replace(run_config.model, dtype_policy="float32"))
+  # Checkpoints hold the same variables under every policy and BatchNorm class.
+  run_config = dataclasses.replace(run_config, model=serving_config(run_config.model))
   model = models.build_model(run_config.model)
   status = tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
   status.assert_existing_objects_matched()

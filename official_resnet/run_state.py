@@ -20,9 +20,9 @@ from official_resnet.models.config import ModelConfig
 CONFIG_FILE = "config.json"
 STATS_FILE = "stats.json"
 EVAL_STATS_FILE = "eval_stats.json"
-# Model fields a resumed run may change: they decide the compute dtype and layout,
-# not the variables.
-_RESUMABLE_MODEL_FIELDS = ("dtype_policy", "data_format")
+# Model fields a resumed run may change: they decide the compute dtype, layout and
+# kernels, not the variables.
+_RESUMABLE_MODEL_FIELDS = ("dtype_policy", "data_format", "fused_batch_norm")
 
 
 @dataclasses.dataclass(frozen=True)

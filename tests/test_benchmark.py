@@ -79,7 +79,8 @@ def test_list_prints_the_selected_item_names(capsys):
   benchmark.main(["--list", "--quick", "--items=train/synthetic/*,keras_fit/*"])
   assert capsys.readouterr().out.split() == [
       "train/synthetic/fp32/spl1", "train/synthetic/fp32/spl2",
-      "train/synthetic/fp32/xla/spl1", "train/synthetic/bf16/spl2",
+      "train/synthetic/fp32/spl2/stock_bn", "train/synthetic/fp32/xla/spl1",
+      "train/synthetic/bf16/spl2", "train/synthetic/bf16/spl2/stock_bn",
       "train/synthetic/bf16/xla/spl1", "keras_fit/synthetic/fp32", "keras_fit/synthetic/bf16"]
 
 

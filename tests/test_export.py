@@ -287,6 +287,10 @@ def test_keras_file_reloads_in_safe_mode_with_equal_outputs(exported, eval_refer
                                      safe_mode=True)
   np.testing.assert_allclose(reloaded(inputs, training=False), model(inputs, training=False),
                              atol=1e-6)
+  # Stock Keras layers only, so the file loads where official_resnet is not installed.
+  assert any(isinstance(model.get_layer(l.name), models.FusedBatchNormalization)
+             for l in reloaded.layers)
+  assert {type(l).__module__.split(".")[0] for l in reloaded.layers} == {"keras"}
 
 
 def test_non_image_input_is_an_invalid_argument_naming_the_problem(data, exported):
@@ -304,6 +308,11 @@ def test_non_image_input_is_an_invalid_argument_naming_the_problem(data, exporte
     loaded.signatures[export.SERVING_TF_EXAMPLE](examples=tf.constant([no_image]))
 
 
+# What export_model is told about tiny_classifier: already float32 with stock layers, so
+# it is exported as it is.
+TINY_CONFIG = model_config(fused_batch_norm=False)
+
+
 def tiny_classifier(num_classes):
   """A two-layer classifier, for tests about files rather than the network."""
   return keras.Sequential([
@@ -317,7 +326,7 @@ def test_each_export_takes_the_next_version_and_keeps_the_earlier_ones(data, tmp
   export_dir = str(tmp_path / "export")
 
   def export_tiny(**kwargs):
-    return export.export_model(model, model_config(), data_config, class_names, export_dir,
+    return export.export_model(model, TINY_CONFIG, data_config, class_names, export_dir,
                                formats=("saved_model",), **kwargs)
 
   first = export_tiny()
@@ -343,7 +352,7 @@ def test_failed_export_leaves_no_version_behind(data, tmp_path, monkeypatch):
   monkeypatch.setattr(export, "convert_to_tflite", failing_conversion)
   export_dir = tmp_path / "export"
   with pytest.raises(RuntimeError, match="converter crashed"):
-    export.export_model(tiny_classifier(len(class_names)), model_config(), data_config,
+    export.export_model(tiny_classifier(len(class_names)), TINY_CONFIG, data_config,
                         class_names, str(export_dir))
   assert os.listdir(export_dir) == []
 
@@ -397,7 +406,7 @@ def test_mixed_precision_model_exports_float32_that_tflite_converts(data, tmp_pa
   model = models.build_model(config)
   version_dir = export.export_model(model, config, data_config, class_names, str(tmp_path),
                                     formats=("saved_model", "tflite"))
-  twin = export.float32_model(model, config)
+  twin = export.serving_model(model, config)
   assert twin.compute_dtype == "float32"
   pixels = np.stack([preprocessing.preprocess_for_eval(tf.constant(e), IMAGE_SIZE).numpy()
                      for e in encoded])

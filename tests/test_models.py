@@ -370,3 +370,65 @@ def test_each_build_draws_fresh_weights():
     assert not np.allclose(first.get_layer(name).kernel.numpy(),
                            second.get_layer(name).kernel.numpy())
   assert first.get_layer("predictions").kernel.numpy().std() == pytest.approx(0.01, rel=0.3)
+
+
+@pytest.mark.parametrize("axis, policy", [(-1, "float32"), (1, "float32"), (-1, "mixed_bfloat16")])
+def test_fused_batch_norm_trains_like_keras_batch_norm(axis, policy):
+  shape = (6, 16, 5, 7) if axis == 1 else (6, 5, 7, 16)
+  rng = np.random.default_rng(0)
+  inputs = tf.constant(rng.normal(2.0, 3.0, shape), tf.float32)
+  upstream = tf.constant(rng.normal(0.0, 1.0, shape), tf.float32)
+  gamma, beta = rng.uniform(0.5, 1.5, 16), rng.normal(0.0, 0.5, 16)
+  results = []
+  for layer_class in (keras.layers.BatchNormalization, models.FusedBatchNormalization):
+    layer = layer_class(axis=axis, momentum=0.9, epsilon=1e-5, dtype=policy)
+    layer.build(shape)
+    layer.gamma.assign(gamma)
+    layer.beta.assign(beta)
+    x = tf.cast(inputs, layer.compute_dtype)
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      outputs = layer(x, training=True)
+      loss = tf.reduce_sum(tf.cast(outputs, tf.float32) * upstream)
+    gradients = tape.gradient(loss, [x, layer.gamma, layer.beta])
+    inference = layer(x, training=False)
+    assert outputs.dtype == layer.compute_dtype
+    results.append([tf.cast(t, tf.float32).numpy() for t in (outputs, *gradients, inference)]
+                   + [layer.moving_mean.numpy(), layer.moving_variance.numpy()])
+  # bfloat16 keeps 8 bits of mantissa: outputs and input gradients round at ~0.4%.
+  tolerance = 1e-4 if policy == "float32" else 2e-2
+  names = ("outputs", "input gradient", "gamma gradient", "beta gradient", "inference",
+           "moving mean", "moving variance")
+  for name, keras_value, fused_value in zip(names, *results):
+    np.testing.assert_allclose(fused_value, keras_value, rtol=tolerance, atol=tolerance,
+                               err_msg=name)
+  # The batch did move the statistics (so their equality above means something).
+  assert np.abs(results[1][-2]).min() > 0.1 and np.abs(results[1][-1] - 1.0).max() > 0.5
+
+
+def test_fused_and_stock_batch_norm_models_are_interchangeable():
+  config = models.ModelConfig("resnet18", "v1.5", **SMALL)
+  keras.utils.set_random_seed(5)
+  fused = models.build_model(config)
+  stock = models.build_model(dataclasses.replace(config, fused_batch_norm=False))
+  assert sum(isinstance(l, models.FusedBatchNormalization) for l in fused.layers) == 20
+  assert not any(isinstance(l, models.FusedBatchNormalization) for l in stock.layers)
+  assert [w.path for w in fused.weights] == [w.path for w in stock.weights]
+  stock.set_weights(fused.get_weights())
+  images = _images()
+  results = []
+  for model in (fused, stock):
+    with tf.GradientTape() as tape:
+      logits = model(images, training=True)
+      loss = tf.reduce_sum(logits ** 2)
+    results.append((logits.numpy(), tape.gradient(loss, model.trainable_variables)))
+  (fused_logits, fused_gradients), (stock_logits, stock_gradients) = results
+  np.testing.assert_allclose(fused_logits, stock_logits, rtol=1e-4, atol=1e-4)
+  assert len(fused_gradients) == len(stock_gradients) == len(fused.trainable_variables)
+  for variable, fused_gradient, stock_gradient in zip(fused.trainable_variables, fused_gradients,
+                                                      stock_gradients):
+    assert np.abs(stock_gradient).max() > 0, variable.path
+    np.testing.assert_allclose(fused_gradient, stock_gradient, rtol=1e-3, atol=1e-4,
+                               err_msg=variable.path)
+  for fused_weight, stock_weight in zip(fused.weights, stock.weights):
+    np.testing.assert_allclose(fused_weight.numpy(), stock_weight.numpy(), rtol=1e-4, atol=1e-5)

@@ -2,6 +2,7 @@
 from official_resnet.models.builder import build_model
 from official_resnet.models.config import HeadConfig
 from official_resnet.models.config import ModelConfig
+from official_resnet.models.layers import FusedBatchNormalization
 from official_resnet.models.layers import InputNormalization
 from official_resnet.models.transfer import feature_model
 from official_resnet.models.transfer import freeze_backbone
@@ -9,5 +10,6 @@ from official_resnet.models.transfer import freeze_below
 from official_resnet.models.transfer import unfreeze_all
 from official_resnet.models.weights import load_pretrained
 
-__all__ = ["HeadConfig", "InputNormalization", "ModelConfig", "build_model", "feature_model",
-           "freeze_backbone", "freeze_below", "load_pretrained", "unfreeze_all"]
+__all__ = ["FusedBatchNormalization", "HeadConfig", "InputNormalization", "ModelConfig",
+           "build_model", "feature_model", "freeze_backbone", "freeze_below", "load_pretrained",
+           "unfreeze_all"]

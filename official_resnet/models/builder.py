@@ -1,4 +1,6 @@
 """build_model: one entry point for every architecture, head and precision."""
+import dataclasses
+
 import keras
 
 from input_pipeline import constants
@@ -60,9 +62,11 @@ def _backbone(x, config, data_format):
     layers = resnet.layer_factory(
         config.variant, data_format=data_format, dtype_policy=config.dtype_policy,
         weight_decay=config.weight_decay, zero_init_residual=config.zero_init_residual)
+    layers = dataclasses.replace(layers, fused_batch_norm=config.fused_batch_norm)
     return resnet.backbone(x, depth, config.variant, config.base_width, layers), layers
   layers = vgg.layer_factory(config.vgg_batch_norm, data_format=data_format,
                              dtype_policy=config.dtype_policy, weight_decay=config.weight_decay)
+  layers = dataclasses.replace(layers, fused_batch_norm=config.fused_batch_norm)
   return vgg.backbone(x, depth, config.base_width, config.vgg_batch_norm, layers), layers
 
 

@@ -40,3 +40,6 @@ class ModelConfig:
   # None: keras.config.image_data_format(). The model input stays NHWC either way;
   # channels_first (faster on some GPUs) transposes once after the input.
   data_format: str | None = None
+  # BatchNorm layers train with TF's fused kernel (models.layers.FusedBatchNormalization);
+  # False: stock keras.layers.BatchNormalization, e.g. for .keras files loaded without us.
+  fused_batch_norm: bool = True

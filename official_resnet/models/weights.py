@@ -29,7 +29,8 @@ from tensorflow.core.protobuf import trackable_object_graph_pb2
 LAYER_KINDS = {keras.layers.Conv2D: "conv", keras.layers.BatchNormalization: "batch_norm",
                keras.layers.Dense: "dense"}
 # Keras 3 .weights.h5 group names: snake-cased class name plus a counter.
-WEIGHTS_H5_KINDS = {"conv2d": "conv", "batch_normalization": "batch_norm", "dense": "dense"}
+WEIGHTS_H5_KINDS = {"conv2d": "conv", "batch_normalization": "batch_norm",
+                    "fused_batch_normalization": "batch_norm", "dense": "dense"}
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 # keras.applications ResNet and VGG weights were trained on BGR pixels minus the caffe means.
 KERAS_APPLICATIONS_NORMALIZATION = "caffe"
