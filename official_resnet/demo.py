@@ -63,7 +63,7 @@ QUICK_CONFIG = DemoConfig(image_size=48, base_width=8, pretrain_images_per_class
 
 @dataclasses.dataclass(frozen=True)
 class StepResult:
-  name: str
+  model_dir: str
   seconds: float
   reused: bool
   stats: dict
@@ -114,10 +114,10 @@ def train_step(name, model_dir, args, export_dir=None):
   stats = _finished_stats(model_dir)
   if stats is not None and (export_dir is None or export.latest_version_dir(export_dir)):
     logging.info("Demo: reusing the finished %s run in %s.", name, model_dir)
-    return StepResult(name, time.perf_counter() - began, True, stats)
+    return StepResult(model_dir, time.perf_counter() - began, True, stats)
   args = [*args, f"--model_dir={model_dir}"] + ([f"--export_dir={export_dir}"] if export_dir else [])
   stats = run_main(args)
-  return StepResult(name, time.perf_counter() - began, False, stats)
+  return StepResult(model_dir, time.perf_counter() - began, False, stats)
 
 
 def common_flags(config: DemoConfig, data_dir, num_classes):
@@ -128,11 +128,14 @@ def common_flags(config: DemoConfig, data_dir, num_classes):
       f"--architecture={config.architecture}", f"--base_width={config.base_width}",
       f"--batch_size={config.batch_size}", f"--seed={config.seed}",
       "--optimizer=sgd", "--momentum=0.9", "--lr_schedule=cosine", "--warmup_epochs=0.5",
-      "--lr_base_batch_size=0", "--log_steps=20", "--export_format=saved_model"]
+      "--lr_base_batch_size=0", "--log_steps=20"]
 
 
 def predict_step(export_dir, heldout_dir):
-  """Classifies the held-out files through the SavedModel in a new process; (accuracy, seconds)."""
+  """Classifies the held-out files through the SavedModel in a new process.
+
+  Returns (accuracy, number of images, seconds).
+  """
   began = time.perf_counter()
   command = [sys.executable, "-m", "official_resnet.main", "--mode=predict",
              f"--export_dir={export_dir}", f"--images={heldout_dir}", "--top_k=1",
@@ -171,7 +174,8 @@ def run_demo(out_dir=DEFAULT_OUT_DIR, config=DemoConfig()):
                     "--base_learning_rate=0.05"]
   # The normalization comes from the pre-training run's config.json (see --normalization).
   transfer = train_step("transfer", os.path.join(run_dir, "transfer"), [
-      *transfer_flags, f"--init_checkpoint={pretrain_dir}", "--trainable=head"],
+      *transfer_flags, f"--init_checkpoint={pretrain_dir}", "--trainable=head",
+      "--export_format=saved_model"],
       export_dir=export_dir)
   scratch = train_step("from scratch", os.path.join(run_dir, "scratch"), transfer_flags)
   accuracy, num_images, predict_seconds = predict_step(export_dir, heldout_data.root)
@@ -179,13 +183,12 @@ def run_demo(out_dir=DEFAULT_OUT_DIR, config=DemoConfig()):
       "settings": dataclasses.asdict(config),
       "data": {"pretrain": pretrain_data.root, "transfer": transfer_data.root,
                "heldout": heldout_data.root, "seconds": data_seconds},
-      **{key: {"model_dir": model_dir, "eval_top_1_accuracy": step.stats["eval_top_1_accuracy"],
+      **{key: {"model_dir": step.model_dir,
+               "eval_top_1_accuracy": step.stats["eval_top_1_accuracy"],
                "eval_examples": step.stats["eval_examples"], "steps": step.stats["step"],
                "seconds": step.seconds, "trained_seconds": step.stats["wall_time_s"],
                "reused": step.reused}
-         for key, model_dir, step in (("pretrain", pretrain_dir, pretrain),
-                                      ("transfer", os.path.join(run_dir, "transfer"), transfer),
-                                      ("scratch", os.path.join(run_dir, "scratch"), scratch))},
+         for key, step in (("pretrain", pretrain), ("transfer", transfer), ("scratch", scratch))},
       "export": export.latest_version_dir(export_dir),
       "predict": {"accuracy": accuracy, "images": num_images, "seconds": predict_seconds},
       "total_seconds": time.perf_counter() - began,
@@ -199,12 +202,14 @@ def format_summary(summary) -> str:
     step = summary[key]
     took = f"reused (trained in {step['trained_seconds']:.0f} s)" if step["reused"] else (
         f"{step['seconds']:.0f} s")
-    return (f"  {label:<13} {what}: eval top-1 {step['eval_top_1_accuracy']:.3f} on "
+    return (f"  {label:<13} {what}, {step['steps']} steps: eval top-1 "
+            f"{step['eval_top_1_accuracy']:.3f} on "
             f"{step['eval_examples']} held-out images, {took}\n"
             f"  {'':<13} {step['model_dir']}")
 
   settings, predict = summary["settings"], summary["predict"]
-  model = f"{settings['architecture']} (base_width {settings['base_width']}, {settings['image_size']} px)"
+  model = (f"{settings['architecture']} (base_width {settings['base_width']}, "
+           f"{settings['image_size']} px)")
   run_dir = os.path.dirname(summary["pretrain"]["model_dir"])
   reused = [summary[key]["reused"] for key in ("pretrain", "transfer", "scratch")]
   return "\n".join([
@@ -213,9 +218,9 @@ def format_summary(summary) -> str:
         if any(reused) else []),
       f"  {'data':<13} generated in {summary['data']['seconds']:.0f} s under "
       f"{os.path.dirname(summary['data']['pretrain'])}",
-      line("pre-training", "pretrain", f"{model}, 6 shape classes, {summary['pretrain']['steps']} steps"),
-      line("transfer", "transfer", f"frozen backbone, new cat/dog head, {summary['transfer']['steps']} steps"),
-      line("from scratch", "scratch", f"same model and {summary['scratch']['steps']} steps, no pre-training"),
+      line("pre-training", "pretrain", f"{model}, {len(demo_data.PRETRAIN_CLASSES)} shape classes"),
+      line("transfer", "transfer", "frozen backbone, new cat/dog head"),
+      line("from scratch", "scratch", "same model, no pre-training"),
       f"  {'SavedModel':<13} {summary['export']}",
       f"  {'predict':<13} {predict['images']} new JPEGs through the SavedModel in a fresh process: "
       f"accuracy {predict['accuracy']:.3f}, {predict['seconds']:.0f} s",

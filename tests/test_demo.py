@@ -1,5 +1,4 @@
-"""./run.sh demo's driver at test size: pre-train, frozen-backbone transfer, export, predict in a new process."""
-import json
+"""./run.sh demo's driver at test size: pre-train, frozen-backbone transfer, export, predict."""
 import os
 
 import pytest
@@ -7,6 +6,7 @@ import tensorflow as tf
 
 from official_resnet import demo
 from official_resnet import export
+from official_resnet import run_state
 
 
 @pytest.mark.slow
@@ -22,7 +22,7 @@ def test_quick_demo_transfers_above_chance_and_a_rerun_reuses_its_runs(tmp_path)
   assert predict["accuracy"] >= 0.7
   assert tf.saved_model.contains_saved_model(summary["export"])
   run_dir = os.path.dirname(transfer["model_dir"])
-  assert json.load(open(os.path.join(run_dir, "summary.json")))["export"] == summary["export"]
+  assert run_state.read_stats(run_dir, name="summary.json")["export"] == summary["export"]
   text = demo.format_summary(summary)
   assert f"eval top-1 {transfer['eval_top_1_accuracy']:.3f}" in text and summary["export"] in text
 

@@ -1,4 +1,4 @@
-"""The transfer-learning recipe flagfiles, the phase and weight flags, and normalization from the weights."""
+"""Recipe flagfiles, the phase and weight flags, and normalization chosen from the weights."""
 import logging
 import os
 
@@ -167,8 +167,8 @@ def shapes_run(tmp_path_factory):
   with flagsaver.flagsaver():
     FLAGS.unparse_flags()
     FLAGS(["official_resnet.main", f"--flagfile={TWO_PHASE}", f"--data_dir={data}",
-           f"--model_dir={model_dir}", "--mode=train", "--num_classes=6", "--normalization=torch", "--phases=all",
-           "--phase_steps=1", "--phase_learning_rates=0.01", *SMALL])
+           f"--model_dir={model_dir}", "--mode=train", "--num_classes=6", "--normalization=torch",
+           "--phases=all", "--phase_steps=1", "--phase_learning_rates=0.01", *SMALL])
     main.run()
   return model_dir
 
