@@ -18,6 +18,7 @@ EXIT_PREEMPTED); a non-finite loss raises DivergenceError before anything is
 saved after it, or skips the step under nan_policy='skip'. train_and_evaluate
 holds model_dir's run_lock.
 """
+import contextlib
 import dataclasses
 import os
 import signal
@@ -659,14 +660,12 @@ def train_and_evaluate(experiment, evaluate=True, strategy=None):
   The chief holds model_dir's lock throughout: a second trainer there gets RunLockedError.
   """
   trainer = Trainer(experiment, strategy)
-  if not trainer.is_chief:
-    trainer.restore_or_initialize()
-    return trainer.train(evaluate=evaluate)
-  with run_lock.RunLock(trainer.model_dir):
+  lock = run_lock.RunLock(trainer.model_dir) if trainer.is_chief else contextlib.nullcontext()
+  with lock:
     trainer.restore_or_initialize()
     stats = trainer.train(evaluate=evaluate)
     export_config = experiment.export
-    if export_config.export_dir:
+    if export_config.export_dir and trainer.is_chief:
       # From the final checkpoint, rebuilt outside the strategy as a plain float32 model.
       stats["export_path"] = export.export_from_model_dir(
           trainer.model_dir, export_config.export_dir, formats=export_config.formats,
