@@ -223,6 +223,18 @@ class RuntimeConfig:
     return DTYPE_POLICIES[self.dtype]
 
 
+def check_export_formats(formats, argument="formats"):
+  """Shared by ExportConfig (checked before training) and export (its public functions)."""
+  if not formats or any(name not in EXPORT_FORMATS for name in formats):
+    raise ValueError(f"{argument} must be a non-empty subset of {EXPORT_FORMATS}. "
+                     f"Received: {tuple(formats)!r}")
+
+
+def check_top_k(top_k):
+  if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+    raise ValueError(f"`top_k` must be an integer >= 1. Received: top_k={top_k!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
   """Where and what to export: --mode=export, or the end of training when export_dir is set."""
@@ -231,12 +243,8 @@ class ExportConfig:
   top_k: int = DEFAULT_TOP_K
 
   def __post_init__(self):
-    unknown = [name for name in self.formats if name not in EXPORT_FORMATS]
-    if unknown or not self.formats:
-      raise ValueError(f"export_format must be a non-empty subset of {EXPORT_FORMATS}. "
-                       f"Received: {self.formats}")
-    if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
-      raise ValueError(f"top_k must be an integer >= 1. Received: {self.top_k!r}")
+    check_export_formats(self.formats, "export_format")
+    check_top_k(self.top_k)
 
 
 @dataclasses.dataclass(frozen=True)

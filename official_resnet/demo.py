@@ -158,9 +158,8 @@ def run_demo(out_dir=DEFAULT_OUT_DIR, config=DemoConfig()):
   # Absolute: the predict process runs from the repository root.
   out_dir = os.path.abspath(out_dir)
   began = time.perf_counter()
-  data_began = time.perf_counter()
   pretrain_data, transfer_data, heldout_data = write_data(config, os.path.join(out_dir, "data"))
-  data_seconds = time.perf_counter() - data_began
+  data_seconds = time.perf_counter() - began
   run_dir = os.path.join(out_dir, "runs", f"{config.architecture}_{config.image_size}px_"
                                           f"{fingerprint(config)}")
   pretrain_dir, export_dir = os.path.join(run_dir, "pretrain"), os.path.join(run_dir, "export")

@@ -74,18 +74,6 @@ def _check_class_names(class_names, num_classes):
                      f"one a line). Received: {bad[:3]!r}")
 
 
-def check_top_k(top_k):
-  if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-    raise ValueError(f"`top_k` must be an integer >= 1. Received: top_k={top_k!r}")
-
-
-def _check_formats(formats):
-  unknown = [name for name in formats if name not in EXPORT_FORMATS]
-  if unknown or not formats:
-    raise ValueError(f"`formats` must be a non-empty subset of {EXPORT_FORMATS}. "
-                     f"Received: formats={tuple(formats)!r}")
-
-
 def _model_image_size(model):
   shape = tuple(model.input_shape)
   if len(shape) != 4 or shape[1] is None or shape[1] != shape[2] or shape[3] != 3:
@@ -133,7 +121,7 @@ def build_serving_module(model: keras.Model, class_names: Sequence[str], *,
   it is None) to float32 logits. The module holds the functions and the
   variables, not the Keras model, so every weight is saved once.
   """
-  check_top_k(top_k)
+  config_lib.check_top_k(top_k)
   num_classes = model.output_shape[-1]
   _check_class_names(class_names, num_classes)
   if normalization is not None:
@@ -262,11 +250,11 @@ def export_model(model: keras.Model, model_config: ModelConfig, data_config: Dat
   trained: logits, inputs normalized like the training pipeline's (raw pixels
   when `model_config.input_normalization` is set).
   """
-  _check_formats(formats)
+  config_lib.check_export_formats(formats)
   if not model_config.include_top:
     raise ValueError("Export needs a classifier: `model_config.include_top` must be True. "
                      "Received: include_top=False")
-  check_top_k(top_k)
+  config_lib.check_top_k(top_k)
   _check_class_names(class_names, model.output_shape[-1])
   normalization = serving_normalization(model_config, data_config)
   version = _check_export_dir(export_dir, version)
@@ -317,7 +305,7 @@ def export_from_model_dir(model_dir: str, export_dir: str, *,
                           formats: Sequence[str] = EXPORT_FORMATS, top_k: int = DEFAULT_TOP_K,
                           version: int | None = None) -> str:
   """--mode=export: the latest checkpoint of model_dir exported; returns the version dir."""
-  _check_formats(formats)
+  config_lib.check_export_formats(formats)
   model, run_config = restore_model_dir(model_dir)
   return export_model(model, run_config.model, run_config.data, run_config.class_names,
                       export_dir, formats=formats, top_k=top_k, version=version)

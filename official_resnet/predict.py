@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from input_pipeline import constants
+from official_resnet import config as config_lib
 from official_resnet import export
 
 OUTPUT_FORMATS = ("table", "json")
@@ -112,7 +113,7 @@ def _probabilities(classify, paths):
 def predict(source: str, images: Sequence[str], top_k: int = export.DEFAULT_TOP_K, *,
             batch_size: int = DEFAULT_BATCH_SIZE) -> list[Prediction]:
   """The top_k classes of every image in `images` (files or folders), in path order."""
-  export.check_top_k(top_k)
+  config_lib.check_top_k(top_k)
   if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f"`batch_size` must be an integer >= 1. Received: batch_size={batch_size!r}")
   paths = image_paths(images)
