@@ -6,10 +6,11 @@
 Every item runs in its own subprocess, so its peak RSS is its own and threads
 or oneDNN settings cannot leak from one item into the next. An item's figure
 is the median images/s (or GFLOP/s) over `num_windows` timed windows after
-warm-up. FLOPs per image are counted from the Conv2D/Dense kernel shapes of
-the model that ran (2 per multiply-add; BN, ReLU, pooling and residual adds
-are left out, under 1% for ResNet-50); training counts 3x forward (forward,
-input gradient, weight gradient).
+warm-up; with `rounds` > 1 the whole item list runs that many times and an
+item's figure is its median round. FLOPs per image are counted from the
+Conv2D/Dense kernel shapes of the model that ran (2 per multiply-add; BN, ReLU,
+pooling and residual adds are left out, under 1% for ResNet-50); training
+counts 3x forward (forward, input gradient, weight gradient).
 """
 import argparse
 import dataclasses
@@ -59,6 +60,9 @@ class BenchmarkConfig:
   # Steps run before timing (at least one call, which traces and compiles).
   warmup_steps: int = 3
   num_windows: int = 5
+  # Passes over the whole item list; an item's figure is its median pass. Items a few
+  # minutes apart saw this 2-core VM's speed drift by 10%, so each item samples the run's span.
+  rounds: int = 1
   # Each timed window is as many whole calls as fill about this long.
   window_seconds: float = 15.0
   # The "many steps per call" setting; the other train items use 1.
@@ -123,7 +127,7 @@ def _check_positive(name, value):
 
 def validate(config: BenchmarkConfig, items) -> None:
   """Raises ValueError naming the first bad field of `config` or `items`."""
-  for field in ("batch_size", "base_width", "warmup_steps", "num_windows",
+  for field in ("batch_size", "base_width", "warmup_steps", "num_windows", "rounds",
                 "long_steps_per_loop", "matmul_size", "num_real_images"):
     _check_positive(field, getattr(config, field))
   if not config.window_seconds > 0:
@@ -218,11 +222,13 @@ def run_benchmark(config: BenchmarkConfig, items, output_path: str | None = None
   if any(item.input == "real" or item.kind == "savedmodel_jpeg" for item in items):
     data_dir = config.data_dir or _generate_real_data(config)
   started = datetime.datetime.now(datetime.timezone.utc)
-  results = []
-  for item in items:
-    logging.info("Benchmark item %s", item.name)
-    results.append(_run_in_subprocess(item, config, data_dir))
-    logging.info("%s: %s", item.name, _describe(results[-1]))
+  passes = {item.name: [] for item in items}
+  for round_index in range(config.rounds):
+    for item in items:
+      logging.info("Benchmark item %s (round %d/%d)", item.name, round_index + 1, config.rounds)
+      passes[item.name].append(_run_in_subprocess(item, config, data_dir))
+      logging.info("%s: %s", item.name, _describe(passes[item.name][-1]))
+  results = [merge_rounds(passes[item.name]) for item in items]
   _add_ceiling_fractions(results)
   report = {
       "version": _RESULT_VERSION,
@@ -330,6 +336,31 @@ def _run_in_subprocess(item, config, data_dir):
     record.update(status="failed", reason=f"exit status {returncode}; log {log_path}",
                   log_tail=tail)
   return record
+
+
+def _figure(record):
+  return record.get("images_per_second", record.get("gflops_per_second"))
+
+
+def merge_rounds(records):
+  """One item's records from every round -> the median round's record, with every round's figure.
+
+  The median round (the lower one of an even count) is a whole measurement, so its
+  fields stay consistent with each other; the windows of all rounds give the spread.
+  A failed round fails the item.
+  """
+  failed = [r for r in records if r.get("status") != "ok"]
+  if failed or len(records) == 1:
+    return failed[0] if failed else records[0]
+  median = statistics.median_low(_figure(r) for r in records)
+  merged = dict(next(r for r in records if _figure(r) == median))
+  merged["round_figures"] = [_figure(r) for r in records]
+  if "window_images_per_second" in merged:
+    merged["window_images_per_second"] = [
+        rate for r in records for rate in r["window_images_per_second"]]
+  merged["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in records)
+  merged["wall_seconds"] = round(sum(r["wall_seconds"] for r in records), 1)
+  return merged
 
 
 def _conv_ceilings(results):

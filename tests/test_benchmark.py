@@ -63,6 +63,26 @@ def test_summary_ratios_name_their_items_and_check_targets():
   assert (real["value"], real["met"], real["denominator"]) == (0.9, False, fp32_many.name)
 
 
+def test_rounds_merge_into_the_median_round_with_every_window():
+  def train_round(rate, windows, rss):
+    return {**_result(Item("train"), images_per_second=rate, gflops_per_second=rate * 24.5),
+            "window_images_per_second": windows, "peak_rss_bytes": rss, "wall_seconds": 10.0}
+  rounds = [train_round(6.0, [5.9, 6.0], 100), train_round(5.0, [5.0, 5.1], 300),
+            train_round(6.5, [6.5, 6.4], 200)]
+  merged = benchmark.merge_rounds(rounds)
+  # The median round whole (its images/s and GFLOP/s agree), the spread from all rounds.
+  assert (merged["images_per_second"], merged["gflops_per_second"]) == (6.0, 6.0 * 24.5)
+  assert merged["round_figures"] == [6.0, 5.0, 6.5]
+  assert merged["window_images_per_second"] == [5.9, 6.0, 5.0, 5.1, 6.5, 6.4]
+  assert (merged["peak_rss_bytes"], merged["wall_seconds"]) == (300, 30.0)
+  # Even counts take the lower median; ceilings merge on GFLOP/s.
+  ceilings = [{**_result(Item("conv_ceiling"), gflops_per_second=g), "peak_rss_bytes": 1,
+               "wall_seconds": 1.0} for g in (180.0, 160.0)]
+  assert benchmark.merge_rounds(ceilings)["gflops_per_second"] == 160.0
+  failed = {"name": rounds[0]["name"], "status": "failed", "reason": "exit status 1"}
+  assert benchmark.merge_rounds([rounds[0], failed]) == failed
+
+
 def test_bad_arguments_raise_value_errors_naming_them():
   config = benchmark.BenchmarkConfig()
   with pytest.raises(ValueError, match="batch_size"):
