@@ -6,7 +6,9 @@
 #   benchmarks/knobs.sh            # about 40 minutes on 2 cores; writes benchmarks/knobs/*.json
 #   ITEMS='conv_ceiling/fp32,train/synthetic/fp32/spl10' benchmarks/knobs.sh
 #
-# Extra arguments pass through to every run (e.g. --num_windows=3).
+# Extra arguments pass through to every run (e.g. --num_windows=1 --rounds=3). The
+# settings still run one after another, and this VM's speed drifts by about 10% over
+# half an hour: read differences smaller than that as noise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
