@@ -77,6 +77,9 @@ class BenchmarkConfig:
   num_real_images: int = 1024
   inter_op_threads: int | None = None
   intra_op_threads: int | None = None
+  # Real-data input: a private tf.data thread pool of this size (main's
+  # --datasets_num_private_threads); None shares the runtime's inter-op pool.
+  input_private_threads: int | None = None
   # Extra environment of every item's subprocess, e.g. (("TF_ENABLE_ONEDNN_OPTS", "0"),).
   env: tuple[tuple[str, str], ...] = ()
   item_timeout_s: float = 3600.0
@@ -139,6 +142,8 @@ def validate(config: BenchmarkConfig, items) -> None:
                      f"Received: conv_shape={config.conv_shape!r}")
   for size in config.conv_shape:
     _check_positive("conv_shape[i]", size)
+  if config.input_private_threads is not None:
+    _check_positive("input_private_threads", config.input_private_threads)
   for threads in ("inter_op_threads", "intra_op_threads"):
     value = getattr(config, threads)
     if value is not None and (not isinstance(value, int) or value < 0):
@@ -546,7 +551,8 @@ def _data_config(item, config, data_dir):
   if item.input == "real":
     return DataConfig(source="imagenet", data_dir=data_dir, batch_size=config.batch_size,
                       image_size=config.image_size,
-                      train_file_pattern=config.train_file_pattern)
+                      train_file_pattern=config.train_file_pattern,
+                      private_threads=config.input_private_threads)
   return DataConfig(source="synthetic", batch_size=config.batch_size,
                     image_size=config.image_size)
 

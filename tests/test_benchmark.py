@@ -87,6 +87,8 @@ def test_bad_arguments_raise_value_errors_naming_them():
   config = benchmark.BenchmarkConfig()
   with pytest.raises(ValueError, match="batch_size"):
     benchmark.validate(dataclasses.replace(config, batch_size=0), [Item("train")])
+  with pytest.raises(ValueError, match="input_private_threads.*Received: input_private_threads=0"):
+    benchmark.validate(dataclasses.replace(config, input_private_threads=0), [Item("train")])
   with pytest.raises(ValueError, match="precision.*Received: precision='fp8'"):
     benchmark.validate(config, [Item("train", "fp8")])
   with pytest.raises(ValueError, match=r"items.*Received: items='nothing/\*'"):
