@@ -60,7 +60,7 @@ class BenchmarkConfig:
   # Steps run before timing (at least one call, which traces and compiles).
   warmup_steps: int = 3
   num_windows: int = 5
-  # Passes over the whole item list; an item's figure is its median pass. Items a few
+  # Times the whole item list runs; an item's figure is its median round. Items a few
   # minutes apart saw this 2-core VM's speed drift by 10%, so each item samples the run's span.
   rounds: int = 1
   # Each timed window is as many whole calls as fill about this long.
@@ -357,8 +357,7 @@ def merge_rounds(records):
   failed = [r for r in records if r.get("status") != "ok"]
   if failed or len(records) == 1:
     return failed[0] if failed else records[0]
-  median = statistics.median_low(_figure(r) for r in records)
-  merged = dict(next(r for r in records if _figure(r) == median))
+  merged = dict(sorted(records, key=_figure)[(len(records) - 1) // 2])
   merged["round_figures"] = [_figure(r) for r in records]
   if "window_images_per_second" in merged:
     merged["window_images_per_second"] = [

@@ -108,8 +108,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
   float32 even for bfloat16 inputs; FusedBatchNormV3 does both in one pass and
   takes bfloat16 as it is. Same weights, outputs and moving-average update
   (Keras' biased batch variance); inference and frozen layers take Keras' path.
-  Measured (benchmarks/README.md, ResNet-50 train step, 2 CPU cores): 1.32x
-  faster in fp32, 1.46x in bf16.
+  Measured (benchmarks/README.md, ResNet-50 train step, 2 CPU cores): 1.24-1.32x
+  faster in fp32, 1.46-1.48x in bf16.
   """
 
   def call(self, inputs, training=None, mask=None):
