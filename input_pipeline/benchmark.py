@@ -10,8 +10,9 @@ photo-like JPEGs about 500x375 at quality 90, then measures in one run:
   eval ceiling    parse + decode + aspect-preserving resize + central crop
 Train passes time --train_batches batches; eval passes read every image once.
 Each figure is the median of --passes passes (passes alternate between the
-pipelines and ceilings so drift hits both alike); the first batch of a pass
-(thread start-up, shuffle-buffer fill) is not timed. Besides images/s, the
+pipelines and ceilings so drift hits both alike), after --warmup_passes untimed
+ones: the process's first pass ran 10-30% slower, most for whatever is measured
+first. The first batch of a pass (thread start-up, shuffle-buffer fill) is not timed. Besides images/s, the
 process CPU time per image is reported: on a machine shared with other work
 it is the steadier measure of overhead. Peak RSS is sampled during each
 measurement. Prints a table and writes JSON.
@@ -150,7 +151,7 @@ def _measure(dataset, num_batches: int | None) -> dict:
 
 def run(data_dir: str, num_images: int, num_shards: int, image_size: int, batch_size: int,
         threads: int, passes: int, output_dtypes: tuple[str, ...], shuffle_buffer_size: int,
-        train_batches: int) -> dict:
+        train_batches: int, warmup_passes: int = 1) -> dict:
   files = ensure_data(data_dir, num_images, num_shards, max(2, threads))
   base = DataConfig(source="imagenet", data_dir=data_dir,
                     train_file_pattern=f"{FILE_PREFIX}-*-of-{num_shards:05d}",
@@ -168,12 +169,15 @@ def run(data_dir: str, num_images: int, num_shards: int, image_size: int, batch_
          for dtype in output_dtypes},
   }
   runs = {name: [] for name in measurements}
-  for p in range(passes):
+  for p in range(-warmup_passes, passes):
     for name, make in measurements.items():
       # Train runs endlessly: a fixed number of batches. Eval: one whole pass.
-      runs[name].append(_measure(make(), train_batches if name.startswith("train") else None))
-      logging.info("pass %d/%d %-14s %7.1f images/s, %.2f CPU ms/image", p + 1, passes, name,
-                   runs[name][-1]["images_per_second"], runs[name][-1]["cpu_ms_per_image"])
+      measured = _measure(make(), train_batches if name.startswith("train") else None)
+      logging.info("%s %-14s %7.1f images/s, %.2f CPU ms/image",
+                   "warm-up" if p < 0 else f"pass {p + 1}/{passes}", name,
+                   measured["images_per_second"], measured["cpu_ms_per_image"])
+      if p >= 0:
+        runs[name].append(measured)
 
   def summary(name):
     rates = [r["images_per_second"] for r in runs[name]]
@@ -199,6 +203,7 @@ def run(data_dir: str, num_images: int, num_shards: int, image_size: int, batch_
                   "load_average_1m": round(os.getloadavg()[0], 2)},
       "settings": {"num_images": num_images, "num_shards": num_shards, "image_size": image_size,
                    "batch_size": batch_size, "threads": threads, "passes": passes,
+                   "warmup_passes": warmup_passes,
                    "train_batches": train_batches,
                    "shuffle_buffer_size": shuffle_buffer_size,
                    "data_bytes": sum(tf.io.gfile.stat(f).length for f in files)},
@@ -239,6 +244,8 @@ def main(argv=None) -> int:
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
   parser.add_argument("--passes", type=int, default=3)
+  parser.add_argument("--warmup_passes", type=int, default=1,
+                      help="untimed passes over every measurement first")
   parser.add_argument("--train_batches", type=int, default=48,
                       help="batches timed per train pass (eval passes read every image once)")
   parser.add_argument("--output_dtypes", default="float32,uint8")
@@ -253,7 +260,7 @@ def main(argv=None) -> int:
       tempfile.gettempdir(), f"input_pipeline_benchmark_{args.num_images}_{args.num_shards}")
   report = run(data_dir, args.num_images, args.num_shards, args.image_size, args.batch_size,
                args.threads, args.passes, tuple(args.output_dtypes.split(",")),
-               args.shuffle_buffer_size, args.train_batches)
+               args.shuffle_buffer_size, args.train_batches, args.warmup_passes)
   print(format_table(report))
   if args.json:
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

@@ -89,9 +89,9 @@ def build_dataset(config: DataConfig, training: bool, input_context=None) -> tf.
       image, label = preprocess(source.to_example(*element))
     return index, image, label
 
-  def account(last_index, indexed):
-    index, image, label = indexed
-    return in_flight.account(last_index, index), (image, label)
+  def account(last_index, batch):
+    indices, images, labels = batch
+    return in_flight.account(last_index, indices), (images, labels)
 
   # This pipeline's records: sharded by file when every pipeline gets a file,
   # else by record; file order shuffled; files read in parallel (see sources).
@@ -111,12 +111,14 @@ def build_dataset(config: DataConfig, training: bool, input_context=None) -> tf.
   # that a missing number is a failed image; with only one call per core, a
   # slow image at the head would idle the others, so several per core.
   dataset = dataset.map(load, num_parallel_calls=_map_calls(config), deterministic=True)
-  # Skip images that failed to decode, and log their count and names.
+  # Skip images that failed to decode.
   dataset = dataset.ignore_errors()
-  dataset = dataset.scan(tf.constant(-1, tf.int64), account)
   # Per-replica batches; training keeps shapes static, eval keeps the last partial batch.
+  # In order, so that the accounting below sees the numbers ascending.
   dataset = dataset.batch(batch_size, drop_remainder=training,
-                          num_parallel_calls=tf.data.AUTOTUNE)
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  # Count and name the skipped images from the gaps in each batch's numbers.
+  dataset = dataset.scan(tf.constant(-1, tf.int64), account)
   # Overlap preparing the next batches with the current training step.
   dataset = dataset.prefetch(tf.data.AUTOTUNE)
   return dataset.with_options(_options(config))

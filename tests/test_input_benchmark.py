@@ -50,4 +50,5 @@ def test_report_rows_agree_with_their_passes(tmp_path):
     if "ceiling" not in name:
       ceiling = rows[f"{name.split()[0]} ceiling"]["images_per_second"]
       assert row["ratio"] == pytest.approx(row["images_per_second"] / ceiling)
+  assert report["settings"]["warmup_passes"] == 1
   assert report["settings"]["num_images"] == 8 and report["settings"]["data_bytes"] > 8 * 25_000

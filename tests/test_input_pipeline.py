@@ -149,6 +149,15 @@ def test_corrupt_images_are_skipped_counted_and_logged(tmp_path, caplog):
              for r in caplog.records)
 
 
+def test_good_images_are_never_counted_as_skipped():
+  # Unseeded, so tf.data may reorder whatever is not pinned in order; the
+  # accounting must still see every batch's numbers ascending.
+  config = DataConfig(image_size=SIZE, num_classes=2, batch_size=2, synthetic_num_examples=6)
+  bad_data.SKIPPED_IMAGES.reset()
+  assert len(_labels(build_dataset(config, training=True).take(200))) == 400
+  assert bad_data.SKIPPED_IMAGES.count == 0
+
+
 def test_corrupt_record_is_skipped_in_eval(tmp_path):
   good = [photos.encode(image_fixtures.image(i)) for i in range(3)]
   path = image_fixtures.write_records(str(tmp_path / "validation-00000-of-00001"),
