@@ -47,8 +47,9 @@ def test_summary_ratios_name_their_items_and_check_targets():
       _result(fp32_many, images_per_second=6.0, gflops_per_second=150.0),
       _result(Item("train", "bf16", steps_per_loop=10), images_per_second=9.0,
               gflops_per_second=225.0),
+      # Its own synthetic windows in turn decide the ratio, not the synthetic item's 6.0.
       _result(Item("train", "fp32", input="real", steps_per_loop=10), images_per_second=5.4,
-              gflops_per_second=135.0),
+              gflops_per_second=135.0, real_over_synthetic_windows=[0.97, 0.9, 0.88]),
       _result(Item("keras_fit", "fp32"), images_per_second=5.0, gflops_per_second=110.0),
       {"name": "train/synthetic/fp32/xla/spl1", **dataclasses.asdict(Item("train", xla=True)),
        "status": "failed"},
@@ -60,7 +61,8 @@ def test_summary_ratios_name_their_items_and_check_targets():
   assert summary["fp32_fraction_of_conv_ceiling"]["value"] == 0.75
   assert summary["bf16_over_fp32"]["value"] == 1.5
   real = summary["real_over_synthetic/fp32"]
-  assert (real["value"], real["met"], real["denominator"]) == (0.9, False, fp32_many.name)
+  assert (real["value"], real["met"], real["numerator"], real["denominator"]) == (
+      0.9, False, "train/real/fp32/spl10", "train/real/fp32/spl10, synthetic windows in turn")
 
 
 def test_rounds_merge_into_the_median_round_with_every_window():
@@ -79,6 +81,9 @@ def test_rounds_merge_into_the_median_round_with_every_window():
   ceilings = [{**_result(Item("conv_ceiling"), gflops_per_second=g), "peak_rss_bytes": 1,
                "wall_seconds": 1.0} for g in (180.0, 160.0)]
   assert benchmark.merge_rounds(ceilings)["gflops_per_second"] == 160.0
+  real_rounds = [{**r, "real_over_synthetic_windows": [ratio]}
+                 for r, ratio in zip(rounds, (0.93, 0.99, 0.95))]
+  assert benchmark.merge_rounds(real_rounds)["real_over_synthetic_windows"] == [0.93, 0.99, 0.95]
   failed = {"name": rounds[0]["name"], "status": "failed", "reason": "exit status 1"}
   assert benchmark.merge_rounds([rounds[0], failed]) == failed
 
@@ -149,7 +154,13 @@ def test_quick_run_writes_a_consistent_report(tmp_path):
   summary = report["summary"]
   assert summary["fp32_fraction_of_conv_ceiling"]["value"] == round(
       by_name["train/synthetic/fp32/spl2"]["gflops_per_second"] / conv["gflops_per_second"], 3)
-  assert summary["real_over_synthetic/fp32"]["denominator"] == "train/synthetic/fp32/spl2"
+  real = by_name["train/real/fp32/spl2"]
+  in_turn = real["synthetic_in_turn"]["window_images_per_second"]
+  assert len(in_turn) == config.num_windows and min(in_turn) > 0
+  assert real["real_over_synthetic_windows"] == [
+      round(r / s, 4) for r, s in zip(real["window_images_per_second"], in_turn)]
+  assert summary["real_over_synthetic/fp32"]["value"] == round(
+      statistics.median(real["real_over_synthetic_windows"]), 3)
   assert math.isclose(summary["fp32_over_keras_fit"]["value"], round(
       by_name["train/synthetic/fp32/spl2"]["images_per_second"]
       / by_name["keras_fit/synthetic/fp32"]["images_per_second"], 3))
