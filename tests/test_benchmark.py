@@ -51,6 +51,9 @@ def test_summary_ratios_name_their_items_and_check_targets():
       _result(Item("train", "fp32", input="real", steps_per_loop=10), images_per_second=5.4,
               gflops_per_second=135.0, real_over_synthetic_windows=[0.97, 0.9, 0.88]),
       _result(Item("keras_fit", "fp32"), images_per_second=5.0, gflops_per_second=110.0),
+      # Faster than v1.5 (fewer FLOPs), so it must not count as the fp32 step.
+      _result(Item("train", "fp32", steps_per_loop=10, variant="v1"), images_per_second=6.6,
+              gflops_per_second=152.0),
       {"name": "train/synthetic/fp32/xla/spl1", **dataclasses.asdict(Item("train", xla=True)),
        "status": "failed"},
   ]
@@ -58,6 +61,9 @@ def test_summary_ratios_name_their_items_and_check_targets():
   assert summary["fp32_over_keras_fit"] == {
       "value": 1.2, "target": 1.3, "met": False,
       "numerator": fp32_many.name, "denominator": "keras_fit/synthetic/fp32"}
+  assert summary["fp32_v1_over_keras_fit"] == {
+      "value": 1.32, "target": 1.3, "met": True,
+      "numerator": "train/synthetic/fp32/spl10/v1", "denominator": "keras_fit/synthetic/fp32"}
   assert summary["fp32_fraction_of_conv_ceiling"]["value"] == 0.75
   assert summary["bf16_over_fp32"]["value"] == 1.5
   real = summary["real_over_synthetic/fp32"]
@@ -105,7 +111,7 @@ def test_bad_arguments_raise_value_errors_naming_them():
 def test_list_prints_the_selected_item_names(capsys):
   benchmark.main(["--list", "--quick", "--items=train/synthetic/*,keras_fit/*"])
   assert capsys.readouterr().out.split() == [
-      "train/synthetic/fp32/spl1", "train/synthetic/fp32/spl2",
+      "train/synthetic/fp32/spl1", "train/synthetic/fp32/spl2", "train/synthetic/fp32/spl2/v1",
       "train/synthetic/fp32/spl2/stock_bn", "train/synthetic/fp32/xla/spl1",
       "train/synthetic/bf16/spl2", "train/synthetic/bf16/spl2/stock_bn",
       "train/synthetic/bf16/xla/spl1", "keras_fit/synthetic/fp32", "keras_fit/synthetic/bf16"]
