@@ -59,14 +59,12 @@ class InFlightNames:
     """Scan step over batches: reports the numbers missing up to the batch's last; returns it.
 
     `indices` are ascending (the map keeps order). Accounting per batch, not per
-    element, cost 3-4% less CPU per image in the train pipeline (medians of 7 and
-    of 9 passes).
+    element, cost 3-4% less CPU per image in the train pipeline (medians of 3 and
+    of 7 passes).
     """
     batch_last = indices[-1]
     expected = tf.range(last_index + 1, batch_last + 1)
-    arrived = tf.scatter_nd((indices - last_index - 1)[:, tf.newaxis],
-                            tf.ones_like(indices, tf.bool), tf.shape(expected, tf.int64))
-    skipped = tf.boolean_mask(expected, tf.logical_not(arrived))
+    skipped = tf.sets.difference(expected[tf.newaxis], indices[tf.newaxis]).values
 
     def report():
       recorded = tf.py_function(_record, [self._names.lookup(skipped)], Tout=tf.bool)

@@ -11,10 +11,11 @@ photo-like JPEGs about 500x375 at quality 90, then measures in one run:
 Train passes time --train_batches batches; eval passes read every image once.
 Each figure is the median of --passes passes (passes alternate between the
 pipelines and ceilings so drift hits both alike), after --warmup_passes untimed
-ones: the process's first pass ran 10-30% slower, most for whatever is measured
-first. The first batch of a pass (thread start-up, shuffle-buffer fill) is not timed. Besides images/s, the
-process CPU time per image is reported: on a machine shared with other work
-it is the steadier measure of overhead. Peak RSS is sampled during each
+ones: in the process's first pass the ceiling, measured first, ran at half its
+later speed and the others up to 26% slower. The first batch of a pass (thread
+start-up, shuffle-buffer fill) is not timed. Besides images/s, the process CPU
+time per image is reported: on a machine shared with other work it is the
+steadier measure of overhead. Peak RSS is sampled during each
 measurement. Prints a table and writes JSON.
 """
 import argparse

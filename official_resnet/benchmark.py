@@ -9,10 +9,10 @@ is the median images/s (or GFLOP/s) over `num_windows` timed windows after
 warm-up; with `rounds` > 1 the whole item list runs that many times and an
 item's figure is its median round. Real-data train items time the synthetic
 batches in turn with the real ones, window by window in the same process, and
-their ratio to synthetic is the median over those pairs. FLOPs per image are counted from the
-Conv2D/Dense kernel shapes of the model that ran (2 per multiply-add; BN, ReLU,
-pooling and residual adds are left out, under 1% for ResNet-50); training
-counts 3x forward (forward, input gradient, weight gradient).
+their ratio to synthetic is the median over those pairs. FLOPs per image are
+counted from the Conv2D/Dense kernel shapes of the model that ran (2 per
+multiply-add; BN, ReLU, pooling and residual adds are left out, under 1% for
+ResNet-50); training counts 3x forward (forward, input gradient, weight gradient).
 """
 import argparse
 import dataclasses
@@ -406,9 +406,8 @@ def summarize(results) -> dict:
   def ratio(name, numerator, denominator, value_key="images_per_second"):
     if numerator is None or denominator is None:
       return None
-    value = numerator[value_key] / denominator[value_key]
-    return {"value": round(value, 3), "target": TARGETS[name], "met": value >= TARGETS[name],
-            "numerator": numerator["name"], "denominator": denominator["name"]}
+    return _checked_ratio(name, numerator[value_key] / denominator[value_key],
+                          numerator["name"], denominator["name"])
 
   fp32 = best(kind="train", input="synthetic", precision="fp32", variant="v1.5")
   bf16 = best(kind="train", input="synthetic", precision="bf16", variant="v1.5")
@@ -425,16 +424,17 @@ def summarize(results) -> dict:
       "bf16_over_fp32": ratio("bf16_over_fp32", bf16, fp32),
   }
   for real in (r for r in ok if r["kind"] == "train" and r["input"] == "real"):
-    summary[f"real_over_synthetic/{real['precision']}"] = _real_over_synthetic(real)
+    # The median over the item's window pairs (real, then the synthetic batches in turn).
+    summary[f"real_over_synthetic/{real['precision']}"] = _checked_ratio(
+        "real_over_synthetic", statistics.median(real["real_over_synthetic_windows"]),
+        real["name"], f"{real['name']}, synthetic windows in turn")
   return {k: v for k, v in summary.items() if v is not None}
 
 
-def _real_over_synthetic(real):
-  """The median over the item's window pairs (real, then the synthetic batches in turn)."""
-  value = statistics.median(real["real_over_synthetic_windows"])
-  target = TARGETS["real_over_synthetic"]
+def _checked_ratio(target_name, value, numerator_name, denominator_name):
+  target = TARGETS[target_name]
   return {"value": round(value, 3), "target": target, "met": value >= target,
-          "numerator": real["name"], "denominator": f"{real['name']}, synthetic windows in turn"}
+          "numerator": numerator_name, "denominator": denominator_name}
 
 
 def _describe(r):
@@ -541,12 +541,14 @@ def _measure_in_turn(calls, config, images_per_call, warmup_calls):
   window is long against timer and host jitter. Taking turns window by window
   lets the machine's drift hit every call alike.
   """
-  for call in reversed(calls.values()):
+  last_warmup_seconds = {}
+  for name, call in calls.items():
     for _ in range(max(1, warmup_calls)):
       start = time.perf_counter()
       call().numpy()
-      call_seconds = time.perf_counter() - start
-  calls_per_window = max(1, math.ceil(config.window_seconds / call_seconds))
+      last_warmup_seconds[name] = time.perf_counter() - start
+  first_call_seconds = next(iter(last_warmup_seconds.values()))
+  calls_per_window = max(1, math.ceil(config.window_seconds / first_call_seconds))
   seconds, cpu = {name: [] for name in calls}, {name: [] for name in calls}
   for _ in range(config.num_windows):
     for name, call in calls.items():
