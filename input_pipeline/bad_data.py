@@ -4,8 +4,10 @@ tf.data has no in-graph try/except: an op error ends the iterator unless
 `ignore_errors` drops the element, silently. So every element gets a
 sequence number and its name is parked in a table while it is in flight;
 after the (order-keeping) map, `ignore_errors` and batching, a gap in a
-batch's numbers is an image that failed, and the table names it. Cost: a
-table insert per element and a remove per batch.
+batch's numbers is an image that failed, and the table names it. A failure
+after the last good image leaves no gap, so a finite pass ends by reporting
+whatever is still parked. Cost: a table insert per element and a remove per
+batch.
 """
 import collections
 import threading
@@ -74,3 +76,14 @@ class InFlightNames:
     reported = tf.cond(tf.size(skipped) > 0, report, tf.no_op)
     with tf.control_dependencies([reported, self._names.remove(indices)]):
       return tf.identity(batch_last)
+
+  def account_rest(self) -> tf.Tensor:
+    """At the end of a pass: reports the names still parked (failed after the last good one)."""
+    indices, names = self._names.export()
+
+    def report():
+      recorded = tf.py_function(_record, [names], Tout=tf.bool)
+      with tf.control_dependencies([recorded]):
+        return self._names.remove(indices)
+
+    return tf.cond(tf.size(indices) > 0, report, tf.no_op)

@@ -69,6 +69,15 @@ def _options(config: DataConfig) -> tf.data.Options:
   return options
 
 
+def _end_of_pass(action, element_spec) -> tf.data.Dataset:
+  """A dataset that runs `action` when it is read and yields no element of `element_spec`."""
+  def run(_):
+    with tf.control_dependencies([action()]):
+      return tf.nest.map_structure(
+          lambda spec: tf.zeros([0, *spec.shape[1:]], spec.dtype), element_spec)
+  return tf.data.Dataset.range(1).map(run).filter(lambda *_: tf.constant(False))
+
+
 def build_dataset(config: DataConfig, training: bool, input_context=None) -> tf.data.Dataset:
   """Batches of (images [B, S, S, 3], labels int32 [B]) for one input pipeline.
 
@@ -119,6 +128,9 @@ def build_dataset(config: DataConfig, training: bool, input_context=None) -> tf.
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   # Count and name the skipped images from the gaps in each batch's numbers.
   dataset = dataset.scan(tf.constant(-1, tf.int64), account)
+  if not training:
+    # ...and those that failed after the last good one, once the pass has ended.
+    dataset = dataset.concatenate(_end_of_pass(in_flight.account_rest, dataset.element_spec))
   # Overlap preparing the next batches with the current training step.
   dataset = dataset.prefetch(tf.data.AUTOTUNE)
   return dataset.with_options(_options(config))

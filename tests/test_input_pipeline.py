@@ -167,6 +167,22 @@ def test_corrupt_record_is_skipped_in_eval(tmp_path):
   assert bad_data.SKIPPED_IMAGES.by_name[path] == 1
 
 
+@pytest.mark.parametrize("num_good", [3, 0])
+def test_corrupt_records_after_the_last_good_one_are_counted_in_eval(tmp_path, num_good):
+  # No later good image leaves a gap after them: the end of the pass must report them.
+  good = [photos.encode(image_fixtures.image(i)) for i in range(num_good)]
+  bad = [b"\xff\xd8\xff garbage", b"not an image"]
+  path = image_fixtures.write_records(str(tmp_path / "validation-00000-of-00001"), good + bad,
+                                      list(range(1, num_good + len(bad) + 1)))
+  config = _records_config(str(tmp_path), "validation-*", batch_size=2)
+  bad_data.SKIPPED_IMAGES.reset()
+  dataset = build_dataset(config, training=False)
+  for passes in (1, 2):
+    assert sorted(_labels(dataset)) == list(range(num_good))
+    assert bad_data.SKIPPED_IMAGES.count == 2 * passes
+    assert bad_data.SKIPPED_IMAGES.by_name[path] == 2 * passes
+
+
 def test_record_bounding_boxes_are_parsed_in_sample_order(tmp_path):
   path = image_fixtures.write_records(
       str(tmp_path / "train-0"), [photos.encode(image_fixtures.image(0))], [5],
