@@ -486,16 +486,17 @@ def format_table(report: dict) -> str:
 # --------------------------------------------------------------------------- child side
 
 
-def forward_flops_per_image(model) -> int:
-  """2 x the multiply-adds of every Conv2D and Dense kernel for one image.
+def forward_flops_per_image(model, layer_types=None) -> int:
+  """2 x the multiply-adds of every Conv2D and Dense kernel (or of `layer_types`) for one image.
 
   Counted from the layers' kernel and output shapes rather than quoted, so
   the figure matches the exact model (v1 vs v1.5, width, image size).
   """
   import keras  # pylint: disable=import-outside-toplevel
+  layer_types = layer_types or (keras.layers.Conv2D, keras.layers.Dense)
   multiply_adds = 0
   for layer in _nested_layers(model):
-    if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+    if isinstance(layer, layer_types):
       # Per output position a kernel does prod(kernel.shape) multiply-adds
       # (kh * kw * C_in/groups * C_out for a convolution).
       positions = layer.output.shape[1:-1]
@@ -609,9 +610,8 @@ def _runtime_config(config_lib, item):
       dtype=item.precision, enable_xla=item.xla)
 
 
-def _train(item, config, data_dir):
-  """Our trainer's train function on our model, `steps_per_loop` steps per call."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+def build_train_function(item, config, data_dir):
+  """(trainer, train_function): our Trainer for `item` and the function Trainer.train calls."""
   from official_resnet import config as config_lib  # pylint: disable=import-outside-toplevel
   from official_resnet import trainer as trainer_lib  # pylint: disable=import-outside-toplevel
   experiment = config_lib.ExperimentConfig(
@@ -622,21 +622,32 @@ def _train(item, config, data_dir):
                                    steps_per_loop=item.steps_per_loop),
       runtime=_runtime_config(config_lib, item))
   trainer = trainer_lib.Trainer(experiment)
-  # The same function Trainer.train calls, on our iterator instead of its epoch bookkeeping.
-  train_function = trainer._make_train_function()  # pylint: disable=protected-access
-  num_steps = tf.constant(item.steps_per_loop, tf.int32)
+  return trainer, trainer._make_train_function()  # pylint: disable=protected-access
 
-  def steps_on(input_item):
-    batches = _train_batches(input_item, config, data_dir)
-    iterator = iter(trainer.strategy.distribute_datasets_from_function(lambda _: batches))
-    # [0]: the step sums; the non-finite step report beside them is not timed separately.
-    return lambda: train_function(iterator, num_steps)[0]
 
+def steps_on_input(trainer, train_function, item, config, data_dir, num_steps):
+  """() -> step sums of `num_steps` steps on `item`'s input; numpy() on them waits for the steps.
+
+  The train function runs on our iterator instead of Trainer.train's epoch bookkeeping.
+  """
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  batches = _train_batches(item, config, data_dir)
+  iterator = iter(trainer.strategy.distribute_datasets_from_function(lambda _: batches))
+  steps = tf.constant(num_steps, tf.int32)
+  # [0]: the step sums; the non-finite step report beside them is not timed separately.
+  return lambda: train_function(iterator, steps)[0]
+
+
+def _train(item, config, data_dir):
+  """Our trainer's train function on our model, `steps_per_loop` steps per call."""
+  trainer, train_function = build_train_function(item, config, data_dir)
   # Real input is timed in turns with the synthetic batches, in one process,
   # so its ratio to synthetic is free of the machine's drift between items.
   inputs = ("real", "synthetic") if item.input == "real" else (item.input,)
   stats = _measure_in_turn(
-      {name: steps_on(dataclasses.replace(item, input=name)) for name in inputs}, config,
+      {name: steps_on_input(trainer, train_function, dataclasses.replace(item, input=name),
+                            config, data_dir, item.steps_per_loop)
+       for name in inputs}, config,
       item.steps_per_loop * config.batch_size,
       warmup_calls=math.ceil(config.warmup_steps / item.steps_per_loop))
   result = _with_flops(stats[item.input], forward_flops_per_image(trainer.model),
