@@ -73,12 +73,16 @@ def op_times(rows: list[dict], steps: int) -> list[OpTime]:
           for name, total in microseconds.most_common()]
 
 
-def profile_train_step(item: benchmark.Item, config: benchmark.BenchmarkConfig, steps: int,
+def profile_train_step(item: benchmark.Item, config: benchmark.BenchmarkConfig,
                        profile_dir: str) -> dict:
-  """Profiles `steps` train steps of `item`; returns op times and the convolutions' GFLOP/s."""
+  """Profiles one call of `item`'s train function (steps_per_loop steps).
+
+  Returns the op times per step and the convolutions' GFLOP/s.
+  """
   import keras  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   trainer, train_function = benchmark.build_train_function(item, config, data_dir=None)
+  steps = item.steps_per_loop
   call = benchmark.steps_on_input(trainer, train_function, item, config, None, steps)
   call().numpy()  # traces, compiles and warms the caches
   tf.profiler.experimental.start(profile_dir)
@@ -125,7 +129,7 @@ def main(argv=None) -> int:
       benchmark.BenchmarkConfig(), batch_size=args.batch_size, image_size=args.image_size)
   item = benchmark.Item("train", args.precision, steps_per_loop=args.steps)
   profile_dir = args.profile_dir or tempfile.mkdtemp(prefix="op_profile_")
-  print(format_report(profile_train_step(item, config, args.steps, profile_dir), args.top))
+  print(format_report(profile_train_step(item, config, profile_dir), args.top))
   return 0
 
 
