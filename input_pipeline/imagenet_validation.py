@@ -68,7 +68,11 @@ def plan_moves(image_dir: str, labels: dict[int, str]) -> list[tuple[str, str]]:
     if number not in labels:
       raise ValueError(f"The labels file has no synset for {name} (it covers {len(labels)} "
                        "images); is it the ILSVRC2012 validation labels file?")
-    moves.append((path, os.path.join(image_dir, labels[number], name)))
+    destination = os.path.join(image_dir, labels[number], name)
+    if tf.io.gfile.exists(destination):
+      raise ValueError(f"{name} is both at the top of {image_dir} and in its synset folder "
+                       f"{labels[number]}/; remove one copy. Received: {path!r}")
+    moves.append((path, destination))
   return moves
 
 

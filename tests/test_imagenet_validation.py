@@ -79,6 +79,8 @@ def test_sorted_validation_records_use_the_train_class_numbers(imagenet_dir, tmp
     ("n01484850\nnot-a-synset\n", None, r"image 2's synset must look like n01440764"),
     ("".join(f"{s}\n" for s in VALIDATION_SYNSETS), "readme.txt",
      r"must be ImageNet validation images .*Received: 'readme.txt'"),
+    ("".join(f"{s}\n" for s in VALIDATION_SYNSETS), os.path.join("n01440764", _val_name(4)),
+     r"ILSVRC2012_val_00000004.JPEG is both at the top .* and in its synset folder n01440764"),
 ])
 def test_bad_labels_or_stray_files_are_refused_before_anything_moves(
     imagenet_dir, labels_text, stray_file, message):
@@ -87,6 +89,7 @@ def test_bad_labels_or_stray_files_are_refused_before_anything_moves(
   with open(labels, "w") as f:
     f.write(labels_text)
   if stray_file:
+    os.makedirs(os.path.dirname(root / "validation" / stray_file), exist_ok=True)
     (root / "validation" / stray_file).write_text("notes")
   before = _top_level_files(validation)
   with pytest.raises(ValueError, match=message):
