@@ -71,6 +71,24 @@ def test_summary_ratios_name_their_items_and_check_targets():
       0.9, False, "train/real/fp32/spl10", "train/real/fp32/spl10, synthetic windows in turn")
 
 
+def test_stock_batch_norm_items_never_stand_for_our_step():
+  # A run of comparison items only: a stock_bn bf16 item against the fused fp32 step
+  # would be a different network, and a faster stock_bn fp32 item not our step.
+  results = [
+      _result(Item("train", "fp32", steps_per_loop=10), images_per_second=9.0,
+              gflops_per_second=220.0),
+      _result(Item("train", "fp32", steps_per_loop=10, fused_batch_norm=False),
+              images_per_second=9.5, gflops_per_second=230.0),
+      _result(Item("train", "bf16", steps_per_loop=10, fused_batch_norm=False),
+              images_per_second=7.0, gflops_per_second=170.0),
+      _result(Item("keras_fit", "fp32"), images_per_second=6.0, gflops_per_second=140.0),
+  ]
+  summary = benchmark.summarize(results)
+  assert "bf16_over_fp32" not in summary
+  assert summary["fp32_over_keras_fit"]["numerator"] == "train/synthetic/fp32/spl10"
+  assert summary["fp32_over_keras_fit"]["value"] == 1.5
+
+
 def test_rounds_merge_into_the_median_round_with_every_window():
   def train_round(rate, windows, rss):
     return {**_result(Item("train"), images_per_second=rate, gflops_per_second=rate * 24.5),
