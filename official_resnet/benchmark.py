@@ -399,8 +399,11 @@ def summarize(results) -> dict:
   """The issue's acceptance ratios from the items that ran; each names the items it used."""
   ok = [r for r in results if r.get("status") == "ok"]
 
+  # Reports written before a field existed lack it: their items had its default.
+  defaults = {field.name: field.default for field in dataclasses.fields(Item)}
+
   def best(**fields):
-    matching = [r for r in ok if all(r[k] == v for k, v in fields.items())]
+    matching = [r for r in ok if all(r.get(k, defaults[k]) == v for k, v in fields.items())]
     return max(matching, key=lambda r: r["images_per_second"], default=None)
 
   def ratio(name, numerator, denominator, value_key="images_per_second"):
@@ -427,7 +430,9 @@ def summarize(results) -> dict:
                                              value_key="gflops_per_second"),
       "bf16_over_fp32": ratio("bf16_over_fp32", bf16, fp32),
   }
-  for real in (r for r in ok if r["kind"] == "train" and r["input"] == "real"):
+  # Reports older than the in-turn timing have no window pairs: no ratio from them.
+  for real in (r for r in ok if r["kind"] == "train" and r["input"] == "real"
+               and "real_over_synthetic_windows" in r):
     # The median over the item's window pairs (real, then the synthetic batches in turn).
     summary[f"real_over_synthetic/{real['precision']}"] = _checked_ratio(
         "real_over_synthetic", statistics.median(real["real_over_synthetic_windows"]),

@@ -89,6 +89,15 @@ def test_stock_batch_norm_items_never_stand_for_our_step():
   assert summary["fp32_over_keras_fit"]["value"] == 1.5
 
 
+def test_reports_older_than_a_field_read_it_as_the_default():
+  results = [_result(Item("train", "fp32", steps_per_loop=10), images_per_second=6.0,
+                     gflops_per_second=150.0),
+             _result(Item("keras_fit", "fp32"), images_per_second=5.0, gflops_per_second=110.0)]
+  for result in results:
+    del result["variant"], result["fused_batch_norm"]
+  assert benchmark.summarize(results)["fp32_over_keras_fit"]["value"] == 1.2
+
+
 def test_rounds_merge_into_the_median_round_with_every_window():
   def train_round(rate, windows, rss):
     return {**_result(Item("train"), images_per_second=rate, gflops_per_second=rate * 24.5),
