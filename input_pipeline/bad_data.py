@@ -67,22 +67,19 @@ class InFlightNames:
     batch_last = indices[-1]
     expected = tf.range(last_index + 1, batch_last + 1)
     skipped = tf.sets.difference(expected[tf.newaxis], indices[tf.newaxis]).values
-
-    def report():
-      recorded = tf.py_function(_record, [self._names.lookup(skipped)], Tout=tf.bool)
-      with tf.control_dependencies([recorded]):
-        return self._names.remove(skipped)
-
-    reported = tf.cond(tf.size(skipped) > 0, report, tf.no_op)
+    reported = self._report_skipped(skipped)
     with tf.control_dependencies([reported, self._names.remove(indices)]):
       return tf.identity(batch_last)
 
   def account_rest(self) -> tf.Tensor:
     """At the end of a pass: reports the names still parked (failed after the last good one)."""
-    indices, names = self._names.export()
+    parked, _ = self._names.export()
+    return self._report_skipped(parked)
 
+  def _report_skipped(self, indices: tf.Tensor) -> tf.Tensor:
+    """Records the names parked under `indices` as skipped and forgets them; no-op if none."""
     def report():
-      recorded = tf.py_function(_record, [names], Tout=tf.bool)
+      recorded = tf.py_function(_record, [self._names.lookup(indices)], Tout=tf.bool)
       with tf.control_dependencies([recorded]):
         return self._names.remove(indices)
 

@@ -809,6 +809,15 @@ _RUNNERS = {"conv_ceiling": _conv_ceiling, "matmul_ceiling": _matmul_ceiling, "t
             "keras_fit": _keras_fit, "inference": _inference, "savedmodel_jpeg": _savedmodel_jpeg}
 
 
+def configure_threads(config: BenchmarkConfig) -> None:
+  """Applies the config's thread counts; call before any op runs (the pools are fixed then)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  if config.inter_op_threads is not None:
+    tf.config.threading.set_inter_op_parallelism_threads(config.inter_op_threads)
+  if config.intra_op_threads is not None:
+    tf.config.threading.set_intra_op_parallelism_threads(config.intra_op_threads)
+
+
 def _run_item(spec_path):
   """Subprocess entry: configure threads, run one item, write its result JSON."""
   with open(spec_path) as f:
@@ -818,12 +827,8 @@ def _run_item(spec_path):
                               "conv_shape": tuple(config_fields["conv_shape"]),
                               "env": tuple(tuple(kv) for kv in config_fields["env"])})
   item = Item(**spec["item"])
+  configure_threads(config)
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  # Thread pools are fixed when the runtime starts, so set them before any op runs.
-  if config.inter_op_threads is not None:
-    tf.config.threading.set_inter_op_parallelism_threads(config.inter_op_threads)
-  if config.intra_op_threads is not None:
-    tf.config.threading.set_intra_op_parallelism_threads(config.intra_op_threads)
   result = {"status": "ok", **_RUNNERS[item.kind](item, config, spec["data_dir"])}
   usage = resource.getrusage(resource.RUSAGE_SELF)
   # ru_maxrss is in KiB on Linux.

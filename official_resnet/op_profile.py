@@ -89,21 +89,23 @@ def profile_train_step(item: benchmark.Item, config: benchmark.BenchmarkConfig,
   call().numpy()
   tf.profiler.experimental.stop()
   times = op_times(read_op_stats(profile_dir), steps)
-  convolution_seconds = sum(t.milliseconds_per_step for t in times
-                            if t.op_type in CONVOLUTION_OPS) / 1e3
+  convolutions = [t for t in times if t.op_type in CONVOLUTION_OPS]
   training_flops = (benchmark.TRAIN_FLOPS_PER_FORWARD * config.batch_size *
                     benchmark.forward_flops_per_image(trainer.model, (keras.layers.Conv2D,)))
-  return {"op_times": times, "step_milliseconds": sum(t.milliseconds_per_step for t in times),
-          "convolution_gflops_per_second": training_flops / convolution_seconds / 1e9}
+  return {"op_times": times,
+          "convolution_share": sum(t.share_of_busy for t in convolutions),
+          "convolution_gflops_per_second": training_flops / 1e6 / sum(
+              t.milliseconds_per_step for t in convolutions)}
 
 
 def format_report(report: dict, top: int) -> str:
   lines = [f"{'op type':<32}{'ms/step':>10}{'share':>8}"]
   for t in report["op_times"][:top]:
     lines.append(f"{t.op_type:<32}{t.milliseconds_per_step:10.1f}{t.share_of_busy:8.1%}")
-  convolutions = sum(t.share_of_busy for t in report["op_times"] if t.op_type in CONVOLUTION_OPS)
-  lines.append(f"busy time per step {report['step_milliseconds']:.0f} ms; convolutions "
-               f"{convolutions:.1%} of it at {report['convolution_gflops_per_second']:.1f} GFLOP/s")
+  step_milliseconds = sum(t.milliseconds_per_step for t in report["op_times"])
+  lines.append(f"busy time per step {step_milliseconds:.0f} ms; convolutions "
+               f"{report['convolution_share']:.1%} of it at "
+               f"{report['convolution_gflops_per_second']:.1f} GFLOP/s")
   return "\n".join(lines)
 
 
@@ -122,11 +124,11 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   if args.steps < 1:
     parser.error(f"--steps must be >= 1. Received: {args.steps}")
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  # Fixed when the runtime starts: before any op runs.
-  tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
-  config = benchmark.QUICK_CONFIG if args.quick else dataclasses.replace(
-      benchmark.BenchmarkConfig(), batch_size=args.batch_size, image_size=args.image_size)
+  config = dataclasses.replace(
+      benchmark.QUICK_CONFIG if args.quick else dataclasses.replace(
+          benchmark.BenchmarkConfig(), batch_size=args.batch_size, image_size=args.image_size),
+      inter_op_threads=args.inter_op_threads)
+  benchmark.configure_threads(config)
   item = benchmark.Item("train", args.precision, steps_per_loop=args.steps)
   profile_dir = args.profile_dir or tempfile.mkdtemp(prefix="op_profile_")
   print(format_report(profile_train_step(item, config, profile_dir), args.top))
