@@ -596,14 +596,19 @@ def _data_config(item, config, data_dir):
                     image_size=config.image_size)
 
 
-def _train_batches(item, config, data_dir):
+def _train_batches(item, config, data_dir, trainer=None):
   """Training batches; "synthetic" is one batch of the synthetic source held in memory.
 
   Repeating one batch measures the step alone, as the official
   --use_synthetic_data does (our synthetic source decodes JPEGs per image).
+  With `trainer`, the batches are in the form its train step takes (uint8 where
+  it normalizes them on the device).
   """
   from input_pipeline import build_dataset  # pylint: disable=import-outside-toplevel
-  dataset = build_dataset(_data_config(item, config, data_dir), training=True)
+  data = _data_config(item, config, data_dir)
+  if trainer is not None and trainer.normalizes_on_device:
+    data = dataclasses.replace(data, output_dtype=trainer.train_data_config().output_dtype)
+  dataset = build_dataset(data, training=True)
   if item.input == "synthetic":
     dataset = dataset.take(1).cache().repeat()
   return dataset
@@ -640,7 +645,7 @@ def steps_on_input(trainer, train_function, item, config, data_dir, num_steps):
   The train function runs on our iterator instead of Trainer.train's epoch bookkeeping.
   """
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  batches = _train_batches(item, config, data_dir)
+  batches = _train_batches(item, config, data_dir, trainer)
   iterator = iter(trainer.strategy.distribute_datasets_from_function(lambda _: batches))
   steps = tf.constant(num_steps, tf.int32)
   # [0]: the step sums; the non-finite step report beside them is not timed separately.

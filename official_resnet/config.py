@@ -143,6 +143,12 @@ class TrainConfig:
   training_loop: str = "custom"
   enable_tensorboard: bool = False
   nan_policy: str = "stop"
+  # Custom loop: training batches leave the input pipeline as uint8 pixels and the train
+  # step normalizes them on its device. Per image that is 7% less input-pipeline CPU than
+  # float32 output (input_pipeline.benchmark) and a quarter of the bytes to copy to an
+  # accelerator. Training crops are random, so no bit-for-bit result is lost; evaluation
+  # keeps the float32 pipeline.
+  normalize_on_device: bool = True
 
   def __post_init__(self):
     if not self.model_dir:

@@ -218,6 +218,10 @@ flags.DEFINE_enum("nan_policy", _TRAIN.nan_policy, list(config_lib.NAN_POLICIES)
                   "A step whose loss (fp32/bf16: or gradients) is NaN or Inf: stop the run, keeping "
                   "the last good checkpoint, or skip that step's update (custom loop). fp16 loss "
                   "scaling skips overflowing gradients either way.")
+flags.DEFINE_boolean("normalize_on_device", _TRAIN.normalize_on_device,
+                     "Custom loop: training batches leave the pipeline as uint8 pixels and the "
+                     "train step normalizes them on its device (less input CPU, a quarter of the "
+                     "bytes to copy); --nonormalize_on_device normalizes them in the pipeline.")
 
 # Transfer learning.
 flags.DEFINE_string("pretrained", None,
@@ -408,7 +412,8 @@ def experiment_from_flags(flag_values=FLAGS):
       keep_checkpoints=f.keep_checkpoints, label_smoothing=f.label_smoothing,
       optimizer=optimizer, schedule=schedule, phases=_phases(f, schedule), init_checkpoint=weights,
       init_checkpoint_scope=f.init_checkpoint_scope, training_loop=f.training_loop,
-      enable_tensorboard=f.enable_tensorboard, nan_policy=f.nan_policy)
+      enable_tensorboard=f.enable_tensorboard, nan_policy=f.nan_policy,
+      normalize_on_device=f.normalize_on_device)
   export_config = config_lib.ExportConfig(
       export_dir=f.export_dir, formats=tuple(f.export_format), top_k=f.top_k)
   builder.validate(model)

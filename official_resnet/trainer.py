@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 import input_pipeline
+from input_pipeline import preprocessing
 from official_resnet import config as config_lib
 from official_resnet import distribute
 from official_resnet import export
@@ -122,6 +123,17 @@ def epoch_seed(seed, epoch):
   return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
+def normalizes_on_device(experiment):
+  """Whether the train step normalizes uint8 training batches on its device (TrainConfig).
+
+  Only where the pipeline would otherwise normalize (float32 output; a model that
+  normalizes its own input gets uint8 anyway) and in the custom loop (fit feeds
+  the model as it is).
+  """
+  return (experiment.train.normalize_on_device and experiment.train.training_loop == "custom"
+          and experiment.data.output_dtype == "float32")
+
+
 def _next_multiple(step, every):
   return (step // every + 1) * every
 
@@ -149,6 +161,7 @@ class Trainer:
       raise ValueError(
           f"batch_size must be at most the {train_info.num_examples} training examples. "
           f"Received: {data.batch_size}")
+    self.normalizes_on_device = normalizes_on_device(experiment)
     self.phases = resolve_phases(experiment.train, data.batch_size, self.steps_per_epoch)
     self.total_steps = self.phases[-1].end_step
     if experiment.runtime.seed is not None:
@@ -243,9 +256,15 @@ class Trainer:
 
   # ------------------------------------------------------------------ data
 
+  def train_data_config(self):
+    """The training input's DataConfig: uint8 pixels where the train step normalizes them."""
+    if self.normalizes_on_device:
+      return dataclasses.replace(self.config.data, output_dtype="uint8")
+    return self.config.data
+
   def _train_dataset(self, epoch, offset, input_context=None):
     """Epoch `epoch`'s training batches from step `offset` of the epoch on."""
-    data = self.config.data
+    data = self.train_data_config()
     data = dataclasses.replace(data, seed=epoch_seed(data.seed, epoch))
     dataset = input_pipeline.build_dataset(data, training=True, input_context=input_context)
     if offset and data.seed is not None:
@@ -371,8 +390,12 @@ class Trainer:
     k = losses.top_k(self.config.model.num_classes)
     loss_scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     skip = self.config.train.nan_policy == "skip"
+    normalization = self.config.data.normalization if self.normalizes_on_device else None
 
     def forward_backward(images, labels):
+      if normalization:
+        # The pipeline's own function, so on-device and in-pipeline normalization cannot drift.
+        images = preprocessing.normalize(images, normalization)
       with tf.GradientTape() as tape:
         logits = model(images, training=True)
         per_example = losses.per_example_crossentropy(labels, logits, label_smoothing)

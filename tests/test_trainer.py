@@ -291,6 +291,49 @@ def test_xla_gives_the_same_update(colours, tmp_path):
   assert compiled_stats["train_loss"] == pytest.approx(plain_stats["train_loss"], abs=1e-4)
 
 
+def test_uint8_batches_normalized_on_device_update_like_the_float32_pipeline(colours, tmp_path):
+  """The default: uint8 training batches, normalized in the train step, as the pipeline would.
+
+  The colour images are solid with integer shades, so rounding to uint8 loses nothing and
+  the two runs must agree; a step that skipped or repeated the normalization would not.
+  """
+  def run(name, on_device):
+    experiment = fixtures.experiment(tmp_path / name, colours, batch_size=BATCH, train_steps=2,
+                                     architecture="vgg16", normalize_on_device=on_device)
+    trainer = trainer_lib.Trainer(experiment)
+    batch_images = next(iter(trainer._train_dataset(0, 0)))[0]
+    trainer.restore_or_initialize()
+    stats = trainer.train(evaluate=False)
+    return trainer, batch_images, [w.numpy() for w in trainer.model.weights], stats
+
+  on_device, uint8_images, on_device_weights, on_device_stats = run("on_device", True)
+  in_pipeline, float_images, in_pipeline_weights, in_pipeline_stats = run("in_pipeline", False)
+  assert on_device.normalizes_on_device and not in_pipeline.normalizes_on_device
+  assert uint8_images.dtype == tf.uint8 and float_images.dtype == tf.float32
+  assert uint8_images.shape == float_images.shape == (BATCH, 32, 32, 3)
+  # "unit" normalization: [-1, 1], where the uint8 pixels are [0, 255].
+  assert float(tf.reduce_max(tf.abs(float_images))) <= 1.0 < float(tf.reduce_max(uint8_images))
+  for a, b in zip(in_pipeline_weights, on_device_weights):
+    np.testing.assert_allclose(b, a, atol=1e-5)
+  assert on_device_stats["train_loss"] == pytest.approx(in_pipeline_stats["train_loss"], abs=1e-5)
+
+
+def test_fit_and_self_normalizing_models_keep_their_input():
+  def normalizes(**overrides):
+    experiment = fixtures.experiment("/tmp/unused")
+    data = dataclasses.replace(experiment.data, **overrides.pop("data", {}))
+    experiment = dataclasses.replace(
+        experiment, data=data, train=dataclasses.replace(experiment.train, **overrides))
+    return trainer_lib.normalizes_on_device(experiment)
+
+  assert normalizes()
+  assert not normalizes(normalize_on_device=False)
+  # Keras fit feeds the model the pipeline's batches as they are.
+  assert not normalizes(training_loop="fit")
+  # A model with its own normalization layer takes uint8 from the pipeline already.
+  assert not normalizes(data={"output_dtype": "uint8"})
+
+
 def test_loss_with_label_smoothing_matches_its_formula():
   logits = tf.constant([[2.0, 0.5, -1.0], [0.0, 1.0, 3.0]])
   labels = tf.constant([0, 1])
