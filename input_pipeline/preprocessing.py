@@ -195,7 +195,9 @@ def normalize(images: tf.Tensor, mode: str) -> tf.Tensor:
     means, stds = np.array(constants.TORCH_MEANS), np.array(constants.TORCH_STDS)
     # (x/255 - mean) / std as one multiply-add.
     return images * _per_channel(images, 1.0 / (255.0 * stds)) - _per_channel(images, means / stds)
-  return images / 127.5 - 1.0
+  # A multiply, not a division: grappler turns x / c into x * (1 / c) in some graphs and
+  # not in others, so the train step and the pipeline would differ in the last bit.
+  return images * np.float32(1.0 / 127.5) - 1.0
 
 
 def to_uint8(images: tf.Tensor) -> tf.Tensor:

@@ -221,6 +221,19 @@ def test_normalize_values_for_every_mode():
     np.testing.assert_allclose(out[1, 3, 4], values, rtol=1e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("mode", constants.NORMALIZATION_MODES)
+def test_normalize_is_bit_identical_in_the_pipeline_and_in_a_compiled_step(mode):
+  # The trainer normalizes uint8 training batches in its step (a graph grappler rewrites),
+  # evaluation in the pipeline: the two must agree to the last bit, or runs drift apart.
+  pixels = tf.constant(np.arange(256 * 3, dtype=np.int64).reshape(4, 8, 8, 3) % 256, tf.uint8)
+  eager = preprocessing.normalize(pixels, mode).numpy()
+  in_graph = tf.function(lambda images: preprocessing.normalize(images, mode))(pixels).numpy()
+  in_pipeline = np.stack(list(tf.data.Dataset.from_tensor_slices(pixels).map(
+      lambda image: preprocessing.normalize(image, mode)).as_numpy_iterator()))
+  np.testing.assert_array_equal(in_graph, eager)
+  np.testing.assert_array_equal(in_pipeline, eager)
+
+
 def test_normalize_rejects_unknown_mode():
   with pytest.raises(ValueError, match=r"normalization must be one of .*Received: 'bgr'"):
     preprocessing.normalize(PIXELS, "bgr")
