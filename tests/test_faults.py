@@ -272,7 +272,7 @@ def test_sigterm_to_one_of_two_workers_stops_both_at_one_checkpoint_and_both_res
   steps, at_step = 12, 4
   model_dir = tmp_path / "multi"
 
-  def start_pair():
+  def start_pair(model_dir=model_dir):
     hosts = ",".join(f"localhost:{port}" for port in test_main.free_ports(2))
     common = test_main.colour_flags(colours, str(model_dir), train_steps=steps, mode="train",
                                     steps_per_loop=1, log_steps=1, checkpoint_steps=1000,
@@ -300,11 +300,14 @@ def test_sigterm_to_one_of_two_workers_stops_both_at_one_checkpoint_and_both_res
     assert process.returncode == 0, process_log[-3000:]
   stats = run_state.read_stats(str(model_dir))
   assert (stats["start_step"], stats["step"]) == (stopped_at, steps)
-  with flagsaver.flagsaver():
-    test_main.parse(*test_main.colour_flags(colours, str(tmp_path / "single"), train_steps=steps,
-                                            mode="train", checkpoint_steps=1000))
-    main.run()
-  _assert_same_variables(model_dir, tmp_path / "single", atol=1e-5)
+  # The reference is an uninterrupted pair, not one process: on these solid images, two
+  # workers and one process drift apart by up to 4e-5 in 12 steps for some pixel values
+  # (a 1-bit change of the normalized input decides it), stopped or not;
+  # tests/test_main.py compares workers with one process over 3 steps.
+  for process in start_pair(tmp_path / "uninterrupted"):
+    _, process_log = process.communicate(timeout=300)
+    assert process.returncode == 0, process_log[-3000:]
+  _assert_same_variables(model_dir, tmp_path / "uninterrupted", atol=1e-6)
 
 
 # ---------------------------------------------------------------------------- user errors
