@@ -601,12 +601,12 @@ def _train_batches(item, config, data_dir, trainer=None):
 
   Repeating one batch measures the step alone, as the official
   --use_synthetic_data does (our synthetic source decodes JPEGs per image).
-  With `trainer`, the batches are in the form its train step takes (uint8 where
-  it normalizes them on the device).
+  With `trainer`, the batches have the dtype its train step takes (uint8 where
+  it normalizes them on the device), as Trainer.train feeds it.
   """
   from input_pipeline import build_dataset  # pylint: disable=import-outside-toplevel
   data = _data_config(item, config, data_dir)
-  if trainer is not None and trainer.normalizes_on_device:
+  if trainer is not None:
     data = dataclasses.replace(data, output_dtype=trainer.train_data_config().output_dtype)
   dataset = build_dataset(data, training=True)
   if item.input == "synthetic":
