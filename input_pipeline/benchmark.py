@@ -109,12 +109,14 @@ def _rss_mb() -> float:
 
 def _ceiling(files, training: bool, image_size: int, batch_size: int, threads: int):
   """The least work that yields the same images: read, parse the bytes, decode, crop, resize."""
-  def load(record):
+  def load(index, record):
     features = {constants.KEY_ENCODED: tf.io.FixedLenFeature([], tf.string)}
     encoded = tf.io.parse_single_example(record, features)[constants.KEY_ENCODED]
     if training:
+      # A seed per image, as the pipeline draws its crops.
       window = preprocessing.sample_crop_window(tf.image.extract_jpeg_shape(encoded),
-                                                preprocessing.whole_image_bbox())
+                                                preprocessing.whole_image_bbox(),
+                                                tf.stack([index, 0]))
       image = tf.image.decode_and_crop_jpeg(encoded, window, channels=3)
       return preprocessing.resize(image, image_size, image_size)
     image = tf.io.decode_jpeg(encoded, channels=3)
@@ -124,7 +126,7 @@ def _ceiling(files, training: bool, image_size: int, batch_size: int, threads: i
   dataset = tf.data.TFRecordDataset(files, num_parallel_reads=threads)
   if training:
     dataset = dataset.repeat()  # as the train pipeline does
-  dataset = dataset.map(load, num_parallel_calls=threads, deterministic=False)
+  dataset = dataset.enumerate().map(load, num_parallel_calls=threads, deterministic=False)
   dataset = dataset.batch(batch_size).prefetch(1)
   options = tf.data.Options()
   options.threading.private_threadpool_size = threads

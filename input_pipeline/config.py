@@ -1,6 +1,7 @@
 """DataConfig: everything build_dataset needs, in one frozen dataclass."""
 import dataclasses
 
+from input_pipeline import augment
 from input_pipeline import constants
 
 SOURCES = ("imagenet", "folder", "tfds", "synthetic")
@@ -38,6 +39,34 @@ class DataConfig:
   # synthetic source: examples per split.
   synthetic_num_examples: int = 1024
   seed: int | None = None
+  # Train and test resolution (FixRes: train 160, test 224). None: image_size.
+  eval_image_size: int | None = None
+  # The train crop's fraction of the image and its width / height (sample_distorted_bounding_box).
+  train_crop_area_range: tuple[float, float] = constants.CROP_AREA_RANGE
+  train_crop_aspect_range: tuple[float, float] = constants.CROP_ASPECT_RATIO_RANGE
+  # Eval resizes the shorter side to eval size / this, then crops the centre.
+  eval_crop_fraction: float = constants.EVAL_CROP_FRACTION
+  # Per-image training augmentation on the uint8 crop (input_pipeline.augment), in this
+  # order: colour jitter, AutoAugment or RandAugment, random erasing. 0 / None: off.
+  color_jitter: float = 0.0
+  autoaugment: str | None = None
+  randaugment_layers: int = 0
+  randaugment_magnitude: float = 10.0
+  randaugment_magnitude_std: float = 0.0
+  randaugment_variant: str = "model_garden"
+  random_erasing_probability: float = 0.0
+  random_erasing_area_range: tuple[float, float] = augment.RANDOM_ERASING_AREA_RANGE
+
+  @property
+  def eval_size(self) -> int:
+    """The evaluation (and export) image size: eval_image_size, or image_size when unset."""
+    return self.eval_image_size or self.image_size
+
+  @property
+  def augments(self) -> bool:
+    """Whether training images get any augmentation beyond the official crop and flip."""
+    return bool(self.color_jitter or self.autoaugment or self.randaugment_layers
+                or self.random_erasing_probability)
 
   def __post_init__(self):
     def check(ok, argument, expected):
@@ -56,3 +85,29 @@ class DataConfig:
     check(self.synthetic_num_examples >= 1, "synthetic_num_examples", ">= 1")
     check(self.private_threads is None or self.private_threads >= 1, "private_threads",
           "None or >= 1")
+    check(self.eval_image_size is None or self.eval_image_size >= constants.MIN_IMAGE_SIZE,
+          "eval_image_size", f"None or >= {constants.MIN_IMAGE_SIZE}")
+    check(_is_range(self.train_crop_area_range) and 0 < self.train_crop_area_range[0]
+          and self.train_crop_area_range[1] <= 1, "train_crop_area_range",
+          "(low, high) with 0 < low <= high <= 1")
+    check(_is_range(self.train_crop_aspect_range) and self.train_crop_aspect_range[0] > 0,
+          "train_crop_aspect_range", "(low, high) with 0 < low <= high")
+    check(0 < self.eval_crop_fraction <= 1, "eval_crop_fraction", "in (0, 1]")
+    check(self.color_jitter >= 0, "color_jitter", ">= 0")
+    check(self.autoaugment in (None, *augment.AUTOAUGMENT_POLICIES), "autoaugment",
+          f"None or one of {augment.AUTOAUGMENT_POLICIES}")
+    check(self.randaugment_layers >= 0, "randaugment_layers", ">= 0 (0: no RandAugment)")
+    check(self.randaugment_magnitude >= 0, "randaugment_magnitude", ">= 0")
+    check(self.randaugment_magnitude_std >= 0, "randaugment_magnitude_std", ">= 0")
+    check(self.randaugment_variant in augment.RANDAUGMENT_VARIANTS, "randaugment_variant",
+          f"one of {augment.RANDAUGMENT_VARIANTS}")
+    check(not (self.autoaugment and self.randaugment_layers), "autoaugment",
+          "None when randaugment_layers > 0 (one policy or the other)")
+    check(0 <= self.random_erasing_probability <= 1, "random_erasing_probability", "in [0, 1]")
+    check(_is_range(self.random_erasing_area_range) and 0 < self.random_erasing_area_range[0]
+          and self.random_erasing_area_range[1] <= 1, "random_erasing_area_range",
+          "(low, high) with 0 < low <= high <= 1")
+
+
+def _is_range(values) -> bool:
+  return len(values) == 2 and values[0] <= values[1]

@@ -2,8 +2,10 @@
 import dataclasses
 import os
 
+import numpy as np
 import tensorflow as tf
 
+from input_pipeline import augment
 from input_pipeline import bad_data
 from input_pipeline import preprocessing
 from input_pipeline import sources
@@ -36,18 +38,58 @@ def per_replica_batch_size(config: DataConfig, input_context=None) -> int:
   return config.batch_size // replicas
 
 
-def _preprocess_fn(config: DataConfig, training: bool):
-  """example dict -> (image, label): decode, crop/resize, then normalize or keep uint8."""
-  def preprocess(example):
+def _base_seed(config: DataConfig, input_context) -> tf.Tensor:
+  """int64 [2]: the root of this pipeline's per-element seeds.
+
+  Derived from config.seed and the pipeline's id, so a rebuilt pipeline draws the
+  same crops and augmentation again and two pipelines draw differently; fresh
+  entropy when unseeded.
+  """
+  pipeline_id = input_context.input_pipeline_id if input_context else 0
+  sequence = np.random.SeedSequence(None if config.seed is None else [config.seed, pipeline_id])
+  return tf.constant(sequence.generate_state(2).astype(np.int64))
+
+
+def _augment(config: DataConfig, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+  """uint8 crop -> uint8: colour jitter, AutoAugment or RandAugment, random erasing, as set.
+
+  Each step has its own seed, so turning one on leaves the others' draws as they were.
+  """
+  jitter_seed, policy_seed, erasing_seed = augment.split_seed(seed, 3)
+  if config.color_jitter:
+    image = augment.color_jitter(image, jitter_seed, config.color_jitter)
+  if config.autoaugment:
+    image = augment.auto_augment(image, policy_seed, config.autoaugment)
+  if config.randaugment_layers:
+    image = augment.rand_augment(
+        image, policy_seed, config.randaugment_layers, config.randaugment_magnitude,
+        config.randaugment_magnitude_std, config.randaugment_variant)
+  if config.random_erasing_probability:
+    image = augment.random_erasing(image, erasing_seed, config.random_erasing_probability,
+                                   config.random_erasing_area_range)
+  return image
+
+
+def _preprocess_fn(config: DataConfig, training: bool, base_seed: tf.Tensor):
+  """(example dict, element index) -> (image, label): decode, crop/resize (augment), then
+  normalize or keep uint8."""
+  def preprocess(example, index):
     if training:
+      seed = tf.random.experimental.stateless_fold_in(base_seed, index)
+      crop_seed, augment_seed = augment.split_seed(seed, 2)
       image = preprocessing.preprocess_for_train(
-          example["image"], example["bbox"], config.image_size)
+          example["image"], example["bbox"], config.image_size, crop_seed,
+          config.train_crop_area_range, config.train_crop_aspect_range)
+      if config.augments:
+        # The ops are defined on integer pixels, as PIL's are.
+        image = _augment(config, preprocessing.to_uint8(image), augment_seed)
     else:
-      image = preprocessing.preprocess_for_eval(example["image"], config.image_size)
-    if config.output_dtype == "uint8":
-      image = preprocessing.to_uint8(image)
-    else:
+      image = preprocessing.preprocess_for_eval(example["image"], config.eval_size,
+                                                config.eval_crop_fraction)
+    if config.output_dtype == "float32":
       image = preprocessing.normalize(image, config.normalization)
+    elif image.dtype != tf.uint8:
+      image = preprocessing.to_uint8(image)
     return image, example["label"]
   return preprocess
 
@@ -81,21 +123,21 @@ def _end_of_pass(action, element_spec) -> tf.data.Dataset:
 def build_dataset(config: DataConfig, training: bool, input_context=None) -> tf.data.Dataset:
   """Batches of (images [B, S, S, 3], labels int32 [B]) for one input pipeline.
 
-  B = config.batch_size / replicas in sync. Training: shuffled, endless, full
-  batches. Eval: one pass, each example of this pipeline's shard once, the
-  last batch possibly smaller. Images that fail to decode are skipped and
+  B = config.batch_size / replicas in sync; S = image_size in training, eval_size in
+  evaluation. Training: shuffled, endless, full batches. Eval: one pass, each example
+  of this pipeline's shard once, the last batch possibly smaller. Images that fail to decode are skipped and
   counted (bad_data.SKIPPED_IMAGES).
   """
   batch_size = per_replica_batch_size(config, input_context)
   source = sources.make_source(config, training)
-  preprocess = _preprocess_fn(config, training)
+  preprocess = _preprocess_fn(config, training, _base_seed(config, input_context))
   in_flight = bad_data.InFlightNames()
 
   def load(index, element):
     element = element if isinstance(element, tuple) else (element,)
     # The name is parked first, so it is there to report if loading fails.
     with tf.control_dependencies([in_flight.remember(index, source.name(*element))]):
-      image, label = preprocess(source.to_example(*element))
+      image, label = preprocess(source.to_example(*element), index)
     return index, image, label
 
   def account(last_index, batch):

@@ -2,9 +2,13 @@
 
 Train: a random crop drawn with sample_distorted_bounding_box and decoded with
 the fused decode_and_crop_jpeg, a random horizontal flip, a resize to S x S.
-Eval: resize the shorter side to S / EVAL_CROP_FRACTION, keep the centre S x S.
+Eval: resize the shorter side to S / crop fraction (0.875 official), keep the centre S x S.
 Both return float32 pixels in [0, 255]; `normalize` turns them into the
 convention a set of weights expects.
+
+The random ops are stateless, drawn from a `seed` (int32 or int64 [2]) that
+build_dataset derives for each element: a stateful random op in a parallel map
+draws in whatever order the threads run, so a seeded run could not repeat its crops.
 
 Every function takes and returns tensors, works eagerly and inside
 tf.data.Dataset.map, and decodes any JPEG, PNG, GIF, BMP or WebP (gray, CMYK,
@@ -20,9 +24,9 @@ from input_pipeline import constants
 CHANNELS = 3
 
 
-def eval_resize_size(image_size: int) -> int:
-  """Shorter side before the eval centre crop: 256 at 224 (crop fraction 0.875)."""
-  return int(math.floor(image_size / constants.EVAL_CROP_FRACTION + 0.5))
+def eval_resize_size(image_size: int, crop_fraction: float = constants.EVAL_CROP_FRACTION) -> int:
+  """Shorter side before the eval centre crop: 256 at 224 with the official crop fraction 0.875."""
+  return int(math.floor(image_size / crop_fraction + 0.5))
 
 
 def _bmp_header(image_bytes: tf.Tensor) -> tf.Tensor:
@@ -63,37 +67,44 @@ def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:
   return image
 
 
-def sample_crop_window(image_shape: tf.Tensor, bbox: tf.Tensor) -> tf.Tensor:
-  """A random crop window [offset_y, offset_x, height, width] (int32) with the official parameters.
+def sample_crop_window(image_shape: tf.Tensor, bbox: tf.Tensor, seed: tf.Tensor,
+                       area_range=constants.CROP_AREA_RANGE,
+                       aspect_ratio_range=constants.CROP_ASPECT_RATIO_RANGE) -> tf.Tensor:
+  """A random crop window [offset_y, offset_x, height, width] (int32); official ranges by default.
 
   `bbox` is float32 [1, num_boxes, 4] of [ymin, xmin, ymax, xmax] in [0, 1];
-  with no boxes the whole image stands for the object.
+  with no boxes the whole image stands for the object. `area_range` is the
+  crop's fraction of the image, `aspect_ratio_range` its width / height.
   """
-  begin, size, _ = tf.image.sample_distorted_bounding_box(
+  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
       image_shape,
       bounding_boxes=bbox,
+      seed=seed,
       min_object_covered=constants.CROP_MIN_OBJECT_COVERED,
-      aspect_ratio_range=constants.CROP_ASPECT_RATIO_RANGE,
-      area_range=constants.CROP_AREA_RANGE,
+      aspect_ratio_range=aspect_ratio_range,
+      area_range=area_range,
       max_attempts=constants.CROP_MAX_ATTEMPTS,
       use_image_if_no_bounding_boxes=True)
   return tf.stack([begin[0], begin[1], size[0], size[1]])
 
 
-def decode_and_random_crop(image_bytes: tf.Tensor, bbox: tf.Tensor) -> tf.Tensor:
-  """Decode only a random crop of the image -> uint8 [h, w, 3].
+def decode_and_random_crop(image_bytes: tf.Tensor, bbox: tf.Tensor, seed: tf.Tensor,
+                           area_range=constants.CROP_AREA_RANGE,
+                           aspect_ratio_range=constants.CROP_ASPECT_RATIO_RANGE) -> tf.Tensor:
+  """Decode only a random crop of the image (sample_crop_window) -> uint8 [h, w, 3].
 
   JPEGs (nearly all of ImageNet) take the fused decode_and_crop_jpeg, which
   decodes only the crop's blocks; other formats have no fused op, so they are
   decoded whole and sliced.
   """
   def crop_jpeg():
-    window = sample_crop_window(tf.image.extract_jpeg_shape(image_bytes), bbox)
+    window = sample_crop_window(tf.image.extract_jpeg_shape(image_bytes), bbox, seed,
+                                area_range, aspect_ratio_range)
     return tf.image.decode_and_crop_jpeg(image_bytes, window, channels=CHANNELS)
 
   def crop_other():
     image = decode_image(image_bytes)
-    window = sample_crop_window(tf.shape(image), bbox)
+    window = sample_crop_window(tf.shape(image), bbox, seed, area_range, aspect_ratio_range)
     return tf.slice(image, [window[0], window[1], 0], [window[2], window[3], CHANNELS])
 
   image = tf.cond(tf.io.is_jpeg(image_bytes), crop_jpeg, crop_other)
@@ -101,8 +112,8 @@ def decode_and_random_crop(image_bytes: tf.Tensor, bbox: tf.Tensor) -> tf.Tensor
   return image
 
 
-def random_flip(image: tf.Tensor) -> tf.Tensor:
-  return tf.image.random_flip_left_right(image)
+def random_flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+  return tf.image.stateless_random_flip_left_right(image, seed)
 
 
 def resize(image: tf.Tensor, height, width) -> tf.Tensor:
@@ -135,19 +146,23 @@ def central_crop(image: tf.Tensor, size: int) -> tf.Tensor:
   return tf.slice(image, [top, left, 0], [size, size, -1])
 
 
-def preprocess_for_train(image_bytes: tf.Tensor, bbox: tf.Tensor, image_size: int) -> tf.Tensor:
+def preprocess_for_train(image_bytes: tf.Tensor, bbox: tf.Tensor, image_size: int,
+                         seed: tf.Tensor, area_range=constants.CROP_AREA_RANGE,
+                         aspect_ratio_range=constants.CROP_ASPECT_RATIO_RANGE) -> tf.Tensor:
   """Encoded image -> float32 [S, S, 3] in [0, 255]: random crop, flip, resize."""
-  image = decode_and_random_crop(image_bytes, bbox)
-  image = random_flip(image)
+  crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  image = decode_and_random_crop(image_bytes, bbox, crop_seed, area_range, aspect_ratio_range)
+  image = random_flip(image, flip_seed)
   image = resize(image, image_size, image_size)
   image.set_shape([image_size, image_size, CHANNELS])
   return image
 
 
-def preprocess_for_eval(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
-  """Encoded image -> float32 [S, S, 3] in [0, 255]: resize shorter side, centre crop."""
+def preprocess_for_eval(image_bytes: tf.Tensor, image_size: int,
+                        crop_fraction: float = constants.EVAL_CROP_FRACTION) -> tf.Tensor:
+  """Encoded image -> float32 [S, S, 3] in [0, 255]: shorter side to S / crop_fraction, centre crop."""
   image = decode_image(image_bytes)
-  image = resize_shorter_side(image, eval_resize_size(image_size))
+  image = resize_shorter_side(image, eval_resize_size(image_size, crop_fraction))
   image = central_crop(image, image_size)
   image.set_shape([image_size, image_size, CHANNELS])
   return image

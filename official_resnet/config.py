@@ -271,6 +271,11 @@ class ExperimentConfig:
       raise ValueError(
           "image_size of the data and the model must agree. "
           f"Received: data {self.data.image_size}, model {self.model.image_size}")
+    if self.data.eval_size != self.data.image_size and not self.model.any_input_size:
+      raise ValueError(
+          "Evaluating at another size than training needs a model built with "
+          f"any_input_size=True. Received: data image_size {self.data.image_size}, "
+          f"eval_image_size {self.data.eval_image_size}, model any_input_size=False")
     if self.model.dtype_policy != self.runtime.dtype_policy:
       raise ValueError(
           f"model dtype_policy must be {self.runtime.dtype_policy!r} for dtype={self.runtime.dtype!r}. "

@@ -15,7 +15,8 @@ Exports compute in float32 whatever the training dtype policy.
 
 Signatures (outputs of the three classifying ones are the same):
   serving_default     images: string [N] encoded JPEG/PNG/GIF/BMP, decoded and
-                      cropped by input_pipeline's eval preprocessing
+                      cropped by input_pipeline's eval preprocessing (the data config's
+                      eval size S and crop fraction)
   serving_images      images: float32 [N, S, S, 3], pixels in [0, 255] already sized
                       (the restored `serve_images` function also takes uint8)
   serving_tf_example  examples: string [N] serialized tf.train.Example with the
@@ -82,23 +83,33 @@ def _model_image_size(model):
   return shape[1]
 
 
-def serving_config(model_config: ModelConfig) -> ModelConfig:
-  """The model exports hold: float32, stock Keras BatchNorm.
+def serving_config(model_config: ModelConfig, image_size: int | None = None) -> ModelConfig:
+  """The model exports hold: float32, stock Keras BatchNorm, a fixed input of `image_size`.
 
   TFLite has no float16/bfloat16 kernels, and CPUs serve float32 best. The
   fused BatchNorm only speeds up training; stock layers let a .keras file load
-  where official_resnet is not installed.
+  where official_resnet is not installed. `image_size` (default: the model's) is
+  the size served, the eval size when it differs from the training size.
   """
-  return dataclasses.replace(model_config, dtype_policy="float32", fused_batch_norm=False)
+  image_size = image_size or model_config.image_size
+  if (image_size != model_config.image_size and model_config.include_top
+      and model_config.pooling is None):
+    raise ValueError(
+        f"A model with a flatten head (pooling=None) serves only its training size "
+        f"{model_config.image_size}: its weights fix the input size. Received: image_size="
+        f"{image_size}")
+  return dataclasses.replace(model_config, dtype_policy="float32", fused_batch_norm=False,
+                             image_size=image_size, any_input_size=False)
 
 
-def serving_model(model: keras.Model, model_config: ModelConfig) -> keras.Model:
+def serving_model(model: keras.Model, model_config: ModelConfig,
+                  image_size: int | None = None) -> keras.Model:
   """`model` itself when already built with serving_config, else a copy built so.
 
-  The variables are the same under every dtype policy and BatchNorm class
-  (float32, in one order), so they copy over.
+  The variables are the same under every dtype policy, BatchNorm class and input
+  size (float32, in one order; global pooling), so they copy over.
   """
-  target = serving_config(model_config)
+  target = serving_config(model_config, image_size)
   if model_config == target:
     return model
   twin = models.build_model(target)
@@ -114,12 +125,15 @@ def _write_labels(directory, class_names):
 
 
 def build_serving_module(model: keras.Model, class_names: Sequence[str], *,
-                         normalization: str | None, top_k: int = DEFAULT_TOP_K):
+                         normalization: str | None, top_k: int = DEFAULT_TOP_K,
+                         crop_fraction: float = constants.EVAL_CROP_FRACTION):
   """A tf.Module holding the serving functions, and the signatures to save it with.
 
   `model` maps [N, S, S, 3] (normalized with `normalization`, or raw pixels when
-  it is None) to float32 logits. The module holds the functions and the
-  variables, not the Keras model, so every weight is saved once.
+  it is None) to float32 logits. Encoded images are resized to S / crop_fraction
+  on the shorter side and centre-cropped, as the eval pipeline does. The module
+  holds the functions and the variables, not the Keras model, so every weight is
+  saved once.
   """
   config_lib.check_top_k(top_k)
   num_classes = model.output_shape[-1]
@@ -132,7 +146,8 @@ def build_serving_module(model: keras.Model, class_names: Sequence[str], *,
 
   def pixels_from_encoded(images):
     return tf.map_fn(
-        lambda image: preprocessing.preprocess_for_eval(image, image_size), images,
+        lambda image: preprocessing.preprocess_for_eval(image, image_size, crop_fraction),
+        images,
         fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32))
 
   def model_inputs(pixels):
@@ -246,9 +261,10 @@ def export_model(model: keras.Model, model_config: ModelConfig, data_config: Dat
 
   The SavedModel is always written (it is what TF Serving loads and what TFLite
   converts); `formats` adds the .keras file and the TFLite files. Everything
-  computes in float32 with stock layers (see serving_config). The .keras file is the model as
-  trained: logits, inputs normalized like the training pipeline's (raw pixels
-  when `model_config.input_normalization` is set).
+  computes in float32 with stock layers (see serving_config), at the data config's eval
+  size and crop fraction. The .keras file is the model as trained, at that size:
+  logits, inputs normalized like the training pipeline's (raw pixels when
+  `model_config.input_normalization` is set).
   """
   config_lib.check_export_formats(formats)
   if not model_config.include_top:
@@ -258,7 +274,7 @@ def export_model(model: keras.Model, model_config: ModelConfig, data_config: Dat
   _check_class_names(class_names, model.output_shape[-1])
   normalization = serving_normalization(model_config, data_config)
   version = _check_export_dir(export_dir, version)
-  model = serving_model(model, model_config)
+  model = serving_model(model, model_config, data_config.eval_size)
   final_dir = os.path.join(export_dir, str(version))
   tf.io.gfile.makedirs(export_dir)
   # Hidden and not a number, so TF Serving ignores it while it is written.
@@ -266,7 +282,8 @@ def export_model(model: keras.Model, model_config: ModelConfig, data_config: Dat
   try:
     with tempfile.TemporaryDirectory() as scratch:
       module, signatures = build_serving_module(
-          model, class_names, normalization=normalization, top_k=top_k)
+          model, class_names, normalization=normalization, top_k=top_k,
+          crop_fraction=data_config.eval_crop_fraction)
       module.labels_file = tf.saved_model.Asset(_write_labels(scratch, class_names))
       tf.saved_model.save(module, temporary_dir, signatures=signatures)
     if "keras" in formats:
@@ -286,14 +303,15 @@ def export_model(model: keras.Model, model_config: ModelConfig, data_config: Dat
 
 
 def restore_model_dir(model_dir: str):
-  """(model, RunConfig) from the latest checkpoint in a trainer's model_dir."""
+  """(model, RunConfig) from the latest checkpoint in a trainer's model_dir, at its eval size."""
   checkpoint = tf.train.latest_checkpoint(model_dir) if tf.io.gfile.isdir(model_dir) else None
   if checkpoint is None:
     raise ValueError("`model_dir` must hold a trainer checkpoint (ckpt-<step>). "
                      f"Received: model_dir={model_dir!r}, which has none")
   run_config = run_state.read_run_config(model_dir)
   # Checkpoints hold the same variables under every policy and BatchNorm class.
-  run_config = dataclasses.replace(run_config, model=serving_config(run_config.model))
+  run_config = dataclasses.replace(
+      run_config, model=serving_config(run_config.model, run_config.data.eval_size))
   model = models.build_model(run_config.model)
   status = tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
   status.assert_existing_objects_matched()

@@ -17,6 +17,7 @@ from absl import flags
 from absl import logging
 import tensorflow as tf
 
+from input_pipeline import augment
 from input_pipeline import constants
 from input_pipeline.config import DataConfig
 from input_pipeline.config import SOURCES
@@ -177,6 +178,43 @@ flags.DEFINE_integer("seed", None,
                      "Seeds weights, data order and augmentation; with it a resumed run equals an "
                      "uninterrupted one.")
 
+# Augmentation and resolution: per-image augmentation of the training crops (in this
+# order: colour jitter, AutoAugment or RandAugment, random erasing) and the train/test
+# sizes and crops. Names follow timm and the Model Garden.
+flags.DEFINE_integer("eval_image_size", None,
+                     "Evaluation and export image size; default --image_size. Train smaller than "
+                     "you test (FixRes: --image_size=160 --eval_image_size=224); needs global "
+                     "pooling, not --pooling=none.", lower_bound=constants.MIN_IMAGE_SIZE)
+flags.DEFINE_list("train_crop_area_range", [str(v) for v in _DATA.train_crop_area_range],
+                  "low,high: the random train crop's fraction of the image (timm: 0.08,1).")
+flags.DEFINE_list("train_crop_aspect_range", [str(v) for v in _DATA.train_crop_aspect_range],
+                  "low,high: the random train crop's width / height (timm: 0.75,1.3333).")
+flags.DEFINE_float("eval_crop_fraction", _DATA.eval_crop_fraction,
+                   "Evaluation and export: the shorter side is resized to the eval size / this, "
+                   "then the centre is cropped (timm's crop_pct; 1: no margin).")
+flags.DEFINE_float("color_jitter", _DATA.color_jitter,
+                   "Brightness, contrast and saturation each scaled by a factor in [1-x, 1+x] "
+                   "(timm: 0.4); 0: off.")
+flags.DEFINE_enum("autoaugment", _DATA.autoaugment, list(augment.AUTOAUGMENT_POLICIES),
+                  "AutoAugment policy (v0: the ImageNet policy of the Model Garden and timm); "
+                  "default off.")
+flags.DEFINE_integer("randaugment_layers", _DATA.randaugment_layers,
+                     "RandAugment: ops applied per image (usually 2); 0: off.", lower_bound=0)
+flags.DEFINE_float("randaugment_magnitude", _DATA.randaugment_magnitude,
+                   "RandAugment: magnitude of every op, 0-10 (timm's m, e.g. 9; RSB A3: 6).")
+flags.DEFINE_float("randaugment_magnitude_std", _DATA.randaugment_magnitude_std,
+                   "RandAugment: Gaussian noise on each op's magnitude (timm's mstd, e.g. 0.5).")
+flags.DEFINE_enum("randaugment_variant", _DATA.randaugment_variant,
+                  list(augment.RANDAUGMENT_VARIANTS),
+                  "RandAugment ops and scaling: model_garden (16 ops and a no-op, every drawn op "
+                  "applied) or timm (its rand-...-inc1: 15 ops growing with the magnitude, each "
+                  "applied with probability 0.5).")
+flags.DEFINE_float("random_erasing_probability", _DATA.random_erasing_probability,
+                   "Random erasing: probability of one rectangle of per-pixel noise per image "
+                   "(timm's reprob, e.g. 0.25); 0: off.")
+flags.DEFINE_list("random_erasing_area_range", [str(v) for v in _DATA.random_erasing_area_range],
+                  "low,high: the erased rectangle's fraction of the image.")
+
 # Optimizer and schedule.
 flags.DEFINE_enum("optimizer", _OPTIMIZER.name, list(config_lib.OPTIMIZERS), "Optimizer.")
 flags.DEFINE_float("momentum", _OPTIMIZER.momentum, "sgd: momentum.")
@@ -325,6 +363,35 @@ def _phases(f, schedule):
       for trainable, length, rate in zip(f.phases, lengths, rates))
 
 
+def _augmentation_and_resolution(f):
+  """The DataConfig fields of the augmentation and resolution flags."""
+  return dict(
+      eval_image_size=f.eval_image_size,
+      train_crop_area_range=_float_list("train_crop_area_range", f.train_crop_area_range),
+      train_crop_aspect_range=_float_list("train_crop_aspect_range", f.train_crop_aspect_range),
+      eval_crop_fraction=f.eval_crop_fraction, color_jitter=f.color_jitter,
+      autoaugment=f.autoaugment, randaugment_layers=f.randaugment_layers,
+      randaugment_magnitude=f.randaugment_magnitude,
+      randaugment_magnitude_std=f.randaugment_magnitude_std,
+      randaugment_variant=f.randaugment_variant,
+      random_erasing_probability=f.random_erasing_probability,
+      random_erasing_area_range=_float_list("random_erasing_area_range",
+                                            f.random_erasing_area_range))
+
+
+def _any_input_size(f, data):
+  """Whether the model must take another size than --image_size: to evaluate at --eval_image_size."""
+  if data.eval_size == data.image_size:
+    return False
+  if f.pooling == "none":
+    raise ValueError(
+        f"--eval_image_size={data.eval_size} differs from --image_size={data.image_size}, which "
+        "needs a model that takes any image size, and --pooling=none (a flatten head, as "
+        "VGG's classic one) fixes it. Use --pooling=avg or leave --eval_image_size unset. "
+        "Received: --pooling=none")
+  return True
+
+
 def _initial_weights(f):
   """--pretrained or --init_checkpoint, whichever is given (not both)."""
   if f.pretrained and f.init_checkpoint:
@@ -387,7 +454,8 @@ def experiment_from_flags(flag_values=FLAGS):
       output_dtype="uint8" if f.normalize_in_model else "float32",
       validation_fraction=f.validation_fraction, shuffle_buffer_size=f.shuffle_buffer_size,
       cache=f.training_dataset_cache, private_threads=f.datasets_num_private_threads,
-      synthetic_num_examples=f.synthetic_num_examples, seed=f.seed)
+      synthetic_num_examples=f.synthetic_num_examples, seed=f.seed,
+      **_augmentation_and_resolution(f))
   model = ModelConfig(
       architecture=f.architecture, variant=f.variant, num_classes=f.num_classes,
       image_size=f.image_size, pooling=None if f.pooling == "none" else f.pooling,
@@ -396,7 +464,7 @@ def experiment_from_flags(flag_values=FLAGS):
       base_width=f.base_width, vgg_batch_norm=f.vgg_batch_norm,
       zero_init_residual=f.zero_init_residual, weight_decay=f.weight_decay,
       dtype_policy=runtime.dtype_policy, input_normalization=normalization_in_model,
-      data_format=f.data_format)
+      data_format=f.data_format, any_input_size=_any_input_size(f, data))
   schedule = config_lib.ScheduleConfig(
       name=f.lr_schedule, base_learning_rate=f.base_learning_rate,
       base_batch_size=f.lr_base_batch_size or None, warmup_epochs=f.warmup_epochs,

@@ -20,9 +20,9 @@ from official_resnet.models.config import ModelConfig
 CONFIG_FILE = "config.json"
 STATS_FILE = "stats.json"
 EVAL_STATS_FILE = "eval_stats.json"
-# Model fields a resumed run may change: they decide the compute dtype, layout and
-# kernels, not the variables.
-_RESUMABLE_MODEL_FIELDS = ("dtype_policy", "data_format", "fused_batch_norm")
+# Model fields a resumed run may change: they decide the compute dtype, layout,
+# kernels and accepted input sizes, not the variables.
+_RESUMABLE_MODEL_FIELDS = ("dtype_policy", "data_format", "fused_batch_norm", "any_input_size")
 
 
 @dataclasses.dataclass(frozen=True)

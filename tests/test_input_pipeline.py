@@ -15,6 +15,7 @@ from input_pipeline import build_dataset
 from input_pipeline import constants
 from input_pipeline import dataset_info
 from input_pipeline import photos
+from input_pipeline import preprocessing
 from input_pipeline import sources
 
 SIZE = 32
@@ -194,6 +195,79 @@ def test_record_bounding_boxes_are_parsed_in_sample_order(tmp_path):
                              rtol=1e-6)
 
 
+AUGMENTED = dict(color_jitter=0.4, randaugment_layers=2, randaugment_magnitude=9.0,
+                 randaugment_magnitude_std=0.5, random_erasing_probability=0.5)
+
+
+def _pixels(dataset, batches):
+  return np.concatenate([images.numpy() for images, _ in dataset.take(batches)])
+
+
+@pytest.mark.parametrize("augmentation", [{}, AUGMENTED], ids=["crop_and_flip", "augmented"])
+def test_seeded_training_batches_repeat_and_resume_by_skipping(records_dir, augmentation):
+  config = _records_config(records_dir, seed=5, output_dtype="uint8", **augmentation)
+  first = _pixels(build_dataset(config, training=True), 6)
+  # The trainer resumes mid-epoch by rebuilding the pipeline and skipping the batches it
+  # trained on: the rest is the same.
+  resumed = _pixels(build_dataset(config, training=True).skip(4), 2)
+  np.testing.assert_array_equal(resumed, first[16:])
+  other_seed = _pixels(build_dataset(dataclasses.replace(config, seed=6), training=True), 6)
+  assert not np.array_equal(other_seed, first)
+
+
+def test_augmentation_changes_the_crops_it_is_given_and_nothing_else(records_dir):
+  plain = _records_config(records_dir, seed=5, output_dtype="uint8")
+  augmented = dataclasses.replace(plain, **AUGMENTED)
+  plain_images, plain_labels = next(iter(build_dataset(plain, training=True)))
+  images, labels = next(iter(build_dataset(augmented, training=True)))
+  np.testing.assert_array_equal(labels, plain_labels)  # same order, same examples
+  assert images.dtype == tf.uint8 and images.shape == plain_images.shape
+  assert not np.array_equal(images, plain_images)
+  # Turning augmentation off leaves the crops as they were with it off: their seeds are apart.
+  np.testing.assert_array_equal(
+      _pixels(build_dataset(dataclasses.replace(augmented, color_jitter=0.0, randaugment_layers=0,
+                                                random_erasing_probability=0.0), True), 1),
+      plain_images)
+
+
+def test_float32_output_is_the_augmented_uint8_normalized(records_dir):
+  raw = _records_config(records_dir, seed=5, output_dtype="uint8", color_jitter=0.4,
+                        random_erasing_probability=1.0)
+  floats = dataclasses.replace(raw, output_dtype="float32")
+  np.testing.assert_allclose(
+      _pixels(build_dataset(floats, training=True), 2),
+      _pixels(build_dataset(raw, training=True), 2).astype(np.float32)
+      - np.array(constants.RGB_MEANS, np.float32), atol=1e-4)
+
+
+def test_eval_batches_come_at_the_eval_size_and_crop_fraction(records_dir):
+  config = _records_config(records_dir, eval_image_size=48, eval_crop_fraction=1.0,
+                           output_dtype="uint8")
+  assert build_dataset(config, training=True).element_spec[0].shape.as_list() == [4, SIZE, SIZE, 3]
+  evaluation = build_dataset(config, training=False)
+  assert evaluation.element_spec[0].shape.as_list() == [None, 48, 48, 3]
+  pairs = [(image, label) for images, labels in evaluation
+           for image, label in zip(images.numpy(), labels.numpy())]
+  assert len(pairs) == NUM_RECORDS
+  for image, label in pairs:
+    expected = preprocessing.to_uint8(preprocessing.preprocess_for_eval(
+        photos.encode(image_fixtures.image(label)), 48, 1.0))
+    np.testing.assert_array_equal(image, expected)
+
+
+def test_train_crop_ranges_reach_the_crops(records_dir):
+  # The whole image (40x56, aspect 1.4) is the only crop of area 1 and aspect 1.3-1.5: every
+  # training image is the image, flipped or not, resized.
+  config = _records_config(records_dir, seed=1, output_dtype="uint8",
+                           train_crop_area_range=(1.0, 1.0), train_crop_aspect_range=(1.3, 1.5))
+  images, labels = next(iter(build_dataset(config, training=True)))
+  for image, label in zip(images.numpy(), labels.numpy()):
+    decoded = preprocessing.decode_image(photos.encode(image_fixtures.image(int(label))))
+    candidates = [preprocessing.to_uint8(preprocessing.resize(whole, SIZE, SIZE)).numpy()
+                  for whole in (decoded, decoded[:, ::-1])]
+    assert any(np.array_equal(image, candidate) for candidate in candidates)
+
+
 def test_cache_keeps_records_after_the_files_are_gone(tmp_path):
   directory = str(tmp_path)
   files = image_fixtures.make_record_shards(directory, 6, num_shards=2)
@@ -248,8 +322,36 @@ def test_pattern_matching_nothing_is_a_clear_error(tmp_path):
     ("image_size", 8, r"image_size must be >= 32\. Received: 8"),
     ("validation_fraction", 1.0, r"validation_fraction must be in \[0, 1\)\. Received: 1.0"),
     ("batch_size", 0, r"batch_size must be >= 1\. Received: 0"),
+    ("eval_image_size", 16, r"eval_image_size must be None or >= 32\. Received: 16"),
+    ("train_crop_area_range", (0.5, 0.2),
+     r"train_crop_area_range must be \(low, high\) with 0 < low <= high <= 1\. "
+     r"Received: \(0.5, 0.2\)"),
+    ("train_crop_area_range", (0.0, 1.0), r"train_crop_area_range must be"),
+    ("train_crop_aspect_range", (0.0, 1.0), r"train_crop_aspect_range must be \(low, high\)"),
+    ("eval_crop_fraction", 1.2, r"eval_crop_fraction must be in \(0, 1\]\. Received: 1.2"),
+    ("color_jitter", -0.4, r"color_jitter must be >= 0\. Received: -0.4"),
+    ("autoaugment", "v9", r"autoaugment must be None or one of \('v0',\)\. Received: 'v9'"),
+    ("randaugment_layers", -1, r"randaugment_layers must be >= 0"),
+    ("randaugment_magnitude", -2.0, r"randaugment_magnitude must be >= 0"),
+    ("randaugment_magnitude_std", -0.5, r"randaugment_magnitude_std must be >= 0"),
+    ("randaugment_variant", "keras", r"randaugment_variant must be one of \('model_garden', "
+                                     r"'timm'\)\. Received: 'keras'"),
+    ("random_erasing_probability", 1.5, r"random_erasing_probability must be in \[0, 1\]"),
+    ("random_erasing_area_range", (0.2,), r"random_erasing_area_range must be \(low, high\)"),
 ])
 def test_config_rejects_bad_values(field, value, message):
   with pytest.raises(ValueError, match=message):
     DataConfig(**{field: value})
+
+
+def test_config_refuses_autoaugment_and_randaugment_together():
+  with pytest.raises(ValueError, match=r"autoaugment must be None when randaugment_layers > 0 "
+                                       r"\(one policy or the other\)\. Received: 'v0'"):
+    DataConfig(autoaugment="v0", randaugment_layers=2)
+
+
+def test_eval_size_defaults_to_the_training_size():
+  assert DataConfig(image_size=160).eval_size == 160
+  assert DataConfig(image_size=160, eval_image_size=224).eval_size == 224
+  assert not DataConfig().augments and DataConfig(random_erasing_probability=0.25).augments
 

@@ -16,6 +16,7 @@ SIZE = 32
 PIXELS = image_fixtures.image(seed=1)
 JPEG = photos.encode(PIXELS)
 NO_BOX = preprocessing.whole_image_bbox()
+SEED = np.array([7, 11], np.int64)
 
 
 def _unknown_shape(x):
@@ -28,27 +29,29 @@ def _in_map(fn, *args):
   return dataset.get_single_element(), dataset.element_spec
 
 
-# (op, args, expected static shape inside map, expected dtype, deterministic)
+# (op, args, expected static shape inside map, expected dtype). The random ops take a
+# stateless seed, so they too give the same result eagerly and in a map.
 OPS = [
     ("decode_image", lambda b: preprocessing.decode_image(b), (JPEG,), [None, None, 3],
-     tf.uint8, True),
-    ("decode_and_random_crop", lambda b: preprocessing.decode_and_random_crop(b, NO_BOX),
-     (JPEG,), [None, None, 3], tf.uint8, False),
-    ("random_flip", preprocessing.random_flip, (PIXELS,), [None, None, None], tf.uint8, False),
+     tf.uint8),
+    ("decode_and_random_crop", lambda b, s: preprocessing.decode_and_random_crop(b, NO_BOX, s),
+     (JPEG, SEED), [None, None, 3], tf.uint8),
+    ("random_flip", preprocessing.random_flip, (PIXELS, SEED), [None, None, None], tf.uint8),
     ("resize", lambda x: preprocessing.resize(x, 20, 24), (PIXELS,), [20, 24, None],
-     tf.float32, True),
+     tf.float32),
     ("resize_shorter_side", lambda x: preprocessing.resize_shorter_side(x, 36), (PIXELS,),
-     [None, None, None], tf.float32, True),
+     [None, None, None], tf.float32),
     ("central_crop", lambda x: preprocessing.central_crop(x, SIZE), (PIXELS,),
-     [SIZE, SIZE, None], tf.uint8, True),
-    ("preprocess_for_train", lambda b: preprocessing.preprocess_for_train(b, NO_BOX, SIZE),
-     (JPEG,), [SIZE, SIZE, 3], tf.float32, False),
-    ("preprocess_for_eval", lambda b: preprocessing.preprocess_for_eval(b, SIZE), (JPEG,),
-     [SIZE, SIZE, 3], tf.float32, True),
+     [SIZE, SIZE, None], tf.uint8),
+    ("preprocess_for_train",
+     lambda b, s: preprocessing.preprocess_for_train(b, NO_BOX, SIZE, s, (0.1, 0.9), (0.5, 2.0)),
+     (JPEG, SEED), [SIZE, SIZE, 3], tf.float32),
+    ("preprocess_for_eval", lambda b: preprocessing.preprocess_for_eval(b, SIZE, 0.6), (JPEG,),
+     [SIZE, SIZE, 3], tf.float32),
     ("normalize", lambda x: preprocessing.normalize(x, "rgb_mean"), (PIXELS,),
-     [None, None, 3], tf.float32, True),
+     [None, None, 3], tf.float32),
     ("to_uint8", preprocessing.to_uint8, (PIXELS.astype(np.float32),), [None, None, None],
-     tf.uint8, True),
+     tf.uint8),
 ]
 # Concrete output shapes for the ops whose static shape is open.
 CONCRETE = {"decode_image": (40, 56, 3), "random_flip": (40, 56, 3), "resize": (20, 24, 3),
@@ -56,9 +59,8 @@ CONCRETE = {"decode_image": (40, 56, 3), "random_flip": (40, 56, 3), "resize": (
             "normalize": (40, 56, 3), "to_uint8": (40, 56, 3)}
 
 
-@pytest.mark.parametrize("name,fn,args,static_shape,dtype,deterministic", OPS,
-                         ids=[op[0] for op in OPS])
-def test_op_eagerly_and_in_dataset_map(name, fn, args, static_shape, dtype, deterministic):
+@pytest.mark.parametrize("name,fn,args,static_shape,dtype", OPS, ids=[op[0] for op in OPS])
+def test_op_eagerly_and_in_dataset_map(name, fn, args, static_shape, dtype):
   eager = fn(*[tf.constant(a) for a in args])
   mapped, spec = _in_map(fn, *args)
   assert spec.shape.as_list() == static_shape
@@ -67,19 +69,18 @@ def test_op_eagerly_and_in_dataset_map(name, fn, args, static_shape, dtype, dete
     assert eager.shape == CONCRETE[name]
   if None not in static_shape:
     assert eager.shape == tuple(static_shape)
-  if deterministic:
-    np.testing.assert_array_equal(eager.numpy(), mapped.numpy())
-  else:
-    assert eager.shape.rank == mapped.shape.rank == 3
+  np.testing.assert_array_equal(eager.numpy(), mapped.numpy())
 
 
-@pytest.mark.parametrize("height,width,image_size", [(40, 56, 32), (375, 500, 224), (61, 45, 32)])
-def test_eval_equals_official_steps(height, width, image_size):
+@pytest.mark.parametrize("height,width,image_size,crop_fraction", [
+    (40, 56, 32, 0.875), (375, 500, 224, 0.875), (61, 45, 32, 0.875), (40, 56, 32, 1.0),
+    (375, 500, 224, 0.95)])
+def test_eval_equals_official_steps(height, width, image_size, crop_fraction):
   encoded = photos.encode(image_fixtures.image(seed=2, height=height, width=width))
   # The official recipe step by step: decode, shorter side to 256 at 224 (crop
   # fraction 0.875), the other side truncated, TF1 bilinear resize, centre crop.
   decoded = tf.image.decode_jpeg(encoded, channels=3)
-  resize_min = int(image_size / 0.875 + 0.5)
+  resize_min = int(image_size / crop_fraction + 0.5)
   scale = tf.cast(resize_min, tf.float32) / min(height, width)
   new_height = int(tf.cast(height * scale, tf.int32))
   new_width = int(tf.cast(width * scale, tf.int32))
@@ -87,13 +88,16 @@ def test_eval_equals_official_steps(height, width, image_size):
                                       method=tf.image.ResizeMethod.BILINEAR, align_corners=False)
   top, left = (new_height - image_size) // 2, (new_width - image_size) // 2
   expected = resized[top:top + image_size, left:left + image_size]
-  np.testing.assert_array_equal(preprocessing.preprocess_for_eval(encoded, image_size), expected)
+  np.testing.assert_array_equal(
+      preprocessing.preprocess_for_eval(encoded, image_size, crop_fraction), expected)
 
 
 def test_eval_resize_size_keeps_crop_fraction():
   assert preprocessing.eval_resize_size(224) == 256
   assert preprocessing.eval_resize_size(32) == 37
   assert preprocessing.eval_resize_size(299) == 342
+  assert preprocessing.eval_resize_size(224, 0.95) == 236  # timm's crop_pct for RSB A3
+  assert preprocessing.eval_resize_size(224, 1.0) == 224
 
 
 def test_train_resize_equals_official_kernel():
@@ -101,9 +105,11 @@ def test_train_resize_equals_official_kernel():
   np.testing.assert_array_equal(preprocessing.resize(PIXELS, SIZE, SIZE), expected)
 
 
-def _windows(image_shape, bbox, draws):
-  sample = tf.function(lambda: preprocessing.sample_crop_window(image_shape, bbox))
-  return np.array([sample().numpy() for _ in range(draws)])
+def _windows(image_shape, bbox, draws, **ranges):
+  """Crop windows for seeds [0, 0] .. [draws - 1, 0]."""
+  sample = tf.function(
+      lambda seed: preprocessing.sample_crop_window(image_shape, bbox, seed, **ranges))
+  return np.array([sample(tf.constant([i, 0], tf.int64)).numpy() for i in range(draws)])
 
 
 def test_crop_windows_inside_image_within_area_and_aspect_bounds():
@@ -122,6 +128,30 @@ def test_crop_windows_inside_image_within_area_and_aspect_bounds():
   # Draws really vary: many distinct windows, small and large.
   assert len({tuple(w) for w in windows}) > 200
   assert area.min() < 0.2 and area.max() > 0.8
+
+
+def test_crop_windows_follow_the_area_and_aspect_options():
+  height, width = 360, 420
+  windows = _windows([height, width, 3], NO_BOX, draws=100, area_range=(0.5, 0.6),
+                     aspect_ratio_range=(1.9, 2.1))
+  _, _, crop_height, crop_width = windows.T
+  area = crop_height * crop_width / (height * width)
+  assert (area >= 0.5 * 0.98).all() and (area <= 0.6 * 1.02).all()
+  aspect = crop_width / crop_height
+  assert (aspect >= 1.9 * 0.98).all() and (aspect <= 2.1 * 1.02).all()
+  # Not the official ranges' windows: those are rarely this wide.
+  official = _windows([height, width, 3], NO_BOX, draws=100)
+  assert (official[:, 3] / official[:, 2] < 1.4).all()
+
+
+def test_seeded_crops_and_flips_repeat_for_a_seed_and_differ_across_seeds():
+  encoded = photos.encode(image_fixtures.image(seed=5, height=64, width=80))
+  train = tf.function(lambda seed: preprocessing.preprocess_for_train(encoded, NO_BOX, SIZE, seed))
+  first = [train(tf.constant([i, 1], tf.int64)).numpy() for i in range(8)]
+  again = [train(tf.constant([i, 1], tf.int64)).numpy() for i in range(8)]
+  for a, b in zip(first, again):
+    np.testing.assert_array_equal(a, b)
+  assert len({image.tobytes() for image in first}) == 8
 
 
 def test_crop_windows_cover_the_record_bounding_box():
@@ -156,8 +186,9 @@ def test_random_crop_is_a_window_of_the_decoded_image(image_format):
   small = image_fixtures.image(seed=3, height=24, width=28)
   encoded = photos.encode(small, image_format)
   full = preprocessing.decode_image(encoded).numpy()
-  for _ in range(3):
-    crop = preprocessing.decode_and_random_crop(encoded, NO_BOX).numpy().astype(np.int32)
+  for attempt in range(3):
+    crop = preprocessing.decode_and_random_crop(encoded, NO_BOX, SEED + attempt)
+    crop = crop.numpy().astype(np.int32)
     # PNG is sliced exactly; the fused JPEG decode differs a little at the crop edges
     # (upsampling), by up to ~2 levels on the smallest crops; a wrong window differs by tens.
     assert _find_crop(full, crop, tolerance=0.0 if image_format == "PNG" else 3.0)
@@ -166,8 +197,8 @@ def test_random_crop_is_a_window_of_the_decoded_image(image_format):
 def test_random_flip_gives_both_orientations_and_nothing_else():
   image = tf.constant(PIXELS)
   flipped = 0
-  for _ in range(40):
-    out = preprocessing.random_flip(image).numpy()
+  for i in range(40):
+    out = preprocessing.random_flip(image, tf.constant([i, 3])).numpy()
     if np.array_equal(out, PIXELS[:, ::-1]):
       flipped += 1
     else:
@@ -196,7 +227,7 @@ def test_every_format_decodes_to_rgb(image_format, mode, max_error):
   # And the image is still the picture, not a gray or inverted rendering of it.
   source = PIXELS if mode not in ("L",) else np.repeat(expected[..., :1], 3, axis=-1)
   assert np.abs(decoded.astype(np.int32) - source).mean() < 16
-  train = preprocessing.preprocess_for_train(encoded, NO_BOX, SIZE)
+  train = preprocessing.preprocess_for_train(encoded, NO_BOX, SIZE, SEED)
   assert train.shape == (SIZE, SIZE, 3) and train.dtype == tf.float32
 
 

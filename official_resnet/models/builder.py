@@ -37,6 +37,9 @@ def validate(config: config_lib.ModelConfig) -> None:
   _check_int("base_width", config.base_width, 1)
   if not config.weight_decay >= 0:
     raise ValueError(f"`weight_decay` must be >= 0. Received: weight_decay={config.weight_decay!r}")
+  if config.any_input_size and config.include_top and config.pooling is None:
+    raise ValueError("`any_input_size` needs global pooling ('avg' or 'max'): a flatten head's "
+                     "weights fix the input size. Received: any_input_size=True, pooling=None")
   head = config.head
   if not config.include_top and head != config_lib.HeadConfig():
     raise ValueError("`head` only applies with include_top=True; leave it at HeadConfig(). "
@@ -102,14 +105,16 @@ def _head(x, config, layers):
 
 
 def build_model(config: config_lib.ModelConfig) -> keras.Model:
-  """Input [None, S, S, 3] float32 (raw pixels with `input_normalization`).
+  """Input [None, S, S, 3] float32 (raw pixels with `input_normalization`); any size with
+  `any_input_size`.
 
   Output: float32 logits [None, num_classes] with include_top; else pooled
   features [None, C], or the stride-32 feature map when pooling is None.
   """
   validate(config)
   data_format = config.data_format or keras.config.image_data_format()
-  inputs = keras.Input((config.image_size, config.image_size, 3), name="images")
+  side = None if config.any_input_size else config.image_size
+  inputs = keras.Input((side, side, 3), name="images")
   x = inputs
   if config.input_normalization:
     x = InputNormalization(config.input_normalization, name="normalization")(x)

@@ -43,3 +43,7 @@ class ModelConfig:
   # BatchNorm layers train with TF's fused kernel (models.layers.FusedBatchNormalization);
   # False: stock keras.layers.BatchNormalization, e.g. for .keras files loaded without us.
   fused_batch_norm: bool = True
+  # Input [None, None, None, 3]: images of any size (global pooling makes the weights
+  # size-free), e.g. to evaluate at another size than image_size, the training size.
+  # A flatten head (pooling None with include_top) fixes the size and refuses it.
+  any_input_size: bool = False

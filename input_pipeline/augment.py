@@ -1,0 +1,511 @@
+"""Per-image augmentation of uint8 training images: RandAugment, AutoAugment, random erasing,
+colour jitter, and the image ops they are made of.
+
+Every function takes a uint8 [H, W, 3] image and returns a uint8 image of the same
+shape. The random ones also take `seed`, a stateless seed (int32 or int64 [2]): the
+same seed gives the same image eagerly, in tf.function and in Dataset.map, whatever
+the thread or the order, so a seeded run resumed mid-epoch sees the augmentation an
+uninterrupted run saw (build_dataset derives one seed per element).
+
+The ops follow PIL's ImageOps and ImageEnhance, as the TF Model Garden's
+official/vision/ops/augment.py and timm's auto_augment.py do, and RandAugment and
+AutoAugment choose and scale them as those two do. Written here rather than taken from
+keras.layers.RandAugment, which draws its strength at random instead of using one
+magnitude, lacks Invert, SolarizeAdd and Cutout, and computes all 11 of its ops on
+every image to keep the chosen ones; Keras' layers also draw from a stateful seed
+generator, which a parallel map cannot replay.
+"""
+import functools
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from input_pipeline import constants
+
+# Magnitudes run from 0 to MAX_LEVEL (the papers' scale): an op's strength is
+# magnitude / MAX_LEVEL of its largest.
+MAX_LEVEL = 10.0
+# Grey for the pixels a rotation, shear, translation or cutout uncovers (the Model Garden's
+# replace value; timm fills with the mean pixel, 124/116/104, unless told otherwise).
+FILL_VALUE = 128
+
+RANDAUGMENT_VARIANTS = ("model_garden", "timm")
+AUTOAUGMENT_POLICIES = ("v0",)
+# timm's and the Model Garden's random erasing: one rectangle of 2%-33% of the image, of
+# aspect ratio 0.3-3.3, drawn up to 10 times until it fits.
+RANDOM_ERASING_AREA_RANGE = (0.02, 1 / 3)
+RANDOM_ERASING_ASPECT_RANGE = (0.3, 1 / 0.3)
+RANDOM_ERASING_ATTEMPTS = 10
+
+
+def split_seed(seed: tf.Tensor, count: int) -> list[tf.Tensor]:
+  """`count` independent stateless seeds from one."""
+  return tf.unstack(tf.random.experimental.stateless_split(seed, count))
+
+
+def _graph_as_written(function):
+  """No AutoGraph conversion inside tf.function or Dataset.map: the control flow here is
+  written as tf.cond and tf.switch_case already, and converting every op took most of the
+  seconds a pipeline with RandAugment took to build."""
+  return tf.autograph.experimental.do_not_convert(function)
+
+
+def _check(ok: bool, name: str, expected: str, value) -> None:
+  if not ok:
+    raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
+
+
+# ------------------------------------------------------------------ image ops
+
+def _grayscale(image: tf.Tensor) -> tf.Tensor:
+  """int32 [H, W, 1]: PIL's convert("L"), ITU-R 601-2 luma in 16-bit fixed point, rounded."""
+  rgb = tf.cast(image, tf.int32)
+  luma = rgb[..., :1] * 19595 + rgb[..., 1:2] * 38470 + rgb[..., 2:] * 7471 + 32768
+  return tf.bitwise.right_shift(luma, 16)
+
+
+def blend(degenerate: tf.Tensor, image: tf.Tensor, factor) -> tf.Tensor:
+  """degenerate + factor * (image - degenerate), clipped and truncated to uint8: PIL's blend.
+
+  factor 1 gives `image` unchanged, 0 gives `degenerate`, above 1 extrapolates.
+  """
+  degenerate = tf.cast(degenerate, tf.float32)
+  mixed = degenerate + tf.cast(factor, tf.float32) * (tf.cast(image, tf.float32) - degenerate)
+  return tf.cast(tf.clip_by_value(mixed, 0.0, 255.0), tf.uint8)
+
+
+def brightness(image: tf.Tensor, factor) -> tf.Tensor:
+  """PIL's ImageEnhance.Brightness: a blend with black."""
+  return blend(tf.zeros_like(image), image, factor)
+
+
+def color(image: tf.Tensor, factor) -> tf.Tensor:
+  """PIL's ImageEnhance.Color (saturation): a blend with the image's grey version."""
+  return blend(_grayscale(image), image, factor)
+
+
+def contrast(image: tf.Tensor, factor) -> tf.Tensor:
+  """PIL's ImageEnhance.Contrast: a blend with the image's mean grey level, rounded."""
+  mean = tf.floor(tf.reduce_mean(tf.cast(_grayscale(image), tf.float32)) + 0.5)
+  return blend(mean, image, factor)
+
+
+def sharpness(image: tf.Tensor, factor) -> tf.Tensor:
+  """PIL's ImageEnhance.Sharpness: a blend with the SMOOTH-filtered image, whose border is the image's."""
+  kernel = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32) / 13.0
+  kernel = tf.tile(kernel[:, :, tf.newaxis, tf.newaxis], [1, 1, 3, 1])
+  smooth = tf.nn.depthwise_conv2d(tf.cast(image, tf.float32)[tf.newaxis], kernel,
+                                  strides=[1, 1, 1, 1], padding="VALID")[0]
+  smooth = tf.cast(tf.clip_by_value(tf.floor(smooth + 0.5), 0.0, 255.0), tf.uint8)
+  interior = tf.pad(tf.ones(tf.shape(smooth)[:2], tf.bool), [[1, 1], [1, 1]])
+  degenerate = tf.where(interior[..., tf.newaxis], tf.pad(smooth, [[1, 1], [1, 1], [0, 0]]), image)
+  return blend(degenerate, image, factor)
+
+
+def auto_contrast(image: tf.Tensor) -> tf.Tensor:
+  """PIL's ImageOps.autocontrast: each channel stretched to [0, 255]; a flat channel is kept."""
+  pixels = tf.cast(image, tf.float32)
+  low = tf.reduce_min(pixels, axis=[0, 1])
+  high = tf.reduce_max(pixels, axis=[0, 1])
+  stretched = (pixels - low) * 255.0 / tf.maximum(high - low, 1.0)
+  return tf.where(high > low, tf.cast(tf.clip_by_value(stretched, 0.0, 255.0), tf.uint8), image)
+
+
+def equalize(image: tf.Tensor) -> tf.Tensor:
+  """PIL's ImageOps.equalize, per channel: a lookup table from the cumulative histogram.
+
+  The three channels share one bincount and one gather (values offset by 256 per
+  channel) instead of three passes.
+  """
+  indices = tf.cast(image, tf.int32) + tf.constant([0, 256, 512])
+  histograms = tf.reshape(
+      tf.math.bincount(tf.reshape(indices, [-1]), minlength=768, maxlength=768), [3, 256])
+  # PIL leaves the highest level present out of the step.
+  top_counts = tf.gather(histograms, tf.reduce_max(tf.cast(image, tf.int32), axis=[0, 1]),
+                         batch_dims=1)
+  step = (tf.reduce_sum(histograms, axis=1) - top_counts) // 255
+  tables = (tf.cumsum(histograms, axis=1) + step[:, tf.newaxis] // 2) // tf.maximum(
+      step, 1)[:, tf.newaxis]
+  tables = tf.clip_by_value(tf.pad(tables[:, :-1], [[0, 0], [1, 0]]), 0, 255)
+  # A channel of one level (step 0) stays as it is.
+  tables = tf.where(step[:, tf.newaxis] > 0, tables, tf.range(256)[tf.newaxis])
+  return tf.cast(tf.gather(tf.reshape(tables, [-1]), indices), tf.uint8)
+
+
+def invert(image: tf.Tensor) -> tf.Tensor:
+  return 255 - image
+
+
+def posterize(image: tf.Tensor, bits) -> tf.Tensor:
+  """PIL's ImageOps.posterize: keep the `bits` (clipped to 0-8) highest bits of each value."""
+  bits = tf.clip_by_value(tf.cast(bits, tf.int32), 0, 8)
+  mask = tf.bitwise.bitwise_and(tf.bitwise.left_shift(255, 8 - bits), 255)
+  return tf.bitwise.bitwise_and(image, tf.cast(mask, tf.uint8))
+
+
+def solarize(image: tf.Tensor, threshold) -> tf.Tensor:
+  """PIL's ImageOps.solarize: values at or above `threshold` inverted (256: none)."""
+  return tf.where(tf.cast(image, tf.int32) < tf.cast(threshold, tf.int32), image, 255 - image)
+
+
+def solarize_add(image: tf.Tensor, addition, threshold: int = 128) -> tf.Tensor:
+  """`addition` added to values below `threshold`, clipped to 255 (the TPU code's SolarizeAdd)."""
+  pixels = tf.cast(image, tf.int32)
+  added = tf.clip_by_value(pixels + tf.cast(addition, tf.int32), 0, 255)
+  return tf.cast(tf.where(pixels < threshold, added, pixels), tf.uint8)
+
+
+def _affine(image: tf.Tensor, matrix, interpolation: str) -> tf.Tensor:
+  """Output pixel (x, y) reads input (a0 x + a1 y + a2, b0 x + b1 y + b2); FILL_VALUE outside.
+
+  The 2x3 `matrix` maps output to input coordinates, as PIL's Image.transform(AFFINE) takes it.
+  """
+  transform = tf.concat([tf.cast(tf.stack(matrix), tf.float32), tf.zeros([2])], axis=0)
+  return tf.raw_ops.ImageProjectiveTransformV3(
+      images=image[tf.newaxis], transforms=transform[tf.newaxis],
+      output_shape=tf.shape(image)[:2], fill_value=float(FILL_VALUE),
+      interpolation=interpolation.upper(), fill_mode="CONSTANT")[0]
+
+
+def rotate(image: tf.Tensor, degrees, interpolation: str = "nearest") -> tf.Tensor:
+  """Rotated by `degrees` about the image centre (positive: counter-clockwise on screen)."""
+  radians = tf.cast(degrees, tf.float32) * (math.pi / 180.0)
+  height, width = (tf.cast(side - 1, tf.float32) for side in tf.unstack(tf.shape(image)[:2]))
+  cos, sin = tf.cos(radians), tf.sin(radians)
+  x_offset = (width - (cos * width - sin * height)) / 2.0
+  y_offset = (height - (sin * width + cos * height)) / 2.0
+  return _affine(image, [cos, -sin, x_offset, sin, cos, y_offset], interpolation)
+
+
+def shear_x(image: tf.Tensor, factor, interpolation: str = "nearest") -> tf.Tensor:
+  """Row y shifted by factor * y: PIL's transform (1, factor, 0, 0, 1, 0), which samples at
+  pixel centres, hence the half-pixel term."""
+  factor = tf.cast(factor, tf.float32)
+  return _affine(image, [1.0, factor, factor / 2.0, 0.0, 1.0, 0.0], interpolation)
+
+
+def shear_y(image: tf.Tensor, factor, interpolation: str = "nearest") -> tf.Tensor:
+  """Column x shifted by factor * x, as shear_x."""
+  factor = tf.cast(factor, tf.float32)
+  return _affine(image, [1.0, 0.0, 0.0, factor, 1.0, factor / 2.0], interpolation)
+
+
+def translate_x(image: tf.Tensor, pixels, interpolation: str = "nearest") -> tf.Tensor:
+  """Content moved `pixels` to the left (right when negative)."""
+  return _affine(image, [1.0, 0.0, pixels, 0.0, 1.0, 0.0], interpolation)
+
+
+def translate_y(image: tf.Tensor, pixels, interpolation: str = "nearest") -> tf.Tensor:
+  """Content moved `pixels` up (down when negative)."""
+  return _affine(image, [1.0, 0.0, 0.0, 0.0, 1.0, pixels], interpolation)
+
+
+def _fill_mask(shape: tf.Tensor, top, left, height, width) -> tf.Tensor:
+  """bool [H, W, 1]: True inside rows [top, top + height) and columns [left, left + width)."""
+  rows = tf.range(shape[0])[:, tf.newaxis]
+  columns = tf.range(shape[1])[tf.newaxis, :]
+  inside = ((rows >= top) & (rows < top + height) & (columns >= left) & (columns < left + width))
+  return inside[..., tf.newaxis]
+
+
+def cutout(image: tf.Tensor, seed: tf.Tensor, half_size) -> tf.Tensor:
+  """A square of side 2 * half_size, centred on a uniformly random pixel and clipped at the
+  border, filled with FILL_VALUE."""
+  shape = tf.shape(image)
+  centre = tf.cast(tf.random.stateless_uniform([2], seed) * tf.cast(shape[:2], tf.float32),
+                   tf.int32)
+  half_size = tf.cast(half_size, tf.int32)
+  mask = _fill_mask(shape, centre[0] - half_size, centre[1] - half_size, 2 * half_size,
+                    2 * half_size)
+  return tf.where(mask, tf.constant(FILL_VALUE, tf.uint8), image)
+
+
+# ---------------------------------------------- RandAugment and AutoAugment
+
+def _fraction(level) -> tf.Tensor:
+  return tf.cast(level, tf.float32) / MAX_LEVEL
+
+
+def _truncate(value) -> tf.Tensor:
+  return tf.cast(value, tf.int32)
+
+
+def _random_sign(value, seed) -> tf.Tensor:
+  return tf.where(tf.random.stateless_uniform([], seed) < 0.5, -value, value)
+
+
+def _model_garden_ops(translate_pixels: float, cutout_half_size: float) -> dict:
+  """name -> fn(image, level, seed): the TPU/Model Garden scaling of each op by level.
+
+  Posterize keeps level/10 * 4 bits (0 bits, a black image, at level 0) and Solarize
+  inverts from level/10 * 256 (everything at 0): their strength falls as the level rises.
+  Geometric ops use nearest-neighbour sampling.
+  """
+  def enhance(op):
+    return lambda image, level, seed: op(image, _fraction(level) * 1.8 + 0.1)
+
+  def signed(op, largest):
+    return lambda image, level, seed: op(image, _random_sign(_fraction(level) * largest, seed))
+
+  return {
+      "AutoContrast": lambda image, level, seed: auto_contrast(image),
+      "Equalize": lambda image, level, seed: equalize(image),
+      "Invert": lambda image, level, seed: invert(image),
+      "Rotate": signed(rotate, 30.0),
+      "Posterize": lambda image, level, seed: posterize(image, _truncate(_fraction(level) * 4)),
+      "Solarize": lambda image, level, seed: solarize(image, _truncate(_fraction(level) * 256)),
+      "Color": enhance(color),
+      "Contrast": enhance(contrast),
+      "Brightness": enhance(brightness),
+      "Sharpness": enhance(sharpness),
+      "ShearX": signed(shear_x, 0.3),
+      "ShearY": signed(shear_y, 0.3),
+      "TranslateX": signed(translate_x, translate_pixels),
+      "TranslateY": signed(translate_y, translate_pixels),
+      "Cutout": lambda image, level, seed: cutout(
+          image, seed, _truncate(_fraction(level) * cutout_half_size)),
+      "SolarizeAdd": lambda image, level, seed: solarize_add(
+          image, _truncate(_fraction(level) * 110)),
+  }
+
+
+def _timm_increasing_ops() -> dict:
+  """name -> fn(image, level, seed): timm's RandAugment ops with `inc1`, stronger as the level rises.
+
+  At level 0 every op with a magnitude leaves the image as it is except
+  PosterizeIncreasing (4 bits kept). Translations are relative (0.45 of the side at
+  level 10); geometric ops sample bilinearly (timm picks bilinear or bicubic).
+  """
+  def enhance(op):
+    return lambda image, level, seed: op(
+        image, tf.maximum(0.1, 1.0 + _random_sign(_fraction(level) * 0.9, seed)))
+
+  def signed(op, largest):
+    return lambda image, level, seed: op(
+        image, _random_sign(_fraction(level) * largest, seed), "bilinear")
+
+  def relative(op, axis):
+    return lambda image, level, seed: op(
+        image, _random_sign(_fraction(level) * 0.45, seed) * tf.cast(tf.shape(image)[axis],
+                                                                     tf.float32), "bilinear")
+
+  return {
+      "AutoContrast": lambda image, level, seed: auto_contrast(image),
+      "Equalize": lambda image, level, seed: equalize(image),
+      "Invert": lambda image, level, seed: invert(image),
+      "Rotate": signed(rotate, 30.0),
+      "PosterizeIncreasing": lambda image, level, seed: posterize(
+          image, 4 - _truncate(_fraction(level) * 4)),
+      "SolarizeIncreasing": lambda image, level, seed: solarize(
+          image, 256 - _truncate(_fraction(level) * 256)),
+      "SolarizeAdd": lambda image, level, seed: solarize_add(
+          image, _truncate(_fraction(level) * 110)),
+      "ColorIncreasing": enhance(color),
+      "ContrastIncreasing": enhance(contrast),
+      "BrightnessIncreasing": enhance(brightness),
+      "SharpnessIncreasing": enhance(sharpness),
+      "ShearX": signed(shear_x, 0.3),
+      "ShearY": signed(shear_y, 0.3),
+      "TranslateXRel": relative(translate_x, 1),
+      "TranslateYRel": relative(translate_y, 0),
+  }
+
+
+# The Model Garden's RandAugment (translate_const 100, cutout_const 40) and timm's
+# `rand-...-inc1` ops; AutoAugment takes the Model Garden's ops with its own constants.
+RANDAUGMENT_OPS = {
+    "model_garden": _model_garden_ops(translate_pixels=100.0, cutout_half_size=40.0),
+    "timm": _timm_increasing_ops(),
+}
+AUTOAUGMENT_OPS = _model_garden_ops(translate_pixels=250.0, cutout_half_size=100.0)
+
+# (op, probability, level) pairs, one picked per image. "v0" is the ImageNet policy of
+# the TPU EfficientNet code that the Model Garden and timm ship as "v0" (timm's
+# translates by 0.45 of the side where this one moves 250 pixels).
+_AUTOAUGMENT_POLICIES = {
+    "v0": (
+        (("Equalize", 0.8, 1), ("ShearY", 0.8, 4)),
+        (("Color", 0.4, 9), ("Equalize", 0.6, 3)),
+        (("Color", 0.4, 1), ("Rotate", 0.6, 8)),
+        (("Solarize", 0.8, 3), ("Equalize", 0.4, 7)),
+        (("Solarize", 0.4, 2), ("Solarize", 0.6, 2)),
+        (("Color", 0.2, 0), ("Equalize", 0.8, 8)),
+        (("Equalize", 0.4, 8), ("SolarizeAdd", 0.8, 3)),
+        (("ShearX", 0.2, 9), ("Rotate", 0.6, 8)),
+        (("Color", 0.6, 1), ("Equalize", 1.0, 2)),
+        (("Invert", 0.4, 9), ("Rotate", 0.6, 0)),
+        (("Equalize", 1.0, 9), ("ShearY", 0.6, 3)),
+        (("Color", 0.4, 7), ("Equalize", 0.6, 0)),
+        (("Posterize", 0.4, 6), ("AutoContrast", 0.4, 7)),
+        (("Solarize", 0.6, 8), ("Color", 0.6, 9)),
+        (("Solarize", 0.2, 4), ("Rotate", 0.8, 9)),
+        (("Rotate", 1.0, 7), ("TranslateY", 0.8, 9)),
+        (("ShearX", 0.0, 0), ("Solarize", 0.8, 4)),
+        (("ShearY", 0.8, 0), ("Color", 0.6, 4)),
+        (("Color", 1.0, 0), ("Rotate", 0.6, 2)),
+        (("Equalize", 0.8, 4), ("Equalize", 0.0, 8)),
+        (("Equalize", 1.0, 4), ("AutoContrast", 0.6, 2)),
+        (("ShearY", 0.4, 7), ("SolarizeAdd", 0.6, 7)),
+        (("Posterize", 0.8, 2), ("Solarize", 0.6, 10)),
+        (("Solarize", 0.6, 8), ("Equalize", 0.6, 1)),
+        (("Color", 0.8, 6), ("Rotate", 0.4, 5)),
+    ),
+}
+
+
+def _keep_shape(augmented, image) -> tf.Tensor:
+  augmented = tf.convert_to_tensor(augmented)
+  augmented.set_shape(image.shape)
+  return augmented
+
+
+def check_rand_augment(num_layers, magnitude, magnitude_std, variant) -> None:
+  _check(isinstance(num_layers, int) and num_layers >= 0, "num_layers", "an integer >= 0",
+         num_layers)
+  _check(magnitude >= 0, "magnitude", ">= 0", magnitude)
+  _check(magnitude_std >= 0, "magnitude_std", ">= 0", magnitude_std)
+  _check(variant in RANDAUGMENT_VARIANTS, "variant", f"one of {RANDAUGMENT_VARIANTS}", variant)
+
+
+@_graph_as_written
+def rand_augment(image: tf.Tensor, seed: tf.Tensor, num_layers: int, magnitude: float,
+                 magnitude_std: float = 0.0, variant: str = "model_garden") -> tf.Tensor:
+  """RandAugment: `num_layers` ops, each drawn uniformly (with replacement) and applied at `magnitude`.
+
+  magnitude_std > 0 adds Gaussian noise of that deviation to the magnitude of each op
+  (timm's `mstd`), clipped to [0, MAX_LEVEL].
+  variant "model_garden": its 16 ops plus one more choice that changes nothing, every
+  drawn op applied; the magnitude is not clipped without noise (above 10 is stronger).
+  variant "timm": timm's `rand-m<magnitude>-mstd<std>-inc1`, 15 ops, each drawn op
+  applied with probability 0.5, the magnitude always clipped to [0, MAX_LEVEL].
+  """
+  check_rand_augment(num_layers, magnitude, magnitude_std, variant)
+  if not num_layers:
+    return _keep_shape(image, image)
+  ops = list(RANDAUGMENT_OPS[variant].values())
+  layer_seeds = tf.random.experimental.stateless_split(seed, num_layers)
+
+  # A loop, not one copy of the ops per layer: the graph, and the seconds it takes
+  # to build whenever a pipeline is made, stay those of one layer.
+  def layer(index, augmented):
+    choice_seed, magnitude_seed, apply_seed, op_seed = split_seed(layer_seeds[index], 4)
+    level = tf.constant(magnitude, tf.float32)
+    if magnitude_std > 0:
+      level += magnitude_std * tf.random.stateless_normal([], magnitude_seed)
+    if magnitude_std > 0 or variant == "timm":
+      level = tf.clip_by_value(level, 0.0, MAX_LEVEL)
+    branches = [functools.partial(op, augmented, level, op_seed) for op in ops]
+    if variant == "model_garden":
+      branches.append(functools.partial(tf.identity, augmented))
+    choice = tf.random.stateless_uniform([], choice_seed, 0, len(branches), tf.int32)
+    if variant == "model_garden":
+      augmented = tf.switch_case(choice, branches)
+    else:
+      augmented = tf.cond(tf.random.stateless_uniform([], apply_seed) < 0.5,
+                          functools.partial(tf.switch_case, choice, branches),
+                          functools.partial(tf.identity, augmented))
+    return index + 1, _keep_shape(augmented, image)
+
+  _, augmented = tf.while_loop(lambda index, _: index < num_layers, layer,
+                               (tf.constant(0), tf.convert_to_tensor(image)))
+  return _keep_shape(augmented, image)
+
+
+@_graph_as_written
+def auto_augment(image: tf.Tensor, seed: tf.Tensor, policy: str = "v0") -> tf.Tensor:
+  """AutoAugment: one sub-policy of `policy` drawn uniformly, each of its ops applied with its probability.
+
+  A loop over the sub-policies' steps, each one switch over the policy's ops with the
+  op, probability and level looked up by the drawn sub-policy: the graph holds each op
+  once rather than once per sub-policy and step.
+  """
+  _check(policy in AUTOAUGMENT_POLICIES, "policy", f"one of {AUTOAUGMENT_POLICIES}", policy)
+  sub_policies = _AUTOAUGMENT_POLICIES[policy]
+  names = sorted({name for sub_policy in sub_policies for name, _, _ in sub_policy})
+  steps = list(zip(*sub_policies))  # steps[k][i]: the k-th (op, probability, level) of sub-policy i
+  op_indices = tf.constant([[names.index(name) for name, _, _ in step] for step in steps])
+  probabilities = tf.constant([[probability for _, probability, _ in step] for step in steps],
+                              tf.float32)
+  levels = tf.constant([[float(level) for _, _, level in step] for step in steps])
+  choice_seed, steps_seed = split_seed(seed, 2)
+  choice = tf.random.stateless_uniform([], choice_seed, 0, len(sub_policies), tf.int32)
+  step_seeds = tf.random.experimental.stateless_split(steps_seed, len(steps))
+
+  def step(index, augmented):
+    coin_seed, op_seed = split_seed(step_seeds[index], 2)
+    branches = [functools.partial(AUTOAUGMENT_OPS[name], augmented, levels[index, choice],
+                                  op_seed) for name in names]
+    augmented = tf.cond(
+        tf.random.stateless_uniform([], coin_seed) < probabilities[index, choice],
+        functools.partial(tf.switch_case, op_indices[index, choice], branches),
+        functools.partial(tf.identity, augmented))
+    return index + 1, _keep_shape(augmented, image)
+
+  _, augmented = tf.while_loop(lambda index, _: index < len(steps), step,
+                               (tf.constant(0), tf.convert_to_tensor(image)))
+  return _keep_shape(augmented, image)
+
+
+def check_random_erasing(probability, area_range) -> None:
+  _check(0 <= probability <= 1, "probability", "in [0, 1]", probability)
+  _check(len(area_range) == 2 and 0 < area_range[0] <= area_range[1] <= 1, "area_range",
+         "(low, high) with 0 < low <= high <= 1", area_range)
+
+
+@_graph_as_written
+def random_erasing(image: tf.Tensor, seed: tf.Tensor, probability: float,
+                   area_range=RANDOM_ERASING_AREA_RANGE) -> tf.Tensor:
+  """timm's RandomErasing in "pixel" mode: with `probability`, a rectangle of noise.
+
+  Rectangle: area a fraction of the image uniform in `area_range`, aspect ratio
+  log-uniform in RANDOM_ERASING_ASPECT_RANGE, the first of RANDOM_ERASING_ATTEMPTS draws
+  that fits, at a uniform position; none fitting leaves the image as it is. Its pixels
+  are per-pixel normal noise that is N(0, 1) after the ImageNet mean/std normalization
+  timm erases after, i.e. each channel's mean + std * N(0, 1) in [0, 255], clipped and rounded.
+  """
+  check_random_erasing(probability, area_range)
+  apply_seed, area_seed, aspect_seed, top_seed, left_seed, noise_seed = split_seed(seed, 6)
+  shape = tf.shape(image)
+  area = tf.cast(shape[0] * shape[1], tf.float32)
+  target_areas = area * tf.random.stateless_uniform(
+      [RANDOM_ERASING_ATTEMPTS], area_seed, area_range[0], area_range[1])
+  log_aspects = [math.log(ratio) for ratio in RANDOM_ERASING_ASPECT_RANGE]
+  aspects = tf.exp(tf.random.stateless_uniform([RANDOM_ERASING_ATTEMPTS], aspect_seed,
+                                               *log_aspects))
+  heights = tf.cast(tf.round(tf.sqrt(target_areas * aspects)), tf.int32)
+  widths = tf.cast(tf.round(tf.sqrt(target_areas / aspects)), tf.int32)
+  fits = (heights < shape[0]) & (widths < shape[1])
+  first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
+  height, width = heights[first], widths[first]
+
+  def erase():
+    top = tf.random.stateless_uniform([], top_seed, 0, shape[0] - height + 1, tf.int32)
+    left = tf.random.stateless_uniform([], left_seed, 0, shape[1] - width + 1, tf.int32)
+    means = np.array(constants.TORCH_MEANS, np.float32) * 255.0
+    stds = np.array(constants.TORCH_STDS, np.float32) * 255.0
+    noise = means + stds * tf.random.stateless_normal([height, width, 3], noise_seed)
+    noise = tf.cast(tf.clip_by_value(tf.floor(noise + 0.5), 0.0, 255.0), tf.uint8)
+    placed = tf.pad(noise, [[top, shape[0] - top - height], [left, shape[1] - left - width],
+                            [0, 0]])
+    return tf.where(_fill_mask(shape, top, left, height, width), placed, image)
+
+  chosen = (tf.random.stateless_uniform([], apply_seed) < probability) & tf.reduce_any(fits)
+  return _keep_shape(tf.cond(chosen, erase, functools.partial(tf.identity, image)), image)
+
+
+@_graph_as_written
+def color_jitter(image: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Tensor:
+  """Brightness, contrast, then saturation, each scaled by a factor uniform in
+  [max(0, 1 - strength), 1 + strength]: the Model Garden's color_jitter, timm's --color-jitter.
+
+  Not tf.image's random_brightness/contrast/saturation: brightness there adds instead
+  of scaling, contrast works per channel and saturation in HSV, unlike torchvision's
+  ColorJitter that timm and the Model Garden follow.
+  """
+  _check(strength >= 0, "strength", ">= 0", strength)
+  factors = [tf.random.stateless_uniform([], factor_seed, max(0.0, 1.0 - strength),
+                                         1.0 + strength) for factor_seed in split_seed(seed, 3)]
+  jittered = brightness(image, factors[0])
+  jittered = contrast(jittered, factors[1])
+  return _keep_shape(color(jittered, factors[2]), image)
