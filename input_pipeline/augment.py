@@ -8,12 +8,13 @@ the thread or the order, so a seeded run resumed mid-epoch sees the augmentation
 uninterrupted run saw (build_dataset derives one seed per element).
 
 The ops follow PIL's ImageOps and ImageEnhance, as the TF Model Garden's
-official/vision/ops/augment.py and timm's auto_augment.py do, and RandAugment and
-AutoAugment choose and scale them as those two do. Written here rather than taken from
-keras.layers.RandAugment, which draws its strength at random instead of using one
-magnitude, lacks Invert, SolarizeAdd and Cutout, and computes all 11 of its ops on
-every image to keep the chosen ones; Keras' layers also draw from a stateful seed
-generator, which a parallel map cannot replay.
+official/vision/ops/augment.py and timm's auto_augment.py do (the colour ops equal
+PIL's to the last bit, the geometric ops its nearest-neighbour transforms), and
+RandAugment and AutoAugment choose and scale them as those two do. Written here
+rather than taken from keras.layers.RandAugment, which draws its strength at random
+instead of using one magnitude, has no Invert or Cutout, and computes all 11 of its
+ops on every image to keep the chosen ones; Keras' layers also draw from a stateful
+seed generator, which a parallel map cannot replay.
 """
 import functools
 import math
@@ -92,7 +93,7 @@ def contrast(image: tf.Tensor, factor) -> tf.Tensor:
 
 
 def sharpness(image: tf.Tensor, factor) -> tf.Tensor:
-  """PIL's ImageEnhance.Sharpness: a blend with the SMOOTH-filtered image, whose border is the image's."""
+  """PIL's ImageEnhance.Sharpness: a blend with the SMOOTH-filtered image (border: the image's)."""
   kernel = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32) / 13.0
   kernel = tf.tile(kernel[:, :, tf.newaxis, tf.newaxis], [1, 1, 3, 1])
   smooth = tf.nn.depthwise_conv2d(tf.cast(image, tf.float32)[tf.newaxis], kernel,
@@ -271,7 +272,7 @@ def _model_garden_ops(translate_pixels: float, cutout_half_size: float) -> dict:
 
 
 def _timm_increasing_ops() -> dict:
-  """name -> fn(image, level, seed): timm's RandAugment ops with `inc1`, stronger as the level rises.
+  """name -> fn(image, level, seed): timm's `inc1` RandAugment ops, stronger as the level rises.
 
   At level 0 every op with a magnitude leaves the image as it is except
   PosterizeIncreasing (4 bits kept). Translations are relative (0.45 of the side at
@@ -371,7 +372,7 @@ def check_rand_augment(num_layers, magnitude, magnitude_std, variant) -> None:
 @_graph_as_written
 def rand_augment(image: tf.Tensor, seed: tf.Tensor, num_layers: int, magnitude: float,
                  magnitude_std: float = 0.0, variant: str = "model_garden") -> tf.Tensor:
-  """RandAugment: `num_layers` ops, each drawn uniformly (with replacement) and applied at `magnitude`.
+  """RandAugment: `num_layers` ops, each drawn uniformly (with replacement), at `magnitude`.
 
   magnitude_std > 0 adds Gaussian noise of that deviation to the magnitude of each op
   (timm's `mstd`), clipped to [0, MAX_LEVEL].
@@ -414,7 +415,7 @@ def rand_augment(image: tf.Tensor, seed: tf.Tensor, num_layers: int, magnitude: 
 
 @_graph_as_written
 def auto_augment(image: tf.Tensor, seed: tf.Tensor, policy: str = "v0") -> tf.Tensor:
-  """AutoAugment: one sub-policy of `policy` drawn uniformly, each of its ops applied with its probability.
+  """AutoAugment: one sub-policy of `policy` drawn uniformly, each op applied with its probability.
 
   A loop over the sub-policies' steps, each one switch over the policy's ops with the
   op, probability and level looked up by the drawn sub-policy: the graph holds each op

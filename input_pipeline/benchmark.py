@@ -5,6 +5,8 @@
 Generates (once, kept in --data_dir) an ImageNet-like TFRecord set of
 photo-like JPEGs about 500x375 at quality 90, then measures in one run:
   train pipeline  build_dataset(training=True), per output dtype
+  train augmented the uint8 train pipeline with each of --augmentations (RandAugment,
+                  RandAugment + random erasing), also against the plain uint8 one
   train ceiling   the same files read with only parse + decode_and_crop_jpeg + resize
   eval pipeline   build_dataset(training=False), per output dtype
   eval ceiling    parse + decode + aspect-preserving resize + central crop
@@ -48,6 +50,15 @@ from input_pipeline.config import DataConfig
 IMAGE_SHAPES = ((375, 500), (333, 500), (500, 375))
 JPEG_QUALITY = 90
 FILE_PREFIX = "train"
+# Augmented train pipelines: DataConfig fields on top of the plain uint8 one. RandAugment
+# as timm's ImageNet recipes use it (2 ops, magnitude 9, noise 0.5); erasing as timm's 0.25.
+AUGMENTATIONS = {
+    "randaugment": dict(randaugment_layers=2, randaugment_magnitude=9.0,
+                        randaugment_magnitude_std=0.5),
+    "randaugment+erasing": dict(randaugment_layers=2, randaugment_magnitude=9.0,
+                                randaugment_magnitude_std=0.5, random_erasing_probability=0.25),
+}
+PLAIN_FOR_AUGMENTED = "train uint8"
 
 
 def _photo_jpeg(index: int) -> bytes:
@@ -154,7 +165,8 @@ def _measure(dataset, num_batches: int | None) -> dict:
 
 def run(data_dir: str, num_images: int, num_shards: int, image_size: int, batch_size: int,
         threads: int, passes: int, output_dtypes: tuple[str, ...], shuffle_buffer_size: int,
-        train_batches: int, warmup_passes: int = 1) -> dict:
+        train_batches: int, warmup_passes: int = 1,
+        augmentations: tuple[str, ...] = tuple(AUGMENTATIONS)) -> dict:
   files = ensure_data(data_dir, num_images, num_shards, max(2, threads))
   base = DataConfig(source="imagenet", data_dir=data_dir,
                     train_file_pattern=f"{FILE_PREFIX}-*-of-{num_shards:05d}",
@@ -166,6 +178,9 @@ def run(data_dir: str, num_images: int, num_shards: int, image_size: int, batch_
       **{f"train {dtype}": (lambda dtype=dtype: pipeline.build_dataset(
           dataclasses.replace(base, output_dtype=dtype), training=True))
          for dtype in output_dtypes},
+      **{f"{PLAIN_FOR_AUGMENTED} {name}": (lambda name=name: pipeline.build_dataset(
+          dataclasses.replace(base, output_dtype="uint8", **AUGMENTATIONS[name]), training=True))
+         for name in augmentations},
       "eval ceiling": lambda: _ceiling(files, False, image_size, batch_size, threads),
       **{f"eval {dtype}": (lambda dtype=dtype: pipeline.build_dataset(
           dataclasses.replace(base, output_dtype=dtype), training=False))
@@ -176,7 +191,7 @@ def run(data_dir: str, num_images: int, num_shards: int, image_size: int, batch_
     for name, make in measurements.items():
       # Train runs endlessly: a fixed number of batches. Eval: one whole pass.
       measured = _measure(make(), train_batches if name.startswith("train") else None)
-      logging.info("%s %-14s %7.1f images/s, %.2f CPU ms/image",
+      logging.info("%s %-30s %7.1f images/s, %.2f CPU ms/image",
                    "warm-up" if p < 0 else f"pass {p + 1}/{passes}", name,
                    measured["images_per_second"], measured["cpu_ms_per_image"])
       if p >= 0:
@@ -197,6 +212,10 @@ def run(data_dir: str, num_images: int, num_shards: int, image_size: int, batch_
       row["ratio"] = row["images_per_second"] / ceiling["images_per_second"]
       # CPU per image is steadier than wall time on a shared machine.
       row["cpu_ratio"] = ceiling["cpu_ms_per_image"] / row["cpu_ms_per_image"]
+    if name.startswith(f"{PLAIN_FOR_AUGMENTED} "):
+      plain = summary(PLAIN_FOR_AUGMENTED)
+      row["of_plain"] = row["images_per_second"] / plain["images_per_second"]
+      row["cpu_of_plain"] = plain["cpu_ms_per_image"] / row["cpu_ms_per_image"]
     results.append(row)
   return {
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -209,6 +228,7 @@ def run(data_dir: str, num_images: int, num_shards: int, image_size: int, batch_
                    "warmup_passes": warmup_passes,
                    "train_batches": train_batches,
                    "shuffle_buffer_size": shuffle_buffer_size,
+                   "augmentations": {name: AUGMENTATIONS[name] for name in augmentations},
                    "data_bytes": sum(tf.io.gfile.stat(f).length for f in files)},
       "results": results,
   }
@@ -223,16 +243,16 @@ def _cpu_model() -> str:
 
 
 def format_table(report: dict) -> str:
-  header = (f"{'pipeline':<16}{'images/s':>10}{'ceiling':>10}{'ratio':>8}{'CPU ms/img':>12}"
-            f"{'CPU ratio':>11}{'peak RSS MB':>13}")
+  header = (f"{'pipeline':<32}{'images/s':>10}{'ceiling':>10}{'ratio':>8}{'CPU ms/img':>12}"
+            f"{'CPU ratio':>11}{'of plain':>10}{'peak RSS MB':>13}")
   lines = [header]
   for row in report["results"]:
     def column(key, width, digits):
       return f"{row[key]:{width}.{digits}f}" if key in row else " " * width
-    lines.append(f"{row['pipeline']:<16}{column('images_per_second', 10, 1)}"
+    lines.append(f"{row['pipeline']:<32}{column('images_per_second', 10, 1)}"
                  f"{column('ceiling_images_per_second', 10, 1)}{column('ratio', 8, 3)}"
                  f"{column('cpu_ms_per_image', 12, 2)}{column('cpu_ratio', 11, 3)}"
-                 f"{column('peak_rss_mb', 13, 0)}")
+                 f"{column('of_plain', 10, 3)}{column('peak_rss_mb', 13, 0)}")
   return "\n".join(lines)
 
 
@@ -252,9 +272,19 @@ def main(argv=None) -> int:
   parser.add_argument("--train_batches", type=int, default=48,
                       help="batches timed per train pass (eval passes read every image once)")
   parser.add_argument("--output_dtypes", default="float32,uint8")
+  parser.add_argument("--augmentations", default=",".join(AUGMENTATIONS),
+                      help=f"augmented uint8 train pipelines to time, from {list(AUGMENTATIONS)} "
+                           "('' for none)")
   parser.add_argument("--shuffle_buffer_size", type=int, default=DataConfig.shuffle_buffer_size)
   parser.add_argument("--json", default=None, help="where to write the JSON report")
   args = parser.parse_args(argv)
+  augmentations = tuple(name for name in args.augmentations.split(",") if name)
+  unknown = [name for name in augmentations if name not in AUGMENTATIONS]
+  if unknown:
+    parser.error(f"--augmentations must name items of {list(AUGMENTATIONS)}. Received: {unknown}")
+  if augmentations and "uint8" not in args.output_dtypes.split(","):
+    parser.error("--augmentations are timed against the plain uint8 train pipeline: "
+                 f"--output_dtypes must include uint8. Received: {args.output_dtypes}")
   if args.num_images < 2 * args.batch_size:
     parser.error(f"--num_images must be at least 2 * --batch_size. Received: {args.num_images}")
   logging.use_absl_handler()
@@ -263,7 +293,7 @@ def main(argv=None) -> int:
       tempfile.gettempdir(), f"input_pipeline_benchmark_{args.num_images}_{args.num_shards}")
   report = run(data_dir, args.num_images, args.num_shards, args.image_size, args.batch_size,
                args.threads, args.passes, tuple(args.output_dtypes.split(",")),
-               args.shuffle_buffer_size, args.train_batches, args.warmup_passes)
+               args.shuffle_buffer_size, args.train_batches, args.warmup_passes, augmentations)
   print(format_table(report))
   if args.json:
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

@@ -125,8 +125,8 @@ def build_dataset(config: DataConfig, training: bool, input_context=None) -> tf.
 
   B = config.batch_size / replicas in sync; S = image_size in training, eval_size in
   evaluation. Training: shuffled, endless, full batches. Eval: one pass, each example
-  of this pipeline's shard once, the last batch possibly smaller. Images that fail to decode are skipped and
-  counted (bad_data.SKIPPED_IMAGES).
+  of this pipeline's shard once, the last batch possibly smaller. Images that fail to
+  decode are skipped and counted (bad_data.SKIPPED_IMAGES).
   """
   batch_size = per_replica_batch_size(config, input_context)
   source = sources.make_source(config, training)

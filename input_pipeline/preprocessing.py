@@ -160,7 +160,8 @@ def preprocess_for_train(image_bytes: tf.Tensor, bbox: tf.Tensor, image_size: in
 
 def preprocess_for_eval(image_bytes: tf.Tensor, image_size: int,
                         crop_fraction: float = constants.EVAL_CROP_FRACTION) -> tf.Tensor:
-  """Encoded image -> float32 [S, S, 3] in [0, 255]: shorter side to S / crop_fraction, centre crop."""
+  """Encoded image -> float32 [S, S, 3] in [0, 255]: shorter side to S / crop_fraction, centre
+  crop."""
   image = decode_image(image_bytes)
   image = resize_shorter_side(image, eval_resize_size(image_size, crop_fraction))
   image = central_crop(image, image_size)

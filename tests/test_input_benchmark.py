@@ -38,11 +38,17 @@ def test_report_rows_agree_with_their_passes(tmp_path):
   benchmark.main(["--data_dir", str(tmp_path / "data"), "--num_images", "8", "--num_shards", "2",
                   "--image_size", "32", "--batch_size", "4", "--passes", "2",
                   "--train_batches", "2", "--threads", "2", "--output_dtypes", "float32,uint8",
-                  "--json", str(out)])
+                  "--augmentations", "randaugment+erasing", "--json", str(out)])
   report = json.loads(out.read_text())
   rows = {row["pipeline"]: row for row in report["results"]}
   assert set(rows) == {"train ceiling", "train float32", "train uint8",
+                       "train uint8 randaugment+erasing",
                        "eval ceiling", "eval float32", "eval uint8"}
+  augmented = rows["train uint8 randaugment+erasing"]
+  assert augmented["of_plain"] == pytest.approx(
+      augmented["images_per_second"] / rows["train uint8"]["images_per_second"])
+  assert report["settings"]["augmentations"] == {
+      "randaugment+erasing": benchmark.AUGMENTATIONS["randaugment+erasing"]}
   for name, row in rows.items():
     assert len(row["passes"]) == 2
     assert row["images_per_second"] == pytest.approx(statistics.median(row["passes"]))
