@@ -45,28 +45,42 @@ def split_seed(seed: tf.Tensor, count: int) -> list[tf.Tensor]:
   return tf.unstack(tf.random.experimental.stateless_split(seed, count))
 
 
-def _graph_as_written(function):
-  """No AutoGraph conversion inside tf.function or Dataset.map: the control flow here is
-  written as tf.cond and tf.switch_case already, and converting every op took most of the
-  seconds a pipeline with RandAugment took to build."""
-  return tf.autograph.experimental.do_not_convert(function)
-
-
 def _check(ok: bool, name: str, expected: str, value) -> None:
   if not ok:
     raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
 
 
 # ------------------------------------------------------------------ image ops
+#
+# Written around TF's fast kernels. One image at a time on one thread, as tf.data runs
+# them, tf.where, tf.tile, a 3x3 depthwise convolution, ImageProjectiveTransformV3 and
+# ops that broadcast a [3] vector along the channel axis each took several times as
+# long as element-wise ops on same-shaped tensors (benchmarks/README.md). So masks here
+# are arithmetic, the smoothing filter is sums of shifted slices, nearest-neighbour
+# transforms are one gather, and per-channel values apply to the image seen as rows of
+# W x 3 values, where a row vector broadcasts fast.
+
+
+def _rows(image: tf.Tensor) -> tf.Tensor:
+  """[H, W, 3] -> [H, W * 3], the same memory."""
+  return tf.reshape(image, [tf.shape(image)[0], -1])
+
+
+def _channel_row(values: tf.Tensor, image: tf.Tensor) -> tf.Tensor:
+  """[3] per-channel values -> [1, W * 3], to combine with _rows(image)."""
+  return tf.tile(values, [tf.shape(image)[1]])[tf.newaxis]
+
 
 def _grayscale(image: tf.Tensor) -> tf.Tensor:
-  """int32 [H, W, 1]: PIL's convert("L"), ITU-R 601-2 luma in 16-bit fixed point, rounded."""
-  rgb = tf.cast(image, tf.int32)
-  luma = rgb[..., :1] * 19595 + rgb[..., 1:2] * 38470 + rgb[..., 2:] * 7471 + 32768
-  return tf.bitwise.right_shift(luma, 16)
+  """float32 [H, W]: PIL's convert("L"), ITU-R 601-2 luma in 16-bit fixed point, rounded.
+
+  The weighted sums stay below 2**24, so float32 holds them exactly.
+  """
+  red, green, blue = tf.unstack(tf.cast(image, tf.float32), num=3, axis=-1)
+  return tf.floor((red * 19595.0 + green * 38470.0 + blue * 7471.0 + 32768.0) / 65536.0)
 
 
-def blend(degenerate: tf.Tensor, image: tf.Tensor, factor) -> tf.Tensor:
+def blend(degenerate, image: tf.Tensor, factor) -> tf.Tensor:
   """degenerate + factor * (image - degenerate), clipped and truncated to uint8: PIL's blend.
 
   factor 1 gives `image` unchanged, 0 gives `degenerate`, above 1 extrapolates.
@@ -78,39 +92,46 @@ def blend(degenerate: tf.Tensor, image: tf.Tensor, factor) -> tf.Tensor:
 
 def brightness(image: tf.Tensor, factor) -> tf.Tensor:
   """PIL's ImageEnhance.Brightness: a blend with black."""
-  return blend(tf.zeros_like(image), image, factor)
+  return blend(0.0, image, factor)
 
 
 def color(image: tf.Tensor, factor) -> tf.Tensor:
   """PIL's ImageEnhance.Color (saturation): a blend with the image's grey version."""
-  return blend(_grayscale(image), image, factor)
+  # The grey level in all three channels at once: a matmul with the luma weights repeated.
+  weights = tf.constant([[19595.0] * 3, [38470.0] * 3, [7471.0] * 3])
+  luma = tf.matmul(tf.reshape(tf.cast(image, tf.float32), [-1, 3]), weights)
+  grey = tf.reshape(tf.floor((luma + 32768.0) / 65536.0), tf.shape(image))
+  return blend(grey, image, factor)
 
 
 def contrast(image: tf.Tensor, factor) -> tf.Tensor:
   """PIL's ImageEnhance.Contrast: a blend with the image's mean grey level, rounded."""
-  mean = tf.floor(tf.reduce_mean(tf.cast(_grayscale(image), tf.float32)) + 0.5)
-  return blend(mean, image, factor)
+  return blend(tf.floor(tf.reduce_mean(_grayscale(image)) + 0.5), image, factor)
 
 
 def sharpness(image: tf.Tensor, factor) -> tf.Tensor:
-  """PIL's ImageEnhance.Sharpness: a blend with the SMOOTH-filtered image (border: the image's)."""
-  kernel = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32) / 13.0
-  kernel = tf.tile(kernel[:, :, tf.newaxis, tf.newaxis], [1, 1, 3, 1])
-  smooth = tf.nn.depthwise_conv2d(tf.cast(image, tf.float32)[tf.newaxis], kernel,
-                                  strides=[1, 1, 1, 1], padding="VALID")[0]
-  smooth = tf.cast(tf.clip_by_value(tf.floor(smooth + 0.5), 0.0, 255.0), tf.uint8)
-  interior = tf.pad(tf.ones(tf.shape(smooth)[:2], tf.bool), [[1, 1], [1, 1]])
-  degenerate = tf.where(interior[..., tf.newaxis], tf.pad(smooth, [[1, 1], [1, 1], [0, 0]]), image)
-  return blend(degenerate, image, factor)
+  """PIL's ImageEnhance.Sharpness: a blend with the SMOOTH-filtered image; the border stays."""
+  pixels = tf.cast(image, tf.float32)
+  # SMOOTH is [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13: a 3x3 box sum plus 4 x the centre.
+  rows = pixels[:-2] + pixels[1:-1] + pixels[2:]
+  box = rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
+  smooth = tf.clip_by_value(tf.floor((box + 4.0 * pixels[1:-1, 1:-1]) / 13.0 + 0.5), 0.0, 255.0)
+  inner = blend(smooth, image[1:-1, 1:-1], factor)
+  middle = tf.concat([image[1:-1, :1], inner, image[1:-1, -1:]], axis=1)
+  return tf.concat([image[:1], middle, image[-1:]], axis=0)
 
 
 def auto_contrast(image: tf.Tensor) -> tf.Tensor:
   """PIL's ImageOps.autocontrast: each channel stretched to [0, 255]; a flat channel is kept."""
-  pixels = tf.cast(image, tf.float32)
-  low = tf.reduce_min(pixels, axis=[0, 1])
-  high = tf.reduce_max(pixels, axis=[0, 1])
-  stretched = (pixels - low) * 255.0 / tf.maximum(high - low, 1.0)
-  return tf.where(high > low, tf.cast(tf.clip_by_value(stretched, 0.0, 255.0), tf.uint8), image)
+  per_channel = tf.reshape(image, [-1, 3])
+  low = tf.cast(tf.reduce_min(per_channel, axis=0), tf.float32)
+  high = tf.cast(tf.reduce_max(per_channel, axis=0), tf.float32)
+  stretches = high > low
+  low = tf.where(stretches, low, 0.0)
+  scale = tf.where(stretches, 255.0 / tf.maximum(high - low, 1.0), 1.0)
+  stretched = ((tf.cast(_rows(image), tf.float32) - _channel_row(low, image))
+               * _channel_row(scale, image))
+  return tf.reshape(tf.cast(tf.clip_by_value(stretched, 0.0, 255.0), tf.uint8), tf.shape(image))
 
 
 def equalize(image: tf.Tensor) -> tf.Tensor:
@@ -119,19 +140,20 @@ def equalize(image: tf.Tensor) -> tf.Tensor:
   The three channels share one bincount and one gather (values offset by 256 per
   channel) instead of three passes.
   """
-  indices = tf.cast(image, tf.int32) + tf.constant([0, 256, 512])
+  indices = tf.cast(_rows(image), tf.int32) + _channel_row(tf.constant([0, 256, 512]), image)
   histograms = tf.reshape(
       tf.math.bincount(tf.reshape(indices, [-1]), minlength=768, maxlength=768), [3, 256])
   # PIL leaves the highest level present out of the step.
-  top_counts = tf.gather(histograms, tf.reduce_max(tf.cast(image, tf.int32), axis=[0, 1]),
-                         batch_dims=1)
+  top_levels = tf.cast(tf.reduce_max(tf.reshape(image, [-1, 3]), axis=0), tf.int32)
+  top_counts = tf.gather(histograms, top_levels, batch_dims=1)
   step = (tf.reduce_sum(histograms, axis=1) - top_counts) // 255
   tables = (tf.cumsum(histograms, axis=1) + step[:, tf.newaxis] // 2) // tf.maximum(
       step, 1)[:, tf.newaxis]
   tables = tf.clip_by_value(tf.pad(tables[:, :-1], [[0, 0], [1, 0]]), 0, 255)
   # A channel of one level (step 0) stays as it is.
   tables = tf.where(step[:, tf.newaxis] > 0, tables, tf.range(256)[tf.newaxis])
-  return tf.cast(tf.gather(tf.reshape(tables, [-1]), indices), tf.uint8)
+  equalized = tf.gather(tf.cast(tf.reshape(tables, [-1]), tf.uint8), indices)
+  return tf.reshape(equalized, tf.shape(image))
 
 
 def invert(image: tf.Tensor) -> tf.Tensor:
@@ -147,26 +169,45 @@ def posterize(image: tf.Tensor, bits) -> tf.Tensor:
 
 def solarize(image: tf.Tensor, threshold) -> tf.Tensor:
   """PIL's ImageOps.solarize: values at or above `threshold` inverted (256: none)."""
-  return tf.where(tf.cast(image, tf.int32) < tf.cast(threshold, tf.int32), image, 255 - image)
+  above = tf.cast(image, tf.int32) >= tf.cast(threshold, tf.int32)
+  # 255 - v is v with every bit flipped.
+  return tf.bitwise.bitwise_xor(image, tf.cast(above, tf.uint8) * 255)
 
 
 def solarize_add(image: tf.Tensor, addition, threshold: int = 128) -> tf.Tensor:
-  """`addition` added to values below `threshold`, clipped to 255 (the TPU code's SolarizeAdd)."""
+  """`addition` added to values below `threshold`, clipped (the TPU code's SolarizeAdd)."""
   pixels = tf.cast(image, tf.int32)
-  added = tf.clip_by_value(pixels + tf.cast(addition, tf.int32), 0, 255)
-  return tf.cast(tf.where(pixels < threshold, added, pixels), tf.uint8)
+  below = tf.cast(pixels < threshold, tf.int32)
+  return tf.cast(tf.clip_by_value(pixels + below * tf.cast(addition, tf.int32), 0, 255),
+                 tf.uint8)
 
 
 def _affine(image: tf.Tensor, matrix, interpolation: str) -> tf.Tensor:
   """Output pixel (x, y) reads input (a0 x + a1 y + a2, b0 x + b1 y + b2); FILL_VALUE outside.
 
-  The 2x3 `matrix` maps output to input coordinates, as PIL's Image.transform(AFFINE) takes it.
+  `matrix` maps output to input pixel indices. Nearest-neighbour: the pixel whose
+  centre is nearest (rounding half up, as PIL does), one gather from the pixels and a
+  fill pixel. Bilinear: TF's ImageProjectiveTransformV3.
   """
-  transform = tf.concat([tf.cast(tf.stack(matrix), tf.float32), tf.zeros([2])], axis=0)
-  return tf.raw_ops.ImageProjectiveTransformV3(
-      images=image[tf.newaxis], transforms=transform[tf.newaxis],
-      output_shape=tf.shape(image)[:2], fill_value=float(FILL_VALUE),
-      interpolation=interpolation.upper(), fill_mode="CONSTANT")[0]
+  matrix = [tf.cast(value, tf.float32) for value in matrix]
+  if interpolation == "bilinear":
+    transform = tf.concat([tf.stack(matrix), tf.zeros([2])], axis=0)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[tf.newaxis], transforms=transform[tf.newaxis],
+        output_shape=tf.shape(image)[:2], fill_value=float(FILL_VALUE),
+        interpolation="BILINEAR", fill_mode="CONSTANT")[0]
+  height, width = tf.shape(image)[0], tf.shape(image)[1]
+  xs = tf.cast(tf.range(width), tf.float32)[tf.newaxis, :]
+  ys = tf.cast(tf.range(height), tf.float32)[:, tf.newaxis]
+  source_x = tf.cast(tf.floor(matrix[0] * xs + matrix[1] * ys + matrix[2] + 0.5), tf.int32)
+  source_y = tf.cast(tf.floor(matrix[3] * xs + matrix[4] * ys + matrix[5] + 0.5), tf.int32)
+  inside = tf.cast((source_x >= 0) & (source_x < width) & (source_y >= 0)
+                   & (source_y < height), tf.int32)
+  # Index height * width is the fill pixel appended after the image's.
+  index = inside * (source_y * width + source_x) + (1 - inside) * (height * width)
+  pixels = tf.concat([tf.reshape(image, [-1, 3]),
+                      tf.fill([1, 3], tf.constant(FILL_VALUE, image.dtype))], axis=0)
+  return tf.gather(pixels, index)
 
 
 def rotate(image: tf.Tensor, degrees, interpolation: str = "nearest") -> tf.Tensor:
@@ -192,34 +233,56 @@ def shear_y(image: tf.Tensor, factor, interpolation: str = "nearest") -> tf.Tens
   return _affine(image, [1.0, 0.0, 0.0, factor, 1.0, factor / 2.0], interpolation)
 
 
+def _shift(image: tf.Tensor, pixels, axis: int) -> tf.Tensor:
+  """Content moved `pixels` (rounded half up) towards index 0 along `axis`, FILL_VALUE behind:
+  nearest-neighbour translation as a slice and a pad."""
+  side = tf.shape(image)[axis]
+  shift = tf.clip_by_value(tf.cast(tf.floor(tf.cast(pixels, tf.float32) + 0.5), tf.int32),
+                           -side, side)
+  begin = [0, 0, 0]
+  size = [-1, -1, -1]
+  begin[axis] = tf.maximum(shift, 0)
+  size[axis] = side - tf.abs(shift)
+  paddings = [[0, 0], [0, 0], [0, 0]]
+  paddings[axis] = [tf.maximum(-shift, 0), tf.maximum(shift, 0)]
+  return tf.pad(tf.slice(image, begin, size), paddings, constant_values=FILL_VALUE)
+
+
 def translate_x(image: tf.Tensor, pixels, interpolation: str = "nearest") -> tf.Tensor:
   """Content moved `pixels` to the left (right when negative)."""
+  if interpolation == "nearest":
+    return _shift(image, pixels, axis=1)
   return _affine(image, [1.0, 0.0, pixels, 0.0, 1.0, 0.0], interpolation)
 
 
 def translate_y(image: tf.Tensor, pixels, interpolation: str = "nearest") -> tf.Tensor:
   """Content moved `pixels` up (down when negative)."""
+  if interpolation == "nearest":
+    return _shift(image, pixels, axis=0)
   return _affine(image, [1.0, 0.0, 0.0, 0.0, 1.0, pixels], interpolation)
 
 
-def _fill_mask(shape: tf.Tensor, top, left, height, width) -> tf.Tensor:
-  """bool [H, W, 1]: True inside rows [top, top + height) and columns [left, left + width)."""
-  rows = tf.range(shape[0])[:, tf.newaxis]
-  columns = tf.range(shape[1])[tf.newaxis, :]
-  inside = ((rows >= top) & (rows < top + height) & (columns >= left) & (columns < left + width))
-  return inside[..., tf.newaxis]
+def _rectangle(image: tf.Tensor, top, left, height, width) -> tf.Tensor:
+  """uint8 [H, W * 3] (as _rows(image)): 1 inside rows [top, top + height) and columns
+  [left, left + width) of the image, 0 elsewhere."""
+  rows = tf.range(tf.shape(image)[0])[:, tf.newaxis]
+  columns = tf.range(tf.shape(image)[1] * 3)[tf.newaxis, :] // 3
+  inside = ((rows >= top) & (rows < top + height)) & ((columns >= left)
+                                                      & (columns < left + width))
+  return tf.cast(inside, tf.uint8)
 
 
-def cutout(image: tf.Tensor, seed: tf.Tensor, half_size) -> tf.Tensor:
-  """A square of side 2 * half_size, centred on a uniformly random pixel and clipped at the
-  border, filled with FILL_VALUE."""
+def cutout(image: tf.Tensor, centre, half_size) -> tf.Tensor:
+  """A square of side 2 * half_size filled with FILL_VALUE, clipped at the border.
+
+  `centre`: [2] in [0, 1), the square's centre as fractions of the height and width.
+  """
   shape = tf.shape(image)
-  centre = tf.cast(tf.random.stateless_uniform([2], seed) * tf.cast(shape[:2], tf.float32),
-                   tf.int32)
+  centre = tf.cast(tf.cast(centre, tf.float32) * tf.cast(shape[:2], tf.float32), tf.int32)
   half_size = tf.cast(half_size, tf.int32)
-  mask = _fill_mask(shape, centre[0] - half_size, centre[1] - half_size, 2 * half_size,
-                    2 * half_size)
-  return tf.where(mask, tf.constant(FILL_VALUE, tf.uint8), image)
+  inside = _rectangle(image, centre[0] - half_size, centre[1] - half_size, 2 * half_size,
+                      2 * half_size)
+  return tf.reshape(_rows(image) * (1 - inside) + inside * FILL_VALUE, shape)
 
 
 # ---------------------------------------------- RandAugment and AutoAugment
@@ -232,30 +295,40 @@ def _truncate(value) -> tf.Tensor:
   return tf.cast(value, tf.int32)
 
 
-def _random_sign(value, seed) -> tf.Tensor:
-  return tf.where(tf.random.stateless_uniform([], seed) < 0.5, -value, value)
+def _random_sign(value, randoms) -> tf.Tensor:
+  return tf.where(randoms[0] < 0.5, -value, value)
+
+
+# The tables' ops are fn(image, level, randoms): `randoms` holds OP_RANDOMS uniform draws
+# in [0, 1) for the op's own choices (the sign of a rotation, where a cutout goes), drawn
+# with everything else an image needs in one op. Each small TF op has a fixed cost, and
+# seeds split and drawn from op by op added up to a good part of RandAugment's time.
+OP_RANDOMS = 3
 
 
 def _model_garden_ops(translate_pixels: float, cutout_half_size: float) -> dict:
-  """name -> fn(image, level, seed): the TPU/Model Garden scaling of each op by level.
+  """name -> fn(image, level, randoms): the TPU/Model Garden scaling of each op by level.
 
   Posterize keeps level/10 * 4 bits (0 bits, a black image, at level 0) and Solarize
   inverts from level/10 * 256 (everything at 0): their strength falls as the level rises.
   Geometric ops use nearest-neighbour sampling.
   """
   def enhance(op):
-    return lambda image, level, seed: op(image, _fraction(level) * 1.8 + 0.1)
+    return lambda image, level, randoms: op(image, _fraction(level) * 1.8 + 0.1)
 
   def signed(op, largest):
-    return lambda image, level, seed: op(image, _random_sign(_fraction(level) * largest, seed))
+    return lambda image, level, randoms: op(
+        image, _random_sign(_fraction(level) * largest, randoms))
 
   return {
-      "AutoContrast": lambda image, level, seed: auto_contrast(image),
-      "Equalize": lambda image, level, seed: equalize(image),
-      "Invert": lambda image, level, seed: invert(image),
+      "AutoContrast": lambda image, level, randoms: auto_contrast(image),
+      "Equalize": lambda image, level, randoms: equalize(image),
+      "Invert": lambda image, level, randoms: invert(image),
       "Rotate": signed(rotate, 30.0),
-      "Posterize": lambda image, level, seed: posterize(image, _truncate(_fraction(level) * 4)),
-      "Solarize": lambda image, level, seed: solarize(image, _truncate(_fraction(level) * 256)),
+      "Posterize": lambda image, level, randoms: posterize(
+          image, _truncate(_fraction(level) * 4)),
+      "Solarize": lambda image, level, randoms: solarize(
+          image, _truncate(_fraction(level) * 256)),
       "Color": enhance(color),
       "Contrast": enhance(contrast),
       "Brightness": enhance(brightness),
@@ -264,43 +337,43 @@ def _model_garden_ops(translate_pixels: float, cutout_half_size: float) -> dict:
       "ShearY": signed(shear_y, 0.3),
       "TranslateX": signed(translate_x, translate_pixels),
       "TranslateY": signed(translate_y, translate_pixels),
-      "Cutout": lambda image, level, seed: cutout(
-          image, seed, _truncate(_fraction(level) * cutout_half_size)),
-      "SolarizeAdd": lambda image, level, seed: solarize_add(
+      "Cutout": lambda image, level, randoms: cutout(
+          image, randoms[1:3], _truncate(_fraction(level) * cutout_half_size)),
+      "SolarizeAdd": lambda image, level, randoms: solarize_add(
           image, _truncate(_fraction(level) * 110)),
   }
 
 
 def _timm_increasing_ops() -> dict:
-  """name -> fn(image, level, seed): timm's `inc1` RandAugment ops, stronger as the level rises.
+  """name -> fn(image, level, randoms): timm's `inc1` RandAugment ops, stronger as the level rises.
 
   At level 0 every op with a magnitude leaves the image as it is except
   PosterizeIncreasing (4 bits kept). Translations are relative (0.45 of the side at
   level 10); geometric ops sample bilinearly (timm picks bilinear or bicubic).
   """
   def enhance(op):
-    return lambda image, level, seed: op(
-        image, tf.maximum(0.1, 1.0 + _random_sign(_fraction(level) * 0.9, seed)))
+    return lambda image, level, randoms: op(
+        image, tf.maximum(0.1, 1.0 + _random_sign(_fraction(level) * 0.9, randoms)))
 
   def signed(op, largest):
-    return lambda image, level, seed: op(
-        image, _random_sign(_fraction(level) * largest, seed), "bilinear")
+    return lambda image, level, randoms: op(
+        image, _random_sign(_fraction(level) * largest, randoms), "bilinear")
 
   def relative(op, axis):
-    return lambda image, level, seed: op(
-        image, _random_sign(_fraction(level) * 0.45, seed) * tf.cast(tf.shape(image)[axis],
-                                                                     tf.float32), "bilinear")
+    return lambda image, level, randoms: op(
+        image, _random_sign(_fraction(level) * 0.45, randoms)
+        * tf.cast(tf.shape(image)[axis], tf.float32), "bilinear")
 
   return {
-      "AutoContrast": lambda image, level, seed: auto_contrast(image),
-      "Equalize": lambda image, level, seed: equalize(image),
-      "Invert": lambda image, level, seed: invert(image),
+      "AutoContrast": lambda image, level, randoms: auto_contrast(image),
+      "Equalize": lambda image, level, randoms: equalize(image),
+      "Invert": lambda image, level, randoms: invert(image),
       "Rotate": signed(rotate, 30.0),
-      "PosterizeIncreasing": lambda image, level, seed: posterize(
+      "PosterizeIncreasing": lambda image, level, randoms: posterize(
           image, 4 - _truncate(_fraction(level) * 4)),
-      "SolarizeIncreasing": lambda image, level, seed: solarize(
+      "SolarizeIncreasing": lambda image, level, randoms: solarize(
           image, 256 - _truncate(_fraction(level) * 256)),
-      "SolarizeAdd": lambda image, level, seed: solarize_add(
+      "SolarizeAdd": lambda image, level, randoms: solarize_add(
           image, _truncate(_fraction(level) * 110)),
       "ColorIncreasing": enhance(color),
       "ContrastIncreasing": enhance(contrast),
@@ -369,7 +442,6 @@ def check_rand_augment(num_layers, magnitude, magnitude_std, variant) -> None:
   _check(variant in RANDAUGMENT_VARIANTS, "variant", f"one of {RANDAUGMENT_VARIANTS}", variant)
 
 
-@_graph_as_written
 def rand_augment(image: tf.Tensor, seed: tf.Tensor, num_layers: int, magnitude: float,
                  magnitude_std: float = 0.0, variant: str = "model_garden") -> tf.Tensor:
   """RandAugment: `num_layers` ops, each drawn uniformly (with replacement), at `magnitude`.
@@ -385,27 +457,30 @@ def rand_augment(image: tf.Tensor, seed: tf.Tensor, num_layers: int, magnitude: 
   if not num_layers:
     return _keep_shape(image, image)
   ops = list(RANDAUGMENT_OPS[variant].values())
-  layer_seeds = tf.random.experimental.stateless_split(seed, num_layers)
+  # Per layer: the op, whether it applies (timm), its magnitude noise, the op's own.
+  draws = tf.random.stateless_uniform([num_layers, 3 + OP_RANDOMS], seed)
+  levels = tf.fill([num_layers], tf.constant(magnitude, tf.float32))
+  if magnitude_std > 0:
+    levels += magnitude_std * tf.math.ndtri(draws[:, 2])
+  if magnitude_std > 0 or variant == "timm":
+    levels = tf.clip_by_value(levels, 0.0, MAX_LEVEL)
+  # Model Garden: one more choice that changes nothing.
+  choices = len(ops) + (variant == "model_garden")
+  op_indices = tf.cast(draws[:, 0] * choices, tf.int32)
 
   # A loop, not one copy of the ops per layer: the graph, and the seconds it takes
   # to build whenever a pipeline is made, stay those of one layer.
   def layer(index, augmented):
-    choice_seed, magnitude_seed, apply_seed, op_seed = split_seed(layer_seeds[index], 4)
-    level = tf.constant(magnitude, tf.float32)
-    if magnitude_std > 0:
-      level += magnitude_std * tf.random.stateless_normal([], magnitude_seed)
-    if magnitude_std > 0 or variant == "timm":
-      level = tf.clip_by_value(level, 0.0, MAX_LEVEL)
-    branches = [functools.partial(op, augmented, level, op_seed) for op in ops]
+    branches = [functools.partial(op, augmented, levels[index], draws[index, 3:])
+                for op in ops]
     if variant == "model_garden":
       branches.append(functools.partial(tf.identity, augmented))
-    choice = tf.random.stateless_uniform([], choice_seed, 0, len(branches), tf.int32)
-    if variant == "model_garden":
-      augmented = tf.switch_case(choice, branches)
-    else:
-      augmented = tf.cond(tf.random.stateless_uniform([], apply_seed) < 0.5,
-                          functools.partial(tf.switch_case, choice, branches),
+    if variant == "timm":
+      augmented = tf.cond(draws[index, 1] < 0.5,
+                          functools.partial(tf.switch_case, op_indices[index], branches),
                           functools.partial(tf.identity, augmented))
+    else:
+      augmented = tf.switch_case(op_indices[index], branches)
     return index + 1, _keep_shape(augmented, image)
 
   _, augmented = tf.while_loop(lambda index, _: index < num_layers, layer,
@@ -413,7 +488,6 @@ def rand_augment(image: tf.Tensor, seed: tf.Tensor, num_layers: int, magnitude: 
   return _keep_shape(augmented, image)
 
 
-@_graph_as_written
 def auto_augment(image: tf.Tensor, seed: tf.Tensor, policy: str = "v0") -> tf.Tensor:
   """AutoAugment: one sub-policy of `policy` drawn uniformly, each op applied with its probability.
 
@@ -429,18 +503,17 @@ def auto_augment(image: tf.Tensor, seed: tf.Tensor, policy: str = "v0") -> tf.Te
   probabilities = tf.constant([[probability for _, probability, _ in step] for step in steps],
                               tf.float32)
   levels = tf.constant([[float(level) for _, _, level in step] for step in steps])
-  choice_seed, steps_seed = split_seed(seed, 2)
-  choice = tf.random.stateless_uniform([], choice_seed, 0, len(sub_policies), tf.int32)
-  step_seeds = tf.random.experimental.stateless_split(steps_seed, len(steps))
+  # The sub-policy, then per step: whether it applies, the op's own.
+  draws = tf.random.stateless_uniform([1 + len(steps) * (1 + OP_RANDOMS)], seed)
+  choice = tf.cast(draws[0] * len(sub_policies), tf.int32)
+  step_draws = tf.reshape(draws[1:], [len(steps), 1 + OP_RANDOMS])
 
   def step(index, augmented):
-    coin_seed, op_seed = split_seed(step_seeds[index], 2)
     branches = [functools.partial(AUTOAUGMENT_OPS[name], augmented, levels[index, choice],
-                                  op_seed) for name in names]
-    augmented = tf.cond(
-        tf.random.stateless_uniform([], coin_seed) < probabilities[index, choice],
-        functools.partial(tf.switch_case, op_indices[index, choice], branches),
-        functools.partial(tf.identity, augmented))
+                                  step_draws[index, 1:]) for name in names]
+    augmented = tf.cond(step_draws[index, 0] < probabilities[index, choice],
+                        functools.partial(tf.switch_case, op_indices[index, choice], branches),
+                        functools.partial(tf.identity, augmented))
     return index + 1, _keep_shape(augmented, image)
 
   _, augmented = tf.while_loop(lambda index, _: index < len(steps), step,
@@ -454,7 +527,6 @@ def check_random_erasing(probability, area_range) -> None:
          "(low, high) with 0 < low <= high <= 1", area_range)
 
 
-@_graph_as_written
 def random_erasing(image: tf.Tensor, seed: tf.Tensor, probability: float,
                    area_range=RANDOM_ERASING_AREA_RANGE) -> tf.Tensor:
   """timm's RandomErasing in "pixel" mode: with `probability`, a rectangle of noise.
@@ -466,14 +538,15 @@ def random_erasing(image: tf.Tensor, seed: tf.Tensor, probability: float,
   timm erases after, i.e. each channel's mean + std * N(0, 1) in [0, 255], clipped and rounded.
   """
   check_random_erasing(probability, area_range)
-  apply_seed, area_seed, aspect_seed, top_seed, left_seed, noise_seed = split_seed(seed, 6)
+  uniform_seed, noise_seed = split_seed(seed, 2)
+  # Whether to erase, where, and per attempt an area and an aspect ratio.
+  draws = tf.random.stateless_uniform([3 + 2 * RANDOM_ERASING_ATTEMPTS], uniform_seed)
   shape = tf.shape(image)
   area = tf.cast(shape[0] * shape[1], tf.float32)
-  target_areas = area * tf.random.stateless_uniform(
-      [RANDOM_ERASING_ATTEMPTS], area_seed, area_range[0], area_range[1])
-  log_aspects = [math.log(ratio) for ratio in RANDOM_ERASING_ASPECT_RANGE]
-  aspects = tf.exp(tf.random.stateless_uniform([RANDOM_ERASING_ATTEMPTS], aspect_seed,
-                                               *log_aspects))
+  target_areas = area * (area_range[0] + (area_range[1] - area_range[0])
+                         * draws[3:3 + RANDOM_ERASING_ATTEMPTS])
+  low, high = (math.log(ratio) for ratio in RANDOM_ERASING_ASPECT_RANGE)
+  aspects = tf.exp(low + (high - low) * draws[3 + RANDOM_ERASING_ATTEMPTS:])
   heights = tf.cast(tf.round(tf.sqrt(target_areas * aspects)), tf.int32)
   widths = tf.cast(tf.round(tf.sqrt(target_areas / aspects)), tf.int32)
   fits = (heights < shape[0]) & (widths < shape[1])
@@ -481,21 +554,21 @@ def random_erasing(image: tf.Tensor, seed: tf.Tensor, probability: float,
   height, width = heights[first], widths[first]
 
   def erase():
-    top = tf.random.stateless_uniform([], top_seed, 0, shape[0] - height + 1, tf.int32)
-    left = tf.random.stateless_uniform([], left_seed, 0, shape[1] - width + 1, tf.int32)
+    top = tf.cast(draws[1] * tf.cast(shape[0] - height + 1, tf.float32), tf.int32)
+    left = tf.cast(draws[2] * tf.cast(shape[1] - width + 1, tf.float32), tf.int32)
     means = np.array(constants.TORCH_MEANS, np.float32) * 255.0
     stds = np.array(constants.TORCH_STDS, np.float32) * 255.0
     noise = means + stds * tf.random.stateless_normal([height, width, 3], noise_seed)
     noise = tf.cast(tf.clip_by_value(tf.floor(noise + 0.5), 0.0, 255.0), tf.uint8)
     placed = tf.pad(noise, [[top, shape[0] - top - height], [left, shape[1] - left - width],
                             [0, 0]])
-    return tf.where(_fill_mask(shape, top, left, height, width), placed, image)
+    kept = _rows(image) * (1 - _rectangle(image, top, left, height, width))
+    return tf.reshape(kept, shape) + placed
 
-  chosen = (tf.random.stateless_uniform([], apply_seed) < probability) & tf.reduce_any(fits)
+  chosen = (draws[0] < probability) & tf.reduce_any(fits)
   return _keep_shape(tf.cond(chosen, erase, functools.partial(tf.identity, image)), image)
 
 
-@_graph_as_written
 def color_jitter(image: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Tensor:
   """Brightness, contrast, then saturation, each scaled by a factor uniform in
   [max(0, 1 - strength), 1 + strength]: the Model Garden's color_jitter, timm's --color-jitter.
@@ -505,8 +578,8 @@ def color_jitter(image: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Tenso
   ColorJitter that timm and the Model Garden follow.
   """
   _check(strength >= 0, "strength", ">= 0", strength)
-  factors = [tf.random.stateless_uniform([], factor_seed, max(0.0, 1.0 - strength),
-                                         1.0 + strength) for factor_seed in split_seed(seed, 3)]
+  factors = tf.unstack(tf.random.stateless_uniform([3], seed, max(0.0, 1.0 - strength),
+                                                   1.0 + strength))
   jittered = brightness(image, factors[0])
   jittered = contrast(jittered, factors[1])
   return _keep_shape(color(jittered, factors[2]), image)

@@ -380,7 +380,7 @@ def _augmentation_and_resolution(f):
 
 
 def _any_input_size(f, data):
-  """Whether the model must take another size than --image_size: to evaluate at --eval_image_size."""
+  """Whether the model must take other sizes than --image_size: to evaluate at another."""
   if data.eval_size == data.image_size:
     return False
   if f.pooling == "none":

@@ -27,9 +27,14 @@ AUGMENTATIONS = {
     "random_erasing": lambda image, seed: augment.random_erasing(image, seed, 1.0),
     "color_jitter": lambda image, seed: augment.color_jitter(image, seed, 0.4),
 }
+def _randoms(seed):
+  """The uniform draws the table ops take, from a seed."""
+  return tf.random.stateless_uniform([augment.OP_RANDOMS], seed)
+
+
 # Every RandAugment and AutoAugment op at a middle magnitude: fn(image, seed).
 TABLE_OPS = {
-    f"{table}/{name}": (lambda op: lambda image, seed: op(image, 5.0, seed))(op)
+    f"{table}/{name}": (lambda op: lambda image, seed: op(image, 5.0, _randoms(seed)))(op)
     for table, ops in (*augment.RANDAUGMENT_OPS.items(), ("autoaugment", augment.AUTOAUGMENT_OPS))
     for name, op in ops.items()}
 
@@ -69,7 +74,7 @@ IDENTITY_AT_ZERO = {
 @pytest.mark.parametrize("variant", augment.RANDAUGMENT_VARIANTS)
 def test_ops_are_identity_at_magnitude_zero_exactly_where_the_definition_says(variant):
   unchanged = {name for name, op in augment.RANDAUGMENT_OPS[variant].items()
-               if np.array_equal(op(tf.constant(DULL), 0.0, tf.constant(SEED)), DULL)}
+               if np.array_equal(op(tf.constant(DULL), 0.0, _randoms(SEED)), DULL)}
   assert unchanged == IDENTITY_AT_ZERO[variant]
 
 
@@ -181,22 +186,23 @@ SCALING = [
 def test_ops_follow_the_published_scaling(variant, name, level, candidates):
   op = augment.RANDAUGMENT_OPS[variant][name]
   seen = set()
-  for i in range(8):
-    out = op(tf.constant(IMAGE), level, tf.constant([i, 2], tf.int64)).numpy()
+  for sign_draw in (0.25, 0.75):
+    out = op(tf.constant(IMAGE), level, tf.constant([sign_draw, 0.5, 0.5])).numpy()
     matches = [j for j, candidate in enumerate(candidates) if np.array_equal(out, candidate)]
     assert matches, f"{name} at level {level} is none of the expected images"
     seen.add(matches[0])
-  assert len(seen) == len(candidates)  # both signs are drawn
+  assert len(seen) == len(candidates)  # each sign of the signed ops
 
 
-def test_cutout_fills_a_square_of_grey_and_keeps_the_rest():
-  out = augment.cutout(tf.constant(IMAGE), tf.constant(SEED), 6).numpy()
-  filled = np.all(out == augment.FILL_VALUE, axis=-1) & np.any(IMAGE != augment.FILL_VALUE,
-                                                              axis=-1)
-  rows, columns = np.nonzero(filled)
-  assert rows.max() - rows.min() < 12 and columns.max() - columns.min() < 12
-  changed = np.any(out != IMAGE, axis=-1)
-  assert changed[rows.min():rows.max() + 1, columns.min():columns.max() + 1].sum() == changed.sum()
+@pytest.mark.parametrize("centre,rows,columns", [
+    ((0.5, 0.5), (14, 26), (22, 34)),  # 40x56: centre pixel (20, 28), side 12
+    ((0.0, 0.99), (0, 6), (49, 56)),  # clipped at the top right corner
+])
+def test_cutout_fills_a_clipped_square_of_grey_and_keeps_the_rest(centre, rows, columns):
+  out = augment.cutout(tf.constant(IMAGE), tf.constant(centre), 6).numpy()
+  expected = IMAGE.copy()
+  expected[rows[0]:rows[1], columns[0]:columns[1]] = augment.FILL_VALUE
+  np.testing.assert_array_equal(out, expected)
 
 
 def _unchanged_fraction(variant, layers=1, magnitude=9.0, draws=48):
