@@ -80,11 +80,11 @@ class ScheduleConfig:
 
   The peak rate is base_learning_rate * batch_size / base_batch_size (the
   official linear scaling, 0.1 per 256 examples); base_batch_size=None uses
-  base_learning_rate as it is. The defaults are the official schedule's shape
-  scaled to the phase (WARMUP_FRACTION, DECAY_FRACTIONS); OFFICIAL_IMAGENET_SCHEDULE
-  spells the official epochs out.
+  base_learning_rate as it is. The default fits any run: a linear warm-up over
+  WARMUP_FRACTION of the phase, then a cosine decay to zero at its end.
+  OFFICIAL_IMAGENET_SCHEDULE is the official recipe's.
   """
-  name: str = "piecewise"
+  name: str = "cosine"
   base_learning_rate: float = 0.1
   base_batch_size: int | None = 256
   # None: WARMUP_FRACTION of the phase.
@@ -114,7 +114,8 @@ class ScheduleConfig:
 
 
 # The official ResNet-50 ImageNet schedule (configs/imagenet_*.cfg spell it out).
-OFFICIAL_IMAGENET_SCHEDULE = ScheduleConfig(warmup_epochs=5.0, decay_epochs=(30.0, 60.0, 80.0))
+OFFICIAL_IMAGENET_SCHEDULE = ScheduleConfig(name="piecewise", warmup_epochs=5.0,
+                                            decay_epochs=(30.0, 60.0, 80.0))
 
 
 @dataclasses.dataclass(frozen=True)
