@@ -16,6 +16,8 @@ setup(
         "h5py>=3.10",
         "numpy>=1.26",
         "pillow>=10.0",
+        # TF 2.21 installs without it; the runs' summaries need it to be seen.
+        "tensorboard==2.21.0",
     ],
     extras_require={"test": ["pytest==8.4.2", "psutil>=5.9"]},
 )
