@@ -328,6 +328,10 @@ FLAG_FIELDS = {
     "profile_steps": ("train.profile_steps",),
     "loss_scale": ("runtime.loss_scale",), "enable_xla": ("runtime.enable_xla",),
 }
+# Settings never taken from a run: where the command runs and where the run is kept.
+COMMAND_FIELDS = ("model.include_top", "model.fused_batch_norm", "train.model_dir",
+                  "runtime.distribution_strategy", "runtime.num_gpus", "runtime.all_reduce_alg",
+                  "runtime.num_packs", "runtime.worker_hosts", "runtime.task_index", "runtime.tpu")
 
 
 def _float_list(name, values):
