@@ -530,8 +530,8 @@ def experiment_from_flags(flag_values=FLAGS):
   normalization_in_model = normalization if f.normalize_in_model else None
   private_threads = f.datasets_num_private_threads
   if f.tf_gpu_thread_mode:
-    _, private_threads = official_flags.gpu_thread_settings(
-        f.tf_gpu_thread_mode, f.per_gpu_thread_count, num_gpus, private_threads, os.cpu_count() or 1)
+    private_threads = official_flags.datasets_private_threads(
+        f.per_gpu_thread_count, num_gpus, private_threads, os.cpu_count() or 1)
   data = DataConfig(
       source="synthetic" if f.use_synthetic_data else f.source, data_dir=f.data_dir,
       train_file_pattern=f.train_file_pattern, eval_file_pattern=f.eval_file_pattern,
@@ -598,8 +598,8 @@ def _apply_process_settings(f):
   """What the official flags set for the whole process: environment, eager execution."""
   environment = {}
   if f.tf_gpu_thread_mode:
-    environment, _ = official_flags.gpu_thread_settings(
-        f.tf_gpu_thread_mode, f.per_gpu_thread_count, 0, None, 1)
+    environment = official_flags.gpu_thread_environment(f.tf_gpu_thread_mode,
+                                                        f.per_gpu_thread_count)
   for name, value in environment.items():
     os.environ[name] = value
     logging.info("%s=%s", name, value)

@@ -168,16 +168,21 @@ def architecture_and_variant(model, resnet_size, resnet_version):
   return wanted
 
 
-def gpu_thread_settings(mode, per_gpu_thread_count, num_gpus, private_threads, cpu_count):
-  """(environment, datasets private threads) as the official set_gpu_thread_mode_and_count.
-
-  The official code gives each GPU per_gpu_thread_count (default 2) threads of its own
-  and, when --datasets_num_private_threads is not given, the input pipeline what the
-  cores leave: min(cores - GPU threads - one runtime thread per GPU, 8 per GPU).
-  """
+def gpu_thread_environment(mode, per_gpu_thread_count):
+  """The environment of the official set_gpu_thread_mode_and_count: per_gpu_thread_count
+  (default 2) kernel-launch threads of its own for each GPU."""
   count = per_gpu_thread_count or DEFAULT_GPU_THREAD_COUNT
-  environment = {"TF_GPU_THREAD_MODE": mode, "TF_GPU_THREAD_COUNT": str(count)}
-  if not private_threads and num_gpus:
-    left = cpu_count - count * num_gpus - num_gpus
-    private_threads = min(left, DATASET_THREADS_PER_GPU * num_gpus) if left > 0 else None
-  return environment, private_threads
+  return {"TF_GPU_THREAD_MODE": mode, "TF_GPU_THREAD_COUNT": str(count)}
+
+
+def datasets_private_threads(per_gpu_thread_count, num_gpus, private_threads, cpu_count):
+  """The input pipeline's threads next to private GPU threads, as the official code sets them.
+
+  Without --datasets_num_private_threads: what the cores leave, min(cores - GPU threads -
+  one runtime thread per GPU, 8 per GPU); None (the shared pool) when nothing is left.
+  """
+  if private_threads or not num_gpus:
+    return private_threads
+  count = per_gpu_thread_count or DEFAULT_GPU_THREAD_COUNT
+  left = cpu_count - count * num_gpus - num_gpus
+  return min(left, DATASET_THREADS_PER_GPU * num_gpus) if left > 0 else None

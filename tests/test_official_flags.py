@@ -214,11 +214,13 @@ def test_fixed_loss_scale_and_process_settings(tmp_path):
   assert os.environ["TF_USE_CUDNN_BATCHNORM_SPATIAL_PERSISTENT"] == "1"
   assert tf.config.functions_run_eagerly()
   # The official code also gives the input pipeline what the GPU threads leave of the cores.
-  assert official_flags.gpu_thread_settings("gpu_private", 0, 8, None, 96) == (
-      {"TF_GPU_THREAD_MODE": "gpu_private", "TF_GPU_THREAD_COUNT": "2"}, 64)
-  assert official_flags.gpu_thread_settings("gpu_private", 4, 4, None, 24)[1] == 24 - 16 - 4
-  assert official_flags.gpu_thread_settings("gpu_private", 4, 4, None, 20)[1] is None
-  assert official_flags.gpu_thread_settings("gpu_private", 0, 2, 5, 96)[1] == 5
+  assert official_flags.gpu_thread_environment("gpu_private", 0) == {
+      "TF_GPU_THREAD_MODE": "gpu_private", "TF_GPU_THREAD_COUNT": "2"}
+  assert official_flags.datasets_private_threads(0, 8, None, 96) == 64
+  assert official_flags.datasets_private_threads(4, 4, None, 24) == 24 - 16 - 4
+  assert official_flags.datasets_private_threads(4, 4, None, 20) is None
+  assert official_flags.datasets_private_threads(0, 2, 5, 96) == 5
+  assert official_flags.datasets_private_threads(0, 0, None, 96) is None
   with flagsaver.flagsaver():
     parse("--batchnorm_spatial_persistent=false", "--num_gpus=0")
     main._apply_process_settings(FLAGS)
