@@ -134,6 +134,11 @@ def normalizes_on_device(experiment):
           and experiment.data.output_dtype == "float32")
 
 
+def _assign_all(variables, values):
+  for variable, value in zip(variables, values):
+    variable.assign(value)
+
+
 def _next_multiple(step, every):
   return (step // every + 1) * every
 
@@ -413,22 +418,29 @@ class Trainer:
       # The model's math only: the optimizer's cross-replica update cannot run inside XLA.
       forward_backward = tf.function(forward_backward, jit_compile=True)
 
+    # Read before each forward pass updates them, to be put back when the step is skipped.
+    moving_statistics = self.moving_statistics() if skip else []
+
     def replica_step(inputs):
       images, labels = inputs
+      statistics_before = [tf.identity(variable) for variable in moving_statistics]
       gradients, sums = forward_backward(images, labels)
       finite = tf.math.is_finite(sums[0])
+      if not loss_scaling:
+        finite &= tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients])
+      if skip:
+        all_finite = tf.distribute.get_replica_context().all_reduce(
+            tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32)) == 0
+        # A skipped step leaves BatchNorm's moving statistics as they were, not NaN.
+        tf.cond(all_finite, lambda: None, lambda: _assign_all(moving_statistics, statistics_before))
       if loss_scaling:
         # The loss-scale optimizer skips overflowing gradients itself: only the loss counts.
         gradients = self._agree_on_finite(gradients)
         optimizer.apply(gradients, variables)
+      elif skip:
+        self._apply_if(all_finite, gradients, variables)
       else:
-        finite &= tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients])
-        if skip:
-          bad_replicas = tf.distribute.get_replica_context().all_reduce(
-              tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
-          self._apply_if(bad_replicas == 0, gradients, variables)
-        else:
-          optimizer.apply(gradients, variables)
+        optimizer.apply(gradients, variables)
       # The bad-replica count rides on the sums' all-reduce: no extra collective per step.
       return tf.concat([sums, [1.0 - tf.cast(finite, tf.float32)]], axis=0)
 
@@ -453,6 +465,12 @@ class Trainer:
 
     return train_steps
 
+  def moving_statistics(self):
+    """The state a training step updates outside the optimizer: non-trainable weights
+    (BatchNorm's moving mean and variance) of the layers that are not frozen."""
+    return [weight.value for layer in self.model.layers if layer.trainable
+            for weight in layer.non_trainable_weights]
+
   def _make_sync_moving_statistics(self):
     """tf.function() averaging the replicas' copies of the model's moving statistics; None if none.
 
@@ -462,18 +480,23 @@ class Trainer:
     aggregation did.
     """
     strategy = self.strategy
-    # State the training step updates: non-trainable weights of layers that are not frozen.
-    variables = [weight.value for layer in self.model.layers if layer.trainable
-                 for weight in layer.non_trainable_weights]
+    variables = self.moving_statistics()
     if strategy.num_replicas_in_sync == 1 or not variables:
       return None
 
+    def replica_means():
+      # One replica-context all-reduce of the whole list: the strategy packs values of any
+      # shapes into few collectives. strategy.reduce would stack them, which fails under
+      # MultiWorkerMirroredStrategy as soon as two layers differ in width.
+      return tf.distribute.get_replica_context().all_reduce(
+          tf.distribute.ReduceOp.MEAN, [tf.identity(variable) for variable in variables])
+
     @tf.function
     def sync():
-      local = strategy.run(lambda: [tf.identity(variable) for variable in variables])
-      means = strategy.reduce(tf.distribute.ReduceOp.MEAN, local, axis=None)
+      means = strategy.run(replica_means)
       for variable, mean in zip(variables, means):
-        variable.assign(mean)
+        # Every replica holds the same mean; the cross-replica assign writes it to each copy.
+        variable.assign(strategy.experimental_local_results(mean)[0])
 
     return sync
 

@@ -46,9 +46,9 @@ def _batches(bad_index=None, bad_value=np.nan):
 
 
 def _run_steps(model_dir, strategy, nan_policy, batch_indices, bad_index=None, dtype="fp32",
-               bad_value=np.nan):
+               bad_value=np.nan, architecture="resnet18"):
   """A fresh seeded Trainer's train function over the chosen batches, in one call."""
-  experiment = fixtures.experiment(model_dir, architecture="vgg16", strategy=strategy,
+  experiment = fixtures.experiment(model_dir, architecture=architecture, strategy=strategy,
                                    nan_policy=nan_policy)
   experiment = dataclasses.replace(
       experiment, runtime=dataclasses.replace(experiment.runtime, dtype=dtype),
@@ -64,9 +64,11 @@ def _run_steps(model_dir, strategy, nan_policy, batch_indices, bad_index=None, d
 
 @pytest.mark.parametrize("strategy", ["off", "mirrored"])
 def test_skip_policy_leaves_out_a_bad_step_on_every_replica(tmp_path, strategy):
-  # Under mirrored only replica 0 sees the NaN image; both must skip, or the all-reduce would hang.
+  # Under mirrored only replica 0 sees the NaN image; both must skip, or the all-reduce would
+  # hang. The skipped step's NaN batch statistics must not reach BatchNorm's moving averages.
   skipped, sums, nonfinite = _run_steps(tmp_path / "a", strategy, "skip", [0, 1, 2], bad_index=1)
   clean, clean_sums, clean_nonfinite = _run_steps(tmp_path / "b", strategy, "skip", [0, 2])
+  assert len(skipped.moving_statistics()) == 40  # ResNet-18: 20 BatchNorm layers
   np.testing.assert_allclose(nonfinite, [1, 2, LEARNING_RATE], rtol=1e-7)
   np.testing.assert_array_equal(clean_nonfinite, [0, 0, 0])
   assert (skipped.current_step(), int(skipped.optimizer.iterations.numpy())) == (3, 2)
@@ -89,8 +91,9 @@ def test_stop_policy_reports_the_first_bad_step(tmp_path):
 def test_fp16_leaves_gradient_overflow_to_loss_scaling(tmp_path):
   # Inf in float16; the float16 model turns it into huge but finite logits, so the loss stays
   # finite while the scaled gradients overflow.
+  # VGG16 without BatchNorm: BatchNorm would turn the Inf into a NaN loss.
   trainer, sums, nonfinite = _run_steps(tmp_path, "off", "stop", [0, 1, 2], bad_index=1,
-                                        dtype="fp16", bad_value=1e30)
+                                        dtype="fp16", bad_value=1e30, architecture="vgg16")
   np.testing.assert_array_equal(nonfinite, [0, 0, 0])
   assert np.isfinite(sums[0])
   # The loss-scale optimizer skipped step 2 by itself; the run is not stopped.
