@@ -83,13 +83,14 @@ def _model_image_size(model):
 
 
 def serving_config(model_config: ModelConfig) -> ModelConfig:
-  """The model exports hold: float32, stock Keras BatchNorm.
+  """The model exports hold: float32, stock Keras BatchNorm, no cross-replica moments.
 
   TFLite has no float16/bfloat16 kernels, and CPUs serve float32 best. The
   fused BatchNorm only speeds up training; stock layers let a .keras file load
   where official_resnet is not installed.
   """
-  return dataclasses.replace(model_config, dtype_policy="float32", fused_batch_norm=False)
+  return dataclasses.replace(model_config, dtype_policy="float32", fused_batch_norm=False,
+                             sync_batch_norm=False)
 
 
 def serving_model(model: keras.Model, model_config: ModelConfig) -> keras.Model:

@@ -149,6 +149,9 @@ flags.DEFINE_list("head_hidden_units", [], "Hidden Dense widths of the head, e.g
 flags.DEFINE_float("head_dropout", _MODEL.head.dropout, "Dropout before the logits (and after hidden layers).")
 flags.DEFINE_string("head_activation", _MODEL.head.activation, "Activation of the hidden head layers.")
 flags.DEFINE_boolean("vgg_batch_norm", _MODEL.vgg_batch_norm, "VGG with BatchNorm after each conv.")
+flags.DEFINE_boolean("sync_batch_norm", _MODEL.sync_batch_norm,
+                     "BatchNorm moments over the global batch (all replicas and workers), as one "
+                     "replica would compute them; default: each replica's own part.")
 flags.DEFINE_boolean("zero_init_residual", _MODEL.zero_init_residual,
                      "Zero-initialise the last BN gamma of each residual block.")
 flags.DEFINE_float("weight_decay", _MODEL.weight_decay, "L2 factor on conv/dense kernels (the official 1e-4).")
@@ -396,7 +399,7 @@ def experiment_from_flags(flag_values=FLAGS):
       base_width=f.base_width, vgg_batch_norm=f.vgg_batch_norm,
       zero_init_residual=f.zero_init_residual, weight_decay=f.weight_decay,
       dtype_policy=runtime.dtype_policy, input_normalization=normalization_in_model,
-      data_format=f.data_format)
+      data_format=f.data_format, sync_batch_norm=f.sync_batch_norm)
   schedule = config_lib.ScheduleConfig(
       name=f.lr_schedule, base_learning_rate=f.base_learning_rate,
       base_batch_size=f.lr_base_batch_size or None, warmup_epochs=f.warmup_epochs,

@@ -21,8 +21,8 @@ CONFIG_FILE = "config.json"
 STATS_FILE = "stats.json"
 EVAL_STATS_FILE = "eval_stats.json"
 # Model fields a resumed run may change: they decide the compute dtype, layout and
-# kernels, not the variables.
-_RESUMABLE_MODEL_FIELDS = ("dtype_policy", "data_format", "fused_batch_norm")
+# kernels or the replicas' BatchNorm moments, not the variables.
+_RESUMABLE_MODEL_FIELDS = ("dtype_policy", "data_format", "fused_batch_norm", "sync_batch_norm")
 
 
 @dataclasses.dataclass(frozen=True)

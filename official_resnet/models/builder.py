@@ -56,17 +56,22 @@ def _depth(architecture):
   return int(architecture.removeprefix("resnet").removeprefix("vgg"))
 
 
+def _batch_norm_settings(layers, config):
+  return dataclasses.replace(layers, fused_batch_norm=config.fused_batch_norm,
+                             sync_batch_norm=config.sync_batch_norm)
+
+
 def _backbone(x, config, data_format):
   depth = _depth(config.architecture)
   if config.architecture.startswith("resnet"):
     layers = resnet.layer_factory(
         config.variant, data_format=data_format, dtype_policy=config.dtype_policy,
         weight_decay=config.weight_decay, zero_init_residual=config.zero_init_residual)
-    layers = dataclasses.replace(layers, fused_batch_norm=config.fused_batch_norm)
+    layers = _batch_norm_settings(layers, config)
     return resnet.backbone(x, depth, config.variant, config.base_width, layers), layers
   layers = vgg.layer_factory(config.vgg_batch_norm, data_format=data_format,
                              dtype_policy=config.dtype_policy, weight_decay=config.weight_decay)
-  layers = dataclasses.replace(layers, fused_batch_norm=config.fused_batch_norm)
+  layers = _batch_norm_settings(layers, config)
   return vgg.backbone(x, depth, config.base_width, config.vgg_batch_norm, layers), layers
 
 

@@ -43,3 +43,6 @@ class ModelConfig:
   # BatchNorm layers train with TF's fused kernel (models.layers.FusedBatchNormalization);
   # False: stock keras.layers.BatchNormalization, e.g. for .keras files loaded without us.
   fused_batch_norm: bool = True
+  # BatchNorm moments over the global batch (an all-reduce per layer and step) instead of
+  # each replica's own part: training then equals one replica on the global batch.
+  sync_batch_norm: bool = False
