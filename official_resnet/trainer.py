@@ -185,7 +185,8 @@ class Trainer:
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step)
     self._iterator_state = None
     self._evaluate_all = None
-    self._sync_moving_statistics = None
+    # Rebuilt for each phase's trainable layers by _enter_phase.
+    self._sync_moving_statistics = self._make_sync_moving_statistics()
     self._last_saved_step = None
     self._agree_to_stop = self._make_agree_to_stop()
 
@@ -251,7 +252,7 @@ class Trainer:
     step = self.current_step()
     if step == self._last_saved_step:
       return
-    self._sync_replicas()
+    self.sync_replicas()
     path = manager.save(checkpoint_number=step)
     self._last_saved_step = step
     if self.is_chief:
@@ -314,8 +315,8 @@ class Trainer:
       self._compile()
     self._sync_moving_statistics = self._make_sync_moving_statistics()
 
-  def _sync_replicas(self):
-    """Makes the replicas' moving statistics agree, before they are saved or used."""
+  def sync_replicas(self):
+    """Makes the replicas' moving statistics agree (their mean), before they are saved or used."""
     if self._sync_moving_statistics is not None:
       self._sync_moving_statistics()
 
@@ -566,7 +567,7 @@ class Trainer:
     """Metrics over the whole evaluation set, each example exactly once, on every strategy."""
     if self._evaluate_all is None:
       self._evaluate_all = self._make_evaluate_all()
-    self._sync_replicas()
+    self.sync_replicas()
     return progress.eval_result(self._evaluate_all().numpy())
 
   def train(self, evaluate=True):
