@@ -31,6 +31,11 @@ def evaluations(model_dir):
   return run_state.read_stats(model_dir, run_state.CONTINUOUS_EVAL_FILE)["evaluations"]
 
 
+def _complete(checkpoint):
+  """Whether the files of `checkpoint` (a path prefix) are there: training deletes old ones."""
+  return tf.io.gfile.exists(checkpoint + ".index") and bool(tf.io.gfile.glob(checkpoint + ".data-*"))
+
+
 def continuous_evaluate(experiment, strategy=None, timeout_s=None):
   """Evaluates model_dir's checkpoints as they appear until the run's final step is done.
 
@@ -57,7 +62,9 @@ def continuous_evaluate(experiment, strategy=None, timeout_s=None):
   for path in tf.train.checkpoints_iterator(model_dir, timeout=timeout_s):
     try:
       trainer.checkpoint.restore(path).assert_existing_objects_matched()
-    except tf.errors.NotFoundError:
+    except tf.errors.OpError:
+      if _complete(path):
+        raise
       logging.warning("%s was deleted before it could be read (--keep_checkpoints); waiting for "
                       "the next one.", path)
       continue

@@ -24,6 +24,7 @@ from official_resnet import config as config_lib
 from official_resnet import continuous_eval
 from official_resnet import export
 from official_resnet import predict
+from official_resnet import progress
 from official_resnet import run_lock
 from official_resnet import trainer
 from official_resnet.models import builder
@@ -437,7 +438,9 @@ def run(flag_values=FLAGS):
   except ValueError as error:
     raise app.UsageError(str(error)) from error
   stats = MODES[flag_values.mode](experiment, flag_values)
-  logging.info("Run stats: %s", json.dumps({k: v for k, v in stats.items() if k != "history"}))
+  # The evaluation report has its own log line and files (model_dir/eval/).
+  left_out = {"history", *(f"eval_{name}" for name in progress.REPORT_FIELDS)}
+  logging.info("Run stats: %s", json.dumps({k: v for k, v in stats.items() if k not in left_out}))
   return stats
 
 

@@ -271,13 +271,20 @@ def test_continuous_eval_takes_each_new_checkpoint_once_and_a_restart_redoes_not
   assert os.path.getmtime(os.path.join(model_dir, run_state.CONTINUOUS_EVAL_FILE)) == before
 
 
-def test_continuous_eval_stops_after_its_timeout_and_refuses_several_hosts(data, tmp_path):
+def test_continuous_eval_stops_after_its_timeout_skips_deleted_checkpoints_and_refuses_hosts(
+    data, tmp_path, monkeypatch, caplog):
   experiment = _experiment(str(tmp_path), data, train_steps=4)
   began = time.monotonic()
   stats = continuous_eval.continuous_evaluate(experiment, timeout_s=1)
   assert stats == {"final_step": 4, "evaluated_steps": [], "finished": False}
   assert time.monotonic() - began < 60
   assert not os.path.exists(tmp_path / run_state.CONTINUOUS_EVAL_FILE)
+  # Training deleted the checkpoint (--keep_checkpoints) between its listing and its reading.
+  deleted = str(tmp_path / "ckpt-2")
+  monkeypatch.setattr(tf.train, "checkpoints_iterator", lambda *args, **kwargs: iter([deleted]))
+  stats = continuous_eval.continuous_evaluate(experiment)
+  assert stats == {"final_step": 4, "evaluated_steps": [], "finished": False}
+  assert f"{deleted} was deleted before it could be read" in caplog.text
   several = dataclasses.replace(experiment, runtime=config_lib.RuntimeConfig(
       distribution_strategy="multi_worker_mirrored", num_gpus=0))
   with pytest.raises(ValueError, match=r"continuous_eval' runs on one host.*Received: "
