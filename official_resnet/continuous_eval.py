@@ -75,7 +75,7 @@ def continuous_evaluate(experiment, strategy=None, timeout_s=None):
       metrics = trainer.evaluate()
       result.update(trainer_lib.record_evaluation(trainer, reporter, step, metrics))
       entries.append({"step": step, "checkpoint": os.path.basename(path),
-                          **progress.eval_fields(metrics, with_report=False)})
+                      **progress.eval_fields(metrics, with_report=False)})
       done.add(step)
       result["evaluated_steps"].append(step)
       if trainer.is_chief:

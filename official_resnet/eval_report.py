@@ -81,8 +81,7 @@ def _width(font, text):
 
 
 def _line_height(font):
-  left, top, right, bottom = font.getbbox("Ag")
-  return bottom + 4
+  return font.getbbox("Ag")[3] + 4
 
 
 def _shade(colour, fraction):
