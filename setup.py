@@ -15,7 +15,7 @@ setup(
         "absl-py==2.5.1",
         "h5py>=3.10",
         "numpy>=1.26",
-        "pillow>=10.0",
+        "pillow>=10.1",  # ImageFont.load_default(size=...)
     ],
     extras_require={"test": ["pytest==8.4.2", "psutil>=5.9"]},
 )

@@ -21,8 +21,10 @@ from input_pipeline import constants
 from input_pipeline.config import DataConfig
 from input_pipeline.config import SOURCES
 from official_resnet import config as config_lib
+from official_resnet import continuous_eval
 from official_resnet import export
 from official_resnet import predict
+from official_resnet import progress
 from official_resnet import run_lock
 from official_resnet import trainer
 from official_resnet.models import builder
@@ -65,6 +67,8 @@ MODES = {
     "train_and_eval": lambda experiment, _: trainer.train_and_evaluate(experiment, evaluate=True),
     "train": lambda experiment, _: trainer.train_and_evaluate(experiment, evaluate=False),
     "eval": lambda experiment, _: trainer.evaluate_checkpoint(experiment),
+    "continuous_eval": lambda experiment, flag_values: continuous_eval.continuous_evaluate(
+        experiment, timeout_s=flag_values.continuous_eval_timeout),
     "export": _export,
     "predict": _predict,
 }
@@ -247,6 +251,11 @@ flags.DEFINE_list("phase_steps", [], "--phases: steps of each phase; replaces --
 flags.DEFINE_list("phase_learning_rates", [],
                   "--phases: --base_learning_rate of each phase, e.g. 0.01,0.001; default "
                   "--base_learning_rate for all. The other schedule flags apply to each phase.")
+
+# Continuous evaluation (--mode=continuous_eval).
+flags.DEFINE_integer("continuous_eval_timeout", None,
+                     "continuous_eval: stop after this many seconds without a new checkpoint; "
+                     "default: wait until the run's final step is evaluated.", lower_bound=1)
 
 
 def _float_list(name, values):
@@ -432,7 +441,9 @@ def run(flag_values=FLAGS):
   except ValueError as error:
     raise app.UsageError(str(error)) from error
   stats = MODES[flag_values.mode](experiment, flag_values)
-  logging.info("Run stats: %s", json.dumps({k: v for k, v in stats.items() if k != "history"}))
+  # The evaluation report has its own log line and files (model_dir/eval/).
+  left_out = {"history", *(f"eval_{name}" for name in progress.REPORT_FIELDS)}
+  logging.info("Run stats: %s", json.dumps({k: v for k, v in stats.items() if k not in left_out}))
   return stats
 
 

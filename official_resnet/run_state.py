@@ -123,3 +123,15 @@ def write_stats(model_dir, stats, name=STATS_FILE):
 def read_stats(model_dir, name=STATS_FILE):
   with tf.io.gfile.GFile(os.path.join(model_dir, name)) as f:
     return json.load(f)
+
+
+# Steps --mode=continuous_eval has evaluated: {"evaluations": [{"step", "checkpoint", eval_*}]}.
+CONTINUOUS_EVAL_FILE = "continuous_eval.json"
+
+
+def write_atomically(path, contents):
+  """Writes `contents` (str or bytes) to `path` under a temporary name, then renames it."""
+  tf.io.gfile.makedirs(os.path.dirname(path))
+  with tf.io.gfile.GFile(path + ".tmp", "wb" if isinstance(contents, bytes) else "w") as f:
+    f.write(contents)
+  tf.io.gfile.rename(path + ".tmp", path, overwrite=True)

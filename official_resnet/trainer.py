@@ -502,15 +502,21 @@ class Trainer:
     return sync
 
   def _make_evaluate_all(self):
-    """tf.function() -> summed [loss, top-1, top-5, examples] over one pass of the eval set."""
+    """tf.function() -> {"sums": [loss, top-1, top-5, examples], "confusion": [C, C]} summed
+    over one pass of the eval set; confusion rows are true classes, columns predicted ones."""
     model, strategy = self.model, self.strategy
-    k = losses.top_k(self.config.model.num_classes)
+    num_classes = self.config.model.num_classes
+    k = losses.top_k(num_classes)
 
     def batch_sums(images, labels):
       logits = model(images, training=False)
       loss = tf.reduce_sum(losses.per_example_crossentropy(labels, logits))
       top_1, top_k = losses.correct_counts(labels, logits, k)
-      return tf.stack([loss, top_1, top_k, tf.cast(tf.shape(labels)[0], tf.float32)])
+      predictions = tf.argmax(tf.cast(logits, tf.float32), axis=-1, output_type=tf.int32)
+      confusion = tf.math.confusion_matrix(tf.reshape(labels, [-1]), predictions,
+                                           num_classes=num_classes, dtype=tf.float32)
+      return {"sums": tf.stack([loss, top_1, top_k, tf.cast(tf.shape(labels)[0], tf.float32)]),
+              "confusion": confusion}
 
     if self.config.runtime.enable_xla:
       batch_sums = tf.function(batch_sums, jit_compile=True)
@@ -519,19 +525,27 @@ class Trainer:
       # Replicas past the end of the eval set get empty batches, which the model must not
       # see: TF 2.21's oneDNN CPU convolution returns an empty input unchanged.
       return tf.cond(tf.shape(labels)[0] > 0, lambda: batch_sums(images, labels),
-                     lambda: tf.zeros([progress.NUM_SUMS]))
+                     lambda: {"sums": tf.zeros([progress.NUM_SUMS]),
+                              "confusion": tf.zeros([num_classes, num_classes])})
 
     dataset = strategy.distribute_datasets_from_function(
         lambda context: input_pipeline.build_dataset(self.config.data, training=False,
                                                      input_context=context))
 
+    def reduce_sum(per_replica):
+      return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
     @tf.function
     def evaluate_all():
-      totals = tf.zeros([progress.NUM_SUMS])
+      sums = tf.zeros([progress.NUM_SUMS])
+      confusion = tf.zeros([num_classes, num_classes])
       for inputs in dataset:
         per_replica = strategy.run(replica_eval, args=inputs)
-        totals += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-      return totals
+        # One reduce per value: MultiWorkerMirroredStrategy's reduce of a list stacks its
+        # values, which fails for values of different shapes.
+        sums += reduce_sum(per_replica["sums"])
+        confusion += reduce_sum(per_replica["confusion"])
+      return {"sums": sums, "confusion": confusion}
 
     return evaluate_all
 
@@ -564,11 +578,17 @@ class Trainer:
     return max(1, round(self.config.train.epochs_between_evals * self.steps_per_epoch))
 
   def evaluate(self):
-    """Metrics over the whole evaluation set, each example exactly once, on every strategy."""
+    """Metrics over the whole evaluation set, each example exactly once, on every strategy.
+
+    Returns progress.eval_result's dict: loss, top-1, top-5, examples, per-class precision,
+    recall and F1, and the confusion matrix.
+    """
     if self._evaluate_all is None:
       self._evaluate_all = self._make_evaluate_all()
     self.sync_replicas()
-    return progress.eval_result(self._evaluate_all().numpy())
+    totals = self._evaluate_all()
+    return progress.eval_result(totals["sums"].numpy(), totals["confusion"].numpy(),
+                                self.class_names)
 
   def train(self, evaluate=True):
     """Trains to the end of the last phase from the current step; returns the run's stats.
@@ -587,6 +607,7 @@ class Trainer:
                                  tensorboard=self.config.train.enable_tensorboard)
     window, interval, steady = progress.MetricSums(), progress.MetricSums(), progress.MetricSums()
     history = []
+    last_metrics = None
     first_call = True
 
     def on_steps(step, sums, steps, seconds, nonfinite):
@@ -636,20 +657,22 @@ class Trainer:
                       if name != "examples_per_second"}}
           interval.reset()
           if evaluate:
-            metrics = self.evaluate()
-            reporter.evaluate(end, metrics)
-            entry.update({f"eval_{name}": value for name, value in metrics.items()})
+            last_metrics = self.evaluate()
+            reporter.evaluate(end, last_metrics)
+            entry.update(progress.eval_fields(last_metrics, with_report=False))
           history.append(entry)
       self._save(manager)
     if not history:
       logging.info("Step %d already reaches the %d steps to train.", start_step, self.total_steps)
       if evaluate:
-        metrics = self.evaluate()
-        reporter.evaluate(start_step, metrics)
+        last_metrics = self.evaluate()
+        reporter.evaluate(start_step, last_metrics)
         history.append({"step": start_step, "epoch": start_step / self.steps_per_epoch,
-                        **{f"eval_{name}": value for name, value in metrics.items()}})
+                        **progress.eval_fields(last_metrics, with_report=False)})
     reporter.close()
     stats = self._stats(start_step, history, steady, time.time() - began)
+    if last_metrics is not None:
+      stats.update(progress.eval_fields(last_metrics))
     if self.is_chief:
       run_state.write_stats(self.model_dir, stats)
     return stats
@@ -721,15 +744,29 @@ def train_and_evaluate(experiment, evaluate=True, strategy=None):
 
 
 def evaluate_checkpoint(experiment, strategy=None):
-  """Evaluates model_dir's latest checkpoint (or init_checkpoint); writes eval_stats.json."""
+  """Evaluates model_dir's latest checkpoint (or init_checkpoint); writes eval_stats.json
+  and the evaluation report (model_dir/eval/)."""
   trainer = Trainer(experiment, strategy)
   if not tf.train.latest_checkpoint(trainer.model_dir) and not experiment.train.init_checkpoint:
     raise ValueError(
         "mode 'eval' needs a checkpoint in model_dir or an init_checkpoint. "
         f"Received: model_dir={trainer.model_dir!r} without checkpoints, init_checkpoint=None")
   step = trainer.restore_or_initialize(write_config=False, init_scope="all")
-  metrics = trainer.evaluate()
-  stats = {"step": step, **{f"eval_{name}": value for name, value in metrics.items()}}
+  return record_evaluation(trainer, eval_reporter(trainer), step, trainer.evaluate())
+
+
+def eval_reporter(trainer):
+  """The progress.Reporter of an evaluation job: no progress bar, TensorBoard as configured."""
+  return progress.Reporter(trainer.model_dir, trainer.total_steps, active=trainer.is_chief,
+                           tensorboard=trainer.config.train.enable_tensorboard, progress_bar=False)
+
+
+def record_evaluation(trainer, reporter, step, metrics):
+  """Reports `metrics` of step `step` (log, TensorBoard, model_dir/eval/) and writes them to
+  eval_stats.json (chief only); returns the stats written."""
+  reporter.evaluate(step, metrics)
+  reporter.close()
+  stats = {"step": step, **progress.eval_fields(metrics)}
   if trainer.is_chief:
     run_state.write_stats(trainer.model_dir, stats, name=run_state.EVAL_STATS_FILE)
   return stats

@@ -80,7 +80,7 @@ def test_imagenet_configs_describe_the_official_recipe(name, strategy, dtype, ba
 
 
 @pytest.mark.parametrize("flag,value,allowed", [
-    ("mode", "export_all", "<train_and_eval|train|eval|export|predict>"),
+    ("mode", "export_all", "<train_and_eval|train|eval|continuous_eval|export|predict>"),
     ("distribution_strategy", "horovod", "<off|one_device|mirrored|multi_worker_mirrored|tpu>"),
     ("optimizer", "rmsprop", "<sgd|adam|adamw>"),
     ("lr_schedule", "step", "<piecewise|cosine|constant>"),

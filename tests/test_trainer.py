@@ -179,7 +179,9 @@ def test_checkpoints_config_and_tensorboard_on_disk(learned):
 
   assert tags("train") == {"loss", "learning_rate", "top_1_accuracy", "top_5_accuracy",
                            "examples_per_second"}
-  assert tags("eval") == {"loss", "top_1_accuracy", "top_5_accuracy"}
+  assert tags("eval") == {"loss", "top_1_accuracy", "top_5_accuracy"} | {
+      f"{name}/{class_name}" for name in ("precision", "recall", "f1")
+      for class_name in saved.class_names}
 
 
 def test_eval_mode_reproduces_the_last_evaluation(learned):
