@@ -288,6 +288,11 @@ def test_two_workers_match_one_process(tmp_path, cluster, batch_norm):
   assert [r["examples"] for r in results] == [12, 12] == [reference_eval["examples"]] * 2
   assert results[0]["loss"] == results[1]["loss"] == pytest.approx(reference_eval["loss"],
                                                                     abs=1e-4)
+  # The confusion matrix is summed over both workers, not one worker's shard.
+  assert results[0]["confusion_matrix"] == results[1]["confusion_matrix"]
+  assert np.sum(results[0]["confusion_matrix"]) == 12
+  if batch_norm == "per_replica":
+    assert results[0]["confusion_matrix"] == reference_eval["confusion_matrix"]
 
 
 @pytest.mark.slow
