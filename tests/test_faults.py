@@ -17,15 +17,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from input_pipeline.config import DataConfig
 from official_resnet import config as config_lib
-from official_resnet import export
 from official_resnet import main
-from official_resnet import models
 from official_resnet import run_lock
 from official_resnet import run_state
 from official_resnet import trainer as trainer_lib
-from official_resnet.models.config import ModelConfig
 import test_main
 import trainer_fixtures as fixtures
 
@@ -244,10 +240,11 @@ def uninterrupted(two_images, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_sigterm_checkpoints_exits_75_and_the_same_command_resumes(seed, two_images, uninterrupted,
+def test_sigterm_checkpoints_exits_75_and_the_same_command_resumes(two_images, uninterrupted,
                                                                    tmp_path):
-  at_step = random.Random(seed).randrange(2, PREEMPT_STEPS // 2)
+  # One step drawn once: which step does not matter to the code (test_main's kill -9 test
+  # stops at another), and each draw costs two processes.
+  at_step = random.Random(0).randrange(2, PREEMPT_STEPS // 2)
   flag_list = _preempt_flags(two_images, tmp_path)
   first = subprocess.Popen([sys.executable, "-m", "official_resnet.main", *flag_list], cwd=REPO,
                            env=test_main.subprocess_env(), stderr=subprocess.PIPE, text=True)
@@ -393,19 +390,3 @@ def test_a_failed_stats_write_keeps_the_previous_file(tmp_path):
   with pytest.raises(TypeError):
     run_state.write_stats(str(tmp_path), {"step": 8, "broken": object()})
   assert run_state.read_stats(str(tmp_path)) == {"step": 4}
-
-
-def test_a_failed_export_leaves_no_version_behind(tmp_path, monkeypatch):
-  model_config = ModelConfig(architecture="vgg16", num_classes=2, image_size=32, base_width=8)
-  data_config = DataConfig(source="synthetic", image_size=32, num_classes=2)
-  model = models.build_model(model_config)
-
-  def fail(*args, **kwargs):
-    raise RuntimeError("disk full")
-
-  # The SavedModel is written by then; the TFLite conversion after it fails.
-  monkeypatch.setattr(export, "convert_to_tflite", fail)
-  with pytest.raises(RuntimeError, match="disk full"):
-    export.export_model(model, model_config, data_config, ["a", "b"], str(tmp_path),
-                        formats=("saved_model", "tflite"))
-  assert os.listdir(tmp_path) == [] and export.latest_version_dir(str(tmp_path)) is None
