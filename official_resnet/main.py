@@ -30,8 +30,10 @@ from official_resnet import trainer
 from official_resnet.models import builder
 from official_resnet.models import resnet
 from official_resnet.models import vgg
+from official_resnet.models import weight_sources
 from official_resnet.models import weights as weights_lib
 from official_resnet.models.config import ARCHITECTURES
+from official_resnet.models.config import CONV_PADDINGS
 from official_resnet.models.config import DATA_FORMATS
 from official_resnet.models.config import HeadConfig
 from official_resnet.models.config import ModelConfig
@@ -232,8 +234,11 @@ flags.DEFINE_boolean("normalize_on_device", _TRAIN.normalize_on_device,
 
 # Transfer learning.
 flags.DEFINE_string("pretrained", None,
-                    "keras.applications weights (.h5 or .weights.h5; ResNet needs --variant=v1) to "
-                    "start a new run from; our own checkpoints go to --init_checkpoint.")
+                    "Weights to start a new run from: a keras.applications .h5/.weights.h5 file "
+                    "(ResNet: --variant=v1), a torchvision/timm .pth/.pt/.safetensors file "
+                    "(ResNet: --variant=v1.5), or a name: imagenet (keras.applications), "
+                    "torchvision, torchvision:IMAGENET1K_V2, hf://timm/resnet50.a1_in1k. Our own "
+                    "checkpoints go to --init_checkpoint.")
 flags.DEFINE_boolean("expect_weights", False,
                      "The recipe starts from weights: warn when neither --pretrained nor "
                      "--init_checkpoint is given (it then trains from scratch).")
@@ -248,6 +253,17 @@ flags.DEFINE_list("phases", [],
                   "Rerunning resumes inside any phase.")
 flags.DEFINE_list("phase_epochs", [], "--phases: epochs of each phase, e.g. 3,5.")
 flags.DEFINE_list("phase_steps", [], "--phases: steps of each phase; replaces --phase_epochs when set.")
+# What travels with the weights; each defaults to what --pretrained/--init_checkpoint say.
+flags.DEFINE_enum("conv_padding", None, list(CONV_PADDINGS),
+                  "ResNet's strided 3x3 convolutions: same (TF) or symmetric (torchvision, "
+                  "timm). Default: the weights', else same.")
+flags.DEFINE_integer("eval_resize_size", None,
+                     "Eval: shorter side before the centre crop. Default: the published protocol "
+                     "of the weights, else image_size / 0.875.", lower_bound=constants.MIN_IMAGE_SIZE)
+flags.DEFINE_enum("eval_resize_method", None, list(constants.EVAL_RESIZE_METHODS),
+                  "Eval: how the shorter side is resized. Default: the weights' published "
+                  "protocol, else bilinear (the official kernel).")
+
 flags.DEFINE_list("phase_learning_rates", [],
                   "--phases: --base_learning_rate of each phase, e.g. 0.01,0.001; default "
                   "--base_learning_rate for all. The other schedule flags apply to each phase.")
@@ -337,28 +353,39 @@ def _phases(f, schedule):
       for trainable, length, rate in zip(f.phases, lengths, rates))
 
 
+PRETRAINED_EXTENSIONS = (".h5", ".pth", ".pt", ".safetensors")
+
+
 def _initial_weights(f):
-  """--pretrained or --init_checkpoint, whichever is given (not both)."""
+  """(file, WeightsInfo) of --pretrained (a named set resolved to its file) or
+  --init_checkpoint, whichever is given (not both); (None, empty WeightsInfo) without."""
   if f.pretrained and f.init_checkpoint:
-    raise ValueError("Give the weights to start from once: --pretrained (keras.applications .h5) or "
-                     f"--init_checkpoint (ours). Received: --pretrained={f.pretrained} and "
-                     f"--init_checkpoint={f.init_checkpoint}")
-  if f.pretrained and not f.pretrained.endswith(".h5"):
-    raise ValueError("--pretrained must be a keras.applications .h5 or .weights.h5 file; our "
-                     f"checkpoints go to --init_checkpoint. Received: --pretrained={f.pretrained}")
-  return f.pretrained or f.init_checkpoint
+    raise ValueError("Give the weights to start from once: --pretrained (keras.applications, "
+                     "torchvision, timm) or --init_checkpoint (ours). Received: "
+                     f"--pretrained={f.pretrained} and --init_checkpoint={f.init_checkpoint}")
+  flag = "pretrained" if f.pretrained else "init_checkpoint"
+  try:
+    if f.pretrained and weight_sources.is_named(f.pretrained):
+      return weight_sources.resolve(f.pretrained, architecture=f.architecture,
+                                    vgg_batch_norm=f.vgg_batch_norm, num_classes=f.num_classes)
+    if f.pretrained and not f.pretrained.endswith(PRETRAINED_EXTENSIONS):
+      raise ValueError(f"must be a weights file ({', '.join(PRETRAINED_EXTENSIONS)}) or a name "
+                       "(imagenet, torchvision[:WEIGHTS], hf://ORG/REPO); our checkpoints go to "
+                       f"--init_checkpoint. Received: --pretrained={f.pretrained}")
+    weights = f.pretrained or f.init_checkpoint
+    return weights, (weights_lib.weights_info(weights) if weights
+                     else weight_sources.WeightsInfo())
+  except ValueError as error:
+    raise ValueError(f"--{flag}: {error}") from error
 
 
-def _normalization(f, weights):
+def _normalization(f, weights, info):
   """--normalization if given, else the weights', else --scratch_normalization."""
   if f.normalization:
     return f.normalization
   if weights:
     flag = "pretrained" if f.pretrained else "init_checkpoint"
-    try:
-      normalization = weights_lib.weights_normalization(weights)
-    except ValueError as error:
-      raise ValueError(f"--{flag}: {error}") from error
+    normalization = info.normalization
     if normalization:
       logging.info("Normalization %s, what --%s=%s was trained with.", normalization, flag, weights)
       return normalization
@@ -374,7 +401,7 @@ def _warn_without_weights(f, weights, phases):
   frozen = any(phase.trainable != config_lib.TRAINABLE_ALL for phase in phases)
   if f.expect_weights or frozen:
     logging.warning(
-        "No weights to start from (--pretrained=<keras.applications .h5> or "
+        "No weights to start from (--pretrained=<weights file or name such as torchvision> or "
         "--init_checkpoint=<our checkpoint or model_dir>): training from scratch%s.",
         ", and frozen layers keep their random initialization" if frozen else "")
 
@@ -387,8 +414,9 @@ def experiment_from_flags(flag_values=FLAGS):
       all_reduce_alg=f.all_reduce_alg, num_packs=f.num_packs,
       worker_hosts=tuple(f.worker_hosts), task_index=f.task_index, tpu=f.tpu, dtype=f.dtype,
       loss_scale=_loss_scale(f.loss_scale), enable_xla=f.enable_xla, seed=f.seed)
-  weights = _initial_weights(f)
-  normalization = _normalization(f, weights)
+  weights, weights_info = _initial_weights(f)
+  weight_sources.check_variant(weights_info, f.architecture, f.variant)
+  normalization = _normalization(f, weights, weights_info)
   normalization_in_model = normalization if f.normalize_in_model else None
   data = DataConfig(
       source="synthetic" if f.use_synthetic_data else f.source, data_dir=f.data_dir,
@@ -399,7 +427,9 @@ def experiment_from_flags(flag_values=FLAGS):
       output_dtype="uint8" if f.normalize_in_model else "float32",
       validation_fraction=f.validation_fraction, shuffle_buffer_size=f.shuffle_buffer_size,
       cache=f.training_dataset_cache, private_threads=f.datasets_num_private_threads,
-      synthetic_num_examples=f.synthetic_num_examples, seed=f.seed)
+      synthetic_num_examples=f.synthetic_num_examples, seed=f.seed,
+      eval_resize_size=f.eval_resize_size or weights_info.eval_resize_size(f.image_size),
+      eval_resize_method=f.eval_resize_method or weights_info.eval_resize_method or "bilinear")
   model = ModelConfig(
       architecture=f.architecture, variant=f.variant, num_classes=f.num_classes,
       image_size=f.image_size, pooling=None if f.pooling == "none" else f.pooling,
@@ -408,7 +438,8 @@ def experiment_from_flags(flag_values=FLAGS):
       base_width=f.base_width, vgg_batch_norm=f.vgg_batch_norm,
       zero_init_residual=f.zero_init_residual, weight_decay=f.weight_decay,
       dtype_policy=runtime.dtype_policy, input_normalization=normalization_in_model,
-      data_format=f.data_format, sync_batch_norm=f.sync_batch_norm)
+      data_format=f.data_format, sync_batch_norm=f.sync_batch_norm,
+      conv_padding=f.conv_padding or weights_info.conv_padding or "same")
   schedule = config_lib.ScheduleConfig(
       name=f.lr_schedule, base_learning_rate=f.base_learning_rate,
       base_batch_size=f.lr_base_batch_size or None, warmup_epochs=f.warmup_epochs,

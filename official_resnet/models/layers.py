@@ -31,6 +31,8 @@ class LayerFactory:
   fused_batch_norm: bool = True
   # Keras' synchronized BatchNorm: batch moments all-reduced over the replicas.
   sync_batch_norm: bool = False
+  # models.config.CONV_PADDINGS: how strided convolutions with kernels above 1 pad.
+  conv_padding: str = "same"
 
   @property
   def channel_axis(self) -> int:
