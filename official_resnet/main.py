@@ -366,7 +366,7 @@ def _initial_weights(f):
   flag = "pretrained" if f.pretrained else "init_checkpoint"
   try:
     if f.pretrained and weight_sources.is_named(f.pretrained):
-      return weight_sources.resolve(f.pretrained, architecture=f.architecture,
+      return weight_sources.resolve(f.pretrained, architecture=f.architecture, variant=f.variant,
                                     vgg_batch_norm=f.vgg_batch_norm, num_classes=f.num_classes)
     if f.pretrained and not f.pretrained.endswith(PRETRAINED_EXTENSIONS):
       raise ValueError(f"must be a weights file ({', '.join(PRETRAINED_EXTENSIONS)}) or a name "

@@ -188,9 +188,9 @@ def _keras_applications(architecture, vgg_batch_norm, num_classes):
   top_file, top_md5, no_top_file, no_top_md5 = KERAS_APPLICATIONS[key]
   file, md5 = (top_file, top_md5) if num_classes == constants.IMAGENET_NUM_CLASSES else (
       no_top_file, no_top_md5)
-  path = fetch(KERAS_APPLICATIONS_URL + file, os.path.join(keras_cache_dir(), os.path.basename(file)),
-               "md5", md5)
-  return path, dataclasses.replace(KERAS_APPLICATIONS_INFO, source=f"keras.applications {key}")
+  download = (KERAS_APPLICATIONS_URL + file,
+              os.path.join(keras_cache_dir(), os.path.basename(file)), "md5", md5)
+  return download, dataclasses.replace(KERAS_APPLICATIONS_INFO, source=f"keras.applications {key}")
 
 
 def _torchvision(name, architecture, vgg_batch_norm):
@@ -205,9 +205,9 @@ def _torchvision(name, architecture, vgg_batch_norm):
     raise ValueError(f"torchvision's {key} weights are {tuple(sets)}. "
                      f"Received: {TORCHVISION}:{weights_name}")
   file, resize = sets[weights_name]
-  path = fetch(TORCHVISION_URL + file, os.path.join(torch_cache_dir(), file), "sha256",
-               TORCH_HASH.search(file).group(1))
-  return path, dataclasses.replace(
+  download = (TORCHVISION_URL + file, os.path.join(torch_cache_dir(), file), "sha256",
+              TORCH_HASH.search(file).group(1))
+  return download, dataclasses.replace(
       TORCH_INFO, eval_resize=resize, eval_crop=TORCHVISION_PUBLISHED_CROP,
       eval_resize_method="bilinear_antialias", source=f"torchvision {key} {weights_name}")
 
@@ -273,17 +273,24 @@ def _check_timm_architecture(config, architecture, vgg_batch_norm, source):
                      f"{' --vgg_batch_norm' if vgg_batch_norm else ''}")
 
 
-def resolve(name, *, architecture, vgg_batch_norm=False, num_classes=1000):
-  """(local file, WeightsInfo) of a named set for the model (see the module docstring)."""
+def resolve(name, *, architecture, variant=None, vgg_batch_norm=False, num_classes=1000):
+  """(local file, WeightsInfo) of a named set for the model (see the module docstring).
+
+  With `variant`, a ResNet of another variant than the set's is refused before any download.
+  """
   name = os.fspath(name)
   if name == IMAGENET:
-    return _keras_applications(architecture, vgg_batch_norm, num_classes)
-  if name == TORCHVISION or name.startswith(f"{TORCHVISION}:"):
-    return _torchvision(name, architecture, vgg_batch_norm)
-  if name.startswith(HF_PREFIX) and name.count("/") == 3:
+    download, info = _keras_applications(architecture, vgg_batch_norm, num_classes)
+  elif name == TORCHVISION or name.startswith(f"{TORCHVISION}:"):
+    download, info = _torchvision(name, architecture, vgg_batch_norm)
+  elif name.startswith(HF_PREFIX) and name.count("/") == 3:
     return _hub(name, architecture, vgg_batch_norm)
-  raise ValueError(f"Weights names are {IMAGENET!r}, {TORCHVISION!r}, '{TORCHVISION}:<WEIGHTS>' "
-                   f"and '{HF_PREFIX}<org>/<repo>'. Received: {name!r}")
+  else:
+    raise ValueError(f"Weights names are {IMAGENET!r}, {TORCHVISION!r}, "
+                     f"'{TORCHVISION}:<WEIGHTS>' and '{HF_PREFIX}<org>/<repo>'. Received: {name!r}")
+  if variant:
+    check_variant(info, architecture, variant)
+  return fetch(*download), info
 
 
 def check_variant(info, architecture, variant):
