@@ -366,3 +366,22 @@ def test_export_resizes_encoded_images_as_the_weights_were_evaluated(tmp_path):
                              expected.numpy(), rtol=1e-5, atol=1e-6)
   official = preprocessing.preprocess_for_eval(encoded[0], 32)
   assert np.mean(np.abs(official.numpy() - pixels.numpy())) > 1
+
+
+@pytest.mark.parametrize("method", ["bilinear_antialias", "bicubic_antialias"])
+def test_antialiased_eval_resize_sizes_like_torchvision_in_and_out_of_dataset_map(method):
+  rng = np.random.default_rng(5)
+  # Hard edges make bicubic overshoot; the result stays within [0, 255] as PIL's does.
+  image = (rng.integers(0, 2, (300, 401, 3)) * 255).astype(np.uint8)
+  resized = preprocessing.resize_shorter_side(image, 232, method)
+  # torchvision: the shorter side exact, the longer int(232 * 401 / 300) = 310.
+  assert resized.shape == (232, 310, 3) and resized.dtype == tf.float32
+  assert 0 <= np.min(resized) and np.max(resized) <= 255
+  encoded = tf.io.encode_png(image)
+  eager = preprocessing.preprocess_for_eval(encoded, 224, resize_size=232, method=method)
+  mapped = next(iter(tf.data.Dataset.from_tensors(encoded).map(
+      lambda image: preprocessing.preprocess_for_eval(image, 224, resize_size=232, method=method))))
+  assert mapped.shape == (224, 224, 3)
+  np.testing.assert_array_equal(mapped.numpy(), eager.numpy())
+  with pytest.raises(ValueError, match=r"Received: method='area'"):
+    preprocessing.resize_shorter_side(image, 232, "area")
