@@ -253,6 +253,10 @@ flags.DEFINE_list("phases", [],
                   "Rerunning resumes inside any phase.")
 flags.DEFINE_list("phase_epochs", [], "--phases: epochs of each phase, e.g. 3,5.")
 flags.DEFINE_list("phase_steps", [], "--phases: steps of each phase; replaces --phase_epochs when set.")
+flags.DEFINE_list("phase_learning_rates", [],
+                  "--phases: --base_learning_rate of each phase, e.g. 0.01,0.001; default "
+                  "--base_learning_rate for all. The other schedule flags apply to each phase.")
+
 # What travels with the weights; each defaults to what --pretrained/--init_checkpoint say.
 flags.DEFINE_enum("conv_padding", None, list(CONV_PADDINGS),
                   "ResNet's strided 3x3 convolutions: same (TF) or symmetric (torchvision, "
@@ -263,10 +267,6 @@ flags.DEFINE_integer("eval_resize_size", None,
 flags.DEFINE_enum("eval_resize_method", None, list(constants.EVAL_RESIZE_METHODS),
                   "Eval: how the shorter side is resized. Default: the weights' published "
                   "protocol, else bilinear (the official kernel).")
-
-flags.DEFINE_list("phase_learning_rates", [],
-                  "--phases: --base_learning_rate of each phase, e.g. 0.01,0.001; default "
-                  "--base_learning_rate for all. The other schedule flags apply to each phase.")
 
 # Continuous evaluation (--mode=continuous_eval).
 flags.DEFINE_integer("continuous_eval_timeout", None,
