@@ -43,6 +43,11 @@ class DataConfig:
   # synthetic source: examples per split.
   synthetic_num_examples: int = 1024
   seed: int | None = None
+  # Eval: the shorter side before the centre crop (None: image_size / EVAL_CROP_FRACTION),
+  # and how it is resized (constants.EVAL_RESIZE_METHODS); pretrained weights set both
+  # to the protocol their accuracy was published with.
+  eval_resize_size: int | None = None
+  eval_resize_method: str = "bilinear"
 
   def __post_init__(self):
     def check(ok, argument, expected):
@@ -61,3 +66,7 @@ class DataConfig:
     check(self.synthetic_num_examples >= 1, "synthetic_num_examples", ">= 1")
     check(self.private_threads is None or self.private_threads >= 1, "private_threads",
           "None or >= 1")
+    check(self.eval_resize_size is None or self.eval_resize_size >= self.image_size,
+          "eval_resize_size", f"None or >= image_size ({self.image_size})")
+    check(self.eval_resize_method in constants.EVAL_RESIZE_METHODS, "eval_resize_method",
+          f"one of {constants.EVAL_RESIZE_METHODS}")

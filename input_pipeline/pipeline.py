@@ -43,7 +43,9 @@ def _preprocess_fn(config: DataConfig, training: bool):
       image = preprocessing.preprocess_for_train(
           example["image"], example["bbox"], config.image_size)
     else:
-      image = preprocessing.preprocess_for_eval(example["image"], config.image_size)
+      image = preprocessing.preprocess_for_eval(
+          example["image"], config.image_size, resize_size=config.eval_resize_size,
+          method=config.eval_resize_method)
     if config.output_dtype == "uint8":
       image = preprocessing.to_uint8(image)
     else:

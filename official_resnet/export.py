@@ -83,13 +83,14 @@ def _model_image_size(model):
 
 
 def serving_config(model_config: ModelConfig) -> ModelConfig:
-  """The model exports hold: float32, stock Keras BatchNorm.
+  """The model exports hold: float32, stock Keras BatchNorm, no cross-replica moments.
 
   TFLite has no float16/bfloat16 kernels, and CPUs serve float32 best. The
   fused BatchNorm only speeds up training; stock layers let a .keras file load
   where official_resnet is not installed.
   """
-  return dataclasses.replace(model_config, dtype_policy="float32", fused_batch_norm=False)
+  return dataclasses.replace(model_config, dtype_policy="float32", fused_batch_norm=False,
+                             sync_batch_norm=False)
 
 
 def serving_model(model: keras.Model, model_config: ModelConfig) -> keras.Model:
@@ -114,12 +115,15 @@ def _write_labels(directory, class_names):
 
 
 def build_serving_module(model: keras.Model, class_names: Sequence[str], *,
-                         normalization: str | None, top_k: int = DEFAULT_TOP_K):
+                         normalization: str | None, top_k: int = DEFAULT_TOP_K,
+                         eval_resize_size: int | None = None,
+                         eval_resize_method: str = "bilinear"):
   """A tf.Module holding the serving functions, and the signatures to save it with.
 
   `model` maps [N, S, S, 3] (normalized with `normalization`, or raw pixels when
-  it is None) to float32 logits. The module holds the functions and the
-  variables, not the Keras model, so every weight is saved once.
+  it is None) to float32 logits. Encoded images are resized as the eval pipeline
+  does (DataConfig.eval_resize_size, eval_resize_method). The module holds the
+  functions and the variables, not the Keras model, so every weight is saved once.
   """
   config_lib.check_top_k(top_k)
   num_classes = model.output_shape[-1]
@@ -132,7 +136,9 @@ def build_serving_module(model: keras.Model, class_names: Sequence[str], *,
 
   def pixels_from_encoded(images):
     return tf.map_fn(
-        lambda image: preprocessing.preprocess_for_eval(image, image_size), images,
+        lambda image: preprocessing.preprocess_for_eval(
+            image, image_size, resize_size=eval_resize_size, method=eval_resize_method),
+        images,
         fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32))
 
   def model_inputs(pixels):
@@ -266,7 +272,9 @@ def export_model(model: keras.Model, model_config: ModelConfig, data_config: Dat
   try:
     with tempfile.TemporaryDirectory() as scratch:
       module, signatures = build_serving_module(
-          model, class_names, normalization=normalization, top_k=top_k)
+          model, class_names, normalization=normalization, top_k=top_k,
+          eval_resize_size=data_config.eval_resize_size,
+          eval_resize_method=data_config.eval_resize_method)
       module.labels_file = tf.saved_model.Asset(_write_labels(scratch, class_names))
       tf.saved_model.save(module, temporary_dir, signatures=signatures)
     if "keras" in formats:

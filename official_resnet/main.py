@@ -28,18 +28,22 @@ from input_pipeline import constants
 from input_pipeline.config import DataConfig
 from input_pipeline.config import SOURCES
 from official_resnet import config as config_lib
+from official_resnet import continuous_eval
 from official_resnet import distribute
 from official_resnet import export
 from official_resnet import official_flags
 from official_resnet import predict
+from official_resnet import progress
 from official_resnet import run_lock
 from official_resnet import run_state
 from official_resnet import trainer
 from official_resnet.models import builder
 from official_resnet.models import resnet
 from official_resnet.models import vgg
+from official_resnet.models import weight_sources
 from official_resnet.models import weights as weights_lib
 from official_resnet.models.config import ARCHITECTURES
+from official_resnet.models.config import CONV_PADDINGS
 from official_resnet.models.config import DATA_FORMATS
 from official_resnet.models.config import HeadConfig
 from official_resnet.models.config import ModelConfig
@@ -79,6 +83,8 @@ MODES = {
     "train_and_eval": lambda experiment, _: trainer.train_and_evaluate(experiment, evaluate=True),
     "train": lambda experiment, _: trainer.train_and_evaluate(experiment, evaluate=False),
     "eval": lambda experiment, _: trainer.evaluate_checkpoint(experiment),
+    "continuous_eval": lambda experiment, flag_values: continuous_eval.continuous_evaluate(
+        experiment, timeout_s=flag_values.continuous_eval_timeout),
     "export": _export,
     "predict": _predict,
 }
@@ -165,6 +171,9 @@ flags.DEFINE_list("head_hidden_units", [], "Hidden Dense widths of the head, e.g
 flags.DEFINE_float("head_dropout", _MODEL.head.dropout, "Dropout before the logits (and after hidden layers).")
 flags.DEFINE_string("head_activation", _MODEL.head.activation, "Activation of the hidden head layers.")
 flags.DEFINE_boolean("vgg_batch_norm", _MODEL.vgg_batch_norm, "VGG with BatchNorm after each conv.")
+flags.DEFINE_boolean("sync_batch_norm", _MODEL.sync_batch_norm,
+                     "BatchNorm moments over the global batch (all replicas and workers), as one "
+                     "replica would compute them; default: each replica's own part.")
 flags.DEFINE_boolean("zero_init_residual", _MODEL.zero_init_residual,
                      "Zero-initialise the last BN gamma of each residual block.")
 flags.DEFINE_float("weight_decay", _MODEL.weight_decay, "L2 factor on conv/dense kernels (the official 1e-4).")
@@ -245,8 +254,11 @@ flags.DEFINE_boolean("normalize_on_device", _TRAIN.normalize_on_device,
 
 # Transfer learning.
 flags.DEFINE_string("pretrained", None,
-                    "keras.applications weights (.h5 or .weights.h5; ResNet needs --variant=v1) to "
-                    "start a new run from; our own checkpoints go to --init_checkpoint.")
+                    "Weights to start a new run from: a keras.applications .h5/.weights.h5 file "
+                    "(ResNet: --variant=v1), a torchvision/timm .pth/.pt/.safetensors file "
+                    "(ResNet: --variant=v1.5), or a name: imagenet (keras.applications), "
+                    "torchvision, torchvision:IMAGENET1K_V2, hf://timm/resnet50.a1_in1k. Our own "
+                    "checkpoints go to --init_checkpoint.")
 flags.DEFINE_boolean("expect_weights", False,
                      "The recipe starts from weights: warn when neither --pretrained nor "
                      "--init_checkpoint is given (it then trains from scratch).")
@@ -265,6 +277,22 @@ flags.DEFINE_list("phase_learning_rates", [],
                   "--phases: --base_learning_rate of each phase, e.g. 0.01,0.001; default "
                   "--base_learning_rate for all. The other schedule flags apply to each phase.")
 
+# What travels with the weights; each defaults to what --pretrained/--init_checkpoint say.
+flags.DEFINE_enum("conv_padding", None, list(CONV_PADDINGS),
+                  "ResNet's strided 3x3 convolutions: same (TF) or symmetric (torchvision, "
+                  "timm). Default: the weights', else same.")
+flags.DEFINE_integer("eval_resize_size", None,
+                     "Eval: shorter side before the centre crop. Default: the published protocol "
+                     "of the weights, else image_size / 0.875.", lower_bound=constants.MIN_IMAGE_SIZE)
+flags.DEFINE_enum("eval_resize_method", None, list(constants.EVAL_RESIZE_METHODS),
+                  "Eval: how the shorter side is resized. Default: the weights' published "
+                  "protocol, else bilinear (the official kernel).")
+
+# Continuous evaluation (--mode=continuous_eval).
+flags.DEFINE_integer("continuous_eval_timeout", None,
+                     "continuous_eval: stop after this many seconds without a new checkpoint; "
+                     "default: wait until the run's final step is evaluated.", lower_bound=1)
+
 # Official tensorflow/models flags without a name of ours (official_flags.py says what each
 # does here): first those with their official effect, then those accepted with a log line.
 _DEFINE = {"bool": flags.DEFINE_boolean, "string": flags.DEFINE_string,
@@ -277,6 +305,8 @@ for _name, (_flag, _) in official_flags.INERT.items():
 # The settings ("section.field" of ExperimentConfig) each flag sets. When model_dir holds a
 # run, a setting no given flag sets comes from its config.json (run_state.with_saved_run).
 # A new flag that sets a config field belongs here.
+_WEIGHTS_FIELDS = ("train.init_checkpoint", "data.normalization", "model.conv_padding",
+                   "data.eval_resize_size", "data.eval_resize_method")
 FLAG_FIELDS = {
     "architecture": ("model.architecture",), "model": ("model.architecture", "model.variant"),
     "resnet_size": ("model.architecture",), "variant": ("model.variant",),
@@ -297,10 +327,12 @@ FLAG_FIELDS = {
     "eval_file_pattern": ("data.eval_file_pattern",), "label_offset": ("data.label_offset",),
     "batch_size": ("data.batch_size",),
     "normalization": ("data.normalization",), "scratch_normalization": ("data.normalization",),
-    "pretrained": ("data.normalization", "train.init_checkpoint"),
-    "init_checkpoint": ("data.normalization", "train.init_checkpoint"),
-    "pretrained_filepath": ("data.normalization", "train.init_checkpoint",
-                            "train.init_checkpoint_scope"),
+    # Weights bring their normalization, padding and eval resize unless those are given.
+    **{name: _WEIGHTS_FIELDS for name in ("pretrained", "init_checkpoint")},
+    "pretrained_filepath": (*_WEIGHTS_FIELDS, "train.init_checkpoint_scope"),
+    "conv_padding": ("model.conv_padding",), "sync_batch_norm": ("model.sync_batch_norm",),
+    "eval_resize_size": ("data.eval_resize_size",),
+    "eval_resize_method": ("data.eval_resize_method",),
     "validation_fraction": ("data.validation_fraction",),
     "shuffle_buffer_size": ("data.shuffle_buffer_size",),
     "training_dataset_cache": ("data.cache",), "eval_dataset_cache": ("data.eval_cache",),
@@ -431,18 +463,33 @@ def _phases(f, schedule):
       for trainable, length, rate in zip(f.phases, lengths, rates))
 
 
-def _initial_weights(f):
-  """--pretrained, --init_checkpoint or the official --pretrained_filepath, whichever is given."""
-  given = [f"--{name}={f[name].value}" for name in ("pretrained", "init_checkpoint",
-                                                    "pretrained_filepath") if f[name].value]
+PRETRAINED_EXTENSIONS = (".h5", ".pth", ".pt", ".safetensors")
+
+
+def _initial_weights(f, architecture, variant):
+  """(file, WeightsInfo) of --pretrained (a named set resolved to its file), --init_checkpoint
+  or the official --pretrained_filepath (the same as --init_checkpoint), whichever is given
+  (one at most); (None, empty WeightsInfo) without."""
+  given = [name for name in ("pretrained", "init_checkpoint", "pretrained_filepath") if f[name].value]
   if len(given) > 1:
-    raise ValueError("Give the weights to start from once: --pretrained (keras.applications .h5), "
-                     "--init_checkpoint (ours or .h5) or --pretrained_filepath (the official "
-                     f"name). Received: {' and '.join(given)}")
-  if f.pretrained and not f.pretrained.endswith(".h5"):
-    raise ValueError("--pretrained must be a keras.applications .h5 or .weights.h5 file; our "
-                     f"checkpoints go to --init_checkpoint. Received: --pretrained={f.pretrained}")
-  return f.pretrained or f.init_checkpoint or f.pretrained_filepath or None
+    raise ValueError("Give the weights to start from once: --pretrained (keras.applications, "
+                     "torchvision, timm), --init_checkpoint (ours) or --pretrained_filepath (the "
+                     "official name of --init_checkpoint). Received: "
+                     + " and ".join(f"--{name}={f[name].value}" for name in given))
+  flag = given[0] if given else "init_checkpoint"
+  try:
+    if f.pretrained and weight_sources.is_named(f.pretrained):
+      return weight_sources.resolve(f.pretrained, architecture=architecture, variant=variant,
+                                    vgg_batch_norm=f.vgg_batch_norm, num_classes=f.num_classes)
+    if f.pretrained and not f.pretrained.endswith(PRETRAINED_EXTENSIONS):
+      raise ValueError(f"must be a weights file ({', '.join(PRETRAINED_EXTENSIONS)}) or a name "
+                       "(imagenet, torchvision[:WEIGHTS], hf://ORG/REPO); our checkpoints go to "
+                       f"--init_checkpoint. Received: --pretrained={f.pretrained}")
+    weights = f.pretrained or f.init_checkpoint or f.pretrained_filepath or None
+    return weights, (weights_lib.weights_info(weights) if weights
+                     else weight_sources.WeightsInfo())
+  except ValueError as error:
+    raise ValueError(f"--{flag}: {error}") from error
 
 
 def _init_checkpoint_scope(f):
@@ -452,17 +499,14 @@ def _init_checkpoint_scope(f):
   return f.init_checkpoint_scope
 
 
-def _normalization(f, weights):
+def _normalization(f, weights, info):
   """--normalization if given, else the weights', else --scratch_normalization."""
   if f.normalization:
     return f.normalization
   if weights:
     flag = next(name for name in ("pretrained", "init_checkpoint", "pretrained_filepath")
                 if f[name].value)
-    try:
-      normalization = weights_lib.weights_normalization(weights)
-    except ValueError as error:
-      raise ValueError(f"--{flag}: {error}") from error
+    normalization = info.normalization
     if normalization:
       logging.info("Normalization %s, what --%s=%s was trained with.", normalization, flag, weights)
       return normalization
@@ -478,7 +522,7 @@ def _warn_without_weights(f, weights, phases):
   frozen = any(phase.trainable != config_lib.TRAINABLE_ALL for phase in phases)
   if f.expect_weights or frozen:
     logging.warning(
-        "No weights to start from (--pretrained=<keras.applications .h5> or "
+        "No weights to start from (--pretrained=<weights file or name such as torchvision> or "
         "--init_checkpoint=<our checkpoint or model_dir>): training from scratch%s.",
         ", and frozen layers keep their random initialization" if frozen else "")
 
@@ -523,9 +567,11 @@ def experiment_from_flags(flag_values=FLAGS):
       worker_hosts=tuple(f.worker_hosts), task_index=f.task_index, tpu=f.tpu, dtype=f.dtype,
       loss_scale=_loss_scale(f), enable_xla=f.enable_xla, seed=f.seed)
   saved = _saved_run(f)
-  weights = _initial_weights(f)
+  architecture, variant = _architecture_and_variant(f)
+  weights, weights_info = _initial_weights(f, architecture, variant)
+  weight_sources.check_variant(weights_info, architecture, variant)
   # An existing run's normalization comes from its config.json, not from weights files.
-  normalization = (_normalization(f, weights) if saved is None or f.normalization
+  normalization = (_normalization(f, weights, weights_info) if saved is None or f.normalization
                    else saved.data.normalization)
   normalization_in_model = normalization if f.normalize_in_model else None
   private_threads = f.datasets_num_private_threads
@@ -542,8 +588,9 @@ def experiment_from_flags(flag_values=FLAGS):
       validation_fraction=f.validation_fraction, shuffle_buffer_size=f.shuffle_buffer_size,
       cache=f.training_dataset_cache, eval_cache=f.eval_dataset_cache,
       experimental_slack=f.tf_data_experimental_slack, private_threads=private_threads,
-      synthetic_num_examples=f.synthetic_num_examples, seed=f.seed)
-  architecture, variant = _architecture_and_variant(f)
+      synthetic_num_examples=f.synthetic_num_examples, seed=f.seed,
+      eval_resize_size=f.eval_resize_size or weights_info.eval_resize_size(f.image_size),
+      eval_resize_method=f.eval_resize_method or weights_info.eval_resize_method or "bilinear")
   model = ModelConfig(
       architecture=architecture, variant=variant, num_classes=f.num_classes,
       image_size=f.image_size, pooling=None if f.pooling == "none" else f.pooling,
@@ -552,7 +599,8 @@ def experiment_from_flags(flag_values=FLAGS):
       base_width=f.base_width, vgg_batch_norm=f.vgg_batch_norm,
       zero_init_residual=f.zero_init_residual, weight_decay=f.weight_decay,
       dtype_policy=runtime.dtype_policy, input_normalization=normalization_in_model,
-      data_format=f.data_format)
+      data_format=f.data_format, sync_batch_norm=f.sync_batch_norm,
+      conv_padding=f.conv_padding or weights_info.conv_padding or "same")
   schedule = config_lib.ScheduleConfig(
       name=f.lr_schedule, base_learning_rate=f.base_learning_rate,
       base_batch_size=f.lr_base_batch_size or None, warmup_epochs=f.warmup_epochs,
@@ -630,7 +678,9 @@ def run(flag_values=FLAGS):
     # After the flags are known to be good: a mistake deletes nothing.
     run_state.clean(flag_values.model_dir)
   stats = MODES[mode](experiment, flag_values)
-  logging.info("Run stats: %s", json.dumps({k: v for k, v in stats.items() if k != "history"}))
+  # The evaluation report has its own log line and files (model_dir/eval/).
+  left_out = {"history", *(f"eval_{name}" for name in progress.REPORT_FIELDS)}
+  logging.info("Run stats: %s", json.dumps({k: v for k, v in stats.items() if k not in left_out}))
   return stats
 
 

@@ -86,7 +86,9 @@ def load_classifier(source: str):
     model, run_config = export.restore_model_dir(source)
     module, _ = export.build_serving_module(
         model, run_config.class_names,
-        normalization=export.serving_normalization(run_config.model, run_config.data))
+        normalization=export.serving_normalization(run_config.model, run_config.data),
+        eval_resize_size=run_config.data.eval_resize_size,
+        eval_resize_method=run_config.data.eval_resize_method)
     return lambda images: module.serve_encoded(images)["probabilities"], run_config.class_names
   raise ValueError("`source` must be an exported SavedModel, an export_dir with numbered "
                    f"versions, or a model_dir with checkpoints. Received: source={source!r}")

@@ -23,8 +23,8 @@ CONFIG_FILE = "config.json"
 STATS_FILE = "stats.json"
 EVAL_STATS_FILE = "eval_stats.json"
 # Model fields a resumed run may change: they decide the compute dtype, layout and
-# kernels, not the variables.
-_RESUMABLE_MODEL_FIELDS = ("dtype_policy", "data_format", "fused_batch_norm")
+# kernels or the replicas' BatchNorm moments, not the variables.
+_RESUMABLE_MODEL_FIELDS = ("dtype_policy", "data_format", "fused_batch_norm", "sync_batch_norm")
 # Data fields that say what the data is; the others (where it is, batch size, caching,
 # threads, seed, the split to evaluate) may change between runs of the same model_dir.
 _RUN_DEFINING_DATA_FIELDS = ("source", "tfds_name", "train_split", "image_size", "num_classes",
@@ -207,3 +207,15 @@ def clean(model_dir):
       else:
         tf.io.gfile.remove(path)
   logging.info("--clean: deleted what %s held.", model_dir)
+
+
+# Steps --mode=continuous_eval has evaluated: {"evaluations": [{"step", "checkpoint", eval_*}]}.
+CONTINUOUS_EVAL_FILE = "continuous_eval.json"
+
+
+def write_atomically(path, contents):
+  """Writes `contents` (str or bytes) to `path` under a temporary name, then renames it."""
+  tf.io.gfile.makedirs(os.path.dirname(path))
+  with tf.io.gfile.GFile(path + ".tmp", "wb" if isinstance(contents, bytes) else "w") as f:
+    f.write(contents)
+  tf.io.gfile.rename(path + ".tmp", path, overwrite=True)

@@ -17,15 +17,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from input_pipeline.config import DataConfig
 from official_resnet import config as config_lib
-from official_resnet import export
 from official_resnet import main
-from official_resnet import models
 from official_resnet import run_lock
 from official_resnet import run_state
 from official_resnet import trainer as trainer_lib
-from official_resnet.models.config import ModelConfig
 import test_main
 import trainer_fixtures as fixtures
 
@@ -46,9 +42,9 @@ def _batches(bad_index=None, bad_value=np.nan):
 
 
 def _run_steps(model_dir, strategy, nan_policy, batch_indices, bad_index=None, dtype="fp32",
-               bad_value=np.nan):
+               bad_value=np.nan, architecture="resnet18"):
   """A fresh seeded Trainer's train function over the chosen batches, in one call."""
-  experiment = fixtures.experiment(model_dir, architecture="vgg16", strategy=strategy,
+  experiment = fixtures.experiment(model_dir, architecture=architecture, strategy=strategy,
                                    nan_policy=nan_policy)
   experiment = dataclasses.replace(
       experiment, runtime=dataclasses.replace(experiment.runtime, dtype=dtype),
@@ -64,9 +60,11 @@ def _run_steps(model_dir, strategy, nan_policy, batch_indices, bad_index=None, d
 
 @pytest.mark.parametrize("strategy", ["off", "mirrored"])
 def test_skip_policy_leaves_out_a_bad_step_on_every_replica(tmp_path, strategy):
-  # Under mirrored only replica 0 sees the NaN image; both must skip, or the all-reduce would hang.
+  # Under mirrored only replica 0 sees the NaN image; both must skip, or the all-reduce would
+  # hang. The skipped step's NaN batch statistics must not reach BatchNorm's moving averages.
   skipped, sums, nonfinite = _run_steps(tmp_path / "a", strategy, "skip", [0, 1, 2], bad_index=1)
   clean, clean_sums, clean_nonfinite = _run_steps(tmp_path / "b", strategy, "skip", [0, 2])
+  assert len(skipped.moving_statistics()) == 40  # ResNet-18: 20 BatchNorm layers
   np.testing.assert_allclose(nonfinite, [1, 2, LEARNING_RATE], rtol=1e-7)
   np.testing.assert_array_equal(clean_nonfinite, [0, 0, 0])
   assert (skipped.current_step(), int(skipped.optimizer.iterations.numpy())) == (3, 2)
@@ -89,8 +87,9 @@ def test_stop_policy_reports_the_first_bad_step(tmp_path):
 def test_fp16_leaves_gradient_overflow_to_loss_scaling(tmp_path):
   # Inf in float16; the float16 model turns it into huge but finite logits, so the loss stays
   # finite while the scaled gradients overflow.
+  # VGG16 without BatchNorm: BatchNorm would turn the Inf into a NaN loss.
   trainer, sums, nonfinite = _run_steps(tmp_path, "off", "stop", [0, 1, 2], bad_index=1,
-                                        dtype="fp16", bad_value=1e30)
+                                        dtype="fp16", bad_value=1e30, architecture="vgg16")
   np.testing.assert_array_equal(nonfinite, [0, 0, 0])
   assert np.isfinite(sums[0])
   # The loss-scale optimizer skipped step 2 by itself; the run is not stopped.
@@ -211,11 +210,11 @@ def _variables(model_dir):
           if key.endswith("VARIABLE_VALUE") and not key.startswith("save_counter/")}
 
 
-def _assert_same_variables(model_dir, reference_dir, atol):
+def _assert_same_variables(model_dir, reference_dir, atol, rtol=0):
   resumed, reference = _variables(model_dir), _variables(reference_dir)
   assert resumed.keys() == reference.keys()
   for key, value in reference.items():
-    np.testing.assert_allclose(resumed[key], value, atol=atol, rtol=0, err_msg=key)
+    np.testing.assert_allclose(resumed[key], value, atol=atol, rtol=rtol, err_msg=key)
 
 
 @pytest.fixture(scope="module")
@@ -241,10 +240,11 @@ def uninterrupted(two_images, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_sigterm_checkpoints_exits_75_and_the_same_command_resumes(seed, two_images, uninterrupted,
+def test_sigterm_checkpoints_exits_75_and_the_same_command_resumes(two_images, uninterrupted,
                                                                    tmp_path):
-  at_step = random.Random(seed).randrange(2, PREEMPT_STEPS // 2)
+  # One step drawn once: which step does not matter to the code (test_main's kill -9 test
+  # stops at another), and each draw costs two processes.
+  at_step = random.Random(0).randrange(2, PREEMPT_STEPS // 2)
   flag_list = _preempt_flags(two_images, tmp_path)
   first = subprocess.Popen([sys.executable, "-m", "official_resnet.main", *flag_list], cwd=REPO,
                            env=test_main.subprocess_env(), stderr=subprocess.PIPE, text=True)
@@ -277,7 +277,7 @@ def test_sigterm_to_one_of_two_workers_stops_both_at_one_checkpoint_and_both_res
     common = test_main.colour_flags(colours, str(model_dir), train_steps=steps, mode="train",
                                     steps_per_loop=1, log_steps=1, checkpoint_steps=1000,
                                     distribution_strategy="multi_worker_mirrored",
-                                    worker_hosts=hosts)
+                                    worker_hosts=hosts, architecture="resnet18")
     return [subprocess.Popen(
         [sys.executable, "-m", "official_resnet.main", *common, f"--task_index={index}"],
         cwd=REPO, env=test_main.subprocess_env(), stderr=subprocess.PIPE, text=True)
@@ -300,14 +300,18 @@ def test_sigterm_to_one_of_two_workers_stops_both_at_one_checkpoint_and_both_res
     assert process.returncode == 0, process_log[-3000:]
   stats = run_state.read_stats(str(model_dir))
   assert (stats["start_step"], stats["step"]) == (stopped_at, steps)
-  # The reference is an uninterrupted pair, not one process: on these solid images, two
-  # workers and one process drift apart by up to 4e-5 in 12 steps for some pixel values
-  # (a 1-bit change of the normalized input decides it), stopped or not;
-  # tests/test_main.py compares workers with one process over 3 steps.
+  # The reference is an uninterrupted pair, not one process. Each BatchNorm replica
+  # normalizes its worker's own images, which one process would not split so; and on
+  # solid-colour images a last-bit difference (one process sums a batch's gradients in
+  # another order) can move every position of a feature map across a ReLU at once and
+  # grow from there (the synchronized-BatchNorm test in test_trainer.py measures it).
+  # The stopped and the uninterrupted pair split and order every batch alike; they differ
+  # only in when the workers' moving statistics were averaged (also at the stop), a
+  # linear average either way, so in the last bits.
   for process in start_pair(tmp_path / "uninterrupted"):
     _, process_log = process.communicate(timeout=300)
     assert process.returncode == 0, process_log[-3000:]
-  _assert_same_variables(model_dir, tmp_path / "uninterrupted", atol=1e-6)
+  _assert_same_variables(model_dir, tmp_path / "uninterrupted", atol=1e-6, rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------- user errors
@@ -386,19 +390,3 @@ def test_a_failed_stats_write_keeps_the_previous_file(tmp_path):
   with pytest.raises(TypeError):
     run_state.write_stats(str(tmp_path), {"step": 8, "broken": object()})
   assert run_state.read_stats(str(tmp_path)) == {"step": 4}
-
-
-def test_a_failed_export_leaves_no_version_behind(tmp_path, monkeypatch):
-  model_config = ModelConfig(architecture="vgg16", num_classes=2, image_size=32, base_width=8)
-  data_config = DataConfig(source="synthetic", image_size=32, num_classes=2)
-  model = models.build_model(model_config)
-
-  def fail(*args, **kwargs):
-    raise RuntimeError("disk full")
-
-  # The SavedModel is written by then; the TFLite conversion after it fails.
-  monkeypatch.setattr(export, "convert_to_tflite", fail)
-  with pytest.raises(RuntimeError, match="disk full"):
-    export.export_model(model, model_config, data_config, ["a", "b"], str(tmp_path),
-                        formats=("saved_model", "tflite"))
-  assert os.listdir(tmp_path) == [] and export.latest_version_dir(str(tmp_path)) is None

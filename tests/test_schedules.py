@@ -34,25 +34,29 @@ def test_official_piecewise_schedule_at_its_boundaries():
   np.testing.assert_allclose(rates(schedule, [10_000]), [peak * 1e-3], rtol=1e-6)
 
 
-def test_default_schedule_is_the_official_one_over_90_epochs_and_scales_to_shorter_runs():
+def test_schedules_without_epochs_fit_the_run():
   steps = np.arange(0, 1000)
+  piecewise = config_lib.ScheduleConfig(name="piecewise")
   official = schedules.build_schedule(config_lib.OFFICIAL_IMAGENET_SCHEDULE, 256,
                                       STEPS_PER_EPOCH, 900)
-  default = schedules.build_schedule(config_lib.ScheduleConfig(), 256, STEPS_PER_EPOCH, 900)
-  np.testing.assert_array_equal(rates(default, steps), rates(official, steps))
-  # Five epochs of 10 steps: warm-up over round(50 * 5/90) = 3 steps, decays at steps
-  # round(50 / 3) = 17, 33 and 44: the official shape, shrunk to the run.
-  short = schedules.build_schedule(config_lib.ScheduleConfig(), 256, STEPS_PER_EPOCH, 50)
+  # Piecewise without epochs is the official schedule over 90 epochs...
+  np.testing.assert_array_equal(
+      rates(schedules.build_schedule(piecewise, 256, STEPS_PER_EPOCH, 900), steps),
+      rates(official, steps))
+  # ...and its shape shrunk to five epochs of 10 steps: warm-up over round(50 * 5/90) = 3
+  # steps, decays at steps round(50 / 3) = 17, 33 and 44.
+  short = schedules.build_schedule(piecewise, 256, STEPS_PER_EPOCH, 50)
   np.testing.assert_allclose(
       rates(short, [0, 1, 3, 17, 18, 33, 34, 44, 45, 49]),
       [0.0, 0.1 / 3, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001, 1e-4, 1e-4], rtol=1e-5)
-  cosine = schedules.build_schedule(config_lib.ScheduleConfig(name="cosine"), 256,
-                                    STEPS_PER_EPOCH, 50)
-  np.testing.assert_allclose(rates(cosine, [0, 3, 50]), [0.0, 0.1, 0.0], atol=1e-7)
+  # The default: the same warm-up, then a cosine decay to zero at the run's end.
+  default = schedules.build_schedule(config_lib.ScheduleConfig(), 256, STEPS_PER_EPOCH, 50)
+  np.testing.assert_allclose(rates(default, [0, 3, 3 + 47 // 2, 50]),
+                             [0.0, 0.1, 0.05 * (1 + np.cos(np.pi * 23 / 47)), 0.0], atol=1e-6)
   # Nothing the defaults give falls outside the run, however short.
-  for total_steps in (1, 2, 50, 900):
-    assert schedules.outside_the_phase(config_lib.ScheduleConfig(), STEPS_PER_EPOCH,
-                                       total_steps) == ""
+  for config in (config_lib.ScheduleConfig(), piecewise):
+    for total_steps in (1, 2, 50, 900):
+      assert schedules.outside_the_phase(config, STEPS_PER_EPOCH, total_steps) == ""
 
 
 def test_given_epochs_outside_the_phase_are_named():
@@ -60,7 +64,7 @@ def test_given_epochs_outside_the_phase_are_named():
                                          total_steps=50)
   assert official == ("the warm-up (5 epochs, 50 steps) does not end before it, so the rate "
                       "never reaches its peak; the decays at epochs 30, 60, 80 come after it")
-  late = config_lib.ScheduleConfig(warmup_epochs=1, decay_epochs=(2.0, 7.5))
+  late = config_lib.ScheduleConfig(name="piecewise", warmup_epochs=1, decay_epochs=(2.0, 7.5))
   assert schedules.outside_the_phase(late, STEPS_PER_EPOCH, total_steps=60) == (
       "the decays at epochs 7.5 come after it")
   assert schedules.outside_the_phase(late, STEPS_PER_EPOCH, total_steps=80) == ""
