@@ -305,8 +305,6 @@ for _name, (_flag, _) in official_flags.INERT.items():
 # The settings ("section.field" of ExperimentConfig) each flag sets. When model_dir holds a
 # run, a setting no given flag sets comes from its config.json (run_state.with_saved_run).
 # A new flag that sets a config field belongs here.
-_WEIGHTS_FIELDS = ("train.init_checkpoint", "data.normalization", "model.conv_padding",
-                   "data.eval_resize_size", "data.eval_resize_method")
 FLAG_FIELDS = {
     "architecture": ("model.architecture",), "model": ("model.architecture", "model.variant"),
     "resnet_size": ("model.architecture",), "variant": ("model.variant",),
@@ -319,7 +317,9 @@ FLAG_FIELDS = {
     "zero_init_residual": ("model.zero_init_residual",), "weight_decay": ("model.weight_decay",),
     "dtype": ("model.dtype_policy", "runtime.dtype"),
     "normalize_in_model": ("model.input_normalization", "data.output_dtype"),
-    "data_format": ("model.data_format",),
+    "data_format": ("model.data_format",), "sync_batch_norm": ("model.sync_batch_norm",),
+    "conv_padding": ("model.conv_padding",), "eval_resize_size": ("data.eval_resize_size",),
+    "eval_resize_method": ("data.eval_resize_method",),
     "source": ("data.source",), "use_synthetic_data": ("data.source",),
     "data_dir": ("data.data_dir",), "tfds_name": ("data.tfds_name",),
     "train_split": ("data.train_split",), "eval_split": ("data.eval_split",),
@@ -327,12 +327,10 @@ FLAG_FIELDS = {
     "eval_file_pattern": ("data.eval_file_pattern",), "label_offset": ("data.label_offset",),
     "batch_size": ("data.batch_size",),
     "normalization": ("data.normalization",), "scratch_normalization": ("data.normalization",),
-    # Weights bring their normalization, padding and eval resize unless those are given.
-    **{name: _WEIGHTS_FIELDS for name in ("pretrained", "init_checkpoint")},
-    "pretrained_filepath": (*_WEIGHTS_FIELDS, "train.init_checkpoint_scope"),
-    "conv_padding": ("model.conv_padding",), "sync_batch_norm": ("model.sync_batch_norm",),
-    "eval_resize_size": ("data.eval_resize_size",),
-    "eval_resize_method": ("data.eval_resize_method",),
+    # What travels with the weights (normalization, padding, eval resize) comes with them.
+    **{name: ("data.normalization", "train.init_checkpoint", "model.conv_padding",
+              "data.eval_resize_size", "data.eval_resize_method")
+       for name in ("pretrained", "init_checkpoint", "pretrained_filepath")},
     "validation_fraction": ("data.validation_fraction",),
     "shuffle_buffer_size": ("data.shuffle_buffer_size",),
     "training_dataset_cache": ("data.cache",), "eval_dataset_cache": ("data.eval_cache",),
@@ -464,19 +462,19 @@ def _phases(f, schedule):
 
 
 PRETRAINED_EXTENSIONS = (".h5", ".pth", ".pt", ".safetensors")
+WEIGHTS_FLAGS = ("pretrained", "init_checkpoint", "pretrained_filepath")
 
 
 def _initial_weights(f, architecture, variant):
   """(file, WeightsInfo) of --pretrained (a named set resolved to its file), --init_checkpoint
-  or the official --pretrained_filepath (the same as --init_checkpoint), whichever is given
-  (one at most); (None, empty WeightsInfo) without."""
-  given = [name for name in ("pretrained", "init_checkpoint", "pretrained_filepath") if f[name].value]
+  or the official --pretrained_filepath, whichever is given (not two); (None, empty
+  WeightsInfo) without."""
+  given = [f"--{name}={f[name].value}" for name in WEIGHTS_FLAGS if f[name].value]
   if len(given) > 1:
     raise ValueError("Give the weights to start from once: --pretrained (keras.applications, "
                      "torchvision, timm), --init_checkpoint (ours) or --pretrained_filepath (the "
-                     "official name of --init_checkpoint). Received: "
-                     + " and ".join(f"--{name}={f[name].value}" for name in given))
-  flag = given[0] if given else "init_checkpoint"
+                     f"official name). Received: {' and '.join(given)}")
+  flag = _weights_flag(f)
   try:
     if f.pretrained and weight_sources.is_named(f.pretrained):
       return weight_sources.resolve(f.pretrained, architecture=architecture, variant=variant,
@@ -485,11 +483,16 @@ def _initial_weights(f, architecture, variant):
       raise ValueError(f"must be a weights file ({', '.join(PRETRAINED_EXTENSIONS)}) or a name "
                        "(imagenet, torchvision[:WEIGHTS], hf://ORG/REPO); our checkpoints go to "
                        f"--init_checkpoint. Received: --pretrained={f.pretrained}")
-    weights = f.pretrained or f.init_checkpoint or f.pretrained_filepath or None
+    weights = f.pretrained or f.init_checkpoint or f.pretrained_filepath
     return weights, (weights_lib.weights_info(weights) if weights
                      else weight_sources.WeightsInfo())
   except ValueError as error:
     raise ValueError(f"--{flag}: {error}") from error
+
+
+def _weights_flag(f):
+  """The weights flag given (the first, if several), else "pretrained"."""
+  return next((name for name in WEIGHTS_FLAGS if f[name].value), "pretrained")
 
 
 def _init_checkpoint_scope(f):
@@ -504,8 +507,7 @@ def _normalization(f, weights, info):
   if f.normalization:
     return f.normalization
   if weights:
-    flag = next(name for name in ("pretrained", "init_checkpoint", "pretrained_filepath")
-                if f[name].value)
+    flag = _weights_flag(f)
     normalization = info.normalization
     if normalization:
       logging.info("Normalization %s, what --%s=%s was trained with.", normalization, flag, weights)

@@ -136,6 +136,18 @@ def read_stats(model_dir, name=STATS_FILE):
     return json.load(f)
 
 
+# Steps --mode=continuous_eval has evaluated: {"evaluations": [{"step", "checkpoint", eval_*}]}.
+CONTINUOUS_EVAL_FILE = "continuous_eval.json"
+
+
+def write_atomically(path, contents):
+  """Writes `contents` (str or bytes) to `path` under a temporary name, then renames it."""
+  tf.io.gfile.makedirs(os.path.dirname(path))
+  with tf.io.gfile.GFile(path + ".tmp", "wb" if isinstance(contents, bytes) else "w") as f:
+    f.write(contents)
+  tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+
+
 def _is_run_defining(section, name):
   if section == "model":
     return name not in _RESUMABLE_MODEL_FIELDS
@@ -207,15 +219,3 @@ def clean(model_dir):
       else:
         tf.io.gfile.remove(path)
   logging.info("--clean: deleted what %s held.", model_dir)
-
-
-# Steps --mode=continuous_eval has evaluated: {"evaluations": [{"step", "checkpoint", eval_*}]}.
-CONTINUOUS_EVAL_FILE = "continuous_eval.json"
-
-
-def write_atomically(path, contents):
-  """Writes `contents` (str or bytes) to `path` under a temporary name, then renames it."""
-  tf.io.gfile.makedirs(os.path.dirname(path))
-  with tf.io.gfile.GFile(path + ".tmp", "wb" if isinstance(contents, bytes) else "w") as f:
-    f.write(contents)
-  tf.io.gfile.rename(path + ".tmp", path, overwrite=True)

@@ -702,9 +702,9 @@ class Trainer:
     reporter.close()
     profiler.close()
     stats = self._stats(start_step, history, steady, time.time() - began)
-    stats.update(bad_data.SKIPPED_IMAGES.since(skipped_before))
     if last_metrics is not None:
       stats.update(progress.eval_fields(last_metrics))
+    stats.update(bad_data.SKIPPED_IMAGES.since(skipped_before))
     if self.is_chief:
       run_state.write_stats(self.model_dir, stats)
     return stats
