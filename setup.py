@@ -20,6 +20,8 @@ setup(
         "pillow>=10.1",  # ImageFont.load_default(size=...)
         # .safetensors weights (timm, the Hugging Face hub), read through its numpy API.
         "safetensors==0.8.0",
+        # TF 2.21 installs without it; the runs' summaries need it to be seen.
+        "tensorboard==2.21.0",
     ],
     extras_require={
         # hf://ORG/REPO weight names: the hub client and its cache.

@@ -33,7 +33,12 @@ class DataConfig:
   # folder source without a validation subfolder: fraction held out by file-name hash.
   validation_fraction: float = 0.1
   shuffle_buffer_size: int = 10_000
+  # Keep the encoded records in memory after the first pass: training / evaluation.
   cache: bool = False
+  eval_cache: bool = False
+  # Training: tf.data's experimental_slack (prefetch slack, the official
+  # --tf_data_experimental_slack).
+  experimental_slack: bool = False
   private_threads: int | None = None
   # synthetic source: examples per split.
   synthetic_num_examples: int = 1024

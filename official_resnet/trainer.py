@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 import input_pipeline
+from input_pipeline import bad_data
 from input_pipeline import preprocessing
 from official_resnet import config as config_lib
 from official_resnet import distribute
@@ -38,6 +39,7 @@ from official_resnet import export
 from official_resnet import losses
 from official_resnet import models
 from official_resnet import optimizers
+from official_resnet import profiling
 from official_resnet import progress
 from official_resnet import run_lock
 from official_resnet import run_state
@@ -171,12 +173,13 @@ class Trainer:
     self.total_steps = self.phases[-1].end_step
     if experiment.runtime.seed is not None:
       keras.utils.set_random_seed(experiment.runtime.seed)
+    self.learning_rate_schedule = self._learning_rate_schedule()
     with self.strategy.scope():
       self.model = models.build_model(experiment.model)
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step",
                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
       self.optimizer = optimizers.build_optimizer(
-          experiment.train.optimizer, self._learning_rate_schedule(), model=self.model,
+          experiment.train.optimizer, self.learning_rate_schedule, model=self.model,
           dtype=experiment.runtime.dtype, loss_scale=experiment.runtime.loss_scale)
       # Slots for every variable now, before a phase freezes some, so that every
       # checkpoint holds the same variables whichever phase wrote it.
@@ -211,6 +214,13 @@ class Trainer:
 
   def current_step(self):
     return int(self.step.numpy())
+
+  def last_learning_rate(self):
+    """The rate the last applied update used; optimizer.learning_rate is already the next one's.
+
+    At a phase's end the next would be the next phase's rate.
+    """
+    return float(self.learning_rate_schedule(max(int(self.optimizer.iterations.numpy()) - 1, 0)))
 
   # ----------------------------------------------------------------- state
 
@@ -409,7 +419,8 @@ class Trainer:
         loss = tf.reduce_sum(per_example) / global_batch
         if model.losses:
           loss += tf.add_n([tf.cast(term, tf.float32) for term in model.losses]) / num_replicas
-        scaled_loss = optimizer.scale_loss(loss) if loss_scaling else loss
+        # The dynamic scale, a fixed loss_scale_factor, or the loss as it is.
+        scaled_loss = optimizer.scale_loss(loss)
       gradients = tape.gradient(scaled_loss, variables)
       top_1, top_k = losses.correct_counts(labels, logits, k)
       examples = tf.cast(tf.shape(labels)[0], tf.float32)
@@ -551,14 +562,15 @@ class Trainer:
 
   # ------------------------------------------------------------ the loops
 
-  def _run_custom(self, train_function, start, end, on_steps):
+  def _run_custom(self, train_function, start, end, on_steps, profiler):
     iterator = self._train_iterator(start)
     step = start
     steps_per_loop = self.config.train.steps_per_loop or self.steps_per_epoch
     while step < end:
-      # A call stops where the host has something to do: log, checkpoint, piece end.
+      # A call stops where the host has something to do: log, checkpoint, profile, piece end.
       stop = min(end, step + steps_per_loop, _next_multiple(step, self.config.train.log_steps),
-                 _next_multiple(step, self._checkpoint_every()))
+                 _next_multiple(step, self._checkpoint_every()),
+                 profiler.next_boundary(step) or end)
       began = time.perf_counter()
       sums, nonfinite = train_function(iterator, tf.constant(stop - step, tf.int32))
       on_steps(stop, sums.numpy(), stop - step, time.perf_counter() - began, nonfinite.numpy())
@@ -596,15 +608,32 @@ class Trainer:
     Raises Preempted after saving when SIGTERM/SIGINT arrives (on any worker), and
     DivergenceError (nan_policy='stop') when a step's loss is not finite.
     """
-    with _StopOnSignal() as stop_request:
-      return self._train(evaluate, stop_request)
+    profiler = profiling.StepProfiler(self.config.train.profile_steps,
+                                      os.path.join(self.model_dir, "train"), active=self.is_chief)
+    with _StopOnSignal() as stop_request, profiler:
+      return self._train(evaluate, stop_request, profiler)
 
-  def _train(self, evaluate, stop_request):
+  def _warn_about_schedules(self):
+    """One line per phase whose given warm-up or decay epochs fall outside it."""
+    for phase, config in zip(self.phases, self.config.train.resolved_phases()):
+      if self.current_step() < phase.end_step:
+        outside = schedules.outside_the_phase(config.schedule, self.steps_per_epoch,
+                                              phase.end_step - phase.start_step)
+        if outside:
+          logging.warning("Phase %r lasts %.4g epochs (%d steps): %s.", phase.name,
+                          (phase.end_step - phase.start_step) / self.steps_per_epoch,
+                          phase.end_step - phase.start_step, outside)
+
+  def _train(self, evaluate, stop_request, profiler):
     began = time.time()
     start_step = self.current_step()
+    skipped_before = bad_data.SKIPPED_IMAGES.snapshot()
+    self._warn_about_schedules()
     manager = self._checkpoint_manager()
     reporter = progress.Reporter(self.model_dir, self.total_steps, active=self.is_chief,
                                  tensorboard=self.config.train.enable_tensorboard)
+    profiler.after(start_step)
+    phase_ends = {phase.end_step for phase in self.phases}
     window, interval, steady = progress.MetricSums(), progress.MetricSums(), progress.MetricSums()
     history = []
     last_metrics = None
@@ -626,8 +655,9 @@ class Trainer:
       if not first_call:
         steady.add(sums, trained, seconds)
       first_call = False
-      if step % self.config.train.log_steps == 0 or step == self.total_steps:
-        reporter.train(step, window.result(), float(self.optimizer.learning_rate))
+      profiler.after(step)
+      if step % self.config.train.log_steps == 0 or step in phase_ends:
+        reporter.train(step, window.result(), self.last_learning_rate())
         window.reset()
       if step % self._checkpoint_every() == 0:
         self._save(manager)
@@ -648,7 +678,7 @@ class Trainer:
         if train_function is None:
           self._run_fit(step, end, on_steps)
         else:
-          self._run_custom(train_function, step, end, on_steps)
+          self._run_custom(train_function, step, end, on_steps, profiler)
         if end % self._eval_every() == 0 or end == phase.end_step:
           # Throughput goes to the log lines and stats["examples_per_second"]; an interval's
           # would include the first call's tracing.
@@ -670,9 +700,11 @@ class Trainer:
         history.append({"step": start_step, "epoch": start_step / self.steps_per_epoch,
                         **progress.eval_fields(last_metrics, with_report=False)})
     reporter.close()
+    profiler.close()
     stats = self._stats(start_step, history, steady, time.time() - began)
     if last_metrics is not None:
       stats.update(progress.eval_fields(last_metrics))
+    stats.update(bad_data.SKIPPED_IMAGES.since(skipped_before))
     if self.is_chief:
       run_state.write_stats(self.model_dir, stats)
     return stats

@@ -81,7 +81,7 @@ def test_predict_prints_a_table_from_the_model_dir(trained, capsys):
   with flagsaver.flagsaver():
     parse(*colour_flags(data, model_dir, mode="predict", images=image, top_k=4))
     stats = main.run()
-  assert stats == {"source": model_dir, "images": 1}
+  assert stats == {"source": model_dir, "images": 1, "failed": 0}
   lines = capsys.readouterr().out.strip().splitlines()
   assert lines[0].split() == ["image", "rank", "class", "name", "probability"]
   assert len(lines) == 1 + 4 and lines[1].startswith(image)

@@ -1,4 +1,5 @@
 """The command line: flagfiles, flag errors, a subprocess run, multi-worker processes, kill -9 and resume."""
+import dataclasses
 import json
 import os
 import signal
@@ -121,6 +122,21 @@ def test_batch_not_divisible_by_replicas_is_refused(tmp_path):
                                          r"2 replicas in sync. Received: 31"):
       main.run()
   assert not os.listdir(tmp_path)
+
+
+def test_each_setting_comes_from_a_flag_or_from_the_command_alone():
+  """A run's config.json completes a command only where FLAG_FIELDS knows the flag of a field."""
+  from input_pipeline.config import DataConfig
+  from official_resnet import config as config_lib
+  from official_resnet.models.config import ModelConfig
+  settable = {field for fields in main.FLAG_FIELDS.values() for field in fields}
+  every_field = {f"{section}.{field.name}" for section, cls in (
+      ("model", ModelConfig), ("data", DataConfig), ("train", config_lib.TrainConfig),
+      ("runtime", config_lib.RuntimeConfig)) for field in dataclasses.fields(cls)}
+  # A new config field needs its flag in FLAG_FIELDS, or its name in COMMAND_FIELDS.
+  assert every_field - settable - set(main.COMMAND_FIELDS) == set()
+  assert settable | set(main.COMMAND_FIELDS) <= every_field
+  assert [name for name in main.FLAG_FIELDS if name not in FLAGS] == []
 
 
 @pytest.mark.slow

@@ -192,14 +192,12 @@ def _assign(model, entries, match, path, load_head):
   layers = [layer for layer in model.layers
             if layer.weights and (load_head or _kind_of_layer(layer) != "dense")]
   matched, unused = match(layers, entries)
-  assignments, skipped = [], []
+  assignments = []
   # Model order, so the error names the first layer that does not fit.
   for layer in layers:
     if layer.name in matched:
       assignments.extend(_check_fits(layer, matched[layer.name], path))
-    elif _kind_of_layer(layer) == "dense":
-      skipped.append(layer.name)
-    else:
+    elif _kind_of_layer(layer) != "dense":
       raise ValueError(
           f"Weights in {path} do not fit the model: layer {layer.name!r} with shapes "
           f"{[tuple(variable.shape) for variable in layer.weights]} has no counterpart. "
@@ -211,8 +209,11 @@ def _assign(model, entries, match, path, load_head):
           f"Received: {entry.key!r} with shapes {entry.shapes()} (other architecture or depth?).")
   for variable, array in assignments:
     variable.assign(np.asarray(array))
-  logging.info("Loaded %d variables into %s from %s; head layers left as they were: %s.",
-               len(assignments), model.name, path, skipped or "none")
+  head = [layer.name for layer in model.layers
+          if layer.weights and _kind_of_layer(layer) == "dense" and layer.name not in matched]
+  logging.info("Loaded %d variables into %s from %s; %s.", len(assignments), model.name, path,
+               f"head layers {head} keep their fresh initialization" if head else
+               "the head was loaded too")
 
 
 def _resolve(path):
