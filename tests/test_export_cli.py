@@ -15,7 +15,7 @@ from official_resnet import export
 from official_resnet import main
 from official_resnet import predict
 import trainer_fixtures as fixtures
-from test_main import REPO, colour_flags, parse, subprocess_env
+from cli_fixtures import REPO, colour_flags, parse, subprocess_env
 
 FLAGS = flags.FLAGS
 

@@ -22,10 +22,10 @@ from official_resnet import main
 from official_resnet import run_lock
 from official_resnet import run_state
 from official_resnet import trainer as trainer_lib
-import test_main
+import cli_fixtures
 import trainer_fixtures as fixtures
 
-REPO = test_main.REPO
+REPO = cli_fixtures.REPO
 
 BATCH = 8
 LEARNING_RATE = 0.05  # trainer_fixtures.experiment's constant rate
@@ -170,7 +170,7 @@ LOCK_HOLDER = textwrap.dedent("""
 
 def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path, caplog):
   holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(tmp_path)], cwd=REPO,
-                            env=test_main.subprocess_env(), stdout=subprocess.PIPE, text=True)
+                            env=cli_fixtures.subprocess_env(), stdout=subprocess.PIPE, text=True)
   assert holder.stdout.readline() == "locked\n"
   with pytest.raises(run_lock.RunLockedError, match=rf"pid {holder.pid},"):
     run_lock.RunLock(str(tmp_path)).acquire()
@@ -226,7 +226,7 @@ def two_images(tmp_path_factory):
 
 def _preempt_flags(data, model_dir):
   # checkpoint_steps past the end: the only checkpoint before the last is the signal's.
-  return test_main.colour_flags(data, str(model_dir), train_steps=PREEMPT_STEPS,
+  return cli_fixtures.colour_flags(data, str(model_dir), train_steps=PREEMPT_STEPS,
                                 checkpoint_steps=1000, steps_per_loop=1, log_steps=1,
                                 mode="train", num_classes=2, batch_size=2)
 
@@ -235,7 +235,7 @@ def _preempt_flags(data, model_dir):
 def uninterrupted(two_images, tmp_path_factory):
   model_dir = tmp_path_factory.mktemp("uninterrupted")
   with flagsaver.flagsaver():
-    test_main.parse(*_preempt_flags(two_images, model_dir))
+    cli_fixtures.parse(*_preempt_flags(two_images, model_dir))
     assert main.run()["step"] == PREEMPT_STEPS
   return model_dir
 
@@ -248,7 +248,7 @@ def test_sigterm_checkpoints_exits_75_and_the_same_command_resumes(two_images, u
   at_step = random.Random(0).randrange(2, PREEMPT_STEPS // 2)
   flag_list = _preempt_flags(two_images, tmp_path)
   first = subprocess.Popen([sys.executable, "-m", "official_resnet.main", *flag_list], cwd=REPO,
-                           env=test_main.subprocess_env(), stderr=subprocess.PIPE, text=True)
+                           env=cli_fixtures.subprocess_env(), stderr=subprocess.PIPE, text=True)
   log = _signal_at_step(first, at_step)
   assert first.returncode == trainer_lib.EXIT_PREEMPTED == 75, log[-3000:]
   stopped = re.search(rf"Stopped by SIGTERM at step (\d+) of {PREEMPT_STEPS} with a checkpoint", log)
@@ -261,7 +261,7 @@ def test_sigterm_checkpoints_exits_75_and_the_same_command_resumes(two_images, u
   assert "Traceback" not in log
 
   with flagsaver.flagsaver():
-    test_main.parse(*flag_list)
+    cli_fixtures.parse(*flag_list)
     stats = main.run()
   assert (stats["start_step"], stats["step"]) == (stopped_at, PREEMPT_STEPS)
   _assert_same_variables(tmp_path, uninterrupted, atol=1e-6)
@@ -274,14 +274,14 @@ def test_sigterm_to_one_of_two_workers_stops_both_at_one_checkpoint_and_both_res
   model_dir = tmp_path / "multi"
 
   def start_pair(model_dir=model_dir):
-    hosts = ",".join(f"localhost:{port}" for port in test_main.free_ports(2))
-    common = test_main.colour_flags(colours, str(model_dir), train_steps=steps, mode="train",
+    hosts = ",".join(f"localhost:{port}" for port in cli_fixtures.free_ports(2))
+    common = cli_fixtures.colour_flags(colours, str(model_dir), train_steps=steps, mode="train",
                                     steps_per_loop=1, log_steps=1, checkpoint_steps=1000,
                                     distribution_strategy="multi_worker_mirrored",
                                     worker_hosts=hosts, architecture="resnet18")
     return [subprocess.Popen(
         [sys.executable, "-m", "official_resnet.main", *common, f"--task_index={index}"],
-        cwd=REPO, env=test_main.subprocess_env(), stderr=subprocess.PIPE, text=True)
+        cwd=REPO, env=cli_fixtures.subprocess_env(), stderr=subprocess.PIPE, text=True)
         for index in range(2)]
 
   chief, worker = start_pair()
@@ -320,7 +320,7 @@ def test_sigterm_to_one_of_two_workers_stops_both_at_one_checkpoint_and_both_res
 
 def _error_case(name, tmp_path):
   """(command-line flags, the start of the one line main must print) for each mistake."""
-  smoke = f"--flagfile={test_main.SMOKE}"
+  smoke = f"--flagfile={cli_fixtures.SMOKE}"
   model_dir = f"--model_dir={tmp_path / 'model'}"
   if name == "flagfile line without --":
     (tmp_path / "bad.cfg").write_text("--num_classes=4\nbatch_size=8\n")
@@ -350,8 +350,8 @@ def test_user_errors_print_one_line_and_a_traceback_only_when_asked(name, verbos
                                                                      caplog):
   args, expected = _error_case(name, tmp_path)
   with flagsaver.flagsaver():
-    test_main.FLAGS.unparse_flags()
-    argv = test_main.FLAGS(["official_resnet.main", *args, f"--verbosity={verbosity}"])
+    cli_fixtures.FLAGS.unparse_flags()
+    argv = cli_fixtures.FLAGS(["official_resnet.main", *args, f"--verbosity={verbosity}"])
     with pytest.raises(SystemExit) as exit_info:
       main.main(argv)
   assert exit_info.value.code == 1
@@ -363,7 +363,7 @@ def test_user_errors_print_one_line_and_a_traceback_only_when_asked(name, verbos
 
 def test_a_refused_second_trainer_prints_the_holder(tmp_path, caplog):
   with run_lock.RunLock(str(tmp_path)), flagsaver.flagsaver():
-    test_main.parse(f"--flagfile={test_main.SMOKE}", f"--model_dir={tmp_path}")
+    cli_fixtures.parse(f"--flagfile={cli_fixtures.SMOKE}", f"--model_dir={tmp_path}")
     with pytest.raises(SystemExit) as exit_info:
       main.main(["official_resnet.main"])
   assert exit_info.value.code == 1
@@ -374,7 +374,7 @@ def test_a_refused_second_trainer_prints_the_holder(tmp_path, caplog):
 def test_a_user_error_as_a_command_prints_no_traceback(tmp_path):
   args, expected = _error_case("missing data", tmp_path)
   result = subprocess.run([sys.executable, "-m", "official_resnet.main", *args], cwd=REPO,
-                          env=test_main.subprocess_env(), capture_output=True, text=True,
+                          env=cli_fixtures.subprocess_env(), capture_output=True, text=True,
                           timeout=300)
   assert result.returncode == 1
   assert "Traceback" not in result.stderr

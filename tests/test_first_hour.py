@@ -12,7 +12,7 @@ from official_resnet import main
 from official_resnet import run_state
 import image_fixtures
 import trainer_fixtures as fixtures
-from test_main import colour_flags, parse
+from cli_fixtures import colour_flags, parse
 
 FLAGS = flags.FLAGS
 

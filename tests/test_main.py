@@ -3,7 +3,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,35 +17,9 @@ import tensorflow as tf
 
 from official_resnet import main
 from official_resnet import run_state
-from official_resnet import trainer as trainer_lib
+from cli_fixtures import (FLAGS, REPO, SMOKE, cluster_env, colour_flags, free_ports,
+                          global_batches, parse, run_pair, subprocess_env)
 import trainer_fixtures as fixtures
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMOKE = os.path.join(REPO, "configs", "smoke.cfg")
-FLAGS = flags.FLAGS
-
-
-def parse(*args):
-  """Parses the flags as the command line would (inside a flagsaver context)."""
-  FLAGS.unparse_flags()
-  FLAGS(["official_resnet.main", *args])
-
-
-def colour_flags(data_dir, model_dir, **overrides):
-  """Flags for VGG16 (no BatchNorm) on 8 solid-colour images with a global batch of 8."""
-  values = dict(source="folder", data_dir=data_dir, num_classes=4, image_size=32,
-                normalization="unit", architecture="vgg16", base_width=8, batch_size=8,
-                lr_schedule="constant", base_learning_rate=0.05, lr_base_batch_size=0,
-                distribution_strategy="off", num_gpus=0, seed=3, model_dir=model_dir)
-  values.update(overrides)
-  return [f"--{name}={value}" for name, value in values.items()]
-
-
-def subprocess_env():
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-  env["PYTHONPATH"] = os.pathsep.join([REPO, os.path.join(REPO, "tests"), env.get("PYTHONPATH", "")])
-  return env
-
 
 def test_smoke_config_runs_in_process(tmp_path):
   with flagsaver.flagsaver():
@@ -155,32 +128,6 @@ def test_smoke_config_runs_as_a_command(tmp_path):
   assert "--optimizer=lamb" in bad.stderr and "<sgd|adam|adamw>" in bad.stderr
 
 
-def free_ports(count):
-  sockets = [socket.socket() for _ in range(count)]
-  for s in sockets:
-    s.bind(("localhost", 0))
-  ports = [s.getsockname()[1] for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
-
-
-def cluster_env(hosts, index):
-  return dict(subprocess_env(), TF_CONFIG=json.dumps(
-      {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}))
-
-
-def run_pair(commands, envs, timeout=600):
-  """Runs two worker processes to their end; returns their logs (stdout and stderr)."""
-  workers = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
-             for command, env in zip(commands, envs)]
-  logs = [worker.communicate(timeout=timeout)[0] for worker in workers]
-  for worker, log in zip(workers, logs):
-    assert worker.returncode == 0, log[-3000:]
-  return logs
-
-
 @pytest.mark.slow
 def test_smoke_config_as_two_tf_config_workers_checkpoints_exports_and_resumes(tmp_path):
   """The cluster command of the README: ResNet-18 (BatchNorm) under multi_worker_mirrored."""
@@ -218,10 +165,10 @@ DIRECT_WORKER = textwrap.dedent("""
     import numpy as np
     from absl import flags
     from official_resnet import main
-    import test_main
+    import cli_fixtures
     import trainer_fixtures as fixtures
     flags.FLAGS(sys.argv[:-2])
-    images, labels = test_main.global_batches(sys.argv[-2])
+    images, labels = cli_fixtures.global_batches(sys.argv[-2])
     trainer = fixtures.train_on_batches(main.experiment_from_flags(), images, labels)
     metrics = trainer.evaluate()
     np.savez(sys.argv[-1] + ".npz", *[w.numpy() for w in trainer.model.weights])
@@ -229,22 +176,6 @@ DIRECT_WORKER = textwrap.dedent("""
                "step": trainer.current_step(), "updates": int(trainer.optimizer.iterations.numpy()),
                **metrics}, open(sys.argv[-1] + ".json", "w"))
 """)
-BAD_STEP, BAD_ROW = 2, 5  # global batch 2, row 5: replica 1, i.e. the second worker
-
-
-def global_batches(kind):
-  """Four global batches of 8 normalized photo-like 32 px images ("clean", "nan": one NaN
-  pixel on the second worker in batch BAD_STEP, "clean_without_bad": that batch left out)."""
-  images, labels = fixtures.photo_batches(4, 8, seed=7)
-  images = images.astype(np.float32) / 127.5 - 1.0  # --normalization=unit
-  if kind == "nan":
-    images[BAD_STEP, BAD_ROW, 3, 3, 0] = np.nan
-  if kind == "clean_without_bad":
-    keep = [step for step in range(4) if step != BAD_STEP]
-    images, labels = images[keep], labels[keep]
-  return images, labels
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("cluster,batch_norm", [("worker_hosts", "per_replica"),
                                                 ("tf_config", "synchronized")])

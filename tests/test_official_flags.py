@@ -20,7 +20,7 @@ from official_resnet import run_lock
 from official_resnet import run_state
 from official_resnet import trainer as trainer_lib
 import trainer_fixtures as fixtures
-from test_main import colour_flags, parse
+from cli_fixtures import colour_flags, parse
 
 FLAGS = flags.FLAGS
 # Tiny sizes appended to the official lines: they override the official values (later flags win).
