@@ -21,6 +21,7 @@ ensure_venv() {
 
 usage() {
   echo "usage: ./run.sh demo [--quick] [--out_dir=DIR] | ./run.sh test [pytest args...]" >&2
+  echo "       ./run.sh main --flag=value ... | ./run.sh tensorboard --logdir=MODEL_DIR" >&2
   exit 2
 }
 
@@ -32,6 +33,17 @@ case "$cmd" in
     export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-1}
     # Pre-train, transfer, export and predict on generated images; see official_resnet/demo.py.
     exec "$VENV/bin/python" -m official_resnet.demo "$@"
+    ;;
+  main)
+    ensure_venv
+    export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-1}
+    # The command line, inside .venv: python -m official_resnet.main with these flags.
+    exec "$VENV/bin/python" -m official_resnet.main "$@"
+    ;;
+  tensorboard)
+    ensure_venv
+    # TensorBoard of .venv (installed with the package), e.g. --logdir=MODEL_DIR.
+    exec "$VENV/bin/tensorboard" "$@"
     ;;
   test)
     ensure_venv

@@ -1,6 +1,8 @@
 """official_resnet: the TF official-models ResNet recipe on Keras 3, plus transfer learning."""
 from setuptools import setup
 
+HUB = ["huggingface_hub==2.4.0"]
+
 setup(
     name="official_resnet",
     version="0.1.0",
@@ -15,7 +17,18 @@ setup(
         "absl-py==2.5.1",
         "h5py>=3.10",
         "numpy>=1.26",
-        "pillow>=10.0",
+        "pillow>=10.1",  # ImageFont.load_default(size=...)
+        # .safetensors weights (timm, the Hugging Face hub), read through its numpy API.
+        "safetensors==0.8.0",
+        # TF 2.21 installs without it; the runs' summaries need it to be seen.
+        "tensorboard==2.21.0",
     ],
-    extras_require={"test": ["pytest==8.4.2", "psutil>=5.9"]},
+    extras_require={
+        # hf://ORG/REPO weight names: the hub client and its cache.
+        "hub": HUB,
+        # torch's CPU wheel, torchvision and timm are the references of the weight-import
+        # parity tests; loading weights never needs them.
+        "test": ["pytest==8.4.2", "psutil>=5.9", "torch==2.13.0", "torchvision==0.28.0",
+                 "timm==1.0.31", *HUB],
+    },
 )

@@ -39,6 +39,17 @@ class SkippedImages:
       self.count = 0
       self.by_name.clear()
 
+  def snapshot(self) -> tuple[int, collections.Counter]:
+    with self._lock:
+      return self.count, collections.Counter(self.by_name)
+
+  def since(self, snapshot) -> dict:
+    """Skips after `snapshot`: {"skipped_images": reads skipped (a file once per pass over
+    it), "skipped_image_files": the files, sorted}."""
+    count, by_name = self.snapshot()
+    return {"skipped_images": count - snapshot[0],
+            "skipped_image_files": sorted(by_name - snapshot[1])}
+
 
 SKIPPED_IMAGES = SkippedImages()
 

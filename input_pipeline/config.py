@@ -3,6 +3,7 @@ import dataclasses
 
 from input_pipeline import augment
 from input_pipeline import constants
+from input_pipeline import preprocessing
 
 SOURCES = ("imagenet", "folder", "tfds", "synthetic")
 OUTPUT_DTYPES = ("float32", "uint8")
@@ -34,17 +35,28 @@ class DataConfig:
   # folder source without a validation subfolder: fraction held out by file-name hash.
   validation_fraction: float = 0.1
   shuffle_buffer_size: int = 10_000
+  # Keep the encoded records in memory after the first pass: training / evaluation.
   cache: bool = False
+  eval_cache: bool = False
+  # Training: tf.data's experimental_slack (prefetch slack, the official
+  # --tf_data_experimental_slack).
+  experimental_slack: bool = False
   private_threads: int | None = None
   # synthetic source: examples per split.
   synthetic_num_examples: int = 1024
   seed: int | None = None
+  # Eval: the shorter side before the centre crop (None: eval size / eval_crop_fraction),
+  # and how it is resized (constants.EVAL_RESIZE_METHODS); pretrained weights set both
+  # to the protocol their accuracy was published with.
+  eval_resize_size: int | None = None
+  eval_resize_method: str = "bilinear"
   # Train and test resolution (FixRes: train 160, test 224). None: image_size.
   eval_image_size: int | None = None
   # The train crop's fraction of the image and its width / height (sample_distorted_bounding_box).
   train_crop_area_range: tuple[float, float] = constants.CROP_AREA_RANGE
   train_crop_aspect_range: tuple[float, float] = constants.CROP_ASPECT_RATIO_RANGE
-  # Eval resizes the shorter side to eval size / this, then crops the centre.
+  # Eval resizes the shorter side to eval size / this, then crops the centre; applies
+  # when eval_resize_size, which sets that side itself, is None.
   eval_crop_fraction: float = constants.EVAL_CROP_FRACTION
   # Per-image training augmentation on the uint8 crop (input_pipeline.augment), in this
   # order: colour jitter, AutoAugment or RandAugment, random erasing. 0 / None: off.
@@ -61,6 +73,12 @@ class DataConfig:
   def eval_size(self) -> int:
     """The evaluation (and export) image size: eval_image_size, or image_size when unset."""
     return self.eval_image_size or self.image_size
+
+  @property
+  def eval_shorter_side(self) -> int:
+    """Eval: the shorter side before the centre crop, eval_resize_size or from the crop fraction."""
+    return self.eval_resize_size or preprocessing.eval_resize_size(self.eval_size,
+                                                                   self.eval_crop_fraction)
 
   @property
   def augments(self) -> bool:
@@ -87,12 +105,19 @@ class DataConfig:
           "None or >= 1")
     check(self.eval_image_size is None or self.eval_image_size >= constants.MIN_IMAGE_SIZE,
           "eval_image_size", f"None or >= {constants.MIN_IMAGE_SIZE}")
+    check(self.eval_resize_size is None or self.eval_resize_size >= self.eval_size,
+          "eval_resize_size", f"None or >= the eval size ({self.eval_size})")
+    check(self.eval_resize_method in constants.EVAL_RESIZE_METHODS, "eval_resize_method",
+          f"one of {constants.EVAL_RESIZE_METHODS}")
     check(_is_range(self.train_crop_area_range) and 0 < self.train_crop_area_range[0]
           and self.train_crop_area_range[1] <= 1, "train_crop_area_range",
           "(low, high) with 0 < low <= high <= 1")
     check(_is_range(self.train_crop_aspect_range) and self.train_crop_aspect_range[0] > 0,
           "train_crop_aspect_range", "(low, high) with 0 < low <= high")
     check(0 < self.eval_crop_fraction <= 1, "eval_crop_fraction", "in (0, 1]")
+    check(self.eval_resize_size is None or self.eval_crop_fraction == constants.EVAL_CROP_FRACTION,
+          "eval_crop_fraction", f"{constants.EVAL_CROP_FRACTION} (the default) when "
+          f"eval_resize_size ({self.eval_resize_size}) sets the shorter side itself")
     check(self.color_jitter >= 0, "color_jitter", ">= 0")
     check(self.autoaugment in (None, *augment.AUTOAUGMENT_POLICIES), "autoaugment",
           f"None or one of {augment.AUTOAUGMENT_POLICIES}")

@@ -20,6 +20,10 @@ IMAGENET_LABEL_OFFSET = 1
 # crops the centre.
 DEFAULT_IMAGE_SIZE = 224
 EVAL_CROP_FRACTION = 0.875
+# How eval resizes the shorter side: "bilinear" is the official recipe's kernel (TF1,
+# no half-pixel centres, no antialiasing); the antialiased ones are what torchvision
+# (bilinear) and timm (bicubic, on PIL images) published their accuracies with.
+EVAL_RESIZE_METHODS = ("bilinear", "bilinear_antialias", "bicubic_antialias")
 MIN_IMAGE_SIZE = 32
 
 # sample_distorted_bounding_box parameters of the official train crop.

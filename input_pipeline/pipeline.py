@@ -84,8 +84,9 @@ def _preprocess_fn(config: DataConfig, training: bool, base_seed: tf.Tensor):
         # The ops are defined on integer pixels, as PIL's are.
         image = _augment(config, preprocessing.to_uint8(image), augment_seed)
     else:
-      image = preprocessing.preprocess_for_eval(example["image"], config.eval_size,
-                                                config.eval_crop_fraction)
+      image = preprocessing.preprocess_for_eval(
+          example["image"], config.eval_size, resize_size=config.eval_shorter_side,
+          method=config.eval_resize_method)
     if config.output_dtype == "float32":
       image = preprocessing.normalize(image, config.normalization)
     elif image.dtype != tf.uint8:
@@ -99,8 +100,10 @@ def _map_calls(config: DataConfig) -> int:
   return max(MIN_MAP_CALLS, MAP_CALLS_PER_THREAD * threads)
 
 
-def _options(config: DataConfig) -> tf.data.Options:
+def _options(config: DataConfig, training: bool) -> tf.data.Options:
   options = tf.data.Options()
+  # Slack lets the final prefetch lag so a step's device work and the copy overlap (TPUs).
+  options.experimental_slack = training and config.experimental_slack
   # Order matters only for reproducible runs; otherwise a slow image must not stall the rest.
   options.deterministic = config.seed is not None
   # One thread per op: many images are in flight at once, so threads buy throughput, not latency.
@@ -147,8 +150,8 @@ def build_dataset(config: DataConfig, training: bool, input_context=None) -> tf.
   # This pipeline's records: sharded by file when every pipeline gets a file,
   # else by record; file order shuffled; files read in parallel (see sources).
   dataset = source.read(sources.Shard.from_context(input_context), training, config.seed)
-  if config.cache:
-    # Keep the encoded records in memory after the first pass: later epochs skip storage.
+  if config.cache if training else config.eval_cache:
+    # Keep the encoded records in memory after the first pass: later passes skip storage.
     dataset = dataset.cache()
   if training:
     # Mix records across files; the bounded buffer bounds memory however large the data.
@@ -175,4 +178,4 @@ def build_dataset(config: DataConfig, training: bool, input_context=None) -> tf.
     dataset = dataset.concatenate(_end_of_pass(in_flight.account_rest, dataset.element_spec))
   # Overlap preparing the next batches with the current training step.
   dataset = dataset.prefetch(tf.data.AUTOTUNE)
-  return dataset.with_options(_options(config))
+  return dataset.with_options(_options(config, training))

@@ -129,8 +129,22 @@ def resize(image: tf.Tensor, height, width) -> tf.Tensor:
   return resized[0]
 
 
-def resize_shorter_side(image: tf.Tensor, shorter_side: int) -> tf.Tensor:
-  """Aspect-preserving resize so min(H, W) == shorter_side -> float32."""
+def resize_shorter_side(image: tf.Tensor, shorter_side: int, method: str = "bilinear") -> tf.Tensor:
+  """Aspect-preserving resize so min(H, W) == shorter_side -> float32.
+
+  `method` is one of constants.EVAL_RESIZE_METHODS; the antialiased ones size the
+  longer side as torchvision does, int(shorter_side * longer / shorter).
+  """
+  if method not in constants.EVAL_RESIZE_METHODS:
+    raise ValueError(f"`method` must be one of {constants.EVAL_RESIZE_METHODS}. "
+                     f"Received: method={method!r}")
+  if method != "bilinear":
+    shape = tf.shape(image)[:2]
+    new_size = shape * shorter_side // tf.reduce_min(shape)
+    resized = tf.image.resize(image, new_size, method=method.removesuffix("_antialias"),
+                              antialias=True)
+    # Bicubic overshoots; PIL, which timm and torchvision resize with, clips to [0, 255].
+    return tf.clip_by_value(tf.cast(resized, tf.float32), 0.0, 255.0)
   shape = tf.cast(tf.shape(image)[:2], tf.float32)
   scale = shorter_side / tf.reduce_min(shape)
   # Truncation, not rounding, as the official recipe computes the new size.
@@ -158,12 +172,15 @@ def preprocess_for_train(image_bytes: tf.Tensor, bbox: tf.Tensor, image_size: in
   return image
 
 
-def preprocess_for_eval(image_bytes: tf.Tensor, image_size: int,
-                        crop_fraction: float = constants.EVAL_CROP_FRACTION) -> tf.Tensor:
-  """Encoded image -> float32 [S, S, 3] in [0, 255]: shorter side to S / crop_fraction, centre
-  crop."""
+def preprocess_for_eval(image_bytes: tf.Tensor, image_size: int, resize_size: int | None = None,
+                        method: str = "bilinear") -> tf.Tensor:
+  """Encoded image -> float32 [S, S, 3] in [0, 255]: resize shorter side, centre crop.
+
+  The shorter side goes to `resize_size` (default eval_resize_size(S), the official
+  crop fraction) with `method`.
+  """
   image = decode_image(image_bytes)
-  image = resize_shorter_side(image, eval_resize_size(image_size, crop_fraction))
+  image = resize_shorter_side(image, resize_size or eval_resize_size(image_size), method)
   image = central_crop(image, image_size)
   image.set_shape([image_size, image_size, CHANNELS])
   return image

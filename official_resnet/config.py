@@ -1,7 +1,9 @@
 """Frozen configs of a training run: optimizer, schedule, phases, runtime, and the experiment.
 
 main.py builds these from flags; everything below main takes them as
-arguments. Defaults are the official ResNet-50 ImageNet recipe.
+arguments. Defaults are the official ResNet-50 ImageNet recipe, with its learning
+rate schedule scaled to the length of the run (OFFICIAL_IMAGENET_SCHEDULE is the
+original).
 """
 import dataclasses
 
@@ -65,20 +67,31 @@ class OptimizerConfig:
       raise ValueError(f"nesterov applies to optimizer='sgd' only. Received: optimizer={self.name!r}")
 
 
+# The official ImageNet schedule's shape as fractions of its 90 epochs: 5 warm-up epochs,
+# x0.1 at epochs 30, 60 and 80. A schedule without explicit epochs takes these fractions of
+# its own phase, so it fits a run of any length and is the official one over 90 epochs.
+WARMUP_FRACTION = 5 / 90
+DECAY_FRACTIONS = (30 / 90, 60 / 90, 80 / 90)
+
+
 @dataclasses.dataclass(frozen=True)
 class ScheduleConfig:
   """Learning rate over one phase; epochs count from the phase's start.
 
   The peak rate is base_learning_rate * batch_size / base_batch_size (the
   official linear scaling, 0.1 per 256 examples); base_batch_size=None uses
-  base_learning_rate as it is.
+  base_learning_rate as it is. The default fits any run: a linear warm-up over
+  WARMUP_FRACTION of the phase, then a cosine decay to zero at its end.
+  OFFICIAL_IMAGENET_SCHEDULE is the official recipe's.
   """
-  name: str = "piecewise"
+  name: str = "cosine"
   base_learning_rate: float = 0.1
   base_batch_size: int | None = 256
-  warmup_epochs: float = 5.0
-  # piecewise: multiply by decay_factor at each of these epochs.
-  decay_epochs: tuple[float, ...] = (30.0, 60.0, 80.0)
+  # None: WARMUP_FRACTION of the phase.
+  warmup_epochs: float | None = None
+  # piecewise: multiply by decay_factor at each of these epochs; None: at DECAY_FRACTIONS
+  # of the phase.
+  decay_epochs: tuple[float, ...] | None = None
   decay_factor: float = 0.1
   # cosine: the rate ends at cosine_alpha * peak.
   cosine_alpha: float = 0.0
@@ -88,14 +101,21 @@ class ScheduleConfig:
     _check_positive("base_learning_rate", self.base_learning_rate)
     if self.base_batch_size is not None:
       _check_positive("lr_base_batch_size", self.base_batch_size)
-    _check_positive("warmup_epochs", self.warmup_epochs, allow_zero=True)
-    if list(self.decay_epochs) != sorted(self.decay_epochs) or any(e <= 0 for e in self.decay_epochs):
-      raise ValueError(f"lr_decay_epochs must be positive and increasing. Received: {self.decay_epochs}")
+    if self.warmup_epochs is not None:
+      _check_positive("warmup_epochs", self.warmup_epochs, allow_zero=True)
+    decays = self.decay_epochs
+    if decays is not None and (list(decays) != sorted(decays) or any(e <= 0 for e in decays)):
+      raise ValueError(f"lr_decay_epochs must be positive and increasing. Received: {decays}")
 
   def peak_learning_rate(self, batch_size):
     if self.base_batch_size is None:
       return self.base_learning_rate
     return self.base_learning_rate * batch_size / self.base_batch_size
+
+
+# The official ResNet-50 ImageNet schedule (configs/imagenet_*.cfg spell it out).
+OFFICIAL_IMAGENET_SCHEDULE = ScheduleConfig(name="piecewise", warmup_epochs=5.0,
+                                            decay_epochs=(30.0, 60.0, 80.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +169,9 @@ class TrainConfig:
   # accelerator. Training crops are random, so no bit-for-bit result is lost; evaluation
   # keeps the float32 pipeline.
   normalize_on_device: bool = True
+  # (first, last) global steps, 1-based, to trace with the TensorBoard profiler into
+  # model_dir/train (the official --profile_steps); None: no trace.
+  profile_steps: tuple[int, int] | None = None
 
   def __post_init__(self):
     if not self.model_dir:
@@ -174,6 +197,10 @@ class TrainConfig:
     names = [phase.name for phase in self.phases]
     if len(set(names)) != len(names):
       raise ValueError(f"phase names must be unique. Received: {names}")
+    if self.profile_steps is not None and not (
+        len(self.profile_steps) == 2 and 1 <= self.profile_steps[0] <= self.profile_steps[1]):
+      raise ValueError("profile_steps must be two step numbers 1 <= first <= last. "
+                       f"Received: {self.profile_steps}")
 
   def resolved_phases(self):
     """The phases to run: `phases`, or the single phase the top-level fields describe."""
@@ -196,8 +223,9 @@ class RuntimeConfig:
   task_index: int = -1
   tpu: str = ""
   dtype: str = "fp32"
-  # fp16: initial value of the dynamic loss scale (Keras 3 scales dynamically only).
-  loss_scale: float = 32768.0
+  # fp16: None scales the loss dynamically (keras.optimizers.LossScaleOptimizer); a number
+  # is a fixed scale, the official meaning of --loss_scale=N.
+  loss_scale: float | None = None
   enable_xla: bool = False
   seed: int | None = None
 
@@ -206,7 +234,8 @@ class RuntimeConfig:
     _check_choice("dtype", self.dtype, DTYPES)
     _check_positive("num_gpus", self.num_gpus, allow_zero=True)
     _check_positive("num_packs", self.num_packs)
-    _check_positive("loss_scale", self.loss_scale)
+    if self.loss_scale is not None:
+      _check_positive("loss_scale", self.loss_scale)
     if self.all_reduce_alg is not None:
       allowed = ALL_REDUCE_ALGS.get(self.distribution_strategy, ())
       if not allowed:

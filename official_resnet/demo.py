@@ -223,7 +223,7 @@ def format_summary(summary) -> str:
       f"  {'SavedModel':<13} {summary['export']}",
       f"  {'predict':<13} {predict['images']} new JPEGs through the SavedModel in a fresh process: "
       f"accuracy {predict['accuracy']:.3f}, {predict['seconds']:.0f} s",
-      f"  {'':<13} python -m official_resnet.main --mode=predict --export_dir="
+      f"  {'':<13} ./run.sh main --mode=predict --export_dir="
       f"{os.path.dirname(summary['export'])} --images={summary['data']['heldout']}",
   ])
 

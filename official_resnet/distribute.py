@@ -48,6 +48,35 @@ def cluster_resolver(runtime):
   return resolvers.TFConfigClusterResolver()
 
 
+# --num_gpus=-1: every GPU visible, as the official flag means.
+ALL_GPUS = -1
+
+
+def resolve_devices(distribution_strategy, num_gpus, visible_gpus):
+  """(strategy, num_gpus) for what the user gave (None: not given) and the GPUs visible.
+
+  Nothing given: every visible GPU under `mirrored`, or the CPU (`off`) when there is
+  none. A strategy given alone gets every visible GPU (one for `one_device`); num_gpus
+  -1 is every visible GPU. Given values are kept as they are, and checked where the
+  strategy is built.
+  """
+  if num_gpus is not None and num_gpus < ALL_GPUS:
+    raise ValueError(f"num_gpus must be -1 (all visible GPUs) or >= 0. Received: {num_gpus}")
+  if num_gpus is None or num_gpus == ALL_GPUS:
+    num_gpus = visible_gpus
+    if distribution_strategy in ("off", "one_device"):
+      num_gpus = min(num_gpus, 1)
+  if distribution_strategy is None:
+    distribution_strategy = "mirrored" if num_gpus else "off"
+    if num_gpus:
+      logging.info("Running on %d GPU(s) with --distribution_strategy=mirrored.", num_gpus)
+    elif visible_gpus:
+      logging.info("--num_gpus=0: running on the CPU (--distribution_strategy=off).")
+    else:
+      logging.info("No GPU visible: running on the CPU (--distribution_strategy=off).")
+  return distribution_strategy, num_gpus
+
+
 def _mirrored_devices(num_gpus):
   if num_gpus:
     available = len(tf.config.list_logical_devices("GPU"))

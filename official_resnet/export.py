@@ -84,7 +84,8 @@ def _model_image_size(model):
 
 
 def serving_config(model_config: ModelConfig, image_size: int | None = None) -> ModelConfig:
-  """The model exports hold: float32, stock Keras BatchNorm, a fixed input of `image_size`.
+  """The model exports hold: float32, stock Keras BatchNorm, no cross-replica moments, a
+  fixed input of `image_size`.
 
   TFLite has no float16/bfloat16 kernels, and CPUs serve float32 best. The
   fused BatchNorm only speeds up training; stock layers let a .keras file load
@@ -99,7 +100,7 @@ def serving_config(model_config: ModelConfig, image_size: int | None = None) -> 
         f"{model_config.image_size}: its weights fix the input size. Received: image_size="
         f"{image_size}")
   return dataclasses.replace(model_config, dtype_policy="float32", fused_batch_norm=False,
-                             image_size=image_size, any_input_size=False)
+                             sync_batch_norm=False, image_size=image_size, any_input_size=False)
 
 
 def serving_model(model: keras.Model, model_config: ModelConfig,
@@ -126,14 +127,15 @@ def _write_labels(directory, class_names):
 
 def build_serving_module(model: keras.Model, class_names: Sequence[str], *,
                          normalization: str | None, top_k: int = DEFAULT_TOP_K,
-                         crop_fraction: float = constants.EVAL_CROP_FRACTION):
+                         eval_resize_size: int | None = None,
+                         eval_resize_method: str = "bilinear"):
   """A tf.Module holding the serving functions, and the signatures to save it with.
 
   `model` maps [N, S, S, 3] (normalized with `normalization`, or raw pixels when
-  it is None) to float32 logits. Encoded images are resized to S / crop_fraction
-  on the shorter side and centre-cropped, as the eval pipeline does. The module
-  holds the functions and the variables, not the Keras model, so every weight is
-  saved once.
+  it is None) to float32 logits. Encoded images are resized as the eval pipeline
+  does (the shorter side to DataConfig.eval_shorter_side with eval_resize_method) and
+  centre-cropped to S. The module holds the functions and the variables, not the Keras
+  model, so every weight is saved once.
   """
   config_lib.check_top_k(top_k)
   num_classes = model.output_shape[-1]
@@ -146,7 +148,8 @@ def build_serving_module(model: keras.Model, class_names: Sequence[str], *,
 
   def pixels_from_encoded(images):
     return tf.map_fn(
-        lambda image: preprocessing.preprocess_for_eval(image, image_size, crop_fraction),
+        lambda image: preprocessing.preprocess_for_eval(
+            image, image_size, resize_size=eval_resize_size, method=eval_resize_method),
         images,
         fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32))
 
@@ -283,7 +286,8 @@ def export_model(model: keras.Model, model_config: ModelConfig, data_config: Dat
     with tempfile.TemporaryDirectory() as scratch:
       module, signatures = build_serving_module(
           model, class_names, normalization=normalization, top_k=top_k,
-          crop_fraction=data_config.eval_crop_fraction)
+          eval_resize_size=data_config.eval_shorter_side,
+          eval_resize_method=data_config.eval_resize_method)
       module.labels_file = tf.saved_model.Asset(_write_labels(scratch, class_names))
       tf.saved_model.save(module, temporary_dir, signatures=signatures)
     if "keras" in formats:

@@ -7,9 +7,16 @@ resnet_ctl_imagenet_main.py where one exists.
 
 A mode is a function (ExperimentConfig, flag values) -> stats dict, listed in MODES; a new
 mode is one function and one entry.
+
+Modes that act on an existing run (eval, export, predict, and training in a
+model_dir that holds one) take every setting not given as a flag from the run's
+config.json (FLAG_FIELDS says which flags set which settings). The official
+tensorflow/models flags without a name of ours are defined here and described
+in official_flags.py.
 """
 import dataclasses
 import json
+import os
 import sys
 
 from absl import app
@@ -22,15 +29,22 @@ from input_pipeline import constants
 from input_pipeline.config import DataConfig
 from input_pipeline.config import SOURCES
 from official_resnet import config as config_lib
+from official_resnet import continuous_eval
+from official_resnet import distribute
 from official_resnet import export
+from official_resnet import official_flags
 from official_resnet import predict
+from official_resnet import progress
 from official_resnet import run_lock
+from official_resnet import run_state
 from official_resnet import trainer
 from official_resnet.models import builder
 from official_resnet.models import resnet
 from official_resnet.models import vgg
+from official_resnet.models import weight_sources
 from official_resnet.models import weights as weights_lib
 from official_resnet.models.config import ARCHITECTURES
+from official_resnet.models.config import CONV_PADDINGS
 from official_resnet.models.config import DATA_FORMATS
 from official_resnet.models.config import HeadConfig
 from official_resnet.models.config import ModelConfig
@@ -58,7 +72,11 @@ def _predict(experiment, flag_values):
   source = experiment.export.export_dir or experiment.train.model_dir
   predictions = predict.predict(source, flag_values.images, experiment.export.top_k)
   print(predict.format_predictions(predictions, flag_values.output), flush=True)
-  return {"source": source, "images": len(predictions)}
+  failed = [prediction.image for prediction in predictions if prediction.error]
+  if failed:
+    logging.error("%d of %d images could not be classified: %s", len(failed), len(predictions),
+                  ", ".join(failed))
+  return {"source": source, "images": len(predictions), "failed": len(failed)}
 
 
 # mode -> function(ExperimentConfig, flag values) -> stats.
@@ -66,6 +84,8 @@ MODES = {
     "train_and_eval": lambda experiment, _: trainer.train_and_evaluate(experiment, evaluate=True),
     "train": lambda experiment, _: trainer.train_and_evaluate(experiment, evaluate=False),
     "eval": lambda experiment, _: trainer.evaluate_checkpoint(experiment),
+    "continuous_eval": lambda experiment, flag_values: continuous_eval.continuous_evaluate(
+        experiment, timeout_s=flag_values.continuous_eval_timeout),
     "export": _export,
     "predict": _predict,
 }
@@ -87,11 +107,13 @@ flags.DEFINE_integer("train_steps", None, "Total steps to train; replaces --trai
                      lower_bound=1)
 flags.DEFINE_float("epochs_between_evals", _TRAIN.epochs_between_evals,
                    "Epochs between evaluations (train_and_eval) and history entries.")
-flags.DEFINE_enum("distribution_strategy", _RUNTIME.distribution_strategy, list(config_lib.STRATEGIES),
-                  "tf.distribute strategy.")
-flags.DEFINE_integer("num_gpus", _RUNTIME.num_gpus,
-                     "GPUs per worker; 0 trains on the CPU (mirrored: every logical CPU device).",
-                     lower_bound=0)
+flags.DEFINE_enum("distribution_strategy", None, list(config_lib.STRATEGIES),
+                  "tf.distribute strategy, any case. Default: mirrored over every visible GPU, "
+                  "or off (the CPU) when there is none.", case_sensitive=False)
+flags.DEFINE_integer("num_gpus", None,
+                     "GPUs per worker; -1 or default: every visible GPU (one for off/one_device); "
+                     "0 trains on the CPU (mirrored: every logical CPU device).",
+                     lower_bound=distribute.ALL_GPUS)
 flags.DEFINE_enum("all_reduce_alg", None,
                   sorted({alg for algs in config_lib.ALL_REDUCE_ALGS.values() for alg in algs}),
                   "mirrored: nccl, hierarchical_copy or reduction_to_one_device; "
@@ -100,9 +122,9 @@ flags.DEFINE_integer("num_packs", _RUNTIME.num_packs, "mirrored with nccl/hierar
                      lower_bound=1)
 flags.DEFINE_enum("dtype", _RUNTIME.dtype, list(config_lib.DTYPES),
                   "Compute precision; fp16 adds dynamic loss scaling. Variables stay float32.")
-flags.DEFINE_string("loss_scale", "dynamic",
-                    "fp16: 'dynamic', or a number to start the dynamic loss scale at "
-                    "(Keras 3 scales dynamically only).")
+flags.DEFINE_string("loss_scale", None,
+                    "fp16: 'dynamic' (default; Keras' LossScaleOptimizer), or a number: a fixed "
+                    "loss scale, as the official flag. Ignored (logged) without --dtype=fp16.")
 flags.DEFINE_boolean("enable_xla", _RUNTIME.enable_xla, "Compile the model's steps with XLA.")
 flags.DEFINE_boolean("use_synthetic_data", False, "Same as --source=synthetic.")
 flags.DEFINE_integer("log_steps", _TRAIN.log_steps, "Steps between log lines and TensorBoard scalars.",
@@ -150,6 +172,9 @@ flags.DEFINE_list("head_hidden_units", [], "Hidden Dense widths of the head, e.g
 flags.DEFINE_float("head_dropout", _MODEL.head.dropout, "Dropout before the logits (and after hidden layers).")
 flags.DEFINE_string("head_activation", _MODEL.head.activation, "Activation of the hidden head layers.")
 flags.DEFINE_boolean("vgg_batch_norm", _MODEL.vgg_batch_norm, "VGG with BatchNorm after each conv.")
+flags.DEFINE_boolean("sync_batch_norm", _MODEL.sync_batch_norm,
+                     "BatchNorm moments over the global batch (all replicas and workers), as one "
+                     "replica would compute them; default: each replica's own part.")
 flags.DEFINE_boolean("zero_init_residual", _MODEL.zero_init_residual,
                      "Zero-initialise the last BN gamma of each residual block.")
 flags.DEFINE_float("weight_decay", _MODEL.weight_decay, "L2 factor on conv/dense kernels (the official 1e-4).")
@@ -225,16 +250,20 @@ flags.DEFINE_float("adam_epsilon", _OPTIMIZER.epsilon, "adam/adamw: epsilon.")
 flags.DEFINE_float("adamw_weight_decay", _OPTIMIZER.weight_decay,
                    "adamw: decoupled weight decay (consider --weight_decay=0 with it).")
 flags.DEFINE_enum("lr_schedule", _SCHEDULE.name, list(config_lib.SCHEDULES),
-                  "piecewise: official warm-up then x decay_factor at lr_decay_epochs; "
-                  "cosine: warm-up then cosine decay; constant.")
+                  "piecewise: linear warm-up, then x lr_decay_factor at lr_decay_epochs; "
+                  "cosine: warm-up then cosine decay to the phase's end; constant. Without "
+                  "epochs given, both take the official shape's fractions of the phase (warm-up "
+                  "5/90, decays at 30/90, 60/90, 80/90): the official schedule over 90 epochs.")
 flags.DEFINE_float("base_learning_rate", _SCHEDULE.base_learning_rate,
                    "Peak learning rate per lr_base_batch_size examples.")
 flags.DEFINE_integer("lr_base_batch_size", _SCHEDULE.base_batch_size,
                      "Peak rate = base_learning_rate * batch_size / this; 0: base_learning_rate as is.",
                      lower_bound=0)
-flags.DEFINE_float("warmup_epochs", _SCHEDULE.warmup_epochs, "Linear warm-up epochs (piecewise, cosine).")
-flags.DEFINE_list("lr_decay_epochs", [str(e) for e in _SCHEDULE.decay_epochs],
-                  "piecewise: epochs where the rate is multiplied by lr_decay_factor.")
+flags.DEFINE_float("warmup_epochs", _SCHEDULE.warmup_epochs,
+                   "Linear warm-up epochs (piecewise, cosine); default 5/90 of the phase.")
+flags.DEFINE_list("lr_decay_epochs", [],
+                  "piecewise: epochs where the rate is multiplied by lr_decay_factor; default "
+                  "30/90, 60/90 and 80/90 of the phase (the official 30,60,80 over 90 epochs).")
 flags.DEFINE_float("lr_decay_factor", _SCHEDULE.decay_factor, "piecewise: multiplier at each decay epoch.")
 flags.DEFINE_float("cosine_alpha", _SCHEDULE.cosine_alpha, "cosine: final rate as a fraction of the peak.")
 
@@ -263,8 +292,11 @@ flags.DEFINE_boolean("normalize_on_device", _TRAIN.normalize_on_device,
 
 # Transfer learning.
 flags.DEFINE_string("pretrained", None,
-                    "keras.applications weights (.h5 or .weights.h5; ResNet needs --variant=v1) to "
-                    "start a new run from; our own checkpoints go to --init_checkpoint.")
+                    "Weights to start a new run from: a keras.applications .h5/.weights.h5 file "
+                    "(ResNet: --variant=v1), a torchvision/timm .pth/.pt/.safetensors file "
+                    "(ResNet: --variant=v1.5), or a name: imagenet (keras.applications), "
+                    "torchvision, torchvision:IMAGENET1K_V2, hf://timm/resnet50.a1_in1k. Our own "
+                    "checkpoints go to --init_checkpoint.")
 flags.DEFINE_boolean("expect_weights", False,
                      "The recipe starts from weights: warn when neither --pretrained nor "
                      "--init_checkpoint is given (it then trains from scratch).")
@@ -283,6 +315,100 @@ flags.DEFINE_list("phase_learning_rates", [],
                   "--phases: --base_learning_rate of each phase, e.g. 0.01,0.001; default "
                   "--base_learning_rate for all. The other schedule flags apply to each phase.")
 
+# What travels with the weights; each defaults to what --pretrained/--init_checkpoint say.
+flags.DEFINE_enum("conv_padding", None, list(CONV_PADDINGS),
+                  "ResNet's strided 3x3 convolutions: same (TF) or symmetric (torchvision, "
+                  "timm). Default: the weights', else same.")
+flags.DEFINE_integer("eval_resize_size", None,
+                     "Eval: shorter side before the centre crop. Default: the published protocol "
+                     "of the weights, else image_size / 0.875.", lower_bound=constants.MIN_IMAGE_SIZE)
+flags.DEFINE_enum("eval_resize_method", None, list(constants.EVAL_RESIZE_METHODS),
+                  "Eval: how the shorter side is resized. Default: the weights' published "
+                  "protocol, else bilinear (the official kernel).")
+
+# Continuous evaluation (--mode=continuous_eval).
+flags.DEFINE_integer("continuous_eval_timeout", None,
+                     "continuous_eval: stop after this many seconds without a new checkpoint; "
+                     "default: wait until the run's final step is evaluated.", lower_bound=1)
+
+# Official tensorflow/models flags without a name of ours (official_flags.py says what each
+# does here): first those with their official effect, then those accepted with a log line.
+_DEFINE = {"bool": flags.DEFINE_boolean, "string": flags.DEFINE_string,
+           "integer": flags.DEFINE_integer}
+for _name, _flag in official_flags.IMPLEMENTED.items():
+  _DEFINE[_flag.kind](_name, _flag.default, f"Official flag. {_flag.help}")
+for _name, (_flag, _) in official_flags.INERT.items():
+  _DEFINE[_flag.kind](_name, _flag.default, f"Official flag. {_flag.help}")
+
+# The settings ("section.field" of ExperimentConfig) each flag sets. When model_dir holds a
+# run, a setting no given flag sets comes from its config.json (run_state.with_saved_run).
+# A new flag that sets a config field belongs here.
+FLAG_FIELDS = {
+    "architecture": ("model.architecture",), "model": ("model.architecture", "model.variant"),
+    "resnet_size": ("model.architecture",), "variant": ("model.variant",),
+    "resnet_version": ("model.variant",),
+    "num_classes": ("model.num_classes", "data.num_classes"),
+    "image_size": ("model.image_size", "data.image_size"),
+    "pooling": ("model.pooling",), "head_hidden_units": ("model.head",),
+    "head_dropout": ("model.head",), "head_activation": ("model.head",),
+    "base_width": ("model.base_width",), "vgg_batch_norm": ("model.vgg_batch_norm",),
+    "zero_init_residual": ("model.zero_init_residual",), "weight_decay": ("model.weight_decay",),
+    "dtype": ("model.dtype_policy", "runtime.dtype"),
+    "normalize_in_model": ("model.input_normalization", "data.output_dtype"),
+    "data_format": ("model.data_format",), "sync_batch_norm": ("model.sync_batch_norm",),
+    "conv_padding": ("model.conv_padding",), "eval_resize_size": ("data.eval_resize_size",),
+    "eval_resize_method": ("data.eval_resize_method",),
+    "source": ("data.source",), "use_synthetic_data": ("data.source",),
+    "data_dir": ("data.data_dir",), "tfds_name": ("data.tfds_name",),
+    "train_split": ("data.train_split",), "eval_split": ("data.eval_split",),
+    "train_file_pattern": ("data.train_file_pattern",),
+    "eval_file_pattern": ("data.eval_file_pattern",), "label_offset": ("data.label_offset",),
+    "batch_size": ("data.batch_size",),
+    "normalization": ("data.normalization",), "scratch_normalization": ("data.normalization",),
+    # What travels with the weights (normalization, padding, eval resize) comes with them.
+    **{name: ("data.normalization", "train.init_checkpoint", "model.conv_padding",
+              "data.eval_resize_size", "data.eval_resize_method")
+       for name in ("pretrained", "init_checkpoint", "pretrained_filepath")},
+    "validation_fraction": ("data.validation_fraction",),
+    "shuffle_buffer_size": ("data.shuffle_buffer_size",),
+    "training_dataset_cache": ("data.cache",), "eval_dataset_cache": ("data.eval_cache",),
+    "tf_data_experimental_slack": ("data.experimental_slack",),
+    "datasets_num_private_threads": ("data.private_threads",),
+    "synthetic_num_examples": ("data.synthetic_num_examples",),
+    "seed": ("data.seed", "runtime.seed"),
+    "train_epochs": ("train.train_epochs",), "train_steps": ("train.train_steps",),
+    "epochs_between_evals": ("train.epochs_between_evals",),
+    "steps_per_loop": ("train.steps_per_loop",), "log_steps": ("train.log_steps",),
+    "checkpoint_steps": ("train.checkpoint_steps",),
+    "keep_checkpoints": ("train.keep_checkpoints",),
+    "label_smoothing": ("train.label_smoothing",),
+    **{name: ("train.optimizer",) for name in (
+        "optimizer", "momentum", "nesterov", "adam_beta_1", "adam_beta_2", "adam_epsilon",
+        "adamw_weight_decay")},
+    **{name: ("train.schedule", "train.phases") for name in (
+        "lr_schedule", "base_learning_rate", "lr_base_batch_size", "warmup_epochs",
+        "lr_decay_epochs", "lr_decay_factor", "cosine_alpha")},
+    **{name: ("train.phases",) for name in (
+        "trainable", "phases", "phase_epochs", "phase_steps", "phase_learning_rates")},
+    "init_checkpoint_scope": ("train.init_checkpoint_scope",),
+    "training_loop": ("train.training_loop",), "enable_tensorboard": ("train.enable_tensorboard",),
+    "nan_policy": ("train.nan_policy",), "normalize_on_device": ("train.normalize_on_device",),
+    "profile_steps": ("train.profile_steps",),
+    "loss_scale": ("runtime.loss_scale",), "enable_xla": ("runtime.enable_xla",),
+    # Augmentation and resolution. The eval size decides whether the model takes any size
+    # and, with the crop fraction, the shorter side (else the weights' protocol).
+    "eval_image_size": ("data.eval_image_size", "model.any_input_size", "data.eval_resize_size"),
+    "eval_crop_fraction": ("data.eval_crop_fraction", "data.eval_resize_size"),
+    **{name: (f"data.{name}",) for name in (
+        "train_crop_area_range", "train_crop_aspect_range", "color_jitter", "autoaugment",
+        "randaugment_layers", "randaugment_magnitude", "randaugment_magnitude_std",
+        "randaugment_variant", "random_erasing_probability", "random_erasing_area_range")},
+}
+# Settings never taken from a run: where the command runs and where the run is kept.
+COMMAND_FIELDS = ("model.include_top", "model.fused_batch_norm", "train.model_dir",
+                  "runtime.distribution_strategy", "runtime.num_gpus", "runtime.all_reduce_alg",
+                  "runtime.num_packs", "runtime.worker_hosts", "runtime.task_index", "runtime.tpu")
+
 
 def _float_list(name, values):
   try:
@@ -298,16 +424,34 @@ def _int_list(name, values):
     raise ValueError(f"--{name} must be comma-separated integers. Received: {values}") from error
 
 
-def _loss_scale(value):
-  if value == "dynamic":
-    return _RUNTIME.loss_scale
+def _loss_scale(f):
+  """None (dynamic) or the fixed scale of --loss_scale."""
+  if f.loss_scale is not None and f.dtype != "fp16":
+    logging.info("--loss_scale=%s applies to --dtype=fp16 only (as in the official code); "
+                 "--dtype=%s computes without loss scaling.", f.loss_scale, f.dtype)
+  if f.loss_scale in (None, "dynamic"):
+    return None
   try:
-    scale = float(value)
+    scale = float(f.loss_scale)
   except ValueError:
     scale = 0.0
   if scale <= 0:
-    raise ValueError(f"--loss_scale must be 'dynamic' or a positive number. Received: {value!r}")
+    raise ValueError(f"--loss_scale must be 'dynamic' or a positive number. Received: {f.loss_scale!r}")
   return scale
+
+
+def _architecture_and_variant(f):
+  """--architecture and --variant, or what the official --model/--resnet_size/--resnet_version ask."""
+  chosen = {"architecture": f.architecture, "variant": f.variant}
+  official = official_flags.architecture_and_variant(f.model, f.resnet_size, f.resnet_version)
+  for name, value in official.items():
+    if f[name].present and f[name].value != value:
+      given = [f"--{flag}={f[flag].value}" for flag in ("model", "resnet_size", "resnet_version")
+               if f[flag].present]
+      raise ValueError(f"{' '.join(given)} asks for {name} {value!r}. Received: --{name}="
+                       f"{f[name].value} as well; give one of them.")
+    chosen[name] = value
+  return chosen["architecture"], chosen["variant"]
 
 
 def _trainable_values(architecture):
@@ -379,6 +523,14 @@ def _augmentation_and_resolution(f):
                                             f.random_erasing_area_range))
 
 
+def _eval_resize_size(f, weights_info):
+  """--eval_resize_size, else the weights' published resize at the eval size, unless
+  --eval_crop_fraction is given (it then sets the shorter side)."""
+  if f.eval_resize_size or f["eval_crop_fraction"].present:
+    return f.eval_resize_size
+  return weights_info.eval_resize_size(f.eval_image_size or f.image_size)
+
+
 def _any_input_size(f, data):
   """Whether the model must take other sizes than --image_size: to evaluate at another."""
   if data.eval_size == data.image_size:
@@ -392,28 +544,54 @@ def _any_input_size(f, data):
   return True
 
 
-def _initial_weights(f):
-  """--pretrained or --init_checkpoint, whichever is given (not both)."""
-  if f.pretrained and f.init_checkpoint:
-    raise ValueError("Give the weights to start from once: --pretrained (keras.applications .h5) or "
-                     f"--init_checkpoint (ours). Received: --pretrained={f.pretrained} and "
-                     f"--init_checkpoint={f.init_checkpoint}")
-  if f.pretrained and not f.pretrained.endswith(".h5"):
-    raise ValueError("--pretrained must be a keras.applications .h5 or .weights.h5 file; our "
-                     f"checkpoints go to --init_checkpoint. Received: --pretrained={f.pretrained}")
-  return f.pretrained or f.init_checkpoint
+PRETRAINED_EXTENSIONS = (".h5", ".pth", ".pt", ".safetensors")
+WEIGHTS_FLAGS = ("pretrained", "init_checkpoint", "pretrained_filepath")
 
 
-def _normalization(f, weights):
+def _initial_weights(f, architecture, variant):
+  """(file, WeightsInfo) of --pretrained (a named set resolved to its file), --init_checkpoint
+  or the official --pretrained_filepath, whichever is given (not two); (None, empty
+  WeightsInfo) without."""
+  given = [f"--{name}={f[name].value}" for name in WEIGHTS_FLAGS if f[name].value]
+  if len(given) > 1:
+    raise ValueError("Give the weights to start from once: --pretrained (keras.applications, "
+                     "torchvision, timm), --init_checkpoint (ours) or --pretrained_filepath (the "
+                     f"official name). Received: {' and '.join(given)}")
+  flag = _weights_flag(f)
+  try:
+    if f.pretrained and weight_sources.is_named(f.pretrained):
+      return weight_sources.resolve(f.pretrained, architecture=architecture, variant=variant,
+                                    vgg_batch_norm=f.vgg_batch_norm, num_classes=f.num_classes)
+    if f.pretrained and not f.pretrained.endswith(PRETRAINED_EXTENSIONS):
+      raise ValueError(f"must be a weights file ({', '.join(PRETRAINED_EXTENSIONS)}) or a name "
+                       "(imagenet, torchvision[:WEIGHTS], hf://ORG/REPO); our checkpoints go to "
+                       f"--init_checkpoint. Received: --pretrained={f.pretrained}")
+    weights = f.pretrained or f.init_checkpoint or f.pretrained_filepath
+    return weights, (weights_lib.weights_info(weights) if weights
+                     else weight_sources.WeightsInfo())
+  except ValueError as error:
+    raise ValueError(f"--{flag}: {error}") from error
+
+
+def _weights_flag(f):
+  """The weights flag given (the first, if several), else "pretrained"."""
+  return next((name for name in WEIGHTS_FLAGS if f[name].value), "pretrained")
+
+
+def _init_checkpoint_scope(f):
+  # The official --pretrained_filepath loads the whole model (Keras load_weights).
+  if f.pretrained_filepath and not f["init_checkpoint_scope"].present:
+    return "all"
+  return f.init_checkpoint_scope
+
+
+def _normalization(f, weights, info):
   """--normalization if given, else the weights', else --scratch_normalization."""
   if f.normalization:
     return f.normalization
   if weights:
-    flag = "pretrained" if f.pretrained else "init_checkpoint"
-    try:
-      normalization = weights_lib.weights_normalization(weights)
-    except ValueError as error:
-      raise ValueError(f"--{flag}: {error}") from error
+    flag = _weights_flag(f)
+    normalization = info.normalization
     if normalization:
       logging.info("Normalization %s, what --%s=%s was trained with.", normalization, flag, weights)
       return normalization
@@ -429,22 +607,62 @@ def _warn_without_weights(f, weights, phases):
   frozen = any(phase.trainable != config_lib.TRAINABLE_ALL for phase in phases)
   if f.expect_weights or frozen:
     logging.warning(
-        "No weights to start from (--pretrained=<keras.applications .h5> or "
+        "No weights to start from (--pretrained=<weights file or name such as torchvision> or "
         "--init_checkpoint=<our checkpoint or model_dir>): training from scratch%s.",
         ", and frozen layers keep their random initialization" if frozen else "")
 
 
+def _saved_run(f):
+  """The RunConfig of the run in --model_dir that this command acts on; None for a new run."""
+  if f.clean or (f.mode == "predict" and f.export_dir):
+    return None
+  if not tf.io.gfile.exists(run_state.config_path(f.model_dir)):
+    return None
+  return run_state.read_run_config(f.model_dir)
+
+
+def _given_fields(f):
+  """{"section.field": the first given flag that sets it} for the flags given."""
+  given = {}
+  for name, fields in FLAG_FIELDS.items():
+    if f[name].present:
+      for field in fields:
+        given.setdefault(field, name)
+  return given
+
+
+def _log_inert_flags(f):
+  for name in official_flags.INERT:
+    if f[name].present:
+      logging.info("%s", official_flags.inert_message(name, f[name].value))
+
+
 def experiment_from_flags(flag_values=FLAGS):
-  """The ExperimentConfig the flags describe; ValueError naming the flag when they do not fit."""
+  """The ExperimentConfig the flags describe; ValueError naming the flag when they do not fit.
+
+  When --model_dir holds a run to act on, settings no given flag sets are the run's.
+  """
   f = flag_values
+  _log_inert_flags(f)
+  strategy, num_gpus = distribute.resolve_devices(
+      f.distribution_strategy, f.num_gpus, len(tf.config.list_physical_devices("GPU")))
   runtime = config_lib.RuntimeConfig(
-      distribution_strategy=f.distribution_strategy, num_gpus=f.num_gpus,
+      distribution_strategy=strategy, num_gpus=num_gpus,
       all_reduce_alg=f.all_reduce_alg, num_packs=f.num_packs,
       worker_hosts=tuple(f.worker_hosts), task_index=f.task_index, tpu=f.tpu, dtype=f.dtype,
-      loss_scale=_loss_scale(f.loss_scale), enable_xla=f.enable_xla, seed=f.seed)
-  weights = _initial_weights(f)
-  normalization = _normalization(f, weights)
+      loss_scale=_loss_scale(f), enable_xla=f.enable_xla, seed=f.seed)
+  saved = _saved_run(f)
+  architecture, variant = _architecture_and_variant(f)
+  weights, weights_info = _initial_weights(f, architecture, variant)
+  weight_sources.check_variant(weights_info, architecture, variant)
+  # An existing run's normalization comes from its config.json, not from weights files.
+  normalization = (_normalization(f, weights, weights_info) if saved is None or f.normalization
+                   else saved.data.normalization)
   normalization_in_model = normalization if f.normalize_in_model else None
+  private_threads = f.datasets_num_private_threads
+  if f.tf_gpu_thread_mode:
+    private_threads = official_flags.datasets_private_threads(
+        f.per_gpu_thread_count, num_gpus, private_threads, os.cpu_count() or 1)
   data = DataConfig(
       source="synthetic" if f.use_synthetic_data else f.source, data_dir=f.data_dir,
       train_file_pattern=f.train_file_pattern, eval_file_pattern=f.eval_file_pattern,
@@ -453,22 +671,27 @@ def experiment_from_flags(flag_values=FLAGS):
       batch_size=f.batch_size, normalization=normalization,
       output_dtype="uint8" if f.normalize_in_model else "float32",
       validation_fraction=f.validation_fraction, shuffle_buffer_size=f.shuffle_buffer_size,
-      cache=f.training_dataset_cache, private_threads=f.datasets_num_private_threads,
+      cache=f.training_dataset_cache, eval_cache=f.eval_dataset_cache,
+      experimental_slack=f.tf_data_experimental_slack, private_threads=private_threads,
       synthetic_num_examples=f.synthetic_num_examples, seed=f.seed,
+      eval_resize_size=_eval_resize_size(f, weights_info),
+      eval_resize_method=f.eval_resize_method or weights_info.eval_resize_method or "bilinear",
       **_augmentation_and_resolution(f))
   model = ModelConfig(
-      architecture=f.architecture, variant=f.variant, num_classes=f.num_classes,
+      architecture=architecture, variant=variant, num_classes=f.num_classes,
       image_size=f.image_size, pooling=None if f.pooling == "none" else f.pooling,
       head=HeadConfig(hidden_units=_int_list("head_hidden_units", f.head_hidden_units),
                       dropout=f.head_dropout, activation=f.head_activation),
       base_width=f.base_width, vgg_batch_norm=f.vgg_batch_norm,
       zero_init_residual=f.zero_init_residual, weight_decay=f.weight_decay,
       dtype_policy=runtime.dtype_policy, input_normalization=normalization_in_model,
-      data_format=f.data_format, any_input_size=_any_input_size(f, data))
+      data_format=f.data_format, sync_batch_norm=f.sync_batch_norm,
+      conv_padding=f.conv_padding or weights_info.conv_padding or "same",
+      any_input_size=_any_input_size(f, data))
   schedule = config_lib.ScheduleConfig(
       name=f.lr_schedule, base_learning_rate=f.base_learning_rate,
       base_batch_size=f.lr_base_batch_size or None, warmup_epochs=f.warmup_epochs,
-      decay_epochs=_float_list("lr_decay_epochs", f.lr_decay_epochs),
+      decay_epochs=_float_list("lr_decay_epochs", f.lr_decay_epochs) or None,
       decay_factor=f.lr_decay_factor, cosine_alpha=f.cosine_alpha)
   optimizer = config_lib.OptimizerConfig(
       name=f.optimizer, momentum=f.momentum, nesterov=f.nesterov, beta_1=f.adam_beta_1,
@@ -479,25 +702,72 @@ def experiment_from_flags(flag_values=FLAGS):
       log_steps=f.log_steps, checkpoint_steps=f.checkpoint_steps,
       keep_checkpoints=f.keep_checkpoints, label_smoothing=f.label_smoothing,
       optimizer=optimizer, schedule=schedule, phases=_phases(f, schedule), init_checkpoint=weights,
-      init_checkpoint_scope=f.init_checkpoint_scope, training_loop=f.training_loop,
+      init_checkpoint_scope=_init_checkpoint_scope(f), training_loop=f.training_loop,
       enable_tensorboard=f.enable_tensorboard, nan_policy=f.nan_policy,
-      normalize_on_device=f.normalize_on_device)
+      normalize_on_device=f.normalize_on_device,
+      profile_steps=official_flags.parse_profile_steps(f.profile_steps) if f.profile_steps else None)
+  export_dir = f.export_dir
+  if f.enable_checkpoint_and_export and not export_dir:
+    export_dir = os.path.join(f.model_dir, "saved_model")
   export_config = config_lib.ExportConfig(
-      export_dir=f.export_dir, formats=tuple(f.export_format), top_k=f.top_k)
-  builder.validate(model)
-  _warn_without_weights(f, weights, train.resolved_phases())
-  return config_lib.ExperimentConfig(data=data, model=model, train=train, runtime=runtime,
-                                     export=export_config)
+      export_dir=export_dir, formats=tuple(f.export_format), top_k=f.top_k)
+  experiment = config_lib.ExperimentConfig(data=data, model=model, train=train, runtime=runtime,
+                                           export=export_config)
+  if saved is not None:
+    settable = {field for fields in FLAG_FIELDS.values() for field in fields}
+    experiment = run_state.with_saved_run(experiment, saved, f.model_dir, settable,
+                                          _given_fields(f))
+  builder.validate(experiment.model)
+  _warn_without_weights(f, weights, experiment.train.resolved_phases())
+  return experiment
+
+
+def _mode(f):
+  if f.skip_eval and f.mode == "eval":
+    raise ValueError("--skip_eval leaves --mode=eval nothing to do. Received: --mode=eval --skip_eval")
+  # The official --skip_eval: training without evaluations.
+  return "train" if f.skip_eval and f.mode == "train_and_eval" else f.mode
+
+
+def _apply_process_settings(f):
+  """What the official flags set for the whole process: environment, eager execution."""
+  environment = {}
+  if f.tf_gpu_thread_mode:
+    environment = official_flags.gpu_thread_environment(f.tf_gpu_thread_mode,
+                                                        f.per_gpu_thread_count)
+  for name, value in environment.items():
+    os.environ[name] = value
+    logging.info("%s=%s", name, value)
+  if f["batchnorm_spatial_persistent"].present:
+    if f.batchnorm_spatial_persistent:
+      os.environ["TF_USE_CUDNN_BATCHNORM_SPATIAL_PERSISTENT"] = "1"
+    else:
+      os.environ.pop("TF_USE_CUDNN_BATCHNORM_SPATIAL_PERSISTENT", None)
+  eager = f.run_eagerly or not f.use_tf_function
+  if eager:
+    logging.info("Running the train and eval steps eagerly (--use_tf_function=false or "
+                 "--run_eagerly): slow, for debugging.")
+  tf.config.run_functions_eagerly(eager)
 
 
 def run(flag_values=FLAGS):
   """Runs --mode with the parsed flags and returns its stats."""
   try:
+    mode = _mode(flag_values)
+    if flag_values.clean and mode not in ("train", "train_and_eval"):
+      raise ValueError(f"--clean deletes model_dir before training; --mode={mode} would "
+                       f"delete the run it acts on. Received: --mode={mode} --clean")
     experiment = experiment_from_flags(flag_values)
+    _apply_process_settings(flag_values)
   except ValueError as error:
     raise app.UsageError(str(error)) from error
-  stats = MODES[flag_values.mode](experiment, flag_values)
-  logging.info("Run stats: %s", json.dumps({k: v for k, v in stats.items() if k != "history"}))
+  if flag_values.clean:
+    # After the flags are known to be good: a mistake deletes nothing.
+    run_state.clean(flag_values.model_dir)
+  stats = MODES[mode](experiment, flag_values)
+  # The evaluation report has its own log line and files (model_dir/eval/).
+  left_out = {"history", *(f"eval_{name}" for name in progress.REPORT_FIELDS)}
+  logging.info("Run stats: %s", json.dumps({k: v for k, v in stats.items() if k not in left_out}))
   return stats
 
 
@@ -510,7 +780,9 @@ def main(argv):
   try:
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments (flags need --name=value). Received: {argv[1:]}")
-    run()
+    stats = run()
+    if stats.get("failed"):
+      sys.exit(1)
   except trainer.Preempted as stop:
     logging.warning("%s", stop)
     sys.exit(trainer.EXIT_PREEMPTED)

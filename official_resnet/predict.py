@@ -3,13 +3,15 @@
 The model comes from an exported SavedModel (a version directory, or an
 export_dir whose latest version is used) or from a trainer's model_dir, whose
 latest checkpoint is restored and run through the same serving function the
-export saves, so both give the same numbers.
+export saves, so both give the same numbers. A file that cannot be read or
+decoded gets its error in place of classes, and the others are still predicted.
 """
 import dataclasses
 import json
 import os
 from collections.abc import Sequence
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -32,6 +34,8 @@ class ClassScore:
 class Prediction:
   image: str
   top_k: tuple[ClassScore, ...]
+  # Why the image could not be classified (top_k is then empty); None when it was.
+  error: str | None = None
 
 
 def image_paths(images: Sequence[str]) -> list[str]:
@@ -83,7 +87,8 @@ def load_classifier(source: str):
     module, _ = export.build_serving_module(
         model, run_config.class_names,
         normalization=export.serving_normalization(run_config.model, run_config.data),
-        crop_fraction=run_config.data.eval_crop_fraction)
+        eval_resize_size=run_config.data.eval_shorter_side,
+        eval_resize_method=run_config.data.eval_resize_method)
     return lambda images: module.serve_encoded(images)["probabilities"], run_config.class_names
   raise ValueError("`source` must be an exported SavedModel, an export_dir with numbered "
                    f"versions, or a model_dir with checkpoints. Received: source={source!r}")
@@ -96,24 +101,37 @@ def _op_message(error):
   return lines[node_lines[0] - 1] if node_lines and node_lines[0] > 0 else lines[-1]
 
 
-def _probabilities(classify, paths):
-  contents = [tf.io.gfile.GFile(path, "rb").read() for path in paths]
+def _read(path):
+  """(bytes, None), or (None, the reason) for a file that cannot be read."""
   try:
-    return classify(tf.constant(contents)).numpy()
+    with tf.io.gfile.GFile(path, "rb") as f:
+      return f.read(), None
+  except (OSError, tf.errors.OpError) as error:
+    return None, f"cannot be read ({getattr(error, 'message', None) or error})"
+
+
+def _probabilities(classify, contents):
+  """[N, C] probabilities, or per image (probabilities [C] or the reason it failed)."""
+  try:
+    return list(classify(tf.constant(contents)).numpy())
   except tf.errors.InvalidArgumentError:
-    # The batch failed as a whole; find the file to name.
-    for path, content in zip(paths, contents):
+    # The batch failed as a whole; classify one by one to tell the bad files from the good.
+    results = []
+    for content in contents:
       try:
-        classify(tf.constant([content]))
-      except tf.errors.InvalidArgumentError as single_error:
-        raise ValueError(f"`images` must be JPEG, PNG, GIF or BMP files. Received: {path!r} "
-                         f"({_op_message(single_error)})") from single_error
-    raise
+        results.append(classify(tf.constant([content])).numpy()[0])
+      except tf.errors.InvalidArgumentError as error:
+        results.append(f"not a JPEG, PNG, GIF or BMP image ({_op_message(error)})")
+    return results
 
 
 def predict(source: str, images: Sequence[str], top_k: int = export.DEFAULT_TOP_K, *,
             batch_size: int = DEFAULT_BATCH_SIZE) -> list[Prediction]:
-  """The top_k classes of every image in `images` (files or folders), in path order."""
+  """The top_k classes of every image in `images` (files or folders), in path order.
+
+  A file that cannot be read or decoded gets a Prediction with `error` set (and
+  a warning naming it); the others are classified as usual.
+  """
   config_lib.check_top_k(top_k)
   if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f"`batch_size` must be an integer >= 1. Received: batch_size={batch_size!r}")
@@ -122,18 +140,32 @@ def predict(source: str, images: Sequence[str], top_k: int = export.DEFAULT_TOP_
   k = min(top_k, len(class_names))
   predictions = []
   for start in range(0, len(paths), batch_size):
-    batch_paths = paths[start:start + batch_size]
-    for path, probabilities in zip(batch_paths, _probabilities(classify, batch_paths)):
-      # Stable sort: ties keep the lower class id first, as tf.math.top_k does.
-      best = np.argsort(-probabilities, kind="stable")[:k]
-      predictions.append(Prediction(path, tuple(
-          ClassScore(int(i), class_names[i], float(probabilities[i])) for i in best)))
+    batch = [(path, *_read(path)) for path in paths[start:start + batch_size]]
+    results = {path: error for path, _, error in batch if error}
+    readable = [(path, content) for path, content, error in batch if not error]
+    if readable:
+      results.update(zip([path for path, _ in readable],
+                         _probabilities(classify, [content for _, content in readable])))
+    predictions.extend(_prediction(path, results[path], class_names, k) for path, _, _ in batch)
   return predictions
+
+
+def _prediction(path, result, class_names, k):
+  """The Prediction of `path` from its probabilities, or from the reason it failed (a str)."""
+  if isinstance(result, str):
+    logging.warning("Not classified: %s: %s", path, result)
+    return Prediction(path, (), error=result)
+  # Stable sort: ties keep the lower class id first, as tf.math.top_k does.
+  best = np.argsort(-result, kind="stable")[:k]
+  return Prediction(path, tuple(
+      ClassScore(int(i), class_names[i], float(result[i])) for i in best))
 
 
 def format_table(predictions: Sequence[Prediction]) -> str:
   rows = [("image", "rank", "class", "name", "probability")]
   for prediction in predictions:
+    if prediction.error:
+      rows.append((prediction.image, "-", "-", "error:", prediction.error))
     for rank, score in enumerate(prediction.top_k, start=1):
       rows.append((prediction.image if rank == 1 else "", str(rank), str(score.class_id),
                    score.name, f"{score.probability:.4f}"))

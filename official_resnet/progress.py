@@ -1,12 +1,17 @@
-"""What a run tells the user while it trains: log lines, a terminal progress bar, TensorBoard scalars."""
+"""What a run tells the user while it trains: log lines, a terminal progress bar, TensorBoard
+scalars and images, and the evaluation report."""
+import io
 import os
 import sys
 
 from absl import logging
 import keras
 import numpy as np
+from PIL import Image
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
+
+from official_resnet import eval_report
 
 # Per-step sums every loop returns: [loss, top-1 hits, top-5 hits, examples].
 NUM_SUMS = 4
@@ -15,6 +20,14 @@ NUM_SUMS = 4
 SCALAR_METADATA = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
     data_class=summary_pb2.DATA_CLASS_SCALAR)
+# The same for the images plugin: a string tensor [width, height, PNG bytes...].
+IMAGE_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="images"),
+    data_class=summary_pb2.DATA_CLASS_BLOB_SEQUENCE)
+# Eval results too large for every history entry: stats.json keeps the last evaluation's.
+REPORT_FIELDS = ("per_class", "confusion_matrix")
+# Most confused pairs named in the log line of each evaluation.
+LOGGED_PAIRS = 3
 
 
 class MetricSums:
@@ -43,41 +56,65 @@ class MetricSums:
             "examples_per_second": examples / self.seconds if self.seconds else 0.0}
 
 
-def eval_result(sums):
-  """Eval metrics from summed [loss, top-1, top-5, examples] over the whole eval set."""
+def eval_result(sums, confusion, class_names):
+  """Eval metrics from summed [loss, top-1, top-5, examples] and the confusion matrix
+  (rows: true class, columns: predicted) over the whole eval set."""
   loss, top_1, top_5, examples = (float(value) for value in sums)
   if not examples:
     raise ValueError("The evaluation data set is empty; check eval_split / the validation "
                      "files. Received: 0 examples")
+  # Summed as float32 on the device: exact counts up to 2**24 per cell.
+  confusion = np.rint(np.asarray(confusion)).astype(np.int64)
   return {"loss": loss / examples, "top_1_accuracy": top_1 / examples,
-          "top_5_accuracy": top_5 / examples, "examples": int(examples)}
+          "top_5_accuracy": top_5 / examples, "examples": int(examples),
+          "per_class": eval_report.per_class(confusion, class_names),
+          "confusion_matrix": confusion.tolist()}
+
+
+def eval_fields(metrics, with_report=True):
+  """{"eval_<name>": value} of eval_result's metrics; REPORT_FIELDS only `with_report`."""
+  return {f"eval_{name}": value for name, value in metrics.items()
+          if with_report or name not in REPORT_FIELDS}
 
 
 class Reporter:
   """Reports train windows and evaluations; silent on every worker but the chief.
 
-  TensorBoard scalars go to model_dir/train and model_dir/eval when `tensorboard`.
-  The progress bar shows only when stdout is a terminal.
+  TensorBoard scalars go to model_dir/train and model_dir/eval when `tensorboard`, with
+  each evaluation's per-class scalars and report picture. Each evaluation also writes its
+  report (eval_report) to model_dir/eval. The progress bar shows only when stdout is a
+  terminal and `progress_bar`.
   """
 
-  def __init__(self, model_dir, total_steps, active=True, tensorboard=False):
+  def __init__(self, model_dir, total_steps, active=True, tensorboard=False, progress_bar=True):
     self._active = active
     self._model_dir = model_dir
     self._writers = {} if (active and tensorboard) else None
     self._progbar = None
-    if active and sys.stdout.isatty():
+    if active and progress_bar and sys.stdout.isatty():
       self._progbar = keras.utils.Progbar(total_steps, unit_name="step")
       self._progbar.update(0)
     self._total_steps = total_steps
 
+  def _writer(self, kind):
+    if kind not in self._writers:
+      self._writers[kind] = tf.summary.create_file_writer(os.path.join(self._model_dir, kind))
+    return self._writers[kind]
+
   def _write(self, kind, step, scalars):
     if self._writers is None:
       return
-    if kind not in self._writers:
-      self._writers[kind] = tf.summary.create_file_writer(os.path.join(self._model_dir, kind))
-    with self._writers[kind].as_default(step=step):
+    with self._writer(kind).as_default(step=step):
       for name, value in scalars.items():
         tf.summary.write(name, tf.constant(value, tf.float32), metadata=SCALAR_METADATA)
+
+  def _write_image(self, kind, step, name, png):
+    if self._writers is None:
+      return
+    with Image.open(io.BytesIO(png)) as image:
+      width, height = image.size
+    with self._writer(kind).as_default(step=step):
+      tf.summary.write(name, tf.constant([str(width), str(height), png]), metadata=IMAGE_METADATA)
 
   def train(self, step, metrics, learning_rate):
     if not self._active or not metrics:
@@ -96,7 +133,23 @@ class Reporter:
     logging.info("eval at step %d: loss %.4f, top-1 %.4f, top-5 %.4f over %d examples", step,
                  metrics["loss"], metrics["top_1_accuracy"], metrics["top_5_accuracy"],
                  metrics["examples"])
-    self._write("eval", step, {name: value for name, value in metrics.items() if name != "examples"})
+    directory = os.path.join(self._model_dir, eval_report.REPORT_DIR)
+    names = [row["class"] for row in metrics["per_class"]]
+    pairs = eval_report.most_confused(metrics["confusion_matrix"], LOGGED_PAIRS)
+    worst = min(metrics["per_class"], key=lambda row: row["f1"])
+    logging.info("eval at step %d: most confused (true -> predicted) %s; lowest F1 %s (%.3f); "
+                 "report in %s", step,
+                 ", ".join(f"{names[true]} -> {names[predicted]} {count}"
+                           for true, predicted, count in pairs) or "none",
+                 worst["class"], worst["f1"], directory)
+    png = eval_report.picture(step, metrics)
+    eval_report.write(directory, metrics, png)
+    scalars = {name: value for name, value in metrics.items()
+               if name != "examples" and name not in REPORT_FIELDS}
+    for row in metrics["per_class"]:
+      scalars.update({f"{name}/{row['class']}": row[name] for name in ("precision", "recall", "f1")})
+    self._write("eval", step, scalars)
+    self._write_image("eval", step, "confusion_matrix", png)
 
   def close(self):
     for writer in (self._writers or {}).values():

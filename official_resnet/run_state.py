@@ -2,7 +2,8 @@
 
 config.json = {"model": asdict(ModelConfig), "data": asdict(DataConfig),
 "train": asdict(TrainConfig), "runtime": asdict(RuntimeConfig), "class_names": [...]}.
-Export and evaluation rebuild the model from it with read_run_config.
+Export and evaluation rebuild the model from it with read_run_config, and the
+command takes the settings it is not given from it (with_saved_run).
 """
 import dataclasses
 import json
@@ -15,14 +16,25 @@ import tensorflow as tf
 
 from input_pipeline.config import DataConfig
 from official_resnet import config as config_lib
+from official_resnet import run_lock
 from official_resnet.models.config import ModelConfig
 
 CONFIG_FILE = "config.json"
 STATS_FILE = "stats.json"
 EVAL_STATS_FILE = "eval_stats.json"
-# Model fields a resumed run may change: they decide the compute dtype, layout,
-# kernels and accepted input sizes, not the variables.
-_RESUMABLE_MODEL_FIELDS = ("dtype_policy", "data_format", "fused_batch_norm", "any_input_size")
+# Model fields a resumed run may change: they decide the compute dtype, layout and
+# kernels, the replicas' BatchNorm moments or the input sizes taken, not the variables.
+_RESUMABLE_MODEL_FIELDS = ("dtype_policy", "data_format", "fused_batch_norm", "sync_batch_norm",
+                           "any_input_size")
+# Data fields that say what the data is; the others (where it is, batch size, caching,
+# threads, seed, the split to evaluate) may change between runs of the same model_dir.
+_RUN_DEFINING_DATA_FIELDS = ("source", "tfds_name", "train_split", "image_size", "num_classes",
+                             "label_offset", "normalization", "output_dtype",
+                             "validation_fraction", "synthetic_num_examples")
+# TrainConfig fields that together say how the run trains: a command that gives any of
+# them gives the whole recipe; one that gives none keeps the run's.
+TRAIN_RECIPE_FIELDS = ("train_epochs", "train_steps", "phases", "schedule", "optimizer",
+                       "label_smoothing")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,3 +135,88 @@ def write_stats(model_dir, stats, name=STATS_FILE):
 def read_stats(model_dir, name=STATS_FILE):
   with tf.io.gfile.GFile(os.path.join(model_dir, name)) as f:
     return json.load(f)
+
+
+# Steps --mode=continuous_eval has evaluated: {"evaluations": [{"step", "checkpoint", eval_*}]}.
+CONTINUOUS_EVAL_FILE = "continuous_eval.json"
+
+
+def write_atomically(path, contents):
+  """Writes `contents` (str or bytes) to `path` under a temporary name, then renames it."""
+  tf.io.gfile.makedirs(os.path.dirname(path))
+  with tf.io.gfile.GFile(path + ".tmp", "wb" if isinstance(contents, bytes) else "w") as f:
+    f.write(contents)
+  tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+
+
+def _is_run_defining(section, name):
+  if section == "model":
+    return name not in _RESUMABLE_MODEL_FIELDS
+  return section == "data" and name in _RUN_DEFINING_DATA_FIELDS
+
+
+def with_saved_run(requested, saved, model_dir, settable, given):
+  """`requested` (an ExperimentConfig) completed from `saved` (a RunConfig) where no flag was given.
+
+  settable: the "section.field" names (model, data, train, runtime) that flags set;
+  given: those the command gave, each to the name of the flag that gave it. A settable
+  field nobody gave takes the run's value; the training recipe (TRAIN_RECIPE_FIELDS)
+  moves as one. A given value differing from the run's is refused when it would change
+  the model or what the data is (naming both values), and otherwise replaces it (logged).
+  Fields no flag sets keep `requested`'s values.
+  """
+  saved_sections = {"model": saved.model, "data": saved.data, "train": saved.train,
+                    "runtime": saved.runtime}
+  recipe_given = any(f"train.{name}" in given for name in TRAIN_RECIPE_FIELDS)
+  refused, sections = [], {}
+  for section, current in (("model", requested.model), ("data", requested.data),
+                           ("train", requested.train), ("runtime", requested.runtime)):
+    previous = saved_sections[section]
+    if previous is None:
+      sections[section] = current
+      continue
+    changes = {}
+    for field in dataclasses.fields(current):
+      key = f"{section}.{field.name}"
+      ours, theirs = getattr(current, field.name), getattr(previous, field.name)
+      if key not in settable or ours == theirs:
+        continue
+      if section == "train" and field.name in TRAIN_RECIPE_FIELDS:
+        if not recipe_given:
+          changes[field.name] = theirs
+      elif key not in given:
+        changes[field.name] = theirs
+      elif _is_run_defining(section, field.name):
+        refused.append(f"--{given[key]} asks for {field.name}={ours!r}, the run has {theirs!r}")
+      else:
+        logging.info("--%s: %s=%r instead of the run's %r.", given[key], field.name, ours, theirs)
+    sections[section] = dataclasses.replace(current, **changes)
+  if refused:
+    raise ValueError(
+        f"model_dir {model_dir} holds a run that differs from the flags given ({'; '.join(refused)}"
+        f"; {CONFIG_FILE} has the run's settings). Leave those flags out to use the run's, or "
+        "use a new --model_dir. Nothing was written.")
+  if recipe_given or saved.train is None:
+    logging.info("Using %s's settings not given as flags, and the training recipe given.",
+                 config_path(model_dir))
+  else:
+    logging.info("Using %s's settings not given as flags, its training recipe included.",
+                 config_path(model_dir))
+  return dataclasses.replace(requested, **sections)
+
+
+def clean(model_dir):
+  """Deletes what model_dir holds (the official --clean); RunLockedError while a trainer runs there."""
+  if not tf.io.gfile.isdir(model_dir):
+    return
+  with run_lock.RunLock(model_dir):
+    for name in tf.io.gfile.listdir(model_dir):
+      name = name.rstrip("/")
+      if name == run_lock.LOCK_FILE:
+        continue
+      path = os.path.join(model_dir, name)
+      if tf.io.gfile.isdir(path):
+        tf.io.gfile.rmtree(path)
+      else:
+        tf.io.gfile.remove(path)
+  logging.info("--clean: deleted what %s held.", model_dir)

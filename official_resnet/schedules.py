@@ -90,13 +90,25 @@ class PhasedSchedule(keras.optimizers.schedules.LearningRateSchedule):
             "schedules": [keras.optimizers.schedules.serialize(s) for s in self.schedules]}
 
 
+def _warmup_steps(schedule_config, steps_per_epoch, total_steps):
+  if schedule_config.warmup_epochs is None:
+    return int(round(config_lib.WARMUP_FRACTION * total_steps))
+  return int(round(schedule_config.warmup_epochs * steps_per_epoch))
+
+
+def _decay_steps(schedule_config, steps_per_epoch, total_steps):
+  if schedule_config.decay_epochs is None:
+    return [int(round(fraction * total_steps)) for fraction in config_lib.DECAY_FRACTIONS]
+  return [int(round(epoch * steps_per_epoch)) for epoch in schedule_config.decay_epochs]
+
+
 def build_schedule(schedule_config, batch_size, steps_per_epoch, total_steps):
   """The LearningRateSchedule of one phase of `total_steps` steps."""
   peak = schedule_config.peak_learning_rate(batch_size)
-  warmup_steps = int(round(schedule_config.warmup_epochs * steps_per_epoch))
+  warmup_steps = _warmup_steps(schedule_config, steps_per_epoch, total_steps)
   name = schedule_config.name
   if name == "piecewise":
-    boundaries = [int(round(epoch * steps_per_epoch)) for epoch in schedule_config.decay_epochs]
+    boundaries = _decay_steps(schedule_config, steps_per_epoch, total_steps)
     multipliers = [schedule_config.decay_factor ** i for i in range(len(boundaries) + 1)]
     return PiecewiseConstantWithWarmup(peak, warmup_steps, boundaries, multipliers)
   if name == "cosine":
@@ -109,3 +121,25 @@ def build_schedule(schedule_config, batch_size, steps_per_epoch, total_steps):
   if name == "constant":
     return ConstantSchedule(peak)
   raise ValueError(f"lr_schedule must be one of {config_lib.SCHEDULES}. Received: {name!r}")
+
+
+def outside_the_phase(schedule_config, steps_per_epoch, total_steps):
+  """What of the schedule falls outside a phase of `total_steps` steps; "" when it all fits.
+
+  Given epochs can put the warm-up's end or the decays past the phase's end (the
+  official 5 warm-up epochs and decays at 30/60/80 in a 5-epoch run): the rate then
+  never reaches its peak, or never decays.
+  """
+  problems = []
+  if schedule_config.name in ("piecewise", "cosine"):
+    warmup_steps = _warmup_steps(schedule_config, steps_per_epoch, total_steps)
+    if warmup_steps >= total_steps:
+      problems.append(f"the warm-up ({schedule_config.warmup_epochs:g} epochs, {warmup_steps} "
+                      "steps) does not end before it, so the rate never reaches its peak")
+  if schedule_config.name == "piecewise":
+    late = [epoch for epoch, step in zip(
+        schedule_config.decay_epochs or (), _decay_steps(schedule_config, steps_per_epoch,
+                                                         total_steps)) if step >= total_steps]
+    if late:
+      problems.append(f"the decays at epochs {', '.join(f'{e:g}' for e in late)} come after it")
+  return "; ".join(problems)

@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 import input_pipeline
+from input_pipeline import bad_data
 from input_pipeline import preprocessing
 from official_resnet import config as config_lib
 from official_resnet import distribute
@@ -38,6 +39,7 @@ from official_resnet import export
 from official_resnet import losses
 from official_resnet import models
 from official_resnet import optimizers
+from official_resnet import profiling
 from official_resnet import progress
 from official_resnet import run_lock
 from official_resnet import run_state
@@ -134,6 +136,11 @@ def normalizes_on_device(experiment):
           and experiment.data.output_dtype == "float32")
 
 
+def _assign_all(variables, values):
+  for variable, value in zip(variables, values):
+    variable.assign(value)
+
+
 def _next_multiple(step, every):
   return (step // every + 1) * every
 
@@ -166,12 +173,13 @@ class Trainer:
     self.total_steps = self.phases[-1].end_step
     if experiment.runtime.seed is not None:
       keras.utils.set_random_seed(experiment.runtime.seed)
+    self.learning_rate_schedule = self._learning_rate_schedule()
     with self.strategy.scope():
       self.model = models.build_model(experiment.model)
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step",
                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
       self.optimizer = optimizers.build_optimizer(
-          experiment.train.optimizer, self._learning_rate_schedule(), model=self.model,
+          experiment.train.optimizer, self.learning_rate_schedule, model=self.model,
           dtype=experiment.runtime.dtype, loss_scale=experiment.runtime.loss_scale)
       # Slots for every variable now, before a phase freezes some, so that every
       # checkpoint holds the same variables whichever phase wrote it.
@@ -180,7 +188,8 @@ class Trainer:
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step)
     self._iterator_state = None
     self._evaluate_all = None
-    self._sync_moving_statistics = None
+    # Rebuilt for each phase's trainable layers by _enter_phase.
+    self._sync_moving_statistics = self._make_sync_moving_statistics()
     self._last_saved_step = None
     self._agree_to_stop = self._make_agree_to_stop()
 
@@ -205,6 +214,13 @@ class Trainer:
 
   def current_step(self):
     return int(self.step.numpy())
+
+  def last_learning_rate(self):
+    """The rate the last applied update used; optimizer.learning_rate is already the next one's.
+
+    At a phase's end the next would be the next phase's rate.
+    """
+    return float(self.learning_rate_schedule(max(int(self.optimizer.iterations.numpy()) - 1, 0)))
 
   # ----------------------------------------------------------------- state
 
@@ -246,7 +262,7 @@ class Trainer:
     step = self.current_step()
     if step == self._last_saved_step:
       return
-    self._sync_replicas()
+    self.sync_replicas()
     path = manager.save(checkpoint_number=step)
     self._last_saved_step = step
     if self.is_chief:
@@ -309,8 +325,8 @@ class Trainer:
       self._compile()
     self._sync_moving_statistics = self._make_sync_moving_statistics()
 
-  def _sync_replicas(self):
-    """Makes the replicas' moving statistics agree, before they are saved or used."""
+  def sync_replicas(self):
+    """Makes the replicas' moving statistics agree (their mean), before they are saved or used."""
     if self._sync_moving_statistics is not None:
       self._sync_moving_statistics()
 
@@ -403,7 +419,8 @@ class Trainer:
         loss = tf.reduce_sum(per_example) / global_batch
         if model.losses:
           loss += tf.add_n([tf.cast(term, tf.float32) for term in model.losses]) / num_replicas
-        scaled_loss = optimizer.scale_loss(loss) if loss_scaling else loss
+        # The dynamic scale, a fixed loss_scale_factor, or the loss as it is.
+        scaled_loss = optimizer.scale_loss(loss)
       gradients = tape.gradient(scaled_loss, variables)
       top_1, top_k = losses.correct_counts(labels, logits, k)
       examples = tf.cast(tf.shape(labels)[0], tf.float32)
@@ -413,22 +430,29 @@ class Trainer:
       # The model's math only: the optimizer's cross-replica update cannot run inside XLA.
       forward_backward = tf.function(forward_backward, jit_compile=True)
 
+    # Read before each forward pass updates them, to be put back when the step is skipped.
+    moving_statistics = self.moving_statistics() if skip else []
+
     def replica_step(inputs):
       images, labels = inputs
+      statistics_before = [tf.identity(variable) for variable in moving_statistics]
       gradients, sums = forward_backward(images, labels)
       finite = tf.math.is_finite(sums[0])
+      if not loss_scaling:
+        finite &= tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients])
+      if skip:
+        all_finite = tf.distribute.get_replica_context().all_reduce(
+            tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32)) == 0
+        # A skipped step leaves BatchNorm's moving statistics as they were, not NaN.
+        tf.cond(all_finite, lambda: None, lambda: _assign_all(moving_statistics, statistics_before))
       if loss_scaling:
         # The loss-scale optimizer skips overflowing gradients itself: only the loss counts.
         gradients = self._agree_on_finite(gradients)
         optimizer.apply(gradients, variables)
+      elif skip:
+        self._apply_if(all_finite, gradients, variables)
       else:
-        finite &= tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients])
-        if skip:
-          bad_replicas = tf.distribute.get_replica_context().all_reduce(
-              tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
-          self._apply_if(bad_replicas == 0, gradients, variables)
-        else:
-          optimizer.apply(gradients, variables)
+        optimizer.apply(gradients, variables)
       # The bad-replica count rides on the sums' all-reduce: no extra collective per step.
       return tf.concat([sums, [1.0 - tf.cast(finite, tf.float32)]], axis=0)
 
@@ -453,6 +477,12 @@ class Trainer:
 
     return train_steps
 
+  def moving_statistics(self):
+    """The state a training step updates outside the optimizer: non-trainable weights
+    (BatchNorm's moving mean and variance) of the layers that are not frozen."""
+    return [weight.value for layer in self.model.layers if layer.trainable
+            for weight in layer.non_trainable_weights]
+
   def _make_sync_moving_statistics(self):
     """tf.function() averaging the replicas' copies of the model's moving statistics; None if none.
 
@@ -462,31 +492,42 @@ class Trainer:
     aggregation did.
     """
     strategy = self.strategy
-    # State the training step updates: non-trainable weights of layers that are not frozen.
-    variables = [weight.value for layer in self.model.layers if layer.trainable
-                 for weight in layer.non_trainable_weights]
+    variables = self.moving_statistics()
     if strategy.num_replicas_in_sync == 1 or not variables:
       return None
 
+    def replica_means():
+      # One replica-context all-reduce of the whole list: the strategy packs values of any
+      # shapes into few collectives. strategy.reduce would stack them, which fails under
+      # MultiWorkerMirroredStrategy as soon as two layers differ in width.
+      return tf.distribute.get_replica_context().all_reduce(
+          tf.distribute.ReduceOp.MEAN, [tf.identity(variable) for variable in variables])
+
     @tf.function
     def sync():
-      local = strategy.run(lambda: [tf.identity(variable) for variable in variables])
-      means = strategy.reduce(tf.distribute.ReduceOp.MEAN, local, axis=None)
+      means = strategy.run(replica_means)
       for variable, mean in zip(variables, means):
-        variable.assign(mean)
+        # Every replica holds the same mean; the cross-replica assign writes it to each copy.
+        variable.assign(strategy.experimental_local_results(mean)[0])
 
     return sync
 
   def _make_evaluate_all(self):
-    """tf.function() -> summed [loss, top-1, top-5, examples] over one pass of the eval set."""
+    """tf.function() -> {"sums": [loss, top-1, top-5, examples], "confusion": [C, C]} summed
+    over one pass of the eval set; confusion rows are true classes, columns predicted ones."""
     model, strategy = self.model, self.strategy
-    k = losses.top_k(self.config.model.num_classes)
+    num_classes = self.config.model.num_classes
+    k = losses.top_k(num_classes)
 
     def batch_sums(images, labels):
       logits = model(images, training=False)
       loss = tf.reduce_sum(losses.per_example_crossentropy(labels, logits))
       top_1, top_k = losses.correct_counts(labels, logits, k)
-      return tf.stack([loss, top_1, top_k, tf.cast(tf.shape(labels)[0], tf.float32)])
+      predictions = tf.argmax(tf.cast(logits, tf.float32), axis=-1, output_type=tf.int32)
+      confusion = tf.math.confusion_matrix(tf.reshape(labels, [-1]), predictions,
+                                           num_classes=num_classes, dtype=tf.float32)
+      return {"sums": tf.stack([loss, top_1, top_k, tf.cast(tf.shape(labels)[0], tf.float32)]),
+              "confusion": confusion}
 
     if self.config.runtime.enable_xla:
       batch_sums = tf.function(batch_sums, jit_compile=True)
@@ -495,32 +536,41 @@ class Trainer:
       # Replicas past the end of the eval set get empty batches, which the model must not
       # see: TF 2.21's oneDNN CPU convolution returns an empty input unchanged.
       return tf.cond(tf.shape(labels)[0] > 0, lambda: batch_sums(images, labels),
-                     lambda: tf.zeros([progress.NUM_SUMS]))
+                     lambda: {"sums": tf.zeros([progress.NUM_SUMS]),
+                              "confusion": tf.zeros([num_classes, num_classes])})
 
     dataset = strategy.distribute_datasets_from_function(
         lambda context: input_pipeline.build_dataset(self.config.data, training=False,
                                                      input_context=context))
 
+    def reduce_sum(per_replica):
+      return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
     @tf.function
     def evaluate_all():
-      totals = tf.zeros([progress.NUM_SUMS])
+      sums = tf.zeros([progress.NUM_SUMS])
+      confusion = tf.zeros([num_classes, num_classes])
       for inputs in dataset:
         per_replica = strategy.run(replica_eval, args=inputs)
-        totals += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-      return totals
+        # One reduce per value: MultiWorkerMirroredStrategy's reduce of a list stacks its
+        # values, which fails for values of different shapes.
+        sums += reduce_sum(per_replica["sums"])
+        confusion += reduce_sum(per_replica["confusion"])
+      return {"sums": sums, "confusion": confusion}
 
     return evaluate_all
 
   # ------------------------------------------------------------ the loops
 
-  def _run_custom(self, train_function, start, end, on_steps):
+  def _run_custom(self, train_function, start, end, on_steps, profiler):
     iterator = self._train_iterator(start)
     step = start
     steps_per_loop = self.config.train.steps_per_loop or self.steps_per_epoch
     while step < end:
-      # A call stops where the host has something to do: log, checkpoint, piece end.
+      # A call stops where the host has something to do: log, checkpoint, profile, piece end.
       stop = min(end, step + steps_per_loop, _next_multiple(step, self.config.train.log_steps),
-                 _next_multiple(step, self._checkpoint_every()))
+                 _next_multiple(step, self._checkpoint_every()),
+                 profiler.next_boundary(step) or end)
       began = time.perf_counter()
       sums, nonfinite = train_function(iterator, tf.constant(stop - step, tf.int32))
       on_steps(stop, sums.numpy(), stop - step, time.perf_counter() - began, nonfinite.numpy())
@@ -540,11 +590,17 @@ class Trainer:
     return max(1, round(self.config.train.epochs_between_evals * self.steps_per_epoch))
 
   def evaluate(self):
-    """Metrics over the whole evaluation set, each example exactly once, on every strategy."""
+    """Metrics over the whole evaluation set, each example exactly once, on every strategy.
+
+    Returns progress.eval_result's dict: loss, top-1, top-5, examples, per-class precision,
+    recall and F1, and the confusion matrix.
+    """
     if self._evaluate_all is None:
       self._evaluate_all = self._make_evaluate_all()
-    self._sync_replicas()
-    return progress.eval_result(self._evaluate_all().numpy())
+    self.sync_replicas()
+    totals = self._evaluate_all()
+    return progress.eval_result(totals["sums"].numpy(), totals["confusion"].numpy(),
+                                self.class_names)
 
   def train(self, evaluate=True):
     """Trains to the end of the last phase from the current step; returns the run's stats.
@@ -552,17 +608,35 @@ class Trainer:
     Raises Preempted after saving when SIGTERM/SIGINT arrives (on any worker), and
     DivergenceError (nan_policy='stop') when a step's loss is not finite.
     """
-    with _StopOnSignal() as stop_request:
-      return self._train(evaluate, stop_request)
+    profiler = profiling.StepProfiler(self.config.train.profile_steps,
+                                      os.path.join(self.model_dir, "train"), active=self.is_chief)
+    with _StopOnSignal() as stop_request, profiler:
+      return self._train(evaluate, stop_request, profiler)
 
-  def _train(self, evaluate, stop_request):
+  def _warn_about_schedules(self):
+    """One line per phase whose given warm-up or decay epochs fall outside it."""
+    for phase, config in zip(self.phases, self.config.train.resolved_phases()):
+      if self.current_step() < phase.end_step:
+        outside = schedules.outside_the_phase(config.schedule, self.steps_per_epoch,
+                                              phase.end_step - phase.start_step)
+        if outside:
+          logging.warning("Phase %r lasts %.4g epochs (%d steps): %s.", phase.name,
+                          (phase.end_step - phase.start_step) / self.steps_per_epoch,
+                          phase.end_step - phase.start_step, outside)
+
+  def _train(self, evaluate, stop_request, profiler):
     began = time.time()
     start_step = self.current_step()
+    skipped_before = bad_data.SKIPPED_IMAGES.snapshot()
+    self._warn_about_schedules()
     manager = self._checkpoint_manager()
     reporter = progress.Reporter(self.model_dir, self.total_steps, active=self.is_chief,
                                  tensorboard=self.config.train.enable_tensorboard)
+    profiler.after(start_step)
+    phase_ends = {phase.end_step for phase in self.phases}
     window, interval, steady = progress.MetricSums(), progress.MetricSums(), progress.MetricSums()
     history = []
+    last_metrics = None
     first_call = True
 
     def on_steps(step, sums, steps, seconds, nonfinite):
@@ -581,8 +655,9 @@ class Trainer:
       if not first_call:
         steady.add(sums, trained, seconds)
       first_call = False
-      if step % self.config.train.log_steps == 0 or step == self.total_steps:
-        reporter.train(step, window.result(), float(self.optimizer.learning_rate))
+      profiler.after(step)
+      if step % self.config.train.log_steps == 0 or step in phase_ends:
+        reporter.train(step, window.result(), self.last_learning_rate())
         window.reset()
       if step % self._checkpoint_every() == 0:
         self._save(manager)
@@ -603,7 +678,7 @@ class Trainer:
         if train_function is None:
           self._run_fit(step, end, on_steps)
         else:
-          self._run_custom(train_function, step, end, on_steps)
+          self._run_custom(train_function, step, end, on_steps, profiler)
         if end % self._eval_every() == 0 or end == phase.end_step:
           # Throughput goes to the log lines and stats["examples_per_second"]; an interval's
           # would include the first call's tracing.
@@ -612,20 +687,24 @@ class Trainer:
                       if name != "examples_per_second"}}
           interval.reset()
           if evaluate:
-            metrics = self.evaluate()
-            reporter.evaluate(end, metrics)
-            entry.update({f"eval_{name}": value for name, value in metrics.items()})
+            last_metrics = self.evaluate()
+            reporter.evaluate(end, last_metrics)
+            entry.update(progress.eval_fields(last_metrics, with_report=False))
           history.append(entry)
       self._save(manager)
     if not history:
       logging.info("Step %d already reaches the %d steps to train.", start_step, self.total_steps)
       if evaluate:
-        metrics = self.evaluate()
-        reporter.evaluate(start_step, metrics)
+        last_metrics = self.evaluate()
+        reporter.evaluate(start_step, last_metrics)
         history.append({"step": start_step, "epoch": start_step / self.steps_per_epoch,
-                        **{f"eval_{name}": value for name, value in metrics.items()}})
+                        **progress.eval_fields(last_metrics, with_report=False)})
     reporter.close()
+    profiler.close()
     stats = self._stats(start_step, history, steady, time.time() - began)
+    if last_metrics is not None:
+      stats.update(progress.eval_fields(last_metrics))
+    stats.update(bad_data.SKIPPED_IMAGES.since(skipped_before))
     if self.is_chief:
       run_state.write_stats(self.model_dir, stats)
     return stats
@@ -697,15 +776,29 @@ def train_and_evaluate(experiment, evaluate=True, strategy=None):
 
 
 def evaluate_checkpoint(experiment, strategy=None):
-  """Evaluates model_dir's latest checkpoint (or init_checkpoint); writes eval_stats.json."""
+  """Evaluates model_dir's latest checkpoint (or init_checkpoint); writes eval_stats.json
+  and the evaluation report (model_dir/eval/)."""
   trainer = Trainer(experiment, strategy)
   if not tf.train.latest_checkpoint(trainer.model_dir) and not experiment.train.init_checkpoint:
     raise ValueError(
         "mode 'eval' needs a checkpoint in model_dir or an init_checkpoint. "
         f"Received: model_dir={trainer.model_dir!r} without checkpoints, init_checkpoint=None")
   step = trainer.restore_or_initialize(write_config=False, init_scope="all")
-  metrics = trainer.evaluate()
-  stats = {"step": step, **{f"eval_{name}": value for name, value in metrics.items()}}
+  return record_evaluation(trainer, eval_reporter(trainer), step, trainer.evaluate())
+
+
+def eval_reporter(trainer):
+  """The progress.Reporter of an evaluation job: no progress bar, TensorBoard as configured."""
+  return progress.Reporter(trainer.model_dir, trainer.total_steps, active=trainer.is_chief,
+                           tensorboard=trainer.config.train.enable_tensorboard, progress_bar=False)
+
+
+def record_evaluation(trainer, reporter, step, metrics):
+  """Reports `metrics` of step `step` (log, TensorBoard, model_dir/eval/) and writes them to
+  eval_stats.json (chief only); returns the stats written."""
+  reporter.evaluate(step, metrics)
+  reporter.close()
+  stats = {"step": step, **progress.eval_fields(metrics)}
   if trainer.is_chief:
     run_state.write_stats(trainer.model_dir, stats, name=run_state.EVAL_STATS_FILE)
   return stats

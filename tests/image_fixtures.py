@@ -3,6 +3,7 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from input_pipeline import build_tfrecords
 from input_pipeline import photos
@@ -59,3 +60,33 @@ def make_record_shards(directory: str, num_images: int, num_shards: int, label_o
       os.path.join(directory, f"{prefix}-{s:05d}-of-{num_shards:05d}"),
       encoded[s::num_shards], [i + label_offset for i in range(s, num_images, num_shards)])
       for s in range(num_shards)]
+
+
+def scanned_digit(digit: int, rng: np.random.Generator, size: int = 40) -> np.ndarray:
+  """uint8 [size, size, 3]: a dark handwritten-looking digit on scanned paper.
+
+  Size, position, slant, ink, paper tint and noise vary per image; only the digit
+  tells the class, as in a folder of scanned digits.
+  """
+  paper = rng.uniform(170, 245) + rng.uniform(-15, 15, size=3)
+  canvas = Image.new("RGB", (size * 2, size * 2), tuple(int(c) for c in paper))
+  font = ImageFont.load_default(size=int(rng.uniform(0.9, 1.3) * size))
+  ink = tuple(int(c) for c in rng.uniform(0, 90, size=3))
+  ImageDraw.Draw(canvas).text((size, size), str(digit), fill=ink, font=font, anchor="mm")
+  canvas = canvas.rotate(rng.uniform(-15, 15), resample=Image.BILINEAR,
+                         fillcolor=tuple(int(c) for c in paper))
+  half, jitter = size // 2, rng.integers(-size // 8, size // 8 + 1, size=2)
+  left, top = size - half + jitter[0], size - half + jitter[1]
+  canvas = canvas.crop((left, top, left + size, top + size)).filter(
+      ImageFilter.GaussianBlur(radius=rng.uniform(0.3, 1.0)))
+  pixels = np.asarray(canvas, np.float32) + rng.normal(0, 8, (size, size, 3))
+  return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def write_digit_folder(root: str, per_class: int, size: int = 40, seed: int = 0) -> str:
+  """root/<digit>/<n>.jpg for the digits 0..9: a small folder of scanned-looking digits."""
+  for digit in range(10):
+    for n in range(per_class):
+      rng = np.random.default_rng([seed, digit, n])
+      write_image(os.path.join(root, str(digit), f"{n}.jpg"), scanned_digit(digit, rng, size))
+  return root

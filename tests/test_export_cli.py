@@ -15,7 +15,7 @@ from official_resnet import export
 from official_resnet import main
 from official_resnet import predict
 import trainer_fixtures as fixtures
-from test_main import REPO, colour_flags, parse, subprocess_env
+from cli_fixtures import REPO, colour_flags, parse, subprocess_env
 
 FLAGS = flags.FLAGS
 
@@ -81,7 +81,7 @@ def test_predict_prints_a_table_from_the_model_dir(trained, capsys):
   with flagsaver.flagsaver():
     parse(*colour_flags(data, model_dir, mode="predict", images=image, top_k=4))
     stats = main.run()
-  assert stats == {"source": model_dir, "images": 1}
+  assert stats == {"source": model_dir, "images": 1, "failed": 0}
   lines = capsys.readouterr().out.strip().splitlines()
   assert lines[0].split() == ["image", "rank", "class", "name", "probability"]
   assert len(lines) == 1 + 4 and lines[1].startswith(image)

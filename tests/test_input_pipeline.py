@@ -251,7 +251,7 @@ def test_eval_batches_come_at_the_eval_size_and_crop_fraction(records_dir):
   assert len(pairs) == NUM_RECORDS
   for image, label in pairs:
     expected = preprocessing.to_uint8(preprocessing.preprocess_for_eval(
-        photos.encode(image_fixtures.image(label)), 48, 1.0))
+        photos.encode(image_fixtures.image(label)), 48, resize_size=48))
     np.testing.assert_array_equal(image, expected)
 
 
@@ -350,8 +350,22 @@ def test_config_refuses_autoaugment_and_randaugment_together():
     DataConfig(autoaugment="v0", randaugment_layers=2)
 
 
-def test_eval_size_defaults_to_the_training_size():
+def test_eval_size_defaults_to_the_training_size_and_sets_the_shorter_side():
   assert DataConfig(image_size=160).eval_size == 160
-  assert DataConfig(image_size=160, eval_image_size=224).eval_size == 224
+  fixres = DataConfig(image_size=160, eval_image_size=224)
+  assert (fixres.eval_size, fixres.eval_shorter_side) == (224, 256)
+  assert dataclasses.replace(fixres, eval_crop_fraction=0.95).eval_shorter_side == 236
+  # A weights' published protocol sets the shorter side itself.
+  assert dataclasses.replace(fixres, eval_resize_size=232).eval_shorter_side == 232
   assert not DataConfig().augments and DataConfig(random_erasing_probability=0.25).augments
+
+
+def test_eval_resize_size_and_crop_fraction_are_checked_against_the_eval_size():
+  with pytest.raises(ValueError, match=r"eval_resize_size must be None or >= the eval size "
+                                       r"\(48\)\. Received: 40"):
+    DataConfig(image_size=32, eval_image_size=48, eval_resize_size=40)
+  with pytest.raises(ValueError, match=r"eval_crop_fraction must be 0.875 \(the default\) when "
+                                       r"eval_resize_size \(256\) sets the shorter side itself\. "
+                                       r"Received: 0.9"):
+    DataConfig(eval_resize_size=256, eval_crop_fraction=0.9)
 

@@ -1,8 +1,8 @@
 """The command line: flagfiles, flag errors, a subprocess run, multi-worker processes, kill -9 and resume."""
+import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,35 +17,9 @@ import tensorflow as tf
 
 from official_resnet import main
 from official_resnet import run_state
-from official_resnet import trainer as trainer_lib
+from cli_fixtures import (FLAGS, REPO, SMOKE, cluster_env, colour_flags, free_ports,
+                          global_batches, parse, run_pair, subprocess_env)
 import trainer_fixtures as fixtures
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMOKE = os.path.join(REPO, "configs", "smoke.cfg")
-FLAGS = flags.FLAGS
-
-
-def parse(*args):
-  """Parses the flags as the command line would (inside a flagsaver context)."""
-  FLAGS.unparse_flags()
-  FLAGS(["official_resnet.main", *args])
-
-
-def colour_flags(data_dir, model_dir, **overrides):
-  """Flags for VGG16 (no BatchNorm) on 8 solid-colour images with a global batch of 8."""
-  values = dict(source="folder", data_dir=data_dir, num_classes=4, image_size=32,
-                normalization="unit", architecture="vgg16", base_width=8, batch_size=8,
-                lr_schedule="constant", base_learning_rate=0.05, lr_base_batch_size=0,
-                distribution_strategy="off", num_gpus=0, seed=3, model_dir=model_dir)
-  values.update(overrides)
-  return [f"--{name}={value}" for name, value in values.items()]
-
-
-def subprocess_env():
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-  env["PYTHONPATH"] = os.pathsep.join([REPO, os.path.join(REPO, "tests"), env.get("PYTHONPATH", "")])
-  return env
-
 
 def test_smoke_config_runs_in_process(tmp_path):
   with flagsaver.flagsaver():
@@ -80,7 +54,7 @@ def test_imagenet_configs_describe_the_official_recipe(name, strategy, dtype, ba
 
 
 @pytest.mark.parametrize("flag,value,allowed", [
-    ("mode", "export_all", "<train_and_eval|train|eval|export|predict>"),
+    ("mode", "export_all", "<train_and_eval|train|eval|continuous_eval|export|predict>"),
     ("distribution_strategy", "horovod", "<off|one_device|mirrored|multi_worker_mirrored|tpu>"),
     ("optimizer", "rmsprop", "<sgd|adam|adamw>"),
     ("lr_schedule", "step", "<piecewise|cosine|constant>"),
@@ -123,6 +97,21 @@ def test_batch_not_divisible_by_replicas_is_refused(tmp_path):
   assert not os.listdir(tmp_path)
 
 
+def test_each_setting_comes_from_a_flag_or_from_the_command_alone():
+  """A run's config.json completes a command only where FLAG_FIELDS knows the flag of a field."""
+  from input_pipeline.config import DataConfig
+  from official_resnet import config as config_lib
+  from official_resnet.models.config import ModelConfig
+  settable = {field for fields in main.FLAG_FIELDS.values() for field in fields}
+  every_field = {f"{section}.{field.name}" for section, cls in (
+      ("model", ModelConfig), ("data", DataConfig), ("train", config_lib.TrainConfig),
+      ("runtime", config_lib.RuntimeConfig)) for field in dataclasses.fields(cls)}
+  # A new config field needs its flag in FLAG_FIELDS, or its name in COMMAND_FIELDS.
+  assert every_field - settable - set(main.COMMAND_FIELDS) == set()
+  assert settable | set(main.COMMAND_FIELDS) <= every_field
+  assert [name for name in main.FLAG_FIELDS if name not in FLAGS] == []
+
+
 @pytest.mark.slow
 def test_smoke_config_runs_as_a_command(tmp_path):
   command = [sys.executable, "-m", "official_resnet.main", f"--flagfile={SMOKE}",
@@ -139,66 +128,118 @@ def test_smoke_config_runs_as_a_command(tmp_path):
   assert "--optimizer=lamb" in bad.stderr and "<sgd|adam|adamw>" in bad.stderr
 
 
-def free_ports(count):
-  sockets = [socket.socket() for _ in range(count)]
-  for s in sockets:
-    s.bind(("localhost", 0))
-  ports = [s.getsockname()[1] for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
+@pytest.mark.slow
+def test_smoke_config_as_two_tf_config_workers_checkpoints_exports_and_resumes(tmp_path):
+  """The cluster command of the README: ResNet-18 (BatchNorm) under multi_worker_mirrored."""
+  model_dir, export_dir = tmp_path / "model", tmp_path / "export"
+  command = [sys.executable, "-m", "official_resnet.main", f"--flagfile={SMOKE}",
+             f"--model_dir={model_dir}", "--distribution_strategy=multi_worker_mirrored",
+             f"--export_dir={export_dir}"]
+
+  def run():
+    hosts = [f"localhost:{port}" for port in free_ports(2)]
+    return run_pair([command] * 2, [cluster_env(hosts, index) for index in range(2)])
+
+  logs = run()
+  # Both trained all 16 steps; the chief alone reports progress.
+  assert "step 16/16: loss" in logs[0]
+  for log in logs:
+    assert "2 replicas in sync" in log and 'Run stats: {"step": 16,' in log
+  assert tf.train.latest_checkpoint(str(model_dir)).endswith("ckpt-16")
+  stats = run_state.read_stats(str(model_dir))
+  assert (stats["step"], stats["num_replicas"], stats["eval_examples"]) == (16, 2, 128)
+  # The chief exported the trained model; the other worker left nothing behind.
+  assert os.listdir(export_dir) == ["1"] and not os.listdir(model_dir / "worker_tmp")
+  served = tf.saved_model.load(str(export_dir / "1"))
+  assert "serving_default" in served.signatures
+
+  logs = run()
+  for log in logs:
+    assert f"Resumed from {model_dir}/ckpt-16 at step 16" in log
+  assert run_state.read_stats(str(model_dir))["start_step"] == 16
 
 
-# Runs main's flags through the Trainer and saves what the test compares.
-WORKER = textwrap.dedent("""
+# Trains the flags' Trainer on the test's global batches, evaluates, saves what is compared.
+DIRECT_WORKER = textwrap.dedent("""
     import json, sys
     import numpy as np
     from absl import flags
-    from official_resnet import main, trainer
-    flags.FLAGS(sys.argv[:-1])
-    t = trainer.Trainer(main.experiment_from_flags())
-    t.restore_or_initialize()
-    stats = t.train()
-    np.savez(sys.argv[-1] + ".npz", *[w.numpy() for w in t.model.weights])
-    json.dump({"replicas": t.strategy.num_replicas_in_sync, "chief": t.is_chief, **stats},
-              open(sys.argv[-1] + ".json", "w"))
+    from official_resnet import main
+    import cli_fixtures
+    import trainer_fixtures as fixtures
+    flags.FLAGS(sys.argv[:-2])
+    images, labels = cli_fixtures.global_batches(sys.argv[-2])
+    trainer = fixtures.train_on_batches(main.experiment_from_flags(), images, labels)
+    metrics = trainer.evaluate()
+    np.savez(sys.argv[-1] + ".npz", *[w.numpy() for w in trainer.model.weights])
+    json.dump({"replicas": trainer.strategy.num_replicas_in_sync, "chief": trainer.is_chief,
+               "step": trainer.current_step(), "updates": int(trainer.optimizer.iterations.numpy()),
+               **metrics}, open(sys.argv[-1] + ".json", "w"))
 """)
-
-
 @pytest.mark.slow
-def test_two_workers_match_one_process(tmp_path):
+@pytest.mark.parametrize("cluster,batch_norm", [("worker_hosts", "per_replica"),
+                                                ("tf_config", "synchronized")])
+def test_two_workers_match_one_process(tmp_path, cluster, batch_norm):
+  """Two multi_worker_mirrored processes train a ResNet-18 on the same global batches as one
+  process does, then evaluate.
+
+  per_replica (the default BatchNorm): each replica normalizes its own half, so the
+  reference is one process with two replicas given the same halves (mirrored); worker 2
+  also gets a NaN pixel in one batch under --nan_policy=skip, and both workers must skip
+  that step, moving statistics included, as if the batch had never been there.
+  synchronized (--sync_batch_norm): the reference is one replica on the whole batch;
+  the bound is that of the in-process test of two replicas, for the same reason (float32
+  sums in another order, grown by BatchNorm's 1/sigma over the steps).
+  """
   data = fixtures.write_colour_folder(str(tmp_path / "data"), 2, 3)
   script = tmp_path / "worker.py"
-  script.write_text(WORKER)
-  hosts = ",".join(f"localhost:{port}" for port in free_ports(2))
-  common = colour_flags(data, str(tmp_path / "multi"), train_steps=3, mode="train_and_eval",
-                        epochs_between_evals=3)
-  workers = [subprocess.Popen(
-      [sys.executable, str(script), *common, "--distribution_strategy=multi_worker_mirrored",
-       f"--worker_hosts={hosts}", f"--task_index={index}", str(tmp_path / f"worker{index}")],
-      cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-      for index in range(2)]
+  script.write_text(DIRECT_WORKER)
+  common = colour_flags(data, str(tmp_path / "multi"), architecture="resnet18",
+                        normalize_on_device=False, nan_policy="skip",
+                        sync_batch_norm=batch_norm == "synchronized")
+  kind, reference_kind, reference_strategy = (
+      ("nan", "clean_without_bad", "mirrored") if batch_norm == "per_replica"
+      else ("clean", "clean", "off"))
+  ports = free_ports(2)
+  hosts = [f"localhost:{port}" for port in ports]
+  if cluster == "worker_hosts":
+    flags_per_worker = [[f"--worker_hosts={','.join(hosts)}", f"--task_index={index}"]
+                        for index in range(2)]
+    envs = [subprocess_env()] * 2
+  else:
+    flags_per_worker = [[], []]
+    envs = [cluster_env(hosts, index) for index in range(2)]
+  run_pair([[sys.executable, str(script), *common, "--distribution_strategy=multi_worker_mirrored",
+             *flags_per_worker[index], kind, str(tmp_path / f"worker{index}")]
+            for index in range(2)], envs)
+
   with flagsaver.flagsaver():
-    parse(*colour_flags(data, str(tmp_path / "single"), train_steps=3, epochs_between_evals=3))
-    single = trainer_lib.Trainer(main.experiment_from_flags())
-  single.restore_or_initialize()
-  single_stats = single.train()
-  for worker in workers:
-    output, _ = worker.communicate(timeout=400)
-    assert worker.returncode == 0, output[-3000:]
+    parse(*common, f"--distribution_strategy={reference_strategy}")
+    experiment = main.experiment_from_flags()
+  reference = fixtures.train_on_batches(experiment, *global_batches(reference_kind))
+  reference_eval = reference.evaluate()
   results = [json.loads((tmp_path / f"worker{i}.json").read_text()) for i in range(2)]
   assert [(r["replicas"], r["chief"]) for r in results] == [(2, True), (2, False)]
+  expected_updates = 3 if kind == "nan" else 4
+  assert [(r["step"], r["updates"]) for r in results] == [(4, expected_updates)] * 2
   weights = [np.load(tmp_path / f"worker{i}.npz") for i in range(2)]
-  for index, expected in enumerate(single.model.weights):
+  tolerance = dict(atol=1e-6, rtol=1e-6) if batch_norm == "per_replica" else dict(atol=5e-5,
+                                                                                  rtol=1e-4)
+  for index, expected in enumerate(reference.model.weights):
     first, second = (w[f"arr_{index}"] for w in weights)
-    np.testing.assert_array_equal(first, second)
-    np.testing.assert_allclose(first, expected.numpy(), atol=1e-5, rtol=0)
-  # Each worker evaluates its shard; together, every image once.
-  assert [r["eval_examples"] for r in results] == [12, 12] == [single_stats["eval_examples"]] * 2
-  assert results[0]["eval_loss"] == pytest.approx(single_stats["eval_loss"], abs=1e-5)
-  # Only the chief keeps checkpoints and writes the run's files.
-  assert tf.train.latest_checkpoint(str(tmp_path / "multi")).endswith("ckpt-3")
-  assert run_state.read_stats(str(tmp_path / "multi"))["step"] == 3
+    # Moving statistics included: the workers' copies were synced before evaluation.
+    np.testing.assert_array_equal(first, second, err_msg=expected.path)
+    assert np.all(np.isfinite(first)), expected.path
+    np.testing.assert_allclose(first, expected.numpy(), err_msg=expected.path, **tolerance)
+  # Each worker evaluates its shard of the 12 images; together, every image once.
+  assert [r["examples"] for r in results] == [12, 12] == [reference_eval["examples"]] * 2
+  assert results[0]["loss"] == results[1]["loss"] == pytest.approx(reference_eval["loss"],
+                                                                    abs=1e-4)
+  # The confusion matrix is summed over both workers, not one worker's shard.
+  assert results[0]["confusion_matrix"] == results[1]["confusion_matrix"]
+  assert np.sum(results[0]["confusion_matrix"]) == 12
+  if batch_norm == "per_replica":
+    assert results[0]["confusion_matrix"] == reference_eval["confusion_matrix"]
 
 
 @pytest.mark.slow

@@ -340,6 +340,7 @@ def test_feature_model_outputs_pre_logits(built):
     (dict(base_width=0), "base_width=0"),
     (dict(dtype_policy="float16"), "dtype_policy='float16'"),
     (dict(data_format="NHWC"), "data_format='NHWC'"),
+    (dict(conv_padding="torch"), "conv_padding='torch'"),
     (dict(input_normalization="imagenet"), "input_normalization='imagenet'"),
     (dict(weight_decay=-1.0), "weight_decay=-1.0"),
     (dict(include_top=False, head=models.HeadConfig((8,))), "include_top=False, head="),
@@ -432,3 +433,24 @@ def test_fused_and_stock_batch_norm_models_are_interchangeable():
                                err_msg=variable.path)
   for fused_weight, stock_weight in zip(fused.weights, stock.weights):
     np.testing.assert_allclose(fused_weight.numpy(), stock_weight.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("architecture, padded", [
+    ("resnet18", ["conv3_block1_1_pad", "conv4_block1_1_pad", "conv5_block1_1_pad"]),
+    ("resnet50", ["conv3_block1_2_pad", "conv4_block1_2_pad", "conv5_block1_2_pad"]),
+])
+def test_symmetric_padding_pads_the_strided_3x3_convolutions_only(architecture, padded):
+  """torchvision's convention; the variables, and so checkpoints, are the same as with "same"."""
+  config = models.ModelConfig(architecture, "v1.5", **SMALL)
+  keras.utils.set_random_seed(6)
+  same = models.build_model(config)
+  symmetric = models.build_model(dataclasses.replace(config, conv_padding="symmetric"))
+  pads = [layer.name for layer in symmetric.layers if isinstance(layer, keras.layers.ZeroPadding2D)]
+  assert pads == ["conv1_pad", "pool1_pad", *padded]
+  assert [layer.padding for layer in symmetric.layers if layer.name in
+          {name.replace("_pad", "_conv") for name in padded}] == ["valid"] * 3
+  assert [w.path for w in symmetric.weights] == [w.path for w in same.weights]
+  symmetric.set_weights(same.get_weights())
+  # At 64 px every strided map is even-sized: "same" pads 0 before and 1 after, so they differ.
+  images = _images(batch=2)
+  assert not np.allclose(same(images).numpy(), symmetric(images).numpy(), rtol=1e-3, atol=1e-3)

@@ -100,11 +100,29 @@ def test_checkpoint_and_export_predict_the_in_process_model(model_dir, photos, t
                                atol=1e-5)
 
 
-def test_a_file_that_is_not_an_image_is_named(model_dir, photos, tmp_path):
-  fake = tmp_path / "fake.jpg"
-  fake.write_text("not a JPEG")
-  with pytest.raises(ValueError, match="fake.jpg.*Unknown image file format"):
-    predict.predict(model_dir[1], [str(photos / "single.bmp"), str(fake)])
+def test_unreadable_files_are_named_and_the_others_still_predicted(model_dir, photos, tmp_path):
+  folder = tmp_path / "mixed"
+  folder.mkdir()
+  for name in ("a.JPG", "b.png"):
+    (folder / name).write_bytes((photos / "folder" / name).read_bytes())
+  (folder / "fake.jpg").write_text("not a JPEG")
+  (folder / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")  # Listed, but cannot be read.
+  good = predict.predict(model_dir[1], [str(folder / "a.JPG"), str(folder / "b.png")])
+  # batch_size=3 puts a good file in a batch with both bad ones.
+  mixed = predict.predict(model_dir[1], [str(folder)], batch_size=3)
+  assert [p.image for p in mixed] == [str(folder / name)
+                                      for name in ("a.JPG", "b.png", "fake.jpg", "gone.jpg")]
+  for got, want in zip(mixed[:2], good):
+    assert got.error is None and [s.class_id for s in got.top_k] == [s.class_id for s in want.top_k]
+    np.testing.assert_allclose([s.probability for s in got.top_k],
+                               [s.probability for s in want.top_k], atol=1e-6)
+  fake, gone = mixed[2:]
+  assert fake.top_k == () and fake.error.startswith(
+      "not a JPEG, PNG, GIF or BMP image (Unknown image file format")
+  assert gone.top_k == () and gone.error.startswith("cannot be read (")
+  lines = predict.format_predictions(mixed, "table").splitlines()
+  assert lines[-2].split()[:4] == [str(folder / "fake.jpg"), "-", "-", "error:"]
+  assert json.loads(predict.format_predictions(mixed, "json"))[3]["error"] == gone.error
 
 
 def test_bad_arguments_raise_before_loading_a_model(photos, tmp_path):
@@ -146,6 +164,8 @@ def test_json_round_trips_the_predictions():
   decoded = json.loads(predict.format_predictions(PREDICTIONS, "json"))
   assert decoded == [
       {"image": "photos/a.jpg", "top_k": [{"class_id": 1, "name": "dog", "probability": 0.875},
-                                          {"class_id": 0, "name": "cat", "probability": 0.125}]},
+                                          {"class_id": 0, "name": "cat", "probability": 0.125}],
+       "error": None},
       {"image": "b.png", "top_k": [{"class_id": 2, "name": "horse", "probability": 0.5},
-                                   {"class_id": 1, "name": "dog", "probability": 0.25}]}]
+                                   {"class_id": 1, "name": "dog", "probability": 0.25}],
+       "error": None}]

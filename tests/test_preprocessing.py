@@ -46,7 +46,7 @@ OPS = [
     ("preprocess_for_train",
      lambda b, s: preprocessing.preprocess_for_train(b, NO_BOX, SIZE, s, (0.1, 0.9), (0.5, 2.0)),
      (JPEG, SEED), [SIZE, SIZE, 3], tf.float32),
-    ("preprocess_for_eval", lambda b: preprocessing.preprocess_for_eval(b, SIZE, 0.6), (JPEG,),
+    ("preprocess_for_eval", lambda b: preprocessing.preprocess_for_eval(b, SIZE, 53), (JPEG,),
      [SIZE, SIZE, 3], tf.float32),
     ("normalize", lambda x: preprocessing.normalize(x, "rgb_mean"), (PIXELS,),
      [None, None, 3], tf.float32),
@@ -89,7 +89,9 @@ def test_eval_equals_official_steps(height, width, image_size, crop_fraction):
   top, left = (new_height - image_size) // 2, (new_width - image_size) // 2
   expected = resized[top:top + image_size, left:left + image_size]
   np.testing.assert_array_equal(
-      preprocessing.preprocess_for_eval(encoded, image_size, crop_fraction), expected)
+      preprocessing.preprocess_for_eval(
+          encoded, image_size, preprocessing.eval_resize_size(image_size, crop_fraction)),
+      expected)
 
 
 def test_eval_resize_size_keeps_crop_fraction():

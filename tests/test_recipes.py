@@ -111,8 +111,12 @@ def test_two_phase_recipe_builds_both_phases():
     (["--phase_epochs=1,2"], r"--phase_epochs applies with --phases. Received: --phase_epochs=1,2"),
     (["--trainable=block3"], r"--trainable must be one of .* Received: 'block3'"),
     (["--pretrained=/weights/resnet50_model_dir"],
-     r"--pretrained must be a keras.applications .h5 or .weights.h5 file; our checkpoints go to "
+     r"--pretrained: must be a weights file \(.h5, .pth, .pt, .safetensors\) or a name "
+     r"\(imagenet, torchvision\[:WEIGHTS\], hf://ORG/REPO\); our checkpoints go to "
      r"--init_checkpoint. Received: --pretrained=/weights/resnet50_model_dir"),
+    (["--pretrained=torchvision:IMAGENET1K_V9", "--architecture=resnet50"],
+     r"--pretrained: torchvision's resnet50 weights are \('IMAGENET1K_V1', 'IMAGENET1K_V2'\)\. "
+     r"Received: torchvision:IMAGENET1K_V9"),
     (["--pretrained=a.h5", "--init_checkpoint=b"], r"Received: --pretrained=a.h5 and --init_checkpoint=b"),
     (["--init_checkpoint=/nowhere/ckpt-3"], r"--init_checkpoint: `path` must be .* Received: "
                                             r"path='/nowhere/ckpt-3'"),

@@ -4,13 +4,13 @@ cannot."""
 import dataclasses
 import os
 
-from absl import flags
 from absl.testing import flagsaver
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from cli_fixtures import parse
 import image_fixtures
 from input_pipeline import DataConfig
 from input_pipeline import build_dataset
@@ -23,13 +23,7 @@ from official_resnet import run_state
 from official_resnet.models import ModelConfig
 from official_resnet.models import builder
 
-FLAGS = flags.FLAGS
 TRAIN_SIZE, EVAL_SIZE, CROP_FRACTION = 32, 48, 0.9
-
-
-def parse(*args):
-  FLAGS.unparse_flags()
-  FLAGS(["official_resnet.main", *args])
 
 
 def write_photo_folder(root, per_class=4):
@@ -91,7 +85,9 @@ def test_train_at_32_evaluate_and_export_at_48(tmp_path):
   assert keras_file.input_shape == (None, EVAL_SIZE, EVAL_SIZE, 3)
 
   encoded = list(validation.values())
-  pixels = tf.stack([preprocessing.preprocess_for_eval(image, EVAL_SIZE, CROP_FRACTION)
+  shorter_side = preprocessing.eval_resize_size(EVAL_SIZE, CROP_FRACTION)  # 53
+  assert data.eval_shorter_side == shorter_side
+  pixels = tf.stack([preprocessing.preprocess_for_eval(image, EVAL_SIZE, shorter_side)
                      for image in encoded])
   expected = tf.nn.softmax(trained(preprocessing.normalize(pixels, "torch"), training=False))
   served = loaded.signatures[export.SERVING_DEFAULT](images=tf.constant(encoded))
@@ -100,9 +96,10 @@ def test_train_at_32_evaluate_and_export_at_48(tmp_path):
   np.testing.assert_allclose(loaded.serve_images(pixels)["probabilities"], expected, atol=1e-5)
 
 
-def test_augmentation_and_resolution_flags_reach_the_data_config():
+def test_augmentation_and_resolution_flags_reach_the_data_config(tmp_path):
   with flagsaver.flagsaver():
-    parse("--use_synthetic_data", "--architecture=resnet18", "--image_size=160",
+    parse(f"--model_dir={tmp_path}", "--use_synthetic_data", "--architecture=resnet18",
+          "--image_size=160",
           "--eval_image_size=224", "--train_crop_area_range=0.08,1", "--eval_crop_fraction=0.95",
           "--train_crop_aspect_range=0.75,1.3333", "--color_jitter=0.4",
           "--randaugment_layers=2", "--randaugment_magnitude=6", "--randaugment_magnitude_std=0.5",
@@ -120,9 +117,9 @@ def test_augmentation_and_resolution_flags_reach_the_data_config():
   assert experiment.model.any_input_size and experiment.model.image_size == 160
 
 
-def test_flag_defaults_are_the_data_config_defaults():
+def test_flag_defaults_are_the_data_config_defaults(tmp_path):
   with flagsaver.flagsaver():
-    parse("--use_synthetic_data")
+    parse(f"--model_dir={tmp_path}", "--use_synthetic_data")
     experiment = main.experiment_from_flags()
   default = DataConfig()
   names = ("eval_image_size", "train_crop_area_range", "train_crop_aspect_range",
@@ -134,16 +131,16 @@ def test_flag_defaults_are_the_data_config_defaults():
   assert not experiment.model.any_input_size and not experiment.data.augments
 
 
-def test_flatten_head_cannot_evaluate_at_another_size():
+def test_flatten_head_cannot_evaluate_at_another_size(tmp_path):
   with flagsaver.flagsaver():
-    parse("--use_synthetic_data", "--architecture=vgg16", "--pooling=none", "--image_size=32",
-          "--eval_image_size=48")
+    parse(f"--model_dir={tmp_path}", "--use_synthetic_data", "--architecture=vgg16",
+          "--pooling=none", "--image_size=32", "--eval_image_size=48")
     with pytest.raises(ValueError, match=r"--eval_image_size=48 differs from --image_size=32.*"
                                          r"Received: --pooling=none"):
       main.experiment_from_flags()
     # With global pooling VGG takes any size.
-    parse("--use_synthetic_data", "--architecture=vgg16", "--pooling=avg", "--image_size=32",
-          "--eval_image_size=48")
+    parse(f"--model_dir={tmp_path}", "--use_synthetic_data", "--architecture=vgg16",
+          "--pooling=avg", "--image_size=32", "--eval_image_size=48")
     assert main.experiment_from_flags().model.any_input_size
   flatten = ModelConfig(architecture="vgg16", pooling=None, image_size=32, base_width=8)
   with pytest.raises(ValueError, match=r"`any_input_size` needs global pooling.*Received: "

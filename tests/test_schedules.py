@@ -1,6 +1,8 @@
+import dataclasses
 import json
 
 import keras
+import tensorflow as tf
 import numpy as np
 import pytest
 
@@ -17,7 +19,8 @@ def rates(schedule, steps):
 
 def test_official_piecewise_schedule_at_its_boundaries():
   # The official recipe at batch 512: peak 0.1 * 512 / 256, warm-up 5 epochs, x0.1 at 30/60/80.
-  schedule = schedules.build_schedule(config_lib.ScheduleConfig(), 512, STEPS_PER_EPOCH, 900)
+  schedule = schedules.build_schedule(config_lib.OFFICIAL_IMAGENET_SCHEDULE, 512,
+                                      STEPS_PER_EPOCH, 900)
   peak = 0.2
   warmup = 5 * STEPS_PER_EPOCH
   np.testing.assert_allclose(
@@ -29,6 +32,45 @@ def test_official_piecewise_schedule_at_its_boundaries():
     np.testing.assert_allclose(rates(schedule, [boundary, boundary + 1]),
                                [peak * multiplier, peak * multiplier * 0.1], rtol=1e-6)
   np.testing.assert_allclose(rates(schedule, [10_000]), [peak * 1e-3], rtol=1e-6)
+
+
+def test_schedules_without_epochs_fit_the_run():
+  steps = np.arange(0, 1000)
+  piecewise = config_lib.ScheduleConfig(name="piecewise")
+  official = schedules.build_schedule(config_lib.OFFICIAL_IMAGENET_SCHEDULE, 256,
+                                      STEPS_PER_EPOCH, 900)
+  # Piecewise without epochs is the official schedule over 90 epochs...
+  np.testing.assert_array_equal(
+      rates(schedules.build_schedule(piecewise, 256, STEPS_PER_EPOCH, 900), steps),
+      rates(official, steps))
+  # ...and its shape shrunk to five epochs of 10 steps: warm-up over round(50 * 5/90) = 3
+  # steps, decays at steps round(50 / 3) = 17, 33 and 44.
+  short = schedules.build_schedule(piecewise, 256, STEPS_PER_EPOCH, 50)
+  np.testing.assert_allclose(
+      rates(short, [0, 1, 3, 17, 18, 33, 34, 44, 45, 49]),
+      [0.0, 0.1 / 3, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001, 1e-4, 1e-4], rtol=1e-5)
+  # The default: the same warm-up, then a cosine decay to zero at the run's end.
+  default = schedules.build_schedule(config_lib.ScheduleConfig(), 256, STEPS_PER_EPOCH, 50)
+  np.testing.assert_allclose(rates(default, [0, 3, 3 + 47 // 2, 50]),
+                             [0.0, 0.1, 0.05 * (1 + np.cos(np.pi * 23 / 47)), 0.0], atol=1e-6)
+  # Nothing the defaults give falls outside the run, however short.
+  for config in (config_lib.ScheduleConfig(), piecewise):
+    for total_steps in (1, 2, 50, 900):
+      assert schedules.outside_the_phase(config, STEPS_PER_EPOCH, total_steps) == ""
+
+
+def test_given_epochs_outside_the_phase_are_named():
+  official = schedules.outside_the_phase(config_lib.OFFICIAL_IMAGENET_SCHEDULE, STEPS_PER_EPOCH,
+                                         total_steps=50)
+  assert official == ("the warm-up (5 epochs, 50 steps) does not end before it, so the rate "
+                      "never reaches its peak; the decays at epochs 30, 60, 80 come after it")
+  late = config_lib.ScheduleConfig(name="piecewise", warmup_epochs=1, decay_epochs=(2.0, 7.5))
+  assert schedules.outside_the_phase(late, STEPS_PER_EPOCH, total_steps=60) == (
+      "the decays at epochs 7.5 come after it")
+  assert schedules.outside_the_phase(late, STEPS_PER_EPOCH, total_steps=80) == ""
+  # A constant rate has neither.
+  constant = dataclasses.replace(config_lib.OFFICIAL_IMAGENET_SCHEDULE, name="constant")
+  assert schedules.outside_the_phase(constant, STEPS_PER_EPOCH, total_steps=5) == ""
 
 
 def test_cosine_schedule_warms_up_then_decays_to_alpha():
@@ -101,7 +143,28 @@ def test_optimizers_follow_their_config():
   exempt = {id(v) for v in optimizers.decay_exempt_variables(model)}
   conv, batch_norm, dense = model.layers[0], model.layers[1], model.layers[3]
   assert exempt == {id(conv.bias), id(batch_norm.gamma), id(batch_norm.beta), id(dense.bias)}
-  fp16 = optimizers.build_optimizer(config_lib.OptimizerConfig(), 0.1, dtype="fp16", loss_scale=128.0)
-  assert isinstance(fp16, keras.optimizers.LossScaleOptimizer) and fp16.initial_scale == 128.0
+  dynamic = optimizers.build_optimizer(config_lib.OptimizerConfig(), 0.1, dtype="fp16")
+  assert isinstance(dynamic, keras.optimizers.LossScaleOptimizer)
+  # fp32 ignores a loss scale, as the official code does.
+  assert optimizers.build_optimizer(config_lib.OptimizerConfig(), 0.1, loss_scale=128.0
+                                    ).loss_scale_factor is None
   with pytest.raises(ValueError, match="nesterov applies to optimizer='sgd' only"):
     config_lib.OptimizerConfig(name="adam", nesterov=True)
+
+
+def test_a_fixed_loss_scale_scales_the_loss_and_unscales_the_update():
+  """The official --loss_scale=128: a constant factor, never adjusted, the update unchanged."""
+  optimizer = optimizers.build_optimizer(config_lib.OptimizerConfig(momentum=0.0), 0.1,
+                                         dtype="fp16", loss_scale=128.0)
+  assert not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+  variable = tf.Variable(1.0)
+  for _ in range(3):
+    with tf.GradientTape() as tape:
+      scaled = optimizer.scale_loss(3.0 * variable)
+    gradient = tape.gradient(scaled, variable)
+    assert float(scaled) == pytest.approx(128.0 * 3.0 * float(variable))
+    assert float(gradient) == 384.0
+    optimizer.apply([gradient], [variable])
+  # Three plain SGD steps of gradient 3 at rate 0.1.
+  assert float(variable) == pytest.approx(1.0 - 3 * 0.1 * 3.0)
+  assert optimizer.loss_scale_factor == 128.0

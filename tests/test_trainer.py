@@ -33,58 +33,101 @@ def train(experiment):
   return trainer, stats
 
 
-@pytest.fixture(scope="module")
-def vgg_run(colours, tmp_path_factory):
-  """Trains VGG16 for 3 steps with a strategy and loop (once per pair), then evaluates.
+def batches_experiment(model_dir, strategy, **model_overrides):
+  experiment = fixtures.experiment(model_dir, batch_size=BATCH, strategy=strategy)
+  return dataclasses.replace(
+      experiment, model=dataclasses.replace(experiment.model, **model_overrides))
 
-  VGG16 has no BatchNorm, so its update depends only on the global batch, not on the
-  batch's split into replicas (BatchNorm would normalize each replica's part alone).
+
+def test_two_replicas_with_synchronized_batch_norm_update_like_one(tmp_path):
+  """ResNet-18 with BatchNorm: the same global batches on one replica and on two.
+
+  With --sync_batch_norm both normalize over the whole global batch, so they differ only
+  in the order of float32 sums (two partial sums of 4 examples, then their sum, instead
+  of one sum of 8): 1e-7 relative per sum, which BatchNorm's 1/sigma and three steps of
+  training grow to 1e-6-1e-5 (measured up to 8e-6 absolute on moving variances). The images
+  are photo-like: solid-colour images make every position of a feature map cross a ReLU
+  at once, so a last-bit difference flips whole maps and runs part by up to 40% (measured).
   """
-  runs = {}
-
-  def run(strategy, loop):
-    if (strategy, loop) not in runs:
-      experiment = fixtures.experiment(
-          tmp_path_factory.mktemp(f"{strategy}_{loop}"), colours, batch_size=BATCH,
-          train_steps=3, architecture="vgg16", strategy=strategy, training_loop=loop)
-      trainer = trainer_lib.Trainer(experiment)
-      trainer.restore_or_initialize()
-      stats = trainer.train(evaluate=False)
-      weights = [v.numpy() for v in trainer.model.weights]
-      runs[strategy, loop] = weights, stats, trainer.evaluate(), trainer.strategy.num_replicas_in_sync
-    return runs[strategy, loop]
-
-  return run
+  images, labels = fixtures.photo_batches(3, BATCH)
+  one = fixtures.train_on_batches(
+      batches_experiment(tmp_path / "one", "off", sync_batch_norm=True), images, labels)
+  two = fixtures.train_on_batches(
+      batches_experiment(tmp_path / "two", "mirrored", sync_batch_norm=True), images, labels)
+  assert (one.strategy.num_replicas_in_sync, two.strategy.num_replicas_in_sync) == (1, 2)
+  initial = batches_experiment(tmp_path / "initial", "off", sync_batch_norm=True)
+  initial_weights = [w.numpy() for w in trainer_lib.Trainer(initial).model.weights]
+  for first, second, start in zip(one.model.weights, two.model.weights, initial_weights):
+    np.testing.assert_allclose(second.numpy(), first.numpy(), atol=5e-5, rtol=1e-4,
+                               err_msg=first.path)
+    # Every variable moved: the comparison is not between untouched initial values.
+    assert not np.array_equal(first.numpy(), start), first.path
 
 
-def test_two_replicas_update_like_one(vgg_run):
-  single, single_stats, single_eval, single_replicas = vgg_run("off", "custom")
-  mirrored, mirrored_stats, mirrored_eval, mirrored_replicas = vgg_run("mirrored", "custom")
-  assert (single_replicas, mirrored_replicas) == (1, 2)
-  for one, two in zip(single, mirrored):
-    np.testing.assert_allclose(two, one, atol=1e-5, rtol=0)
-  # The weights moved: the comparison is not between untouched initial values.
-  losses_by_step = [entry["train_loss"] for entry in single_stats["history"]]
-  assert len(losses_by_step) == 3 and losses_by_step[0] != losses_by_step[-1]
-  np.testing.assert_allclose([entry["train_loss"] for entry in mirrored_stats["history"]],
-                             losses_by_step, atol=1e-5)
-  # 12 eval images in per-replica batches of 4: the last global batch leaves replica 1
-  # empty, yet every image counts once.
-  assert single_eval["examples"] == mirrored_eval["examples"] == 12
-  assert mirrored_eval["loss"] == pytest.approx(single_eval["loss"], abs=1e-5)
+def test_replica_copies_of_moving_statistics_agree_and_evaluation_uses_them(colours, tmp_path):
+  """Default BatchNorm: each replica normalizes its own part and updates its own copy."""
+  experiment = fixtures.experiment(tmp_path, colours, batch_size=BATCH, train_steps=3,
+                                   strategy="mirrored", epochs_between_evals=3)
+  trainer = trainer_lib.Trainer(experiment)
+  images, labels = fixtures.photo_batches(2, BATCH)
+  trainer._make_train_function()(fixtures.distributed_batches(trainer.strategy, images, labels),
+                                 tf.constant(2))
+  statistics = trainer.moving_statistics()
+  assert len(statistics) == 40
+  before = [[copy.numpy() for copy in variable.values] for variable in statistics]
+  # Each copy saw its own replica's half of the batches.
+  assert all(not np.array_equal(*copies) for copies in before)
+  trainer.sync_replicas()
+  for variable, copies in zip(statistics, before):
+    for copy in variable.values:
+      np.testing.assert_array_equal(copy.numpy(), (copies[0] + copies[1]) / 2)
+
+  # Through Trainer.train: the checkpoint holds the synced statistics, and evaluation
+  # under two replicas (the last global batch of the 12 images leaves replica 1 empty)
+  # equals one replica's evaluation of that checkpoint.
+  stats = trainer.train()
+  reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path)))
+  saved = {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()}
+  restored = trainer_lib.Trainer(dataclasses.replace(experiment, runtime=dataclasses.replace(
+      experiment.runtime, distribution_strategy="off")))
+  restored.checkpoint.restore(tf.train.latest_checkpoint(str(tmp_path))).expect_partial()
+  for variable, copy in zip(trainer.moving_statistics(), restored.moving_statistics()):
+    assert [np.array_equal(c.numpy(), copy.numpy()) for c in variable.values] == [True, True]
+  assert any(np.array_equal(value, restored.moving_statistics()[0].numpy())
+             for value in saved.values() if value.shape == (8,))
+  single_eval = restored.evaluate()
+  assert stats["eval_examples"] == single_eval["examples"] == 12
+  assert stats["eval_loss"] == pytest.approx(single_eval["loss"], abs=1e-5)
+  assert stats["eval_top_1_accuracy"] == single_eval["top_1_accuracy"]
 
 
 @pytest.mark.slow
-def test_fit_under_mirrored_follows_the_custom_loop(vgg_run):
-  custom, custom_stats, custom_eval, _ = vgg_run("mirrored", "custom")
-  fit, fit_stats, fit_eval, _ = vgg_run("mirrored", "fit")
-  assert fit_stats["training_loop"] == "fit"
-  np.testing.assert_allclose([entry["train_loss"] for entry in fit_stats["history"]],
-                             [entry["train_loss"] for entry in custom_stats["history"]], atol=1e-4)
-  np.testing.assert_allclose([entry["train_top_1_accuracy"] for entry in fit_stats["history"]],
-                             [entry["train_top_1_accuracy"] for entry in custom_stats["history"]])
-  for a, b in zip(custom, fit):
-    np.testing.assert_allclose(b, a, atol=1e-5, rtol=0)
+def test_fit_under_mirrored_follows_the_custom_loop(colours, tmp_path):
+  """ResNet-18 under fit and under the custom loop, two replicas each.
+
+  fit splits each global batch into replicas its own way, so BatchNorm is synchronized
+  here (each replica's own moments would differ with the split). One step: the updates
+  agree to float rounding (later steps on these solid-colour images part by up to 1e-3
+  through whole feature maps crossing a ReLU at once; see the test above).
+  """
+  def run(loop):
+    experiment = fixtures.experiment(tmp_path / loop, colours, batch_size=BATCH, train_steps=1,
+                                     strategy="mirrored", training_loop=loop)
+    experiment = dataclasses.replace(
+        experiment, model=dataclasses.replace(experiment.model, sync_batch_norm=True))
+    trainer = trainer_lib.Trainer(experiment)
+    trainer.restore_or_initialize()
+    stats = trainer.train(evaluate=False)
+    return trainer, stats, trainer.evaluate()
+
+  custom, custom_stats, custom_eval = run("custom")
+  fit, fit_stats, fit_eval = run("fit")
+  assert fit_stats["training_loop"] == "fit" and fit_stats["step"] == 1
+  assert fit_stats["train_loss"] == pytest.approx(custom_stats["train_loss"], abs=1e-6)
+  for a, b in zip(custom.model.weights, fit.model.weights):
+    np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-5, rtol=0, err_msg=a.path)
+  for variable in fit.moving_statistics():
+    np.testing.assert_array_equal(*[copy.numpy() for copy in variable.values])
   assert fit_eval["loss"] == pytest.approx(custom_eval["loss"], abs=1e-5)
 
 
@@ -136,7 +179,9 @@ def test_checkpoints_config_and_tensorboard_on_disk(learned):
 
   assert tags("train") == {"loss", "learning_rate", "top_1_accuracy", "top_5_accuracy",
                            "examples_per_second"}
-  assert tags("eval") == {"loss", "top_1_accuracy", "top_5_accuracy"}
+  assert tags("eval") == {"loss", "top_1_accuracy", "top_5_accuracy"} | {
+      f"{name}/{class_name}" for name in ("precision", "recall", "f1")
+      for class_name in saved.class_names}
 
 
 def test_eval_mode_reproduces_the_last_evaluation(learned):

@@ -1,16 +1,29 @@
-"""load_pretrained: keras.applications parity, our own files, errors naming the layer."""
+"""load_pretrained: keras.applications parity, our own files, errors naming the layer; named
+weights, their caches and what travels with them."""
 import dataclasses
+import hashlib
+import inspect
+import os
+import re
 
 import h5py
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+# keras.applications' own URL and hash constants, to pin ours to.
+from keras.src.applications import resnet as keras_resnet
+from keras.src.applications import vgg16 as keras_vgg16
+from keras.src.applications import vgg19 as keras_vgg19
 # Keras 2's save_weights layout, which keras.applications' downloadable .h5 files use;
 # Keras 3 writes it only through this module.
 from keras.src.legacy.saving import legacy_h5_format
 
+from input_pipeline import preprocessing
+from official_resnet import export
 from official_resnet import models
+from official_resnet.models import weight_sources
+import test_recipes
 
 SIZE = 64  # Weight shapes of ResNet do not depend on the input size; 64 px keeps CPU time low.
 
@@ -212,3 +225,163 @@ def test_keras1_weight_names_in_legacy_h5(tmp_path):
   assert not np.allclose(target(images).numpy(), source(images).numpy())
   models.load_pretrained(target, path)
   np.testing.assert_allclose(target(images).numpy(), source(images).numpy(), rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- named weights
+
+
+def _served(directory, name, content):
+  """A file `name` with `content` behind a file:// URL standing for the download server."""
+  directory.mkdir(exist_ok=True)
+  (directory / name).write_bytes(content)
+  return directory.as_uri() + "/"
+
+
+def test_torchvision_name_downloads_checks_and_then_reads_the_cache(tmp_path, monkeypatch):
+  content = b"torchvision resnet18 weights"
+  sha256 = hashlib.sha256(content).hexdigest()
+  file_name = f"resnet18-{sha256[:8]}.pth"
+  server = tmp_path / "server"
+  monkeypatch.setattr(weight_sources, "TORCHVISION_URL", _served(server, file_name, content))
+  monkeypatch.setitem(weight_sources.TORCHVISION_WEIGHTS, "resnet18",
+                      {"IMAGENET1K_V1": (file_name, 256)})
+  monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+  cached = str(tmp_path / "torch_home" / "hub" / "checkpoints" / file_name)
+  path, info = weight_sources.resolve("torchvision", architecture="resnet18")
+  assert path == cached and open(path, "rb").read() == content
+  assert info == weight_sources.WeightsInfo(
+      normalization="torch", variant="v1.5", conv_padding="symmetric", eval_resize=256,
+      eval_crop=224, eval_resize_method="bilinear_antialias",
+      source="torchvision resnet18 IMAGENET1K_V1")
+  assert info.eval_resize_size(224) == 256 and info.eval_resize_size(64) == 73
+  # The server gone, the cache answers.
+  (server / file_name).unlink()
+  assert weight_sources.resolve("torchvision:IMAGENET1K_V1", architecture="resnet18")[0] == cached
+  with open(cached, "wb") as file:
+    file.write(b"another file")
+  with pytest.raises(ValueError, match=rf"{cached} is not the file .*{file_name} names: its sha256 "
+                     rf"is [0-9a-f]{{64}}, expected one starting {sha256[:8]}\. Delete it"):
+    weight_sources.resolve("torchvision", architecture="resnet18")
+  os.remove(cached)
+  url = f"{server.as_uri()}/{file_name}"
+  with pytest.raises(ValueError, match=rf"^Cannot download {re.escape(url)} \(.*\)\. Without "
+                     rf"network, download it elsewhere and put it at {re.escape(cached)}\."):
+    weight_sources.resolve("torchvision", architecture="resnet18")
+  # A download that is not the named file is refused and not kept.
+  _served(server, file_name, b"a corrupted download")
+  with pytest.raises(ValueError, match=r"is not the file"):
+    weight_sources.resolve("torchvision", architecture="resnet18")
+  assert not os.path.exists(cached)
+
+
+def test_torch_and_keras_caches_honour_their_environment(monkeypatch):
+  monkeypatch.delenv("TORCH_HOME", raising=False)
+  monkeypatch.setenv("XDG_CACHE_HOME", "/caches")
+  assert weight_sources.torch_cache_dir() == "/caches/torch/hub/checkpoints"
+  monkeypatch.setenv("TORCH_HOME", "/torch")
+  assert weight_sources.torch_cache_dir() == "/torch/hub/checkpoints"
+  monkeypatch.setenv("KERAS_HOME", "/keras")
+  assert weight_sources.keras_cache_dir() == "/keras/models"
+
+
+def test_imagenet_name_is_keras_applications_file_with_or_without_top(tmp_path, monkeypatch):
+  monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+  (tmp_path / "models").mkdir()
+  hashes = []
+  for file_name in ("top.h5", "notop.h5"):
+    content = file_name.encode()
+    (tmp_path / "models" / file_name).write_bytes(content)
+    hashes.append(hashlib.md5(content).hexdigest())
+  monkeypatch.setitem(weight_sources.KERAS_APPLICATIONS, "resnet50",
+                      ("resnet/top.h5", hashes[0], "resnet/notop.h5", hashes[1]))
+  path, info = weight_sources.resolve("imagenet", architecture="resnet50", num_classes=1000)
+  assert path == str(tmp_path / "models" / "top.h5")
+  assert (info.normalization, info.variant, info.eval_resize) == ("caffe", "v1", None)
+  assert weight_sources.resolve("imagenet", architecture="resnet50", num_classes=10)[0] == str(
+      tmp_path / "models" / "notop.h5")
+  with pytest.raises(ValueError, match=r"`imagenet` weights \(keras.applications\) exist for "
+                     r"\('resnet50', .*\); use `torchvision` for the others. Received: "
+                     r"architecture='vgg16_bn'"):
+    weight_sources.resolve("imagenet", architecture="vgg16", vgg_batch_norm=True)
+  with pytest.raises(ValueError, match=r"torchvision's resnet18 weights are \('IMAGENET1K_V1',\)\. "
+                     r"Received: torchvision:IMAGENET1K_V2"):
+    weight_sources.resolve("torchvision:IMAGENET1K_V2", architecture="resnet18")
+
+
+def test_keras_applications_table_is_keras_applications():
+  for architecture in ("resnet50", "resnet101", "resnet152"):
+    top, top_md5, no_top, no_top_md5 = weight_sources.KERAS_APPLICATIONS[architecture]
+    file_name = f"{architecture}_weights_tf_dim_ordering_tf_kernels"
+    assert weight_sources.KERAS_APPLICATIONS_URL + top == (
+        keras_resnet.BASE_WEIGHTS_PATH + f"{file_name}.h5")
+    assert weight_sources.KERAS_APPLICATIONS_URL + no_top == (
+        keras_resnet.BASE_WEIGHTS_PATH + f"{file_name}_notop.h5")
+    assert (top_md5, no_top_md5) == keras_resnet.WEIGHTS_HASHES[architecture]
+  for architecture, module in (("vgg16", keras_vgg16), ("vgg19", keras_vgg19)):
+    top, top_md5, no_top, no_top_md5 = weight_sources.KERAS_APPLICATIONS[architecture]
+    assert weight_sources.KERAS_APPLICATIONS_URL + top == module.WEIGHTS_PATH
+    assert weight_sources.KERAS_APPLICATIONS_URL + no_top == module.WEIGHTS_PATH_NO_TOP
+    # The VGG hashes are literals inside keras' functions.
+    source = inspect.getsource(module)
+    assert f'file_hash="{top_md5}"' in source and f'file_hash="{no_top_md5}"' in source
+
+
+def test_pretrained_name_sets_what_travels_and_the_variant_is_checked(tmp_path, monkeypatch):
+  content = b"torchvision resnet50 weights"
+  file_name = f"resnet50-{hashlib.sha256(content).hexdigest()[:8]}.pth"
+  monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+  (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+  (tmp_path / "hub" / "checkpoints" / file_name).write_bytes(content)
+  monkeypatch.setitem(weight_sources.TORCHVISION_WEIGHTS, "resnet50",
+                      {"IMAGENET1K_V2": (file_name, 232)})
+  config = test_recipes.experiment("--pretrained=torchvision", "--architecture=resnet50")
+  assert config.train.init_checkpoint == str(tmp_path / "hub" / "checkpoints" / file_name)
+  assert (config.data.normalization, config.model.conv_padding, config.model.variant) == (
+      "torch", "symmetric", "v1.5")
+  assert (config.data.eval_resize_size, config.data.eval_resize_method) == (232, "bilinear_antialias")
+  config = test_recipes.experiment("--pretrained=torchvision:IMAGENET1K_V2", "--image_size=64",
+                                   "--eval_resize_method=bilinear", "--conv_padding=same")
+  assert (config.data.eval_resize_size, config.data.eval_resize_method) == (66, "bilinear")
+  assert config.model.conv_padding == "same"
+  # Without weights, as before.
+  config = test_recipes.experiment()
+  assert (config.data.eval_resize_size, config.data.eval_resize_method) == (None, "bilinear")
+  assert config.model.conv_padding == "same"
+  with pytest.raises(ValueError, match=r"torchvision resnet50 IMAGENET1K_V2 weights are ResNet "
+                     r"v1.5: add --variant=v1.5. Received: --variant=v1"):
+    test_recipes.experiment("--pretrained=torchvision", "--variant=v1")
+
+
+def test_export_resizes_encoded_images_as_the_weights_were_evaluated(tmp_path):
+  model = _small("resnet18")
+  rng = np.random.default_rng(4)
+  encoded = tf.constant([tf.io.encode_png(rng.integers(0, 256, (60, 45, 3), np.uint8)).numpy()])
+  module, _ = export.build_serving_module(model, ["a", "b", "c"], normalization="torch",
+                                          eval_resize_size=40,
+                                          eval_resize_method="bicubic_antialias")
+  pixels = preprocessing.preprocess_for_eval(encoded[0], 32, resize_size=40,
+                                             method="bicubic_antialias")
+  expected = tf.nn.softmax(model(preprocessing.normalize(pixels[tf.newaxis], "torch")))
+  np.testing.assert_allclose(module.serve_encoded(encoded)["probabilities"].numpy(),
+                             expected.numpy(), rtol=1e-5, atol=1e-6)
+  official = preprocessing.preprocess_for_eval(encoded[0], 32)
+  assert np.mean(np.abs(official.numpy() - pixels.numpy())) > 1
+
+
+@pytest.mark.parametrize("method", ["bilinear_antialias", "bicubic_antialias"])
+def test_antialiased_eval_resize_sizes_like_torchvision_in_and_out_of_dataset_map(method):
+  rng = np.random.default_rng(5)
+  # Hard edges make bicubic overshoot; the result stays within [0, 255] as PIL's does.
+  image = (rng.integers(0, 2, (300, 401, 3)) * 255).astype(np.uint8)
+  resized = preprocessing.resize_shorter_side(image, 232, method)
+  # torchvision: the shorter side exact, the longer int(232 * 401 / 300) = 310.
+  assert resized.shape == (232, 310, 3) and resized.dtype == tf.float32
+  assert 0 <= np.min(resized) and np.max(resized) <= 255
+  encoded = tf.io.encode_png(image)
+  eager = preprocessing.preprocess_for_eval(encoded, 224, resize_size=232, method=method)
+  mapped = next(iter(tf.data.Dataset.from_tensors(encoded).map(
+      lambda image: preprocessing.preprocess_for_eval(image, 224, resize_size=232, method=method))))
+  assert mapped.shape == (224, 224, 3)
+  np.testing.assert_array_equal(mapped.numpy(), eager.numpy())
+  with pytest.raises(ValueError, match=r"Received: method='area'"):
+    preprocessing.resize_shorter_side(image, 232, "area")

@@ -11,9 +11,12 @@ import os
 
 import numpy as np
 from PIL import Image
+import tensorflow as tf
 
+from input_pipeline import photos
 from input_pipeline.config import DataConfig
 from official_resnet import config as config_lib
+from official_resnet import trainer as trainer_lib
 from official_resnet.models.config import ModelConfig
 
 COLOURS = ((220, 40, 40), (40, 200, 60), (50, 70, 230), (230, 210, 40))
@@ -60,3 +63,52 @@ def experiment(model_dir, data_dir=None, *, batch_size=8, train_steps=6, archite
   train = dataclasses.replace(train, **train_overrides)
   runtime = config_lib.RuntimeConfig(distribution_strategy=strategy, num_gpus=0, seed=seed)
   return config_lib.ExperimentConfig(data=data, model=model, train=train, runtime=runtime)
+
+
+def photo_batches(steps, batch_size, size=32, seed=0, solid=False):
+  """uint8 images [steps, batch, size, size, 3] and int32 labels [steps, batch].
+
+  Photo-like by default; solid=True gives each image one colour, as the colour folder.
+  """
+  rng = np.random.default_rng(seed)
+  if solid:
+    images = np.broadcast_to(rng.integers(0, 256, (steps, batch_size, 1, 1, 3), dtype=np.uint8),
+                             (steps, batch_size, size, size, 3)).copy()
+  else:
+    images = np.stack([photos.photo_like_image(rng, size, size)
+                       for _ in range(steps * batch_size)]).reshape(steps, batch_size, size, size, 3)
+  labels = rng.integers(0, len(COLOURS), (steps, batch_size)).astype(np.int32)
+  return images, labels
+
+
+def distributed_batches(strategy, images, labels):
+  """An iterator giving each replica its slice of every global batch, on every worker.
+
+  Replica r of the cluster gets rows [r * B/R, (r + 1) * B/R) of global batch step, whichever
+  process it is in, so runs with any split into replicas and workers see the same data.
+  """
+  steps, batch_size = labels.shape
+
+  def per_replica(context):
+    replicas = context.num_replicas_in_sync
+    local = replicas // context.num_input_pipelines
+    first = context.input_pipeline_id * local
+    rows = batch_size // replicas
+
+    def slices(values):
+      values = values.reshape(steps, replicas, rows, *values.shape[2:])[:, first:first + local]
+      return values.reshape(steps * local, rows, *values.shape[3:])
+
+    return tf.data.Dataset.from_tensor_slices((slices(images), slices(labels)))
+
+  return iter(strategy.distribute_datasets_from_function(per_replica))
+
+
+def train_on_batches(experiment, images, labels):
+  """A fresh Trainer of `experiment` after its train function ran over the given global
+  batches (see distributed_batches), replicas synced."""
+  trainer = trainer_lib.Trainer(experiment)
+  iterator = distributed_batches(trainer.strategy, images, labels)
+  trainer._make_train_function()(iterator, tf.constant(len(labels)))
+  trainer.sync_replicas()
+  return trainer

@@ -30,6 +30,7 @@ def validate(config: config_lib.ModelConfig) -> None:
   _check_choice("pooling", config.pooling, config_lib.POOLINGS)
   _check_choice("dtype_policy", config.dtype_policy, config_lib.DTYPE_POLICIES)
   _check_choice("data_format", config.data_format, config_lib.DATA_FORMATS)
+  _check_choice("conv_padding", config.conv_padding, config_lib.CONV_PADDINGS)
   _check_choice("input_normalization", config.input_normalization,
                 constants.NORMALIZATION_MODES + (None,))
   _check_int("image_size", config.image_size, constants.MIN_IMAGE_SIZE)
@@ -59,17 +60,23 @@ def _depth(architecture):
   return int(architecture.removeprefix("resnet").removeprefix("vgg"))
 
 
+def _batch_norm_settings(layers, config):
+  return dataclasses.replace(layers, fused_batch_norm=config.fused_batch_norm,
+                             sync_batch_norm=config.sync_batch_norm)
+
+
 def _backbone(x, config, data_format):
   depth = _depth(config.architecture)
   if config.architecture.startswith("resnet"):
     layers = resnet.layer_factory(
         config.variant, data_format=data_format, dtype_policy=config.dtype_policy,
         weight_decay=config.weight_decay, zero_init_residual=config.zero_init_residual)
-    layers = dataclasses.replace(layers, fused_batch_norm=config.fused_batch_norm)
+    layers = dataclasses.replace(_batch_norm_settings(layers, config),
+                                 conv_padding=config.conv_padding)
     return resnet.backbone(x, depth, config.variant, config.base_width, layers), layers
   layers = vgg.layer_factory(config.vgg_batch_norm, data_format=data_format,
                              dtype_policy=config.dtype_policy, weight_decay=config.weight_decay)
-  layers = dataclasses.replace(layers, fused_batch_norm=config.fused_batch_norm)
+  layers = _batch_norm_settings(layers, config)
   return vgg.backbone(x, depth, config.base_width, config.vgg_batch_norm, layers), layers
 
 

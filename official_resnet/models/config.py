@@ -6,6 +6,10 @@ RESNET_VARIANTS = ("v1", "v1.5")
 POOLINGS = ("avg", "max", None)
 DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 DATA_FORMATS = ("channels_last", "channels_first", None)
+# ResNet's strided 3x3 convolutions: "same" is TF's (at stride 2 on an even size, 0 pixels
+# before and 1 after); "symmetric" pads kernel_size // 2 on every side, as torchvision and
+# timm do, so their weights give their outputs.
+CONV_PADDINGS = ("same", "symmetric")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +47,10 @@ class ModelConfig:
   # BatchNorm layers train with TF's fused kernel (models.layers.FusedBatchNormalization);
   # False: stock keras.layers.BatchNormalization, e.g. for .keras files loaded without us.
   fused_batch_norm: bool = True
+  # BatchNorm moments over the global batch (an all-reduce per layer and step) instead of
+  # each replica's own part: training then equals one replica on the global batch.
+  sync_batch_norm: bool = False
+  conv_padding: str = "same"
   # Input [None, None, None, 3]: images of any size (global pooling makes the weights
   # size-free), e.g. to evaluate at another size than image_size, the training size.
   # A flatten head (pooling None with include_top) fixes the size and refuses it.

@@ -29,6 +29,10 @@ class LayerFactory:
   zero_init_residual: bool = False
   # FusedBatchNormalization instead of Keras' own (same weights and results, faster).
   fused_batch_norm: bool = True
+  # Keras' synchronized BatchNorm: batch moments all-reduced over the replicas.
+  sync_batch_norm: bool = False
+  # models.config.CONV_PADDINGS: how strided convolutions with kernels above 1 pad.
+  conv_padding: str = "same"
 
   @property
   def channel_axis(self) -> int:
@@ -58,7 +62,8 @@ class LayerFactory:
                    else keras.layers.BatchNormalization)
     return layer_class(
         axis=self.channel_axis, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-        gamma_initializer="zeros" if zero_gamma else "ones", dtype=self.dtype_policy, name=name)
+        gamma_initializer="zeros" if zero_gamma else "ones", synchronized=self.sync_batch_norm,
+        dtype=self.dtype_policy, name=name)
 
   def relu(self, *, name):
     return keras.layers.Activation("relu", dtype=self.dtype_policy, name=name)
@@ -107,15 +112,17 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
   Keras 3 computes the batch moments and the normalization as separate ops, in
   float32 even for bfloat16 inputs; FusedBatchNormV3 does both in one pass and
   takes bfloat16 as it is. Same weights, outputs and moving-average update
-  (Keras' biased batch variance); inference and frozen layers take Keras' path.
+  (Keras' biased batch variance); inference, frozen and synchronized layers take
+  Keras' path.
   Measured (benchmarks/README.md, ResNet-50 train step, 2 CPU cores): 1.24-1.32x
   faster in fp32, 1.46-1.48x in bf16.
   """
 
   def call(self, inputs, training=None, mask=None):
     data_format = _FUSED_DATA_FORMATS.get(self.axis % len(inputs.shape))
-    if (not (training and self.trainable) or mask is not None or len(inputs.shape) != 4
-        or data_format is None or self.renorm or not (self.scale and self.center)):
+    if (not (training and self.trainable) or self.synchronized or mask is not None
+        or len(inputs.shape) != 4 or data_format is None or self.renorm
+        or not (self.scale and self.center)):
       return super().call(inputs, training=training, mask=mask)
     empty = tf.constant([], tf.float32)
     outputs, mean, unbiased_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(

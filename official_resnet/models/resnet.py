@@ -41,8 +41,13 @@ def _conv_bn(x, filters, kernel_size, *, strides, name, layers, relu, zero_gamma
   """Convolution + BatchNorm (+ ReLU): `{name}_conv`, `{name}_bn`, `{name}_relu`.
 
   "same" padding is keras.applications' "valid" for 1x1 kernels and its "SAME" for 3x3.
+  With symmetric padding a strided 3x3 convolution reads a `{name}_pad` layer instead.
   """
-  x = layers.conv(filters, kernel_size, strides=strides, padding="same", name=f"{name}_conv")(x)
+  padding = "same"
+  if layers.conv_padding == "symmetric" and strides > 1 and kernel_size > 1:
+    x = layers.zero_pad(kernel_size // 2, name=f"{name}_pad")(x)
+    padding = "valid"
+  x = layers.conv(filters, kernel_size, strides=strides, padding=padding, name=f"{name}_conv")(x)
   x = layers.batch_norm(name=f"{name}_bn", zero_gamma=zero_gamma)(x)
   return layers.relu(name=f"{name}_relu")(x) if relu else x
 

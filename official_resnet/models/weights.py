@@ -1,9 +1,12 @@
-"""load_pretrained: weights from keras.applications files and from our own checkpoints.
+"""load_pretrained: weights from keras.applications, torchvision and timm files and our checkpoints.
 
-Three sources, one matching rule set:
+Four sources, one matching rule set:
 - legacy `.h5` (what keras.applications distributes, with or without top) and
   our trainer's checkpoints (a `ckpt-N` prefix or a model_dir): matched by
   layer name;
+- a torchvision or timm state_dict, `.pth`/`.pt` of torch.save or `.safetensors`:
+  read without torch and without running pickled code (torch_files), its names
+  and layouts turned into our layers' (torch_weights), then matched by layer name;
 - Keras 3 `.weights.h5`: it stores no layer names (keys are per-class counters
   such as `conv2d_3` in `model.layers` order), so layers match by order among
   layers of the same kind (convolution, BatchNorm, dense).
@@ -26,14 +29,18 @@ import tensorflow as tf
 from absl import logging
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
+from official_resnet.models import torch_files
+from official_resnet.models import torch_weights
+from official_resnet.models import weight_sources
+
 LAYER_KINDS = {keras.layers.Conv2D: "conv", keras.layers.BatchNormalization: "batch_norm",
                keras.layers.Dense: "dense"}
 # Keras 3 .weights.h5 group names: snake-cased class name plus a counter.
 WEIGHTS_H5_KINDS = {"conv2d": "conv", "batch_normalization": "batch_norm",
                     "fused_batch_normalization": "batch_norm", "dense": "dense"}
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
-# keras.applications ResNet and VGG weights were trained on BGR pixels minus the caffe means.
-KERAS_APPLICATIONS_NORMALIZATION = "caffe"
+# timm keeps its preprocessing in this file beside model.safetensors.
+TIMM_CONFIG_FILE = "config.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +139,13 @@ def _checkpoint_entries(prefix):
           for name, weights in weights_by_layer.items()}
 
 
+def _torch_entries(model, path):
+  """Entries by our layer name, keyed by the torch module they come from."""
+  state_dict = torch_files.read_state_dict(path)
+  return {name: Entry(module, _kind_of_weights(_shapes(weights)), weights)
+          for name, (module, weights) in torch_weights.layer_weights(state_dict, model).items()}
+
+
 def _check_fits(layer, entry, path):
   """[(variable, array)] for `layer` from `entry`, or ValueError naming both shapes."""
   # weights, not variables: Keras 3 keeps a Dropout's seed-generator state in its variables.
@@ -178,14 +192,12 @@ def _assign(model, entries, match, path, load_head):
   layers = [layer for layer in model.layers
             if layer.weights and (load_head or _kind_of_layer(layer) != "dense")]
   matched, unused = match(layers, entries)
-  assignments, skipped = [], []
+  assignments = []
   # Model order, so the error names the first layer that does not fit.
   for layer in layers:
     if layer.name in matched:
       assignments.extend(_check_fits(layer, matched[layer.name], path))
-    elif _kind_of_layer(layer) == "dense":
-      skipped.append(layer.name)
-    else:
+    elif _kind_of_layer(layer) != "dense":
       raise ValueError(
           f"Weights in {path} do not fit the model: layer {layer.name!r} with shapes "
           f"{[tuple(variable.shape) for variable in layer.weights]} has no counterpart. "
@@ -197,8 +209,11 @@ def _assign(model, entries, match, path, load_head):
           f"Received: {entry.key!r} with shapes {entry.shapes()} (other architecture or depth?).")
   for variable, array in assignments:
     variable.assign(np.asarray(array))
-  logging.info("Loaded %d variables into %s from %s; head layers left as they were: %s.",
-               len(assignments), model.name, path, skipped or "none")
+  head = [layer.name for layer in model.layers
+          if layer.weights and _kind_of_layer(layer) == "dense" and layer.name not in matched]
+  logging.info("Loaded %d variables into %s from %s; %s.", len(assignments), model.name, path,
+               f"head layers {head} keep their fresh initialization" if head else
+               "the head was loaded too")
 
 
 def _resolve(path):
@@ -209,17 +224,21 @@ def _resolve(path):
     if prefix is None:
       raise ValueError(f"`path` is a directory without a checkpoint. Received: path={path!r}")
     return prefix
-  if path.endswith(".h5") and os.path.isfile(path):
+  if (path.endswith(".h5") or torch_files.is_torch_file(path)) and os.path.isfile(path):
     return path
   if tf.io.gfile.exists(f"{path}.index"):
     return path
-  raise ValueError("`path` must be a keras.applications .h5 or .weights.h5 file, a checkpoint "
-                   f"prefix or a model_dir holding checkpoints. Received: path={path!r}")
+  raise ValueError("`path` must be a keras.applications .h5 or .weights.h5 file, a torchvision "
+                   "or timm .pth, .pt or .safetensors file, a checkpoint prefix or a model_dir "
+                   f"holding checkpoints. Received: path={path!r}")
 
 
 def load_pretrained(model: keras.Model, path, *, load_head: bool = True) -> None:
   """Loads weights into `model` in place; see the module docstring for the matching rules."""
   path = _resolve(path)
+  if torch_files.is_torch_file(path):
+    _assign(model, _torch_entries(model, path), _match_by_name, path, load_head)
+    return
   if not path.endswith(".h5"):
     _assign(model, _checkpoint_entries(path), _match_by_name, path, load_head)
     return
@@ -235,18 +254,34 @@ def load_pretrained(model: keras.Model, path, *, load_head: bool = True) -> None
       _assign(model, _legacy_h5_entries(h5_file), _match_by_name, path, load_head)
 
 
-def weights_normalization(path) -> str | None:
-  """The input normalization the weights at `path` were trained with; None when unknown.
+def weights_info(path) -> weight_sources.WeightsInfo:
+  """What the weights at `path` were trained with, as far as the file says.
 
-  Any .h5 file counts as keras.applications weights (caffe); a checkpoint of
-  ours says it in its model_dir's config.json, when that is there.
+  A .h5 file counts as keras.applications weights (a .weights.h5 file only for the
+  normalization); a .pth/.pt/.safetensors file as
+  torchvision or timm weights (torch normalization, symmetric padding), with timm's
+  preprocessing when its config.json lies beside it; a checkpoint of ours says it in its
+  model_dir's config.json, when that is there.
   """
   # Imported here: run_state imports the configs, whose package imports this module.
   from official_resnet import run_state
   path = _resolve(path)
+  if path.endswith(".weights.h5"):
+    # Keras 3 writes these for any model, ours too: only the normalization is assumed.
+    return weight_sources.WeightsInfo(normalization="caffe", source=path)
   if path.endswith(".h5"):
-    return KERAS_APPLICATIONS_NORMALIZATION
+    return weight_sources.KERAS_APPLICATIONS_INFO
+  if torch_files.is_torch_file(path):
+    timm_config = os.path.join(os.path.dirname(path), TIMM_CONFIG_FILE)
+    if path.endswith(torch_files.SAFETENSORS_EXTENSION) and os.path.isfile(timm_config):
+      return weight_sources.read_timm_config(timm_config, path)[1]
+    return weight_sources.TORCH_INFO
   try:
-    return run_state.read_run_config(os.path.dirname(path)).data.normalization
+    run_config = run_state.read_run_config(os.path.dirname(path))
   except FileNotFoundError:
-    return None
+    return weight_sources.WeightsInfo(source=path)
+  data = run_config.data
+  return weight_sources.WeightsInfo(
+      normalization=data.normalization, conv_padding=run_config.model.conv_padding, eval_resize=data.eval_resize_size,
+      eval_crop=data.image_size if data.eval_resize_size else None,
+      eval_resize_method=data.eval_resize_method, source=path)

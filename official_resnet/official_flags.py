@@ -1,0 +1,188 @@
+"""The tensorflow/models ResNet flags that have no name of ours, and what each does here.
+
+Scripts written for the official resnet_ctl_imagenet_main.py (its flags come from
+official/utils/flags and common.define_keras_flags) run unchanged. main.py defines
+these flags and reads them; this module holds what they mean, without FLAGS:
+
+- IMPLEMENTED: flags with the official effect (main.py applies each);
+- INERT: flags accepted with one log line saying what the official code would
+  have done and why nothing does it here;
+- the official model names (--model, --resnet_size, --resnet_version) as our
+  --architecture and --variant;
+- the environment the official code sets for --tf_gpu_thread_mode.
+"""
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class OfficialFlag:
+  """One official flag: its absl type ("bool", "string", "integer"), default and help."""
+  kind: str
+  default: object
+  help: str
+
+
+IMPLEMENTED = {
+    "skip_eval": OfficialFlag("bool", False, "Train without evaluating (train_and_eval -> train)."),
+    "clean": OfficialFlag("bool", False,
+                          "Train modes: delete what model_dir holds first (refused while a trainer "
+                          "runs there)."),
+    "pretrained_filepath": OfficialFlag(
+        "string", "", "Weights to start from, the whole model by default (official load_weights): "
+        "--init_checkpoint with --init_checkpoint_scope=all unless that is given."),
+    "enable_checkpoint_and_export": OfficialFlag(
+        "bool", False, "Export a SavedModel to model_dir/saved_model/<N> when training ends "
+        "(unless --export_dir says where); checkpoints are written either way."),
+    "profile_steps": OfficialFlag(
+        "string", None, "first,last: trace these training steps (1-based) with the TensorBoard "
+        "profiler into model_dir/train, e.g. 2,4."),
+    "eval_dataset_cache": OfficialFlag("bool", False,
+                                       "Keep the evaluation records in memory after the first pass."),
+    "tf_data_experimental_slack": OfficialFlag(
+        "bool", False, "Training input: tf.data's experimental_slack option."),
+    "tf_gpu_thread_mode": OfficialFlag(
+        "string", None, "GPU kernel launch threads, e.g. gpu_private: sets TF_GPU_THREAD_MODE "
+        "(and TF_GPU_THREAD_COUNT), as the official code does."),
+    "per_gpu_thread_count": OfficialFlag(
+        "integer", 0, "Threads per GPU with --tf_gpu_thread_mode (0: 2, the official default)."),
+    "batchnorm_spatial_persistent": OfficialFlag(
+        "bool", True, "When given: true sets TF_USE_CUDNN_BATCHNORM_SPATIAL_PERSISTENT=1 for "
+        "cuDNN's batch norm, false unsets it (official default true; here only when given)."),
+    "use_tf_function": OfficialFlag(
+        "bool", True, "false runs the train and eval steps eagerly "
+        "(tf.config.run_functions_eagerly), for debugging."),
+    "run_eagerly": OfficialFlag("bool", False, "Same as --use_tf_function=false."),
+    "model": OfficialFlag("string", None,
+                          "Official model preset: resnet50_v1.5 (= --architecture=resnet50 "
+                          "--variant=v1.5)."),
+    "resnet_size": OfficialFlag("string", None,
+                                "Official ResNet depth, 18/34/50/101/152 (= --architecture=resnetN)."),
+    "resnet_version": OfficialFlag(
+        "string", None, "Official ResNet version: 1 (stride in the 3x3, = --variant=v1.5); "
+        "2 (pre-activation) is not built here."),
+}
+
+_BENCHMARK_REASON = ("would log or upload benchmark results (PerfZero, BigQuery); there is no "
+                     "benchmark logger here: stats.json and the log lines hold the figures")
+INERT = {
+    "enable_eager": (OfficialFlag("bool", False, "Accepted; TF 2 is eager already."),
+                     "would enable eager execution; TF 2 runs eagerly already, and the steps "
+                     "are tf.functions (--use_tf_function=false runs them eagerly)"),
+    "set_learning_phase_to_train": (
+        OfficialFlag("bool", True, "Accepted; Keras 3 has no global learning phase."),
+        "would set Keras' global learning phase; Keras 3 has none: every call passes training="),
+    "explicit_gpu_placement": (
+        OfficialFlag("bool", False, "Accepted; TF places the steps itself."),
+        "would wrap a strategy-less run in tf.device('/GPU:0'); TF already places it on the "
+        "first GPU, and --distribution_strategy=one_device pins it"),
+    "use_trivial_model": (
+        OfficialFlag("bool", False, "Accepted; no trivial model here."),
+        "would train a one-layer model to time the input; time the input with "
+        "python -m input_pipeline.benchmark instead"),
+    "report_accuracy_metrics": (
+        OfficialFlag("bool", True, "Accepted; accuracy is always reported."),
+        "would switch the accuracy metrics on or off; here top-1/top-5 come from each step's "
+        "logits at no extra cost and are always reported"),
+    "use_tensor_lr": (OfficialFlag("bool", True, "Accepted; the rate is always a tensor."),
+                      "would choose a tensor learning rate over a callback; the schedule here is "
+                      "always a tensor function of the step"),
+    "use_tf_while_loop": (
+        OfficialFlag("bool", True, "Accepted; the train function always loops in the graph."),
+        "would choose a tf.while_loop over a Python loop for --steps_per_loop steps; the train "
+        "function here always runs them in a tf.while_loop"),
+    "single_l2_loss_op": (
+        OfficialFlag("bool", False, "Accepted; L2 is added per kernel."),
+        "would sum the L2 loss in one op over every non-BatchNorm weight; here each conv and "
+        "dense kernel's regularizer adds it (--weight_decay), the same sum without biases"),
+    "enable_get_next_as_optional": (
+        OfficialFlag("bool", False, "Accepted; evaluation handles partial batches already."),
+        "would let the distributed iterator end on a partial batch; evaluation here already "
+        "sees every image once, and training input never ends"),
+    "fp16_implementation": (
+        OfficialFlag("string", "keras", "Accepted; --dtype=fp16 uses the Keras mixed policy."),
+        "would choose 'graph_rewrite' (TF 1's mixed-precision graph rewrite, gone from "
+        "TF 2.21) or 'keras'; --dtype=fp16 here is always the Keras mixed_float16 policy"),
+    "benchmark_logger_type": (OfficialFlag("string", "BaseBenchmarkLogger", "Accepted; no logger."),
+                              _BENCHMARK_REASON),
+    "benchmark_test_id": (OfficialFlag("string", None, "Accepted; no logger."), _BENCHMARK_REASON),
+    "benchmark_log_dir": (OfficialFlag("string", None, "Accepted; no logger."), _BENCHMARK_REASON),
+    "gcp_project": (OfficialFlag("string", None, "Accepted; no upload."), _BENCHMARK_REASON),
+    "bigquery_data_set": (OfficialFlag("string", "test_benchmark", "Accepted; no upload."),
+                          _BENCHMARK_REASON),
+    "bigquery_run_table": (OfficialFlag("string", "benchmark_run", "Accepted; no upload."),
+                           _BENCHMARK_REASON),
+    "bigquery_run_status_table": (
+        OfficialFlag("string", "benchmark_run_status", "Accepted; no upload."), _BENCHMARK_REASON),
+    "bigquery_metric_table": (OfficialFlag("string", "benchmark_metric", "Accepted; no upload."),
+                              _BENCHMARK_REASON),
+}
+
+# --model presets -> (architecture, variant).
+MODEL_PRESETS = {"resnet50_v1.5": ("resnet50", "v1.5")}
+RESNET_SIZES = ("18", "34", "50", "101", "152")
+# The official code's version 1 strides in the 3x3 convolution: our v1.5.
+RESNET_VERSIONS = {"1": "v1.5"}
+# The official default of --per_gpu_thread_count=0.
+DEFAULT_GPU_THREAD_COUNT = 2
+DATASET_THREADS_PER_GPU = 8
+
+
+def inert_message(name, value):
+  """The log line of inert flag `name` given as `value`."""
+  shown = str(value).lower() if isinstance(value, bool) else value
+  return f"--{name}={shown} {INERT[name][1]}; nothing changes."
+
+
+def parse_profile_steps(value):
+  """'first,last' -> (first, last), ValueError naming the flag otherwise."""
+  parts = value.split(",")
+  try:
+    steps = tuple(int(part) for part in parts)
+  except ValueError:
+    steps = ()
+  if len(steps) != 2 or not 1 <= steps[0] <= steps[1]:
+    raise ValueError("--profile_steps must be two step numbers first,last with 1 <= first <= "
+                     f"last, e.g. 2,4. Received: --profile_steps={value}")
+  return steps
+
+
+def architecture_and_variant(model, resnet_size, resnet_version):
+  """{"architecture": ..., "variant": ...} the official model flags ask for (None: not given)."""
+  wanted = {}
+  if model is not None:
+    if model not in MODEL_PRESETS:
+      raise ValueError(f"--model must be one of {tuple(MODEL_PRESETS)} (MobileNet is not built "
+                       f"here; see --architecture). Received: --model={model}")
+    wanted["architecture"], wanted["variant"] = MODEL_PRESETS[model]
+  if resnet_size is not None:
+    if resnet_size not in RESNET_SIZES:
+      raise ValueError(f"--resnet_size must be one of {RESNET_SIZES}. Received: "
+                       f"--resnet_size={resnet_size}")
+    wanted["architecture"] = f"resnet{resnet_size}"
+  if resnet_version is not None:
+    if resnet_version not in RESNET_VERSIONS:
+      raise ValueError(f"--resnet_version must be one of {tuple(RESNET_VERSIONS)} (version 2, "
+                       f"pre-activation, is not built here). Received: "
+                       f"--resnet_version={resnet_version}")
+    wanted["variant"] = RESNET_VERSIONS[resnet_version]
+  return wanted
+
+
+def gpu_thread_environment(mode, per_gpu_thread_count):
+  """The environment of the official set_gpu_thread_mode_and_count: per_gpu_thread_count
+  (default 2) kernel-launch threads of its own for each GPU."""
+  count = per_gpu_thread_count or DEFAULT_GPU_THREAD_COUNT
+  return {"TF_GPU_THREAD_MODE": mode, "TF_GPU_THREAD_COUNT": str(count)}
+
+
+def datasets_private_threads(per_gpu_thread_count, num_gpus, private_threads, cpu_count):
+  """The input pipeline's threads next to private GPU threads, as the official code sets them.
+
+  Without --datasets_num_private_threads: what the cores leave, min(cores - GPU threads -
+  one runtime thread per GPU, 8 per GPU); None (the shared pool) when nothing is left.
+  """
+  if private_threads or not num_gpus:
+    return private_threads
+  count = per_gpu_thread_count or DEFAULT_GPU_THREAD_COUNT
+  left = cpu_count - count * num_gpus - num_gpus
+  return min(left, DATASET_THREADS_PER_GPU * num_gpus) if left > 0 else None

@@ -1,0 +1,79 @@
+"""Shared by the command-line tests: flags, subprocesses with the repository on their path,
+two-worker clusters on localhost, and the two-worker test's global batches."""
+import json
+import os
+import socket
+import subprocess
+
+from absl import flags
+import numpy as np
+
+import trainer_fixtures as fixtures
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = os.path.join(REPO, "configs", "smoke.cfg")
+FLAGS = flags.FLAGS
+
+
+def parse(*args):
+  """Parses the flags as the command line would (inside a flagsaver context)."""
+  FLAGS.unparse_flags()
+  FLAGS(["official_resnet.main", *args])
+
+
+def colour_flags(data_dir, model_dir, **overrides):
+  """Flags for VGG16 (no BatchNorm) on 8 solid-colour images with a global batch of 8."""
+  values = dict(source="folder", data_dir=data_dir, num_classes=4, image_size=32,
+                normalization="unit", architecture="vgg16", base_width=8, batch_size=8,
+                lr_schedule="constant", base_learning_rate=0.05, lr_base_batch_size=0,
+                distribution_strategy="off", num_gpus=0, seed=3, model_dir=model_dir)
+  values.update(overrides)
+  return [f"--{name}={value}" for name, value in values.items()]
+
+
+def subprocess_env():
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+  env["PYTHONPATH"] = os.pathsep.join([REPO, os.path.join(REPO, "tests"), env.get("PYTHONPATH", "")])
+  return env
+
+
+def free_ports(count):
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(("localhost", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+def cluster_env(hosts, index):
+  return dict(subprocess_env(), TF_CONFIG=json.dumps(
+      {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}))
+
+
+def run_pair(commands, envs, timeout=600):
+  """Runs two worker processes to their end; returns their logs (stdout and stderr)."""
+  workers = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+             for command, env in zip(commands, envs)]
+  logs = [worker.communicate(timeout=timeout)[0] for worker in workers]
+  for worker, log in zip(workers, logs):
+    assert worker.returncode == 0, log[-3000:]
+  return logs
+
+
+BAD_STEP, BAD_ROW = 2, 5  # global batch 2, row 5: replica 1, i.e. the second worker
+
+
+def global_batches(kind):
+  """Four global batches of 8 normalized photo-like 32 px images ("clean", "nan": one NaN
+  pixel on the second worker in batch BAD_STEP, "clean_without_bad": that batch left out)."""
+  images, labels = fixtures.photo_batches(4, 8, seed=7)
+  images = images.astype(np.float32) / 127.5 - 1.0  # --normalization=unit
+  if kind == "nan":
+    images[BAD_STEP, BAD_ROW, 3, 3, 0] = np.nan
+  if kind == "clean_without_bad":
+    keep = [step for step in range(4) if step != BAD_STEP]
+    images, labels = images[keep], labels[keep]
+  return images, labels
