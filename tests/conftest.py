@@ -3,10 +3,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-# oneDNN's CPU kernels everywhere, as TF enables them by default only on some x86 CPUs
-# (AVX-512 VNNI, AMX): the same numerics on every CI machine, and channels_first convolutions,
-# which TF's own CPU kernels refuse.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import tensorflow as tf  # noqa: E402  (after the environment above)
 
