@@ -12,6 +12,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from input_pipeline import photos
 from input_pipeline.config import DataConfig
 from official_resnet import config as config_lib
 from official_resnet.models.config import ModelConfig
@@ -60,3 +61,26 @@ def experiment(model_dir, data_dir=None, *, batch_size=8, train_steps=6, archite
   train = dataclasses.replace(train, **train_overrides)
   runtime = config_lib.RuntimeConfig(distribution_strategy=strategy, num_gpus=0, seed=seed)
   return config_lib.ExperimentConfig(data=data, model=model, train=train, runtime=runtime)
+
+
+# Class colour casts of the photo-like folder: one channel held back per class (or two).
+TINTS = ((1.0, 0.3, 0.3), (0.3, 1.0, 0.3), (0.3, 0.3, 1.0), (1.0, 1.0, 0.3))
+
+
+def write_photo_folder(root, train_per_class, eval_per_class, height=40, width=48, seed=0):
+  """root/{train,validation}/<class>/<n>.jpg: photo-like JPEGs under a colour cast per class.
+
+  Every image is its own scene (input_pipeline.photos: lit background, occluding objects,
+  texture), so crops and flips change what a step sees, unlike the solid colours; the
+  class is the cast, learnable in tens of steps.
+  """
+  for split, count in (("train", train_per_class), ("validation", eval_per_class)):
+    for index, tint in enumerate(TINTS):
+      folder = os.path.join(root, split, f"class{index}")
+      os.makedirs(folder, exist_ok=True)
+      for n in range(count):
+        rng = np.random.default_rng([seed, index, n, split == "train"])
+        pixels = photos.photo_like_image(rng, height, width) * np.array(tint)
+        with open(os.path.join(folder, f"{n}.jpg"), "wb") as f:
+          f.write(photos.encode(pixels.astype(np.uint8)))
+  return root
