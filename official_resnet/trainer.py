@@ -12,6 +12,10 @@ a seed derived from (seed, e), and a run resumed mid-epoch skips the batches it
 already trained on, so it sees what an uninterrupted run would, as far as the
 input pipeline is deterministic given its seed.
 
+The train step can mix its batches (MixUp/CutMix, mixing.py), clip the replicas' summed
+gradient, and keep an average of the weights (ema.py) that evaluation swaps in; the
+checkpoint of the best evaluation so far can be kept apart (best_checkpoint.py).
+
 Faults: SIGTERM or SIGINT stops the run after the current call of the train
 function with a checkpoint, raising Preempted (the command exits with
 EXIT_PREEMPTED); a non-finite loss raises DivergenceError before anything is
