@@ -13,6 +13,8 @@ their ratio to synthetic is the median over those pairs. FLOPs per image are
 counted from the Conv2D/Dense kernel shapes of the model that ran (2 per
 multiply-add; BN, ReLU, pooling and residual adds are left out, under 1% for
 ResNet-50); training counts 3x forward (forward, input gradient, weight gradient).
+A recipe-cost train item times the step with MixUp/CutMix, with the weight average and
+with both, in turn with the plain step in one process, and reports each against it.
 """
 import argparse
 import dataclasses
@@ -48,7 +50,16 @@ REAL_DATA_SHARDS = 8
 TARGETS = {"fp32_over_keras_fit": 1.3,
            "fp32_fraction_of_conv_ceiling": 0.8,
            "bf16_over_fp32": 1.6,
-           "real_over_synthetic": 0.95}
+           "real_over_synthetic": 0.95,
+           # MixUp/CutMix and the weight average cost at most 3% of the step.
+           "recipe_over_plain": 0.97}
+# Train steps a recipe-cost item times beside the plain one: the TrainConfig fields each
+# sets (timm's A3 mixing, the Model Garden's average decay).
+RECIPE_VARIANTS = {
+    "mixup_cutmix": {"mixup_alpha": 0.1, "cutmix_alpha": 1.0},
+    "ema": {"ema_decay": 0.9999},
+    "mixup_cutmix_ema": {"mixup_alpha": 0.1, "cutmix_alpha": 1.0, "ema_decay": 0.9999},
+}
 _RESULT_VERSION = 1
 
 
@@ -107,6 +118,8 @@ class Item:
   # train: "v1" is keras.applications' network (stride in the 1x1, conv biases), for a
   # comparison with `fit` on the same network; v1.5 has 6% more FLOPs.
   variant: str = "v1.5"
+  # train: time the RECIPE_VARIANTS steps in turn with the plain one (figures: all of them).
+  recipe_cost: bool = False
 
   @property
   def name(self) -> str:
@@ -122,6 +135,8 @@ class Item:
         parts.append("stock_bn")
       if self.variant != "v1.5":
         parts.append(self.variant)
+      if self.recipe_cost:
+        parts.append("recipe_cost")
     return "/".join(parts)
 
 
@@ -163,6 +178,8 @@ def validate(config: BenchmarkConfig, items) -> None:
     _check_choice("precision", item.precision, PRECISIONS)
     _check_choice("input", item.input, INPUTS)
     _check_positive("steps_per_loop", item.steps_per_loop)
+    if item.recipe_cost and item.kind != "train":
+      raise ValueError(f"`recipe_cost` applies to kind='train' only. Received: kind={item.kind!r}")
 
 
 def preset_items(preset: str, config: BenchmarkConfig) -> list[Item]:
@@ -174,7 +191,8 @@ def preset_items(preset: str, config: BenchmarkConfig) -> list[Item]:
     precisions = ("fp32", "bf16", "fp16")
     return ([Item(kind, p) for kind in ("conv_ceiling", "matmul_ceiling") for p in precisions]
             + [Item("train", p, xla=True, steps_per_loop=many) for p in precisions]
-            + [Item("train", "fp16", steps_per_loop=many),
+            + [Item("train", "fp32", steps_per_loop=many, recipe_cost=True),
+               Item("train", "fp16", steps_per_loop=many),
                Item("train", "fp16", xla=True, input="real", steps_per_loop=many),
                Item("keras_fit", "fp16", xla=True),
                Item("inference", "fp16", xla=True),
@@ -197,6 +215,7 @@ def preset_items(preset: str, config: BenchmarkConfig) -> list[Item]:
     # slower than oneDNN's, and a 10-step call would take minutes.
     train = [Item("train", "fp32", steps_per_loop=1),
              Item("train", "fp32", steps_per_loop=many),
+             Item("train", "fp32", steps_per_loop=many, recipe_cost=True),
              Item("train", "fp32", steps_per_loop=many, variant="v1"),
              Item("train", "fp32", steps_per_loop=many, fused_batch_norm=False),
              Item("train", "fp32", xla=True, steps_per_loop=1),
@@ -412,12 +431,12 @@ def summarize(results) -> dict:
     return _checked_ratio(name, numerator[value_key] / denominator[value_key],
                           numerator["name"], denominator["name"])
 
-  # Our trainer as it runs by default: v1.5 with the fused batch norm; the v1 and
-  # stock_bn items are comparisons, not the step the targets are about.
+  # Our trainer as it runs by default: v1.5 with the fused batch norm; the v1, stock_bn
+  # and recipe-cost items are comparisons, not the step the targets are about.
   fp32 = best(kind="train", input="synthetic", precision="fp32", variant="v1.5",
-              fused_batch_norm=True)
+              fused_batch_norm=True, recipe_cost=False)
   bf16 = best(kind="train", input="synthetic", precision="bf16", variant="v1.5",
-              fused_batch_norm=True)
+              fused_batch_norm=True, recipe_cost=False)
   keras_fit = best(kind="keras_fit", input="synthetic", precision="fp32")
   conv = _conv_ceilings(results).get("fp32")
   summary = {
@@ -437,6 +456,18 @@ def summarize(results) -> dict:
     summary[f"real_over_synthetic/{real['precision']}"] = _checked_ratio(
         "real_over_synthetic", statistics.median(real["real_over_synthetic_windows"]),
         real["name"], f"{real['name']}, synthetic windows in turn")
+  for recipe in (r for r in ok if r["kind"] == "train" and r.get("recipe_cost")):
+    # The median over the item's window turns of each variant's images/s over the plain step's.
+    for variant, ratios in recipe["over_plain_windows"].items():
+      summary[f"{variant}_over_plain/{recipe['precision']}"] = _checked_ratio(
+          "recipe_over_plain", statistics.median(ratios), f"{recipe['name']}: {variant}",
+          f"{recipe['name']}: plain, in turn")
+    # The plain step with the added work timed alone added to it: the same ratio, modelled.
+    step = recipe["plain_step_seconds"]
+    for variant, seconds in recipe["added_seconds_per_step"].items():
+      summary[f"{variant}_added_over_plain/{recipe['precision']}"] = _checked_ratio(
+          "recipe_over_plain", step / (step + seconds), f"{recipe['name']}: {variant} alone",
+          f"{recipe['name']}: plain, in turn")
   return {k: v for k, v in summary.items() if v is not None}
 
 
@@ -474,6 +505,12 @@ def format_table(report: dict) -> str:
       note = f"{r['forward_flops_per_image'] / 1e9:.3g} GFLOP/image forward"
       if "synthetic_in_turn" in r:
         note += f"; synthetic in turn {r['synthetic_in_turn']['images_per_second']:.2f}"
+      if "variants_in_turn" in r:
+        note += "; in turn: " + ", ".join(
+            f"{name} {variant['images_per_second']:.2f}"
+            for name, variant in r["variants_in_turn"].items())
+        note += "; alone: " + ", ".join(
+            f"{name} {seconds * 1000:.1f} ms" for name, seconds in r["added_seconds_per_step"].items())
     rows.append((
         r["name"],
         f"{r['images_per_second']:.2f}" if rates else "-",
@@ -624,8 +661,11 @@ def _runtime_config(config_lib, item):
       dtype=item.precision, enable_xla=item.xla)
 
 
-def build_train_function(item, config, data_dir):
-  """(trainer, train_function): our Trainer for `item` and the function Trainer.train calls."""
+def build_train_function(item, config, data_dir, **train_overrides):
+  """(trainer, train_function): our Trainer for `item` and the function Trainer.train calls.
+
+  `train_overrides`: TrainConfig fields (a RECIPE_VARIANTS entry).
+  """
   from official_resnet import config as config_lib  # pylint: disable=import-outside-toplevel
   from official_resnet import trainer as trainer_lib  # pylint: disable=import-outside-toplevel
   experiment = config_lib.ExperimentConfig(
@@ -633,7 +673,7 @@ def build_train_function(item, config, data_dir):
       model=_model_config(item, config),
       # Nothing is written there: the benchmark calls the train function, not Trainer.train.
       train=config_lib.TrainConfig(model_dir=os.path.join(config.work_dir, "model_dir"),
-                                   steps_per_loop=item.steps_per_loop),
+                                   steps_per_loop=item.steps_per_loop, **train_overrides),
       runtime=_runtime_config(config_lib, item))
   trainer = trainer_lib.Trainer(experiment)
   return trainer, trainer._make_train_function()  # pylint: disable=protected-access
@@ -654,6 +694,8 @@ def steps_on_input(trainer, train_function, item, config, data_dir, num_steps):
 
 def _train(item, config, data_dir):
   """Our trainer's train function on our model, `steps_per_loop` steps per call."""
+  if item.recipe_cost:
+    return _train_recipe_cost(item, config, data_dir)
   trainer, train_function = build_train_function(item, config, data_dir)
   # Real input is timed in turns with the synthetic batches, in one process,
   # so its ratio to synthetic is free of the machine's drift between items.
@@ -674,6 +716,66 @@ def _train(item, config, data_dir):
         round(real / synth, 4) for real, synth in zip(result["window_images_per_second"],
                                                       synthetic["window_images_per_second"])]
   return result
+
+
+def _train_recipe_cost(item, config, data_dir):
+  """The plain step and each RECIPE_VARIANTS step, timed window by window in turn.
+
+  The figures are the step with every variant on (the last); `variants_in_turn` and
+  `over_plain_windows` hold each variant's windows and their ratios to the plain step's.
+  `added_seconds_per_step` times the added work alone, many calls a window: the mixing
+  (draw, images, targets) on the batch, and one update of the weight average. Those
+  short calls suffer less from other processes on the machine than whole steps do.
+  """
+  calls, trainer = {}, None
+  for name, overrides in {"plain": {}, **RECIPE_VARIANTS}.items():
+    trainer, train_function = build_train_function(item, config, data_dir, **overrides)
+    calls[name] = steps_on_input(trainer, train_function, item, config, data_dir,
+                                 item.steps_per_loop)
+  stats = _measure_in_turn(calls, config, item.steps_per_loop * config.batch_size,
+                           warmup_calls=math.ceil(config.warmup_steps / item.steps_per_loop))
+  plain = stats["plain"]["window_images_per_second"]
+  result = _with_flops(stats["mixup_cutmix_ema"], forward_flops_per_image(trainer.model),
+                       TRAIN_FLOPS_PER_FORWARD)
+  result["variants_in_turn"] = {variant: {key: stats[variant][key] for key in (
+      "images_per_second", "window_images_per_second", "cpu_seconds_per_image")}
+      for variant in calls}
+  result["over_plain_windows"] = {
+      variant: [round(rate / base, 4) for rate, base in zip(
+          stats[variant]["window_images_per_second"], plain)]
+      for variant in RECIPE_VARIANTS}
+  added = {name: 1.0 / _measure(call, config, 1, warmup_calls=2)["images_per_second"]
+           for name, call in _added_work(trainer, item, config, data_dir).items()}
+  added["mixup_cutmix_ema"] = added["mixup_cutmix"] + added["ema"]
+  plain_step_seconds = config.batch_size / stats["plain"]["images_per_second"]
+  result["added_seconds_per_step"] = added
+  result["plain_step_seconds"] = plain_step_seconds
+  return result
+
+
+def _added_work(trainer, item, config, data_dir):
+  """name -> call: the work a RECIPE_VARIANTS step adds to the plain one, on its own."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from input_pipeline import preprocessing  # pylint: disable=import-outside-toplevel
+  from official_resnet import mixing  # pylint: disable=import-outside-toplevel
+  images, labels = next(iter(_train_batches(item, config, data_dir, trainer)))
+  images = preprocessing.normalize(images, trainer.train_data_config().normalization)
+  size, num_classes = config.image_size, trainer.config.model.num_classes
+
+  @tf.function
+  def mix():
+    lam, use_cutmix, box = mixing.sample(tf.constant([1, 2]), config.batch_size, size, size,
+                                         trainer.mix_settings)
+    mixed = mixing.mix_images(images, lam, use_cutmix, box)
+    targets = mixing.mix_targets(labels, num_classes, lam)
+    return tf.reduce_sum(mixed) + tf.reduce_sum(targets)
+
+  @tf.function
+  def average():
+    trainer.ema.update()
+    return trainer.ema.state.num_updates.read_value()
+
+  return {"mixup_cutmix": mix, "ema": average}
 
 
 def _keras_fit(item, config, data_dir):

@@ -10,8 +10,8 @@ import dataclasses
 from input_pipeline.config import DataConfig
 from official_resnet.models.config import ModelConfig
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("piecewise", "cosine", "constant")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "lamb", "lars")
+SCHEDULES = ("piecewise", "cosine", "constant", "step", "polynomial", "exponential")
 STRATEGIES = ("off", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 # All-reduce implementations each strategy accepts (None: TF picks).
 ALL_REDUCE_ALGS = {
@@ -27,6 +27,18 @@ FIT_STRATEGIES = ("off", "one_device", "mirrored")
 INIT_CHECKPOINT_SCOPES = ("backbone", "all")
 # What an export writes besides the SavedModel, which is always written.
 EXPORT_FORMATS = ("saved_model", "keras", "tflite")
+# Which weights an export holds: "auto" the averaged ones when the run keeps an average
+# (what its evaluations used), else the trained ones; "ema" insists on the average.
+EXPORT_WEIGHTS = ("auto", "ema", "raw")
+# Which checkpoint an export reads: model_dir's latest, or the best one kept in model_dir/best.
+EXPORT_CHECKPOINTS = ("latest", "best")
+# The training loss: softmax cross-entropy, or binary cross-entropy per class on the
+# one-hot (smoothed, mixed) targets, as timm's "ResNet strikes back" recipes train.
+LOSSES = ("softmax", "bce")
+# MixUp/CutMix draws one mixing per batch (per replica), or one per example.
+MIX_MODES = ("batch", "elem")
+# Eval metrics the best checkpoint can follow; loss is better lower, the others higher.
+BEST_METRICS = ("top_1_accuracy", "top_5_accuracy", "loss")
 DEFAULT_TOP_K = 5
 # What a step with a non-finite loss (or, below fp16, gradients) does: stop the run, or
 # skip that step's update.
@@ -51,20 +63,34 @@ def _check_positive(name, value, allow_zero=False):
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
   name: str = "sgd"
+  # sgd, rmsprop, lars.
   momentum: float = 0.9
   nesterov: bool = False
+  # adam, adamw, lamb.
   beta_1: float = 0.9
   beta_2: float = 0.999
+  # adam, adamw, lamb, rmsprop.
   epsilon: float = 1e-7
-  # AdamW's decoupled decay; the model's L2 (ModelConfig.weight_decay) is separate.
+  # Decoupled decay (variable -= learning_rate * weight_decay * variable) for every
+  # optimizer but lars, whose decay is part of the update its trust ratio scales.
+  # BatchNorm parameters and biases are exempt. The model's L2 (ModelConfig.weight_decay)
+  # is separate.
   weight_decay: float = 0.0
+  # rmsprop: decay of the squared-gradient average.
+  rho: float = 0.9
+  # lars: the trust coefficient (eta) scaling ||w|| / ||g + weight_decay * w||.
+  lars_trust_coefficient: float = 0.001
 
   def __post_init__(self):
     _check_choice("optimizer", self.name, OPTIMIZERS)
     _check_positive("momentum", self.momentum, allow_zero=True)
-    _check_positive("adamw_weight_decay", self.weight_decay, allow_zero=True)
-    if self.nesterov and self.name != "sgd":
-      raise ValueError(f"nesterov applies to optimizer='sgd' only. Received: optimizer={self.name!r}")
+    _check_positive("decoupled_weight_decay", self.weight_decay, allow_zero=True)
+    if self.nesterov and self.name not in ("sgd", "lars"):
+      raise ValueError("nesterov applies to optimizer='sgd' or 'lars' only. "
+                       f"Received: optimizer={self.name!r}")
+    if not 0.0 <= self.rho < 1.0:
+      raise ValueError(f"rmsprop_rho must be in [0, 1). Received: {self.rho!r}")
+    _check_positive("lars_trust_coefficient", self.lars_trust_coefficient)
 
 
 # The official ImageNet schedule's shape as fractions of its 90 epochs: 5 warm-up epochs,
@@ -95,6 +121,13 @@ class ScheduleConfig:
   decay_factor: float = 0.1
   # cosine: the rate ends at cosine_alpha * peak.
   cosine_alpha: float = 0.0
+  # step: multiply by decay_factor every decay_every_epochs epochs; exponential: the
+  # same rate of decay, continuously.
+  decay_every_epochs: float = 30.0
+  # polynomial: from the peak after warm-up to polynomial_end_fraction * peak at the
+  # phase's end, along (1 - t) ** polynomial_power.
+  polynomial_power: float = 1.0
+  polynomial_end_fraction: float = 0.0
 
   def __post_init__(self):
     _check_choice("lr_schedule", self.name, SCHEDULES)
@@ -106,6 +139,12 @@ class ScheduleConfig:
     decays = self.decay_epochs
     if decays is not None and (list(decays) != sorted(decays) or any(e <= 0 for e in decays)):
       raise ValueError(f"lr_decay_epochs must be positive and increasing. Received: {decays}")
+    _check_positive("lr_decay_factor", self.decay_factor)
+    _check_positive("lr_decay_every_epochs", self.decay_every_epochs)
+    _check_positive("polynomial_power", self.polynomial_power)
+    if not 0.0 <= self.polynomial_end_fraction <= 1.0:
+      raise ValueError(
+          f"polynomial_end_fraction must be in [0, 1]. Received: {self.polynomial_end_fraction!r}")
 
   def peak_learning_rate(self, batch_size):
     if self.base_batch_size is None:
@@ -172,6 +211,27 @@ class TrainConfig:
   # (first, last) global steps, 1-based, to trace with the TensorBoard profiler into
   # model_dir/train (the official --profile_steps); None: no trace.
   profile_steps: tuple[int, int] | None = None
+  # The training loss (LOSSES); bce: targets above bce_target_threshold become 1, the
+  # rest 0 (None keeps the soft targets).
+  loss: str = "softmax"
+  bce_target_threshold: float | None = None
+  # MixUp and CutMix, as timm's Mixup: a Beta(alpha, alpha) weight per batch or example
+  # (mix_mode); with both alphas, CutMix with probability mix_switch_prob; mixing at all
+  # with probability mix_prob. Both 0: off.
+  mixup_alpha: float = 0.0
+  cutmix_alpha: float = 0.0
+  mix_prob: float = 1.0
+  mix_switch_prob: float = 0.5
+  mix_mode: str = "batch"
+  # Clip the gradient (summed over replicas) to this global norm; None: no clipping.
+  gradient_clip_norm: float | None = None
+  # Exponential moving average of the weights (BatchNorm statistics included), used by
+  # evaluation and exports; None: off. ema_warmup: decay min(ema_decay, (1 + n) / (10 + n))
+  # after n updates, tf.train.ExponentialMovingAverage's num_updates rule.
+  ema_decay: float | None = None
+  ema_warmup: bool = True
+  # Keep the checkpoint with the best value of this eval metric in model_dir/best; None: off.
+  best_metric: str | None = None
 
   def __post_init__(self):
     if not self.model_dir:
@@ -201,6 +261,42 @@ class TrainConfig:
         len(self.profile_steps) == 2 and 1 <= self.profile_steps[0] <= self.profile_steps[1]):
       raise ValueError("profile_steps must be two step numbers 1 <= first <= last. "
                        f"Received: {self.profile_steps}")
+    self._check_recipe()
+
+  def _check_recipe(self):
+    """The loss, mixing, clipping, averaging and best-checkpoint fields."""
+    _check_choice("loss", self.loss, LOSSES)
+    if self.bce_target_threshold is not None:
+      if self.loss != "bce":
+        raise ValueError("bce_target_threshold applies to loss='bce' only. "
+                         f"Received: loss={self.loss!r}")
+      if not 0.0 <= self.bce_target_threshold < 1.0:
+        raise ValueError(
+            f"bce_target_threshold must be in [0, 1). Received: {self.bce_target_threshold!r}")
+    _check_positive("mixup_alpha", self.mixup_alpha, allow_zero=True)
+    _check_positive("cutmix_alpha", self.cutmix_alpha, allow_zero=True)
+    for name in ("mix_prob", "mix_switch_prob"):
+      if not 0.0 <= getattr(self, name) <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1]. Received: {getattr(self, name)!r}")
+    _check_choice("mix_mode", self.mix_mode, MIX_MODES)
+    if self.gradient_clip_norm is not None:
+      _check_positive("gradient_clip_norm", self.gradient_clip_norm)
+    if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+      raise ValueError(f"ema_decay must be in (0, 1). Received: {self.ema_decay!r}")
+    if self.best_metric is not None:
+      _check_choice("best_metric", self.best_metric, BEST_METRICS)
+    custom_only = [name for name, used in (
+        ("mixup_alpha/cutmix_alpha", self.mixes), ("gradient_clip_norm", self.gradient_clip_norm),
+        ("ema_decay", self.ema_decay)) if used]
+    if custom_only and self.training_loop != "custom":
+      raise ValueError(f"{custom_only[0]} needs training_loop='custom' (the train step mixes, "
+                       "clips and averages; Keras fit does not). Received: "
+                       f"training_loop={self.training_loop!r}")
+
+  @property
+  def mixes(self):
+    """Whether the train step mixes its batches (MixUp or CutMix)."""
+    return self.mixup_alpha > 0 or self.cutmix_alpha > 0
 
   def resolved_phases(self):
     """The phases to run: `phases`, or the single phase the top-level fields describe."""
@@ -276,10 +372,15 @@ class ExportConfig:
   export_dir: str | None = None
   formats: tuple[str, ...] = ("saved_model", "keras")
   top_k: int = DEFAULT_TOP_K
+  # EXPORT_WEIGHTS and EXPORT_CHECKPOINTS.
+  weights: str = "auto"
+  checkpoint: str = "latest"
 
   def __post_init__(self):
     check_export_formats(self.formats, "export_format")
     check_top_k(self.top_k)
+    _check_choice("export_weights", self.weights, EXPORT_WEIGHTS)
+    _check_choice("export_checkpoint", self.checkpoint, EXPORT_CHECKPOINTS)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -72,7 +72,7 @@ def continuous_evaluate(experiment, strategy=None, timeout_s=None):
     if step in done:
       logging.info("%s (step %d) is already evaluated; waiting for a newer checkpoint.", path, step)
     else:
-      metrics = trainer.evaluate()
+      metrics = trainer.evaluate(average=True)
       result.update(trainer_lib.record_evaluation(trainer, reporter, step, metrics))
       entries.append({"step": step, "checkpoint": os.path.basename(path),
                       **progress.eval_fields(metrics, with_report=False)})

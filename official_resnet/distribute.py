@@ -168,3 +168,26 @@ def task_name(strategy):
     return "chief_0"
   resolver = strategy.cluster_resolver
   return f"{resolver.task_type}_{resolver.task_id}"
+
+
+def make_replica_mean(strategy, variables):
+  """tf.function() setting every replica's copy of each of `variables` to the copies' mean;
+  None when there is one replica or nothing to average."""
+  if strategy.num_replicas_in_sync == 1 or not variables:
+    return None
+
+  def replica_means():
+    # One replica-context all-reduce of the whole list: the strategy packs values of any
+    # shapes into few collectives. strategy.reduce would stack them, which fails under
+    # MultiWorkerMirroredStrategy as soon as two variables differ in shape.
+    return tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.MEAN, [tf.identity(variable) for variable in variables])
+
+  @tf.function
+  def assign_means():
+    means = strategy.run(replica_means)
+    for variable, mean in zip(variables, means):
+      # Every replica holds the same mean; the cross-replica assign writes it to each copy.
+      variable.assign(strategy.experimental_local_results(mean)[0])
+
+  return assign_means

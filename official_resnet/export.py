@@ -39,7 +39,9 @@ from absl import logging
 from input_pipeline import DataConfig
 from input_pipeline import constants
 from input_pipeline import preprocessing
+from official_resnet import best_checkpoint
 from official_resnet import config as config_lib
+from official_resnet import ema as ema_lib
 from official_resnet import models
 from official_resnet import run_state
 from official_resnet.models import ModelConfig
@@ -306,28 +308,59 @@ def export_model(model: keras.Model, model_config: ModelConfig, data_config: Dat
   return final_dir
 
 
-def restore_model_dir(model_dir: str):
-  """(model, RunConfig) from the latest checkpoint in a trainer's model_dir, at its eval size."""
-  checkpoint = tf.train.latest_checkpoint(model_dir) if tf.io.gfile.isdir(model_dir) else None
-  if checkpoint is None:
-    raise ValueError("`model_dir` must hold a trainer checkpoint (ckpt-<step>). "
-                     f"Received: model_dir={model_dir!r}, which has none")
+def restore_model_dir(model_dir: str, *, weights: str = "auto", checkpoint: str = "latest"):
+  """(model, RunConfig) from a checkpoint of a trainer's model_dir.
+
+  checkpoint: "latest", or "best" (model_dir/best). weights: "auto" loads the average of
+  the weights when the checkpoint holds one (what the run evaluated), else the trained
+  weights; "ema" insists on the average; "raw" loads the trained weights.
+  """
+  for name, value, allowed in (("weights", weights, config_lib.EXPORT_WEIGHTS),
+                               ("checkpoint", checkpoint, config_lib.EXPORT_CHECKPOINTS)):
+    if value not in allowed:
+      raise ValueError(f"`{name}` must be one of {allowed}. Received: {name}={value!r}")
+  if checkpoint == "best":
+    path = best_checkpoint.checkpoint_path(model_dir)
+  else:
+    path = tf.train.latest_checkpoint(model_dir) if tf.io.gfile.isdir(model_dir) else None
+    if path is None:
+      raise ValueError("`model_dir` must hold a trainer checkpoint (ckpt-<step>). "
+                       f"Received: model_dir={model_dir!r}, which has none")
+  has_average = ema_lib.checkpoint_has_average(path)
+  if weights == "ema" and not has_average:
+    raise ValueError(f"weights='ema' needs a checkpoint with an average of the weights (a run "
+                     f"with --ema_decay). Received: {path}, which has none")
   run_config = run_state.read_run_config(model_dir)
   # Checkpoints hold the same variables under every policy and BatchNorm class.
   run_config = dataclasses.replace(
       run_config, model=serving_config(run_config.model, run_config.data.eval_size))
   model = models.build_model(run_config.model)
-  status = tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
+  restored = {"model": model}
+  average = None
+  if has_average and weights != "raw":
+    average = ema_lib.state_like(model)
+    restored[ema_lib.CHECKPOINT_KEY] = average
+  status = tf.train.Checkpoint(**restored).restore(path).expect_partial()
   status.assert_existing_objects_matched()
-  logging.info("Restored %s from %s.", model.name, checkpoint)
+  if average is not None:
+    # The average follows model.weights' order, the same under every policy and BatchNorm class.
+    for weight, value in zip(model.weights, average.averages):
+      weight.assign(value)
+  logging.info("Restored %s from %s (%s).", model.name, path,
+               "the average of the weights" if average is not None else "the trained weights")
   return model, run_config
 
 
 def export_from_model_dir(model_dir: str, export_dir: str, *,
                           formats: Sequence[str] = EXPORT_FORMATS, top_k: int = DEFAULT_TOP_K,
-                          version: int | None = None) -> str:
-  """--mode=export: the latest checkpoint of model_dir exported; returns the version dir."""
+                          version: int | None = None, weights: str = "auto",
+                          checkpoint: str = "latest") -> str:
+  """--mode=export: a checkpoint of model_dir exported; returns the version dir.
+
+  weights and checkpoint as restore_model_dir takes them: by default the latest
+  checkpoint, with the average of the weights when the run kept one.
+  """
   config_lib.check_export_formats(formats)
-  model, run_config = restore_model_dir(model_dir)
+  model, run_config = restore_model_dir(model_dir, weights=weights, checkpoint=checkpoint)
   return export_model(model, run_config.model, run_config.data, run_config.class_names,
                       export_dir, formats=formats, top_k=top_k, version=version)

@@ -1,9 +1,48 @@
-"""The training objective, shared by the custom loop and compile()/fit: sparse cross-entropy
-from float32 logits with optional label smoothing, plus top-1/top-5 metrics."""
+"""The training objective, shared by the custom loop and compile()/fit: softmax
+cross-entropy or per-class binary cross-entropy from float32 logits, on integer labels
+(optionally smoothed) or on soft targets (mixed by MixUp/CutMix), plus top-1/top-5 metrics."""
 import keras
 import tensorflow as tf
 
 TOP_K = 5
+
+
+def smoothed_one_hot(labels, num_classes, label_smoothing=0.0):
+  """float32 [batch, num_classes]: 1 - s + s/C at the label, s/C elsewhere (Keras' and timm's smoothing)."""
+  one_hot = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), num_classes)
+  return one_hot * (1.0 - label_smoothing) + label_smoothing / tf.cast(num_classes, tf.float32)
+
+
+def per_example_binary_crossentropy(targets, logits, target_threshold=None):
+  """Sigmoid cross-entropy of every logit against its target, averaged over the classes [batch].
+
+  The mean over classes is timm's BinaryCrossEntropy; with `target_threshold`, targets
+  above it count as 1 and the rest as 0, as there.
+  """
+  logits = tf.cast(logits, tf.float32)
+  targets = tf.cast(targets, tf.float32)
+  if target_threshold is not None:
+    targets = tf.cast(targets > target_threshold, tf.float32)
+  return keras.losses.binary_crossentropy(targets, logits, from_logits=True)
+
+
+def per_example_loss(labels, logits, *, loss="softmax", label_smoothing=0.0, targets=None,
+                     bce_target_threshold=None):
+  """The training loss per example [batch], float32.
+
+  `targets` [batch, C] (soft: mixed and smoothed already) replace `labels` when given;
+  `loss` is "softmax" (cross-entropy) or "bce" (per_example_binary_crossentropy).
+  """
+  if loss == "softmax":
+    if targets is None:
+      return per_example_crossentropy(labels, logits, label_smoothing)
+    return keras.losses.categorical_crossentropy(targets, tf.cast(logits, tf.float32),
+                                                 from_logits=True)
+  if loss != "bce":
+    raise ValueError(f"loss must be 'softmax' or 'bce'. Received: {loss!r}")
+  if targets is None:
+    targets = smoothed_one_hot(labels, tf.shape(logits)[-1], label_smoothing)
+  return per_example_binary_crossentropy(targets, logits, bce_target_threshold)
 
 
 def per_example_crossentropy(labels, logits, label_smoothing=0.0):
@@ -30,6 +69,32 @@ class SparseCrossentropy(keras.losses.Loss):
 
   def get_config(self):
     return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+@keras.saving.register_keras_serializable(package="official_resnet")
+class SparseBinaryCrossentropy(keras.losses.Loss):
+  """per_example_loss(loss="bce") from integer labels as a Keras loss, for compile()."""
+
+  def __init__(self, label_smoothing=0.0, target_threshold=None,
+               name="sparse_binary_crossentropy", **kwargs):
+    super().__init__(name=name, **kwargs)
+    self.label_smoothing = label_smoothing
+    self.target_threshold = target_threshold
+
+  def call(self, y_true, y_pred):
+    return per_example_loss(y_true, y_pred, loss="bce", label_smoothing=self.label_smoothing,
+                            bce_target_threshold=self.target_threshold)
+
+  def get_config(self):
+    return {**super().get_config(), "label_smoothing": self.label_smoothing,
+            "target_threshold": self.target_threshold}
+
+
+def compile_loss(loss="softmax", label_smoothing=0.0, bce_target_threshold=None):
+  """The Keras loss compile() gets for the training loss `loss`."""
+  if loss == "bce":
+    return SparseBinaryCrossentropy(label_smoothing, bce_target_threshold)
+  return SparseCrossentropy(label_smoothing)
 
 
 def top_k(num_classes):

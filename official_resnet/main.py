@@ -60,7 +60,8 @@ def _export(experiment, flag_values):
                          "numbered versions. Received: --export_dir=None")
   path = export.export_from_model_dir(
       experiment.train.model_dir, experiment.export.export_dir,
-      formats=experiment.export.formats, top_k=experiment.export.top_k)
+      formats=experiment.export.formats, top_k=experiment.export.top_k,
+      weights=experiment.export.weights, checkpoint=experiment.export.checkpoint)
   return {"export_path": path}
 
 
@@ -242,18 +243,18 @@ flags.DEFINE_list("random_erasing_area_range", [str(v) for v in _DATA.random_era
 
 # Optimizer and schedule.
 flags.DEFINE_enum("optimizer", _OPTIMIZER.name, list(config_lib.OPTIMIZERS), "Optimizer.")
-flags.DEFINE_float("momentum", _OPTIMIZER.momentum, "sgd: momentum.")
-flags.DEFINE_boolean("nesterov", _OPTIMIZER.nesterov, "sgd: Nesterov momentum.")
-flags.DEFINE_float("adam_beta_1", _OPTIMIZER.beta_1, "adam/adamw: beta_1.")
-flags.DEFINE_float("adam_beta_2", _OPTIMIZER.beta_2, "adam/adamw: beta_2.")
-flags.DEFINE_float("adam_epsilon", _OPTIMIZER.epsilon, "adam/adamw: epsilon.")
-flags.DEFINE_float("adamw_weight_decay", _OPTIMIZER.weight_decay,
-                   "adamw: decoupled weight decay (consider --weight_decay=0 with it).")
+flags.DEFINE_float("momentum", _OPTIMIZER.momentum, "sgd, rmsprop, lars: momentum.")
+flags.DEFINE_boolean("nesterov", _OPTIMIZER.nesterov, "sgd, lars: Nesterov momentum.")
+flags.DEFINE_float("adam_beta_1", _OPTIMIZER.beta_1, "adam/adamw/lamb: beta_1.")
+flags.DEFINE_float("adam_beta_2", _OPTIMIZER.beta_2, "adam/adamw/lamb: beta_2.")
+flags.DEFINE_float("adam_epsilon", _OPTIMIZER.epsilon, "adam/adamw/lamb/rmsprop: epsilon.")
 flags.DEFINE_enum("lr_schedule", _SCHEDULE.name, list(config_lib.SCHEDULES),
                   "piecewise: linear warm-up, then x lr_decay_factor at lr_decay_epochs; "
-                  "cosine: warm-up then cosine decay to the phase's end; constant. Without "
-                  "epochs given, both take the official shape's fractions of the phase (warm-up "
-                  "5/90, decays at 30/90, 60/90, 80/90): the official schedule over 90 epochs.")
+                  "cosine: warm-up then cosine decay to the phase's end; constant; step, "
+                  "exponential, polynomial: warm-up then Keras' decay (see the training recipe "
+                  "flags). Without epochs given, piecewise and cosine take the official shape's "
+                  "fractions of the phase (warm-up 5/90, decays at 30/90, 60/90, 80/90): the "
+                  "official schedule over 90 epochs.")
 flags.DEFINE_float("base_learning_rate", _SCHEDULE.base_learning_rate,
                    "Peak learning rate per lr_base_batch_size examples.")
 flags.DEFINE_integer("lr_base_batch_size", _SCHEDULE.base_batch_size,
@@ -314,6 +315,60 @@ flags.DEFINE_list("phase_steps", [], "--phases: steps of each phase; replaces --
 flags.DEFINE_list("phase_learning_rates", [],
                   "--phases: --base_learning_rate of each phase, e.g. 0.01,0.001; default "
                   "--base_learning_rate for all. The other schedule flags apply to each phase.")
+
+# Training recipe beyond the official one: loss, MixUp/CutMix, gradient clipping, the
+# weight average, the best checkpoint, more optimizers and schedules, what an export holds.
+_EXPORT_SETTINGS = config_lib.ExportConfig()
+flags.DEFINE_enum("loss", _TRAIN.loss, list(config_lib.LOSSES),
+                  "softmax: cross-entropy; bce: binary cross-entropy per class on the (smoothed, "
+                  "mixed) one-hot targets, averaged over classes, as timm's.")
+flags.DEFINE_float("bce_target_threshold", _TRAIN.bce_target_threshold,
+                   "loss=bce: targets above it become 1, the rest 0. Default: None, soft targets.")
+flags.DEFINE_float("mixup_alpha", _TRAIN.mixup_alpha,
+                   "MixUp's Beta(alpha, alpha) weight, on the device in the train step; 0: off.",
+                   lower_bound=0)
+flags.DEFINE_float("cutmix_alpha", _TRAIN.cutmix_alpha,
+                   "CutMix's Beta(alpha, alpha) weight; 0: off.", lower_bound=0)
+flags.DEFINE_float("mix_prob", _TRAIN.mix_prob, "Probability of mixing a batch (or example) at all.")
+flags.DEFINE_float("mix_switch_prob", _TRAIN.mix_switch_prob,
+                   "With both alphas: probability of CutMix rather than MixUp.")
+flags.DEFINE_enum("mix_mode", _TRAIN.mix_mode, list(config_lib.MIX_MODES),
+                  "batch: one mixing per batch (per replica); elem: one per example.")
+flags.DEFINE_float("gradient_clip_norm", _TRAIN.gradient_clip_norm,
+                   "Clip the gradient, summed over replicas, to this global norm. Default: None, "
+                   "no clipping.")
+flags.DEFINE_float("ema_decay", _TRAIN.ema_decay,
+                   "Keep an exponential moving average of the weights (BatchNorm statistics "
+                   "included) with this decay, e.g. 0.9999; evaluation, the best checkpoint and "
+                   "exports use it. Default: None, no average.")
+flags.DEFINE_boolean("ema_warmup", _TRAIN.ema_warmup,
+                     "Decay min(ema_decay, (1 + n) / (10 + n)) after n updates.")
+flags.DEFINE_enum("best_metric", _TRAIN.best_metric, list(config_lib.BEST_METRICS),
+                  "Keep the checkpoint with the best value of this eval metric in model_dir/best "
+                  "(best.json beside it). Default: None, not kept.")
+flags.DEFINE_float("decoupled_weight_decay", _OPTIMIZER.weight_decay,
+                   "Decoupled weight decay (variable -= lr * decay * variable) for every optimizer; "
+                   "lars decays inside its trust ratio. BatchNorm and biases are exempt. Consider "
+                   "--weight_decay=0 (the model's L2) with it.")
+flags.DEFINE_alias("adamw_weight_decay", "decoupled_weight_decay")
+flags.DEFINE_float("rmsprop_rho", _OPTIMIZER.rho, "rmsprop: decay of the squared-gradient average.")
+flags.DEFINE_float("lars_trust_coefficient", _OPTIMIZER.lars_trust_coefficient,
+                   "lars: trust coefficient (eta) of the layer-wise rate.")
+flags.DEFINE_float("lr_decay_every_epochs", _SCHEDULE.decay_every_epochs,
+                   "step: multiply the rate by lr_decay_factor every this many epochs; "
+                   "exponential: the same decay, continuously.")
+flags.DEFINE_float("polynomial_power", _SCHEDULE.polynomial_power,
+                   "polynomial: power of the decay from the peak to its end after warm-up.")
+flags.DEFINE_float("polynomial_end_fraction", _SCHEDULE.polynomial_end_fraction,
+                   "polynomial: final rate as a fraction of the peak.")
+flags.DEFINE_enum("export_weights", _EXPORT_SETTINGS.weights, list(config_lib.EXPORT_WEIGHTS),
+                  "Which weights an export holds: auto: the average when the run keeps one (what "
+                  "it evaluated), else the trained weights; ema: the average; raw: the trained "
+                  "weights.")
+flags.DEFINE_enum("export_checkpoint", _EXPORT_SETTINGS.checkpoint,
+                  list(config_lib.EXPORT_CHECKPOINTS),
+                  "Which checkpoint an export reads: latest, or best (model_dir/best, "
+                  "--best_metric).")
 
 # What travels with the weights; each defaults to what --pretrained/--init_checkpoint say.
 flags.DEFINE_enum("conv_padding", None, list(CONV_PADDINGS),
@@ -384,10 +439,15 @@ FLAG_FIELDS = {
     "label_smoothing": ("train.label_smoothing",),
     **{name: ("train.optimizer",) for name in (
         "optimizer", "momentum", "nesterov", "adam_beta_1", "adam_beta_2", "adam_epsilon",
-        "adamw_weight_decay")},
+        "decoupled_weight_decay", "adamw_weight_decay", "rmsprop_rho", "lars_trust_coefficient")},
     **{name: ("train.schedule", "train.phases") for name in (
         "lr_schedule", "base_learning_rate", "lr_base_batch_size", "warmup_epochs",
-        "lr_decay_epochs", "lr_decay_factor", "cosine_alpha")},
+        "lr_decay_epochs", "lr_decay_factor", "cosine_alpha", "lr_decay_every_epochs",
+        "polynomial_power", "polynomial_end_fraction")},
+    **{name: (f"train.{name}",) for name in (
+        "loss", "bce_target_threshold", "mixup_alpha", "cutmix_alpha", "mix_prob",
+        "mix_switch_prob", "mix_mode", "gradient_clip_norm", "ema_decay", "ema_warmup",
+        "best_metric")},
     **{name: ("train.phases",) for name in (
         "trainable", "phases", "phase_epochs", "phase_steps", "phase_learning_rates")},
     "init_checkpoint_scope": ("train.init_checkpoint_scope",),
@@ -692,10 +752,13 @@ def experiment_from_flags(flag_values=FLAGS):
       name=f.lr_schedule, base_learning_rate=f.base_learning_rate,
       base_batch_size=f.lr_base_batch_size or None, warmup_epochs=f.warmup_epochs,
       decay_epochs=_float_list("lr_decay_epochs", f.lr_decay_epochs) or None,
-      decay_factor=f.lr_decay_factor, cosine_alpha=f.cosine_alpha)
+      decay_factor=f.lr_decay_factor, cosine_alpha=f.cosine_alpha,
+      decay_every_epochs=f.lr_decay_every_epochs, polynomial_power=f.polynomial_power,
+      polynomial_end_fraction=f.polynomial_end_fraction)
   optimizer = config_lib.OptimizerConfig(
       name=f.optimizer, momentum=f.momentum, nesterov=f.nesterov, beta_1=f.adam_beta_1,
-      beta_2=f.adam_beta_2, epsilon=f.adam_epsilon, weight_decay=f.adamw_weight_decay)
+      beta_2=f.adam_beta_2, epsilon=f.adam_epsilon, weight_decay=f.decoupled_weight_decay,
+      rho=f.rmsprop_rho, lars_trust_coefficient=f.lars_trust_coefficient)
   train = config_lib.TrainConfig(
       model_dir=f.model_dir, train_epochs=f.train_epochs, train_steps=f.train_steps,
       epochs_between_evals=f.epochs_between_evals, steps_per_loop=f.steps_per_loop,
@@ -705,12 +768,17 @@ def experiment_from_flags(flag_values=FLAGS):
       init_checkpoint_scope=_init_checkpoint_scope(f), training_loop=f.training_loop,
       enable_tensorboard=f.enable_tensorboard, nan_policy=f.nan_policy,
       normalize_on_device=f.normalize_on_device,
-      profile_steps=official_flags.parse_profile_steps(f.profile_steps) if f.profile_steps else None)
+      profile_steps=official_flags.parse_profile_steps(f.profile_steps) if f.profile_steps else None,
+      loss=f.loss, bce_target_threshold=f.bce_target_threshold, mixup_alpha=f.mixup_alpha,
+      cutmix_alpha=f.cutmix_alpha, mix_prob=f.mix_prob, mix_switch_prob=f.mix_switch_prob,
+      mix_mode=f.mix_mode, gradient_clip_norm=f.gradient_clip_norm, ema_decay=f.ema_decay,
+      ema_warmup=f.ema_warmup, best_metric=f.best_metric)
   export_dir = f.export_dir
   if f.enable_checkpoint_and_export and not export_dir:
     export_dir = os.path.join(f.model_dir, "saved_model")
   export_config = config_lib.ExportConfig(
-      export_dir=export_dir, formats=tuple(f.export_format), top_k=f.top_k)
+      export_dir=export_dir, formats=tuple(f.export_format), top_k=f.top_k,
+      weights=f.export_weights, checkpoint=f.export_checkpoint)
   experiment = config_lib.ExperimentConfig(data=data, model=model, train=train, runtime=runtime,
                                            export=export_config)
   if saved is not None:

@@ -1,5 +1,13 @@
-"""Optimizers: SGD (momentum, Nesterov), Adam, AdamW; fp16 adds dynamic or fixed loss scaling."""
+"""Optimizers: SGD (momentum, Nesterov), Adam, AdamW, RMSprop, LAMB, LARS; fp16 adds dynamic
+or fixed loss scaling.
+
+Decoupled weight decay (OptimizerConfig.weight_decay) reaches every optimizer but LARS
+through Keras' own `weight_decay`; LARS decays inside its update. Either way BatchNorm
+parameters and biases are exempt, chosen by layer type. Clipping by global norm happens
+in the train step (Trainer), where the replicas' gradients are summed first.
+"""
 import keras
+from keras import ops
 
 from official_resnet import config as config_lib
 
@@ -11,7 +19,7 @@ def _nested_layers(layer):
 
 
 def decay_exempt_variables(model):
-  """Biases and normalization parameters, chosen by layer type: AdamW leaves them undecayed."""
+  """Biases and normalization parameters, chosen by layer type: weight decay leaves them alone."""
   exempt = []
   for layer in _nested_layers(model):
     if isinstance(layer, (keras.layers.BatchNormalization, keras.layers.LayerNormalization,
@@ -22,32 +30,90 @@ def decay_exempt_variables(model):
   return exempt
 
 
+@keras.saving.register_keras_serializable(package="official_resnet")
+class Lars(keras.optimizers.Optimizer):
+  """LARS (You et al., 2017) as the Model Garden's LARS computes it, classic momentum.
+
+  Keras has no LARS. Per variable: g' = g + weight_decay_rate * w, trust ratio
+  r = trust_coefficient * ||w|| / ||g'|| (1 where either norm is 0), then
+  v = momentum * v + learning_rate * r * g' and w -= v (Nesterov: momentum * v +
+  learning_rate * r * g'). Variables passed to exclude_from_weight_decay get neither
+  the decay nor the trust ratio (r = 1), as the Model Garden's layer-adaptation
+  exclusions default to its decay exclusions.
+  """
+
+  def __init__(self, learning_rate=0.01, momentum=0.9, weight_decay_rate=0.0,
+               trust_coefficient=0.001, nesterov=False, name="lars", **kwargs):
+    super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+    self.momentum = momentum
+    self.weight_decay_rate = weight_decay_rate
+    self.trust_coefficient = trust_coefficient
+    self.nesterov = nesterov
+
+  def build(self, var_list):
+    if self.built:
+      return
+    super().build(var_list)
+    self._momentums = self.add_optimizer_variables(var_list, "momentum")
+
+  def update_step(self, gradient, variable, learning_rate):
+    learning_rate = ops.cast(learning_rate, variable.dtype)
+    gradient = ops.cast(gradient, variable.dtype)
+    velocity = self._momentums[self._get_variable_index(variable)]
+    if self._use_weight_decay(variable):
+      gradient = gradient + self.weight_decay_rate * variable
+      weight_norm = ops.sqrt(ops.sum(ops.square(variable)))
+      gradient_norm = ops.sqrt(ops.sum(ops.square(gradient)))
+      trust_ratio = ops.where(
+          weight_norm > 0,
+          ops.where(gradient_norm > 0, self.trust_coefficient * weight_norm / gradient_norm, 1.0),
+          1.0)
+      learning_rate = learning_rate * trust_ratio
+    self.assign(velocity, self.momentum * velocity + learning_rate * gradient)
+    if self.nesterov:
+      self.assign_sub(variable, self.momentum * velocity + learning_rate * gradient)
+    else:
+      self.assign_sub(variable, velocity)
+
+  def get_config(self):
+    return {**super().get_config(), "momentum": self.momentum,
+            "weight_decay_rate": self.weight_decay_rate,
+            "trust_coefficient": self.trust_coefficient, "nesterov": self.nesterov}
+
+
 def build_optimizer(optimizer_config, learning_rate, model=None, dtype="fp32", loss_scale=None):
   """A keras optimizer for `optimizer_config` driven by `learning_rate` (a schedule or float).
 
-  `model`, when given, names the AdamW decay exemptions. dtype 'fp16' scales the loss:
-  with `loss_scale` None dynamically (keras.optimizers.LossScaleOptimizer), else by that
-  fixed factor (the optimizer's own loss_scale_factor: scale_loss multiplies, apply
-  divides the gradients back), as the official fixed --loss_scale does.
+  `model`, when given, names the variables exempt from weight decay (and from LARS' trust
+  ratio). dtype 'fp16' scales the loss: with `loss_scale` None dynamically
+  (keras.optimizers.LossScaleOptimizer), else by that fixed factor (the optimizer's own
+  loss_scale_factor: scale_loss multiplies, apply divides the gradients back), as the
+  official fixed --loss_scale does.
   """
-  name = optimizer_config.name
+  name, c = optimizer_config.name, optimizer_config
   fixed_scale = {"loss_scale_factor": loss_scale} if dtype == "fp16" and loss_scale else {}
+  # Keras applies no decay for None (0.0 would still run the decay ops); AdamW insists on a float.
+  decay = c.weight_decay or (0.0 if name == "adamw" else None)
   if name == "sgd":
-    optimizer = keras.optimizers.SGD(
-        learning_rate, momentum=optimizer_config.momentum, nesterov=optimizer_config.nesterov,
-        **fixed_scale)
-  elif name == "adam":
-    optimizer = keras.optimizers.Adam(
-        learning_rate, beta_1=optimizer_config.beta_1, beta_2=optimizer_config.beta_2,
-        epsilon=optimizer_config.epsilon, **fixed_scale)
-  elif name == "adamw":
-    optimizer = keras.optimizers.AdamW(
-        learning_rate, weight_decay=optimizer_config.weight_decay, beta_1=optimizer_config.beta_1,
-        beta_2=optimizer_config.beta_2, epsilon=optimizer_config.epsilon, **fixed_scale)
-    if model is not None:
-      optimizer.exclude_from_weight_decay(var_list=decay_exempt_variables(model))
+    optimizer = keras.optimizers.SGD(learning_rate, momentum=c.momentum, nesterov=c.nesterov,
+                                     weight_decay=decay, **fixed_scale)
+  elif name in ("adam", "adamw"):
+    optimizer_class = keras.optimizers.Adam if name == "adam" else keras.optimizers.AdamW
+    optimizer = optimizer_class(learning_rate, weight_decay=decay, beta_1=c.beta_1,
+                                beta_2=c.beta_2, epsilon=c.epsilon, **fixed_scale)
+  elif name == "rmsprop":
+    optimizer = keras.optimizers.RMSprop(learning_rate, rho=c.rho, momentum=c.momentum,
+                                         epsilon=c.epsilon, weight_decay=decay, **fixed_scale)
+  elif name == "lamb":
+    optimizer = keras.optimizers.Lamb(learning_rate, beta_1=c.beta_1, beta_2=c.beta_2,
+                                      epsilon=c.epsilon, weight_decay=decay, **fixed_scale)
+  elif name == "lars":
+    optimizer = Lars(learning_rate, momentum=c.momentum, weight_decay_rate=c.weight_decay,
+                     trust_coefficient=c.lars_trust_coefficient, nesterov=c.nesterov, **fixed_scale)
   else:
     raise ValueError(f"optimizer must be one of {config_lib.OPTIMIZERS}. Received: {name!r}")
+  if model is not None:
+    optimizer.exclude_from_weight_decay(var_list=decay_exempt_variables(model))
   if dtype == "fp16" and not fixed_scale:
     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
   return optimizer

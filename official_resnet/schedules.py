@@ -1,4 +1,5 @@
-"""Learning rate schedules: the official piecewise one with linear warm-up, cosine, constant.
+"""Learning rate schedules: the official piecewise one with linear warm-up, cosine, constant,
+step, polynomial and exponential decay, each with a linear warm-up.
 
 Every schedule is a keras LearningRateSchedule with get_config, so an
 optimizer holding one serializes, and the rate follows optimizer.iterations,
@@ -65,6 +66,38 @@ class ConstantSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
+class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+  """Rises linearly from 0 over warmup_steps to where `after_warmup` is, then follows it.
+
+  Keras' Polynomial and ExponentialDecay have no warm-up of their own. `after_warmup`
+  counts steps from the end of the warm-up when `shift` (a decay spread over the steps
+  after it, as cosine's), else from step 0 (decay at fixed epochs, as piecewise's); the
+  warm-up ends at its rate at that point, so the rate is continuous.
+  """
+
+  def __init__(self, after_warmup, warmup_steps, shift):
+    super().__init__()
+    if isinstance(after_warmup, dict):
+      after_warmup = keras.optimizers.schedules.deserialize(after_warmup)
+    self.after_warmup = after_warmup
+    self.warmup_steps = int(warmup_steps)
+    self.shift = bool(shift)
+
+  def __call__(self, step):
+    step = tf.cast(step, tf.float32)
+    offset = float(self.warmup_steps) if self.shift else 0.0
+    after = tf.cast(self.after_warmup(tf.maximum(step - offset, 0.0)), tf.float32)
+    if self.warmup_steps == 0:
+      return after
+    target = tf.cast(self.after_warmup(float(self.warmup_steps) - offset), tf.float32)
+    return tf.where(step < self.warmup_steps, target * step / self.warmup_steps, after)
+
+  def get_config(self):
+    return {"after_warmup": keras.optimizers.schedules.serialize(self.after_warmup),
+            "warmup_steps": self.warmup_steps, "shift": self.shift}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
 class PhasedSchedule(keras.optimizers.schedules.LearningRateSchedule):
   """Runs schedules[i] from start_steps[i], counting steps from that phase's start."""
 
@@ -120,6 +153,17 @@ def build_schedule(schedule_config, batch_size, steps_per_epoch, total_steps):
         warmup_steps=warmup_steps)
   if name == "constant":
     return ConstantSchedule(peak)
+  if name in ("step", "exponential"):
+    decay_steps = max(1, int(round(schedule_config.decay_every_epochs * steps_per_epoch)))
+    decay = keras.optimizers.schedules.ExponentialDecay(
+        peak, decay_steps, schedule_config.decay_factor, staircase=name == "step")
+    return LinearWarmup(decay, warmup_steps, shift=False)
+  if name == "polynomial":
+    decay = keras.optimizers.schedules.PolynomialDecay(
+        peak, max(total_steps - warmup_steps, 1),
+        end_learning_rate=peak * schedule_config.polynomial_end_fraction,
+        power=schedule_config.polynomial_power)
+    return LinearWarmup(decay, warmup_steps, shift=True)
   raise ValueError(f"lr_schedule must be one of {config_lib.SCHEDULES}. Received: {name!r}")
 
 

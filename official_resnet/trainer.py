@@ -12,6 +12,10 @@ a seed derived from (seed, e), and a run resumed mid-epoch skips the batches it
 already trained on, so it sees what an uninterrupted run would, as far as the
 input pipeline is deterministic given its seed.
 
+The train step can mix its batches (MixUp/CutMix, mixing.py), clip the replicas' summed
+gradient, and keep an average of the weights (ema.py) that evaluation swaps in; the
+checkpoint of the best evaluation so far can be kept apart (best_checkpoint.py).
+
 Faults: SIGTERM or SIGINT stops the run after the current call of the train
 function with a checkpoint, raising Preempted (the command exits with
 EXIT_PREEMPTED); a non-finite loss raises DivergenceError before anything is
@@ -33,10 +37,13 @@ import tensorflow as tf
 import input_pipeline
 from input_pipeline import bad_data
 from input_pipeline import preprocessing
+from official_resnet import best_checkpoint
 from official_resnet import config as config_lib
 from official_resnet import distribute
+from official_resnet import ema as ema_lib
 from official_resnet import export
 from official_resnet import losses
+from official_resnet import mixing
 from official_resnet import models
 from official_resnet import optimizers
 from official_resnet import profiling
@@ -185,7 +192,12 @@ class Trainer:
       # checkpoint holds the same variables whichever phase wrote it.
       self.optimizer.build(self.model.trainable_variables)
       self._compile()
-    self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step)
+      self.ema = self._weight_average()
+    self.mix_settings = self._mix_settings()
+    seed = experiment.runtime.seed
+    self._mix_seed = seed if seed is not None else int(np.random.default_rng().integers(2**62))
+    self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step,
+                                          **self._checkpointed_average())
     self._iterator_state = None
     self._evaluate_all = None
     # Rebuilt for each phase's trainable layers by _enter_phase.
@@ -203,12 +215,30 @@ class Trainer:
     return schedules.PhasedSchedule([phase.start_step for phase in self.phases],
                                     [phase.schedule for phase in self.phases])
 
+  def _weight_average(self):
+    train = self.config.train
+    if train.ema_decay is None:
+      return None
+    return ema_lib.WeightAverage(self.model, train.ema_decay, train.ema_warmup, self.strategy)
+
+  def _checkpointed_average(self):
+    return {ema_lib.CHECKPOINT_KEY: self.ema.state} if self.ema is not None else {}
+
+  def _mix_settings(self):
+    train = self.config.train
+    if not train.mixes:
+      return None
+    return mixing.MixSettings(mixup_alpha=train.mixup_alpha, cutmix_alpha=train.cutmix_alpha,
+                              prob=train.mix_prob, switch_prob=train.mix_switch_prob,
+                              mode=train.mix_mode)
+
   def _compile(self):
     """compile() with the loop's optimizer, loss and metrics: fit/evaluate see the same objective."""
+    train = self.config.train
     with self.strategy.scope():
       self.model.compile(
           optimizer=self.optimizer,
-          loss=losses.SparseCrossentropy(self.config.train.label_smoothing),
+          loss=losses.compile_loss(train.loss, train.label_smoothing, train.bce_target_threshold),
           metrics=losses.compile_metrics(self.config.model.num_classes),
           jit_compile=self.config.runtime.enable_xla)
 
@@ -238,16 +268,30 @@ class Trainer:
     latest = tf.train.latest_checkpoint(self.model_dir)
     train = self.config.train
     if latest:
-      self.checkpoint.restore(latest).assert_existing_objects_matched()
+      self._restore(latest)
       logging.info("Resumed from %s at step %d.", latest, self.current_step())
     elif train.init_checkpoint:
       scope = init_scope or train.init_checkpoint_scope
       models.load_pretrained(self.model, train.init_checkpoint, load_head=scope == "all")
       logging.info("Initialized %s from %s.", scope, train.init_checkpoint)
+    if self.ema is not None and not latest:
+      # The average starts at the weights training starts from, loaded ones included.
+      self.ema.reset()
     if write_config and self.is_chief:
       run_state.write_run_config(self.model_dir, self.config.model, self.config.data,
                                  self.class_names, self.config.train, self.config.runtime)
     return self.current_step()
+
+  def _restore(self, path):
+    """Restores a checkpoint of this trainer; one without a weight average starts the average
+    at its weights (a run resumed with averaging newly switched on)."""
+    if self.ema is None or ema_lib.checkpoint_has_average(path):
+      self.checkpoint.restore(path).assert_existing_objects_matched()
+      return
+    tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step).restore(
+        path).assert_existing_objects_matched()
+    self.ema.reset()
+    logging.warning("%s holds no average of the weights: the average starts at its weights.", path)
 
   def _checkpoint_manager(self):
     # Every worker must save (variables are read collectively); only the chief keeps its files.
@@ -402,19 +446,30 @@ class Trainer:
     variables = model.trainable_variables
     global_batch = self.config.data.batch_size
     num_replicas = strategy.num_replicas_in_sync
-    label_smoothing = self.config.train.label_smoothing
-    k = losses.top_k(self.config.model.num_classes)
+    train = self.config.train
+    label_smoothing = train.label_smoothing
+    num_classes = self.config.model.num_classes
+    k = losses.top_k(num_classes)
     loss_scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-    skip = self.config.train.nan_policy == "skip"
+    skip = train.nan_policy == "skip"
     normalization = self.config.data.normalization if self.normalizes_on_device else None
+    mix_settings, image_size, ema = self.mix_settings, self.config.data.image_size, self.ema
 
-    def forward_backward(images, labels):
+    def forward_backward(images, labels, mix):
       if normalization:
         # The pipeline's own function, so on-device and in-pipeline normalization cannot drift.
         images = preprocessing.normalize(images, normalization)
+      targets = None
+      if mix is not None:
+        # Mixing commutes with the per-channel affine normalization, so pixels a model
+        # normalizes itself mix as well, as floats.
+        images = mixing.mix_images(tf.cast(images, tf.float32), *mix)
+        targets = mixing.mix_targets(labels, num_classes, mix[0], label_smoothing)
       with tf.GradientTape() as tape:
         logits = model(images, training=True)
-        per_example = losses.per_example_crossentropy(labels, logits, label_smoothing)
+        per_example = losses.per_example_loss(
+            labels, logits, loss=train.loss, label_smoothing=label_smoothing, targets=targets,
+            bce_target_threshold=train.bce_target_threshold)
         # Summed and divided by the global batch: the replicas' gradients then sum to the mean's.
         loss = tf.reduce_sum(per_example) / global_batch
         if model.losses:
@@ -430,13 +485,22 @@ class Trainer:
       # The model's math only: the optimizer's cross-replica update cannot run inside XLA.
       forward_backward = tf.function(forward_backward, jit_compile=True)
 
+    def clipped(gradients):
+      if train.gradient_clip_norm is None:
+        return gradients
+      return self._clip_by_global_norm(gradients, train.gradient_clip_norm, loss_scaling)
+
     # Read before each forward pass updates them, to be put back when the step is skipped.
     moving_statistics = self.moving_statistics() if skip else []
 
     def replica_step(inputs):
       images, labels = inputs
       statistics_before = [tf.identity(variable) for variable in moving_statistics]
-      gradients, sums = forward_backward(images, labels)
+      mix = None
+      if mix_settings is not None:
+        mix = mixing.sample(self._mix_seed_of_step(), tf.shape(labels)[0], image_size, image_size,
+                            mix_settings)
+      gradients, sums = forward_backward(images, labels, mix)
       finite = tf.math.is_finite(sums[0])
       if not loss_scaling:
         finite &= tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients])
@@ -448,11 +512,11 @@ class Trainer:
       if loss_scaling:
         # The loss-scale optimizer skips overflowing gradients itself: only the loss counts.
         gradients = self._agree_on_finite(gradients)
-        optimizer.apply(gradients, variables)
+        optimizer.apply(clipped(gradients), variables)
       elif skip:
-        self._apply_if(all_finite, gradients, variables)
+        self._apply_if(all_finite, clipped(gradients), variables)
       else:
-        optimizer.apply(gradients, variables)
+        optimizer.apply(clipped(gradients), variables)
       # The bad-replica count rides on the sums' all-reduce: no extra collective per step.
       return tf.concat([sums, [1.0 - tf.cast(finite, tf.float32)]], axis=0)
 
@@ -468,6 +532,11 @@ class Trainer:
         bad = reduced[progress.NUM_SUMS] > 0
         keep = tf.logical_not(bad & skip)
         totals += tf.where(keep, reduced[:progress.NUM_SUMS], 0.0)
+        if ema is not None and skip:
+          # A skipped step leaves the average as it leaves the weights.
+          tf.cond(keep, ema.update, lambda: None)
+        elif ema is not None:
+          ema.update()
         first = nonfinite[0] == 0
         nonfinite += tf.where(
             bad, tf.stack([tf.constant(1.0, tf.float64),
@@ -483,34 +552,46 @@ class Trainer:
     return [weight.value for layer in self.model.layers if layer.trainable
             for weight in layer.non_trainable_weights]
 
+  def _mix_seed_of_step(self):
+    """In replica context: the stateless seed of this step's mixing on this replica.
+
+    A function of the run's seed, the global step and the replica alone, so a resumed run
+    mixes its batches as an uninterrupted one would.
+    """
+    replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+    seed = tf.stack([tf.constant(self._mix_seed, tf.int64), tf.cast(self.step, tf.int64)])
+    return tf.random.experimental.stateless_fold_in(seed, tf.cast(replica, tf.int64))
+
+  def _clip_by_global_norm(self, gradients, clip_norm, loss_scaling):
+    """This replica's share of the replicas' summed gradients clipped to global norm clip_norm.
+
+    Keras' global_clipnorm clips each replica's share before its all-reduce, which is not
+    the norm of the update; here the shares are summed first (one more all-reduce when
+    there are several replicas), clipped, and handed back as equal shares.
+    """
+    if loss_scaling:
+      # Still loss-scaled: the same clipping at the scaled norm.
+      clip_norm = clip_norm * tf.cast(self.optimizer.dynamic_scale, tf.float32)
+    replicas = self.strategy.num_replicas_in_sync
+    if replicas > 1:
+      gradients = tf.distribute.get_replica_context().all_reduce(
+          tf.distribute.ReduceOp.SUM, gradients)
+    gradients, _ = tf.clip_by_global_norm(gradients, clip_norm)
+    if replicas > 1:
+      gradients = [gradient / replicas for gradient in gradients]
+    return gradients
+
   def _make_sync_moving_statistics(self):
-    """tf.function() averaging the replicas' copies of the model's moving statistics; None if none.
+    """tf.function() averaging the replicas' copies of the model's moving statistics (and of
+    their averages, with --ema_decay); None if none.
 
     Keras 3 BatchNorm updates its moving statistics on each replica's own copy, so the
     copies drift apart (training itself uses batch statistics). Averaging them gives what
     a per-step mean across replicas would (the update is linear), as tf.keras 2's MEAN
-    aggregation did.
+    aggregation did; the averages follow each replica's own statistics alike.
     """
-    strategy = self.strategy
-    variables = self.moving_statistics()
-    if strategy.num_replicas_in_sync == 1 or not variables:
-      return None
-
-    def replica_means():
-      # One replica-context all-reduce of the whole list: the strategy packs values of any
-      # shapes into few collectives. strategy.reduce would stack them, which fails under
-      # MultiWorkerMirroredStrategy as soon as two layers differ in width.
-      return tf.distribute.get_replica_context().all_reduce(
-          tf.distribute.ReduceOp.MEAN, [tf.identity(variable) for variable in variables])
-
-    @tf.function
-    def sync():
-      means = strategy.run(replica_means)
-      for variable, mean in zip(variables, means):
-        # Every replica holds the same mean; the cross-replica assign writes it to each copy.
-        variable.assign(strategy.experimental_local_results(mean)[0])
-
-    return sync
+    averages = self.ema.statistics if self.ema is not None else []
+    return distribute.make_replica_mean(self.strategy, self.moving_statistics() + averages)
 
   def _make_evaluate_all(self):
     """tf.function() -> {"sums": [loss, top-1, top-5, examples], "confusion": [C, C]} summed
@@ -589,12 +670,31 @@ class Trainer:
   def _eval_every(self):
     return max(1, round(self.config.train.epochs_between_evals * self.steps_per_epoch))
 
-  def evaluate(self):
+  @contextlib.contextmanager
+  def evaluation_weights(self):
+    """While it lasts, the model holds the weights evaluation and export use: the average
+    of the weights when the run keeps one, else the trained weights themselves."""
+    if self.ema is None:
+      yield
+      return
+    self.ema.swap()
+    try:
+      yield
+    finally:
+      self.ema.swap()
+
+  def evaluate(self, average=False):
     """Metrics over the whole evaluation set, each example exactly once, on every strategy.
+
+    average=True evaluates what the run evaluates (evaluation_weights): the average of the
+    weights when the run keeps one; else the trained weights.
 
     Returns progress.eval_result's dict: loss, top-1, top-5, examples, per-class precision,
     recall and F1, and the confusion matrix.
     """
+    if average:
+      with self.evaluation_weights():
+        return self.evaluate()
     if self._evaluate_all is None:
       self._evaluate_all = self._make_evaluate_all()
     self.sync_replicas()
@@ -638,6 +738,10 @@ class Trainer:
     history = []
     last_metrics = None
     first_call = True
+    best = None
+    if self.config.train.best_metric:
+      best = best_checkpoint.BestCheckpoint(self.model_dir, self.config.train.best_metric,
+                                            self.is_chief)
 
     def on_steps(step, sums, steps, seconds, nonfinite):
       nonlocal first_call
@@ -683,11 +787,12 @@ class Trainer:
           # Throughput goes to the log lines and stats["examples_per_second"]; an interval's
           # would include the first call's tracing.
           entry = {"step": end, "epoch": end / self.steps_per_epoch, "phase": phase.name,
+                   "learning_rate": float(self.optimizer.learning_rate),
                    **{f"train_{name}": value for name, value in interval.result().items()
                       if name != "examples_per_second"}}
           interval.reset()
           if evaluate:
-            last_metrics = self.evaluate()
+            last_metrics = self._evaluate_and_keep_best(end, best)
             reporter.evaluate(end, last_metrics)
             entry.update(progress.eval_fields(last_metrics, with_report=False))
           history.append(entry)
@@ -695,7 +800,7 @@ class Trainer:
     if not history:
       logging.info("Step %d already reaches the %d steps to train.", start_step, self.total_steps)
       if evaluate:
-        last_metrics = self.evaluate()
+        last_metrics = self._evaluate_and_keep_best(start_step, best)
         reporter.evaluate(start_step, last_metrics)
         history.append({"step": start_step, "epoch": start_step / self.steps_per_epoch,
                         **progress.eval_fields(last_metrics, with_report=False)})
@@ -708,6 +813,19 @@ class Trainer:
     if self.is_chief:
       run_state.write_stats(self.model_dir, stats)
     return stats
+
+  def _evaluate_and_keep_best(self, step, best):
+    """Evaluates the evaluation weights; `best` (a BestCheckpoint or None) keeps a better step."""
+    metrics = self.evaluate(average=True)
+    if best is not None:
+      scratch = os.path.join(self.model_dir, "worker_tmp", distribute.task_name(self.strategy),
+                             best_checkpoint.DIRECTORY)
+      best.consider(step, metrics, self._write_checkpoint, scratch_dir=scratch)
+    return metrics
+
+  def _write_checkpoint(self, prefix):
+    self.sync_replicas()
+    self.checkpoint.write(prefix)
 
   def _stats(self, start_step, history, steady, wall_time):
     step = self.current_step()
@@ -761,17 +879,23 @@ def train_and_evaluate(experiment, evaluate=True, strategy=None):
 
   The chief holds model_dir's lock throughout: a second trainer there gets RunLockedError.
   """
+  export_config = experiment.export
+  if (export_config.export_dir and export_config.checkpoint == "best"
+      and not (experiment.train.best_metric and evaluate)):
+    raise ValueError("export_checkpoint='best' needs a best checkpoint: --best_metric and "
+                     "--mode=train_and_eval. Received: best_metric="
+                     f"{experiment.train.best_metric!r}, evaluate={evaluate}")
   trainer = Trainer(experiment, strategy)
   lock = run_lock.RunLock(trainer.model_dir) if trainer.is_chief else contextlib.nullcontext()
   with lock:
     trainer.restore_or_initialize()
     stats = trainer.train(evaluate=evaluate)
-    export_config = experiment.export
     if export_config.export_dir and trainer.is_chief:
-      # From the final checkpoint, rebuilt outside the strategy as a plain float32 model.
+      # From the final (or best) checkpoint, rebuilt outside the strategy as a plain float32 model.
       stats["export_path"] = export.export_from_model_dir(
           trainer.model_dir, export_config.export_dir, formats=export_config.formats,
-          top_k=export_config.top_k)
+          top_k=export_config.top_k, weights=export_config.weights,
+          checkpoint=export_config.checkpoint)
     return stats
 
 
@@ -784,7 +908,7 @@ def evaluate_checkpoint(experiment, strategy=None):
         "mode 'eval' needs a checkpoint in model_dir or an init_checkpoint. "
         f"Received: model_dir={trainer.model_dir!r} without checkpoints, init_checkpoint=None")
   step = trainer.restore_or_initialize(write_config=False, init_scope="all")
-  return record_evaluation(trainer, eval_reporter(trainer), step, trainer.evaluate())
+  return record_evaluation(trainer, eval_reporter(trainer), step, trainer.evaluate(average=True))
 
 
 def eval_reporter(trainer):

@@ -138,7 +138,8 @@ def test_bad_arguments_raise_value_errors_naming_them():
 def test_list_prints_the_selected_item_names(capsys):
   benchmark.main(["--list", "--quick", "--items=train/synthetic/*,keras_fit/*"])
   assert capsys.readouterr().out.split() == [
-      "train/synthetic/fp32/spl1", "train/synthetic/fp32/spl2", "train/synthetic/fp32/spl2/v1",
+      "train/synthetic/fp32/spl1", "train/synthetic/fp32/spl2",
+      "train/synthetic/fp32/spl2/recipe_cost", "train/synthetic/fp32/spl2/v1",
       "train/synthetic/fp32/spl2/stock_bn", "train/synthetic/fp32/xla/spl1",
       "train/synthetic/bf16/spl2", "train/synthetic/bf16/spl2/stock_bn",
       "train/synthetic/bf16/xla/spl1", "keras_fit/synthetic/fp32", "keras_fit/synthetic/bf16"]
@@ -223,3 +224,60 @@ def test_a_failing_item_is_reported_and_the_run_goes_on(tmp_path):
   assert failed["status"] == "failed"
   assert "architecture" in failed["log_tail"] and "resnet7" in failed["log_tail"]
   assert matmul["status"] == "ok" and matmul["gflops_per_second"] > 0
+
+
+def test_recipe_cost_ratios_compare_each_variant_with_the_plain_step_in_turn():
+  recipe = Item("train", "fp32", steps_per_loop=10, recipe_cost=True)
+  results = [
+      # Faster than the plain item here (another window of the machine's drift): it must not
+      # stand for our step; its own plain windows in turn decide its ratios.
+      _result(recipe, images_per_second=6.5, gflops_per_second=160.0, over_plain_windows={
+          "mixup_cutmix": [0.99, 0.98, 1.0], "ema": [0.97, 0.96, 0.99],
+          "mixup_cutmix_ema": [0.95, 0.96, 0.97]}, plain_step_seconds=5.0,
+          added_seconds_per_step={"mixup_cutmix": 0.05, "ema": 0.1, "mixup_cutmix_ema": 0.15}),
+      _result(Item("train", "fp32", steps_per_loop=10), images_per_second=6.0,
+              gflops_per_second=150.0),
+      _result(Item("keras_fit", "fp32"), images_per_second=5.0, gflops_per_second=110.0),
+  ]
+  summary = benchmark.summarize(results)
+  assert summary["fp32_over_keras_fit"]["numerator"] == "train/synthetic/fp32/spl10"
+  assert summary["mixup_cutmix_over_plain/fp32"] == {
+      "value": 0.99, "target": 0.97, "met": True,
+      "numerator": "train/synthetic/fp32/spl10/recipe_cost: mixup_cutmix",
+      "denominator": "train/synthetic/fp32/spl10/recipe_cost: plain, in turn"}
+  assert (summary["ema_over_plain/fp32"]["value"], summary["ema_over_plain/fp32"]["met"]) == (0.97, True)
+  assert summary["mixup_cutmix_ema_over_plain/fp32"]["met"] is False
+  # The added work timed alone, on top of the plain step: 5 / (5 + 0.15).
+  assert summary["mixup_cutmix_ema_added_over_plain/fp32"] == {
+      "value": 0.971, "target": 0.97, "met": True,
+      "numerator": "train/synthetic/fp32/spl10/recipe_cost: mixup_cutmix_ema alone",
+      "denominator": "train/synthetic/fp32/spl10/recipe_cost: plain, in turn"}
+  with pytest.raises(ValueError, match=r"`recipe_cost` applies to kind='train' only"):
+    benchmark.validate(benchmark.BenchmarkConfig(), [Item("keras_fit", recipe_cost=True)])
+
+
+@pytest.mark.slow
+def test_recipe_cost_item_times_every_variant_in_turn(tmp_path):
+  config = dataclasses.replace(benchmark.QUICK_CONFIG, work_dir=str(tmp_path),
+                               architecture="resnet18")
+  item = Item("train", steps_per_loop=2, recipe_cost=True)
+  report = benchmark.run_benchmark(config, [item])
+  (result,) = report["items"]
+  assert result["status"] == "ok", result
+  variants = result["variants_in_turn"]
+  assert list(variants) == ["plain", *benchmark.RECIPE_VARIANTS]
+  for variant in variants.values():
+    assert len(variant["window_images_per_second"]) == config.num_windows
+    assert min(variant["window_images_per_second"]) > 0
+  assert result["window_images_per_second"] == variants["mixup_cutmix_ema"]["window_images_per_second"]
+  assert result["over_plain_windows"]["ema"] == [
+      round(rate / base, 4) for rate, base in zip(variants["ema"]["window_images_per_second"],
+                                                  variants["plain"]["window_images_per_second"])]
+  assert set(result["added_seconds_per_step"]) == set(benchmark.RECIPE_VARIANTS)
+  assert 0 < result["added_seconds_per_step"]["ema"] < result["plain_step_seconds"]
+  assert result["added_seconds_per_step"]["mixup_cutmix_ema"] == pytest.approx(
+      result["added_seconds_per_step"]["mixup_cutmix"] + result["added_seconds_per_step"]["ema"])
+  assert result["plain_step_seconds"] == pytest.approx(
+      config.batch_size / variants["plain"]["images_per_second"])
+  assert set(report["summary"]) == {f"{name}_{kind}over_plain/fp32"
+                                    for name in benchmark.RECIPE_VARIANTS for kind in ("", "added_")}

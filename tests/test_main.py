@@ -56,8 +56,8 @@ def test_imagenet_configs_describe_the_official_recipe(name, strategy, dtype, ba
 @pytest.mark.parametrize("flag,value,allowed", [
     ("mode", "export_all", "<train_and_eval|train|eval|continuous_eval|export|predict>"),
     ("distribution_strategy", "horovod", "<off|one_device|mirrored|multi_worker_mirrored|tpu>"),
-    ("optimizer", "rmsprop", "<sgd|adam|adamw>"),
-    ("lr_schedule", "step", "<piecewise|cosine|constant>"),
+    ("optimizer", "adagrad", "<sgd|adam|adamw|rmsprop|lamb|lars>"),
+    ("lr_schedule", "linear", "<piecewise|cosine|constant|step|polynomial|exponential>"),
     ("dtype", "fp8", "<fp32|fp16|bf16>"),
     ("training_loop", "estimator", "<custom|fit>"),
     ("architecture", "resnet200", "<resnet18|resnet34|"),

@@ -119,9 +119,43 @@ def test_schedules_survive_serialization(name):
   assert float(optimizer.learning_rate) == pytest.approx(0.3)
 
 
+@pytest.mark.parametrize("name,warmup_epochs", [("step", 1), ("exponential", 1), ("step", 0)])
+def test_step_and_exponential_decay_at_fixed_epochs_after_warm_up(name, warmup_epochs):
+  config = config_lib.ScheduleConfig(name=name, base_learning_rate=0.4, base_batch_size=None,
+                                     warmup_epochs=warmup_epochs, decay_factor=0.5,
+                                     decay_every_epochs=2)
+  schedule = schedules.build_schedule(config, 256, STEPS_PER_EPOCH, total_steps=100)
+  steps = [0, 5, 10, 19, 20, 30, 45]
+  every = 2 * STEPS_PER_EPOCH
+  if name == "step":
+    after = [0.4 * 0.5 ** (s // every) for s in steps]
+  else:
+    after = [0.4 * 0.5 ** (s / every) for s in steps]
+  # Epochs count from step 0; the warm-up rises to where the decay is at its end.
+  warmup = 10 * warmup_epochs
+  expected = [after[steps.index(10)] * s / warmup if s < warmup else rate
+              for s, rate in zip(steps, after)] if warmup else after
+  np.testing.assert_allclose(rates(schedule, steps), expected, rtol=1e-5)
+
+
+def test_polynomial_decay_spans_the_steps_after_warm_up():
+  config = config_lib.ScheduleConfig(name="polynomial", base_learning_rate=0.2, base_batch_size=None,
+                                     warmup_epochs=1, polynomial_power=2.0,
+                                     polynomial_end_fraction=0.1)
+  schedule = schedules.build_schedule(config, 256, STEPS_PER_EPOCH, total_steps=110)
+  # Warm-up to 0.2 over 10 steps, then (0.2 - 0.02) (1 - t/100)^2 + 0.02, flat at the end.
+  steps = [0, 5, 10, 35, 60, 110, 150]
+  expected = [0.0, 0.1, 0.2] + [0.18 * (1 - (s - 10) / 100) ** 2 + 0.02 for s in (35, 60, 110)] + [0.02]
+  np.testing.assert_allclose(rates(schedule, steps), expected, rtol=1e-5, atol=1e-7)
+
+
 def test_bad_schedule_values_name_the_setting():
-  with pytest.raises(ValueError, match=r"lr_schedule must be one of .*'piecewise'.*Received: 'step'"):
-    config_lib.ScheduleConfig(name="step")
+  with pytest.raises(ValueError, match=r"lr_schedule must be one of .*'piecewise'.*Received: 'linear'"):
+    config_lib.ScheduleConfig(name="linear")
+  with pytest.raises(ValueError, match=r"polynomial_end_fraction must be in \[0, 1\]. Received: 2.0"):
+    config_lib.ScheduleConfig(polynomial_end_fraction=2.0)
+  with pytest.raises(ValueError, match=r"lr_decay_every_epochs must be > 0. Received: 0"):
+    config_lib.ScheduleConfig(decay_every_epochs=0)
   with pytest.raises(ValueError, match=r"lr_decay_epochs must be positive and increasing"):
     config_lib.ScheduleConfig(decay_epochs=(60.0, 30.0))
   with pytest.raises(ValueError, match="multipliers needs one more entry"):
@@ -148,7 +182,7 @@ def test_optimizers_follow_their_config():
   # fp32 ignores a loss scale, as the official code does.
   assert optimizers.build_optimizer(config_lib.OptimizerConfig(), 0.1, loss_scale=128.0
                                     ).loss_scale_factor is None
-  with pytest.raises(ValueError, match="nesterov applies to optimizer='sgd' only"):
+  with pytest.raises(ValueError, match="nesterov applies to optimizer='sgd' or 'lars' only"):
     config_lib.OptimizerConfig(name="adam", nesterov=True)
 
 

@@ -112,3 +112,26 @@ def train_on_batches(experiment, images, labels):
   trainer._make_train_function()(iterator, tf.constant(len(labels)))
   trainer.sync_replicas()
   return trainer
+
+
+# Class colour casts of the photo-like folder: one channel held back per class (or two).
+TINTS = ((1.0, 0.3, 0.3), (0.3, 1.0, 0.3), (0.3, 0.3, 1.0), (1.0, 1.0, 0.3))
+
+
+def write_photo_folder(root, train_per_class, eval_per_class, height=40, width=48, seed=0):
+  """root/{train,validation}/<class>/<n>.jpg: photo-like JPEGs under a colour cast per class.
+
+  Every image is its own scene (input_pipeline.photos: lit background, occluding objects,
+  texture), so crops and flips change what a step sees, unlike the solid colours; the
+  class is the cast, learnable in tens of steps.
+  """
+  for split, count in (("train", train_per_class), ("validation", eval_per_class)):
+    for index, tint in enumerate(TINTS):
+      folder = os.path.join(root, split, f"class{index}")
+      os.makedirs(folder, exist_ok=True)
+      for n in range(count):
+        rng = np.random.default_rng([seed, index, n, split == "train"])
+        pixels = photos.photo_like_image(rng, height, width) * np.array(tint)
+        with open(os.path.join(folder, f"{n}.jpg"), "wb") as f:
+          f.write(photos.encode(pixels.astype(np.uint8)))
+  return root
