@@ -335,7 +335,12 @@ class Trainer:
     return dataset
 
   def _train_iterator(self, step):
-    """A distributed iterator positioned at global step `step`, reused while it is there."""
+    """A distributed iterator over the epoch of global step `step`, positioned at it.
+
+    An iterator ends its use at its epoch's end: each epoch reads its own seeded order
+    (_train_dataset), so a run resumed at an epoch boundary reads what an uninterrupted
+    one reads.
+    """
     epoch, offset = divmod(step, self.steps_per_epoch)
     if self._iterator_state is not None and self._iterator_state[:2] == (epoch, step):
       return self._iterator_state[2]
@@ -351,7 +356,9 @@ class Trainer:
     return iterator
 
   def _advance_iterator(self, iterator, step):
-    self._iterator_state = (step // self.steps_per_epoch, step, iterator)
+    """Records that `iterator` now stands at global step `step` of its epoch."""
+    epoch = self._iterator_state[0]
+    self._iterator_state = (epoch, step, iterator)
 
   # ------------------------------------------------------------ the steps
 
@@ -644,19 +651,20 @@ class Trainer:
   # ------------------------------------------------------------ the loops
 
   def _run_custom(self, train_function, start, end, on_steps, profiler):
-    iterator = self._train_iterator(start)
     step = start
     steps_per_loop = self.config.train.steps_per_loop or self.steps_per_epoch
     while step < end:
-      # A call stops where the host has something to do: log, checkpoint, profile, piece end.
+      # A call stops where the host has something to do: log, checkpoint, profile, piece
+      # end, and where the epoch's data ends.
       stop = min(end, step + steps_per_loop, _next_multiple(step, self.config.train.log_steps),
                  _next_multiple(step, self._checkpoint_every()),
-                 profiler.next_boundary(step) or end)
+                 _next_multiple(step, self.steps_per_epoch), profiler.next_boundary(step) or end)
+      iterator = self._train_iterator(step)
       began = time.perf_counter()
       sums, nonfinite = train_function(iterator, tf.constant(stop - step, tf.int32))
+      self._advance_iterator(iterator, stop)
       on_steps(stop, sums.numpy(), stop - step, time.perf_counter() - began, nonfinite.numpy())
       step = stop
-    self._advance_iterator(iterator, end)
 
   def _run_fit(self, start, end, on_steps):
     epoch, offset = divmod(start, self.steps_per_epoch)

@@ -31,9 +31,10 @@ DECAY = 0.8
 
 @pytest.fixture(scope="module")
 def colours(tmp_path_factory):
-  # 48 training images (12 per class): the STEPS steps are one epoch, read in the seeded
-  # order whether or not the run stops on the way. 12 evaluation images.
-  return fixtures.write_colour_folder(str(tmp_path_factory.mktemp("colours")), 12, 3)
+  # 24 training images (6 per class): the STEPS steps are two epochs of 3, so a run resumed
+  # at step 3 starts the second epoch; it reads the seeded order of that epoch as an
+  # uninterrupted run does. 12 evaluation images.
+  return fixtures.write_colour_folder(str(tmp_path_factory.mktemp("colours")), 6, 3)
 
 
 def recipe_experiment(model_dir, data_dir, **overrides):
