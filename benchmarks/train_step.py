@@ -1,7 +1,7 @@
 """Side-by-side throughput: our ResNet train step, keras.applications `fit`, the machine's ceiling.
 
-    python -m official_resnet.benchmark --output=benchmarks/results_cpu.json
-    python -m official_resnet.benchmark --quick --items='train/*'   # seconds, tiny sizes
+    python -m benchmarks.train_step --output=benchmarks/results_cpu.json
+    python -m benchmarks.train_step --quick --items='train/*'   # seconds, tiny sizes
 
 Every item runs in its own subprocess, so its peak RSS is its own and threads
 or oneDNN settings cannot leak from one item into the next. An item's figure
@@ -21,7 +21,6 @@ import dataclasses
 import datetime
 import fnmatch
 import importlib.metadata
-import importlib.util
 import json
 import math
 import os
@@ -46,7 +45,7 @@ PRESETS = ("cpu", "full", "gpu")
 TRAIN_FLOPS_PER_FORWARD = 3
 # Generated real-data set: enough files that file-level interleave has work to spread.
 REAL_DATA_SHARDS = 8
-# Acceptance targets of issue 9, checked in the summary of every run.
+# Targets, checked in the summary of every run.
 TARGETS = {"fp32_over_keras_fit": 1.3,
            "fp32_fraction_of_conv_ceiling": 0.8,
            "bf16_over_fp32": 1.6,
@@ -61,6 +60,7 @@ RECIPE_VARIANTS = {
     "mixup_cutmix_ema": {"mixup_alpha": 0.1, "cutmix_alpha": 1.0, "ema_decay": 0.9999},
 }
 _RESULT_VERSION = 1
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -327,8 +327,8 @@ def machine_info() -> dict:
 
 
 def _generate_real_data(config):
-  """Photo-like JPEG TFRecords from input_pipeline.benchmark's generator, kept across runs."""
-  from input_pipeline import benchmark as pipeline_benchmark  # pylint: disable=import-outside-toplevel
+  """Photo-like JPEG TFRecords from benchmarks.pipeline's generator, kept across runs."""
+  from benchmarks import pipeline as pipeline_benchmark  # pylint: disable=import-outside-toplevel
   data_dir = os.path.join(config.work_dir, f"photos_{config.num_real_images}")
   pipeline_benchmark.ensure_data(data_dir, config.num_real_images, num_shards=REAL_DATA_SHARDS,
                                  processes=os.cpu_count())
@@ -343,15 +343,17 @@ def _run_in_subprocess(item, config, data_dir):
   with open(spec_path, "w") as f:
     json.dump({"item": dataclasses.asdict(item), "config": dataclasses.asdict(config),
                "data_dir": data_dir, "result_path": result_path}, f)
+  # The repository root first on the path: `-m benchmarks.train_step` imports from any cwd.
+  python_path = os.pathsep.join(p for p in (_REPO_ROOT, os.environ.get("PYTHONPATH")) if p)
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-         **dict(config.env)}
+         "PYTHONPATH": python_path, **dict(config.env)}
   record = {"name": item.name, **dataclasses.asdict(item),
             "load_average_before": round(os.getloadavg()[0], 2)}
   start = time.perf_counter()
   with open(log_path, "w") as log:
     try:
       process = subprocess.run(
-          [sys.executable, "-m", "official_resnet.benchmark", "--run_item", spec_path],
+          [sys.executable, "-m", "benchmarks.train_step", "--run_item", spec_path],
           stdout=log, stderr=subprocess.STDOUT, env=env, timeout=config.item_timeout_s,
           check=False)
       returncode = process.returncode
@@ -415,14 +417,11 @@ def _add_ceiling_fractions(results):
 
 
 def summarize(results) -> dict:
-  """The issue's acceptance ratios from the items that ran; each names the items it used."""
+  """The target ratios from the items that ran; each names the items it used."""
   ok = [r for r in results if r.get("status") == "ok"]
 
-  # Reports written before a field existed lack it: their items had its default.
-  defaults = {field.name: field.default for field in dataclasses.fields(Item)}
-
   def best(**fields):
-    matching = [r for r in ok if all(r.get(k, defaults[k]) == v for k, v in fields.items())]
+    matching = [r for r in ok if all(r[k] == v for k, v in fields.items())]
     return max(matching, key=lambda r: r["images_per_second"], default=None)
 
   def ratio(name, numerator, denominator, value_key="images_per_second"):
@@ -449,14 +448,12 @@ def summarize(results) -> dict:
                                              value_key="gflops_per_second"),
       "bf16_over_fp32": ratio("bf16_over_fp32", bf16, fp32),
   }
-  # Reports older than the in-turn timing have no window pairs: no ratio from them.
-  for real in (r for r in ok if r["kind"] == "train" and r["input"] == "real"
-               and "real_over_synthetic_windows" in r):
+  for real in (r for r in ok if r["kind"] == "train" and r["input"] == "real"):
     # The median over the item's window pairs (real, then the synthetic batches in turn).
     summary[f"real_over_synthetic/{real['precision']}"] = _checked_ratio(
         "real_over_synthetic", statistics.median(real["real_over_synthetic_windows"]),
         real["name"], f"{real['name']}, synthetic windows in turn")
-  for recipe in (r for r in ok if r["kind"] == "train" and r.get("recipe_cost")):
+  for recipe in (r for r in ok if r["kind"] == "train" and r["recipe_cost"]):
     # The median over the item's window turns of each variant's images/s over the plain step's.
     for variant, ratios in recipe["over_plain_windows"].items():
       summary[f"{variant}_over_plain/{recipe['precision']}"] = _checked_ratio(
@@ -662,7 +659,7 @@ def _runtime_config(config_lib, item):
 
 
 def build_train_function(item, config, data_dir, **train_overrides):
-  """(trainer, train_function): our Trainer for `item` and the function Trainer.train calls.
+  """(trainer, train_function): our Trainer for `item` and its step_sums_function.
 
   `train_overrides`: TrainConfig fields (a RECIPE_VARIANTS entry).
   """
@@ -676,7 +673,17 @@ def build_train_function(item, config, data_dir, **train_overrides):
                                    steps_per_loop=item.steps_per_loop, **train_overrides),
       runtime=_runtime_config(config_lib, item))
   trainer = trainer_lib.Trainer(experiment)
-  return trainer, trainer._make_train_function()  # pylint: disable=protected-access
+  return trainer, step_sums_function(trainer)
+
+
+def step_sums_function(trainer):
+  """(iterator, num_steps) -> the steps' summed results: the function Trainer.train calls.
+
+  The one place the tools reach into the trainer: numpy() on what it returns
+  waits for the steps. The non-finite step report beside the sums is not timed apart.
+  """
+  train_function = trainer._make_train_function()  # pylint: disable=protected-access
+  return lambda iterator, num_steps: train_function(iterator, num_steps)[0]
 
 
 def steps_on_input(trainer, train_function, item, config, data_dir, num_steps):
@@ -688,8 +695,7 @@ def steps_on_input(trainer, train_function, item, config, data_dir, num_steps):
   batches = _train_batches(item, config, data_dir, trainer)
   iterator = iter(trainer.strategy.distribute_datasets_from_function(lambda _: batches))
   steps = tf.constant(num_steps, tf.int32)
-  # [0]: the step sums; the non-finite step report beside them is not timed separately.
-  return lambda: train_function(iterator, steps)[0]
+  return lambda: train_function(iterator, steps)
 
 
 def _train(item, config, data_dir):
@@ -836,9 +842,6 @@ def _inference(item, config, data_dir):
 
 def _savedmodel_jpeg(item, config, data_dir):
   """The exported SavedModel's serving_default on a batch of JPEG bytes (decode, crop, model)."""
-  if importlib.util.find_spec("official_resnet.export") is None:
-    return {"status": "skipped",
-            "reason": "official_resnet/export.py does not exist yet (issue 6)"}
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from input_pipeline import constants  # pylint: disable=import-outside-toplevel
   from official_resnet import export  # pylint: disable=import-outside-toplevel
@@ -957,7 +960,7 @@ def _parse_env(pairs):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(
-      prog="python -m official_resnet.benchmark", description=__doc__.split("\n")[0])
+      prog="python -m benchmarks.train_step", description=__doc__.split("\n")[0])
   parser.add_argument("--preset", default="cpu", choices=PRESETS,
                       help="cpu: one axis at a time; full: every train combination; "
                            "gpu: mixed precision + XLA")

@@ -1,6 +1,6 @@
 """Input pipeline throughput against its ceiling on the same files and threads.
 
-    python -m input_pipeline.benchmark --num_images 2048 --threads 2 --json out/input_benchmark.json
+    python -m benchmarks.pipeline --num_images 2048 --threads 2 --json out/input_benchmark.json
 
 Generates (once, kept in --data_dir) an ImageNet-like TFRecord set of
 photo-like JPEGs about 500x375 at quality 90, then measures in one run:
@@ -39,12 +39,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from input_pipeline import DataConfig
+from input_pipeline import build_dataset
 from input_pipeline import build_tfrecords
 from input_pipeline import constants
-from input_pipeline import photos
-from input_pipeline import pipeline
 from input_pipeline import preprocessing
-from input_pipeline.config import DataConfig
+from official_resnet.demo import photos
 
 # ImageNet's typical shapes (height, width): landscape 4:3 and 3:2, and portrait.
 IMAGE_SHAPES = ((375, 500), (333, 500), (500, 375))
@@ -175,14 +175,14 @@ def run(data_dir: str, num_images: int, num_shards: int, image_size: int, batch_
                     shuffle_buffer_size=shuffle_buffer_size)
   measurements = {
       "train ceiling": lambda: _ceiling(files, True, image_size, batch_size, threads),
-      **{f"train {dtype}": (lambda dtype=dtype: pipeline.build_dataset(
+      **{f"train {dtype}": (lambda dtype=dtype: build_dataset(
           dataclasses.replace(base, output_dtype=dtype), training=True))
          for dtype in output_dtypes},
-      **{f"{PLAIN_FOR_AUGMENTED} {name}": (lambda name=name: pipeline.build_dataset(
+      **{f"{PLAIN_FOR_AUGMENTED} {name}": (lambda name=name: build_dataset(
           dataclasses.replace(base, output_dtype="uint8", **AUGMENTATIONS[name]), training=True))
          for name in augmentations},
       "eval ceiling": lambda: _ceiling(files, False, image_size, batch_size, threads),
-      **{f"eval {dtype}": (lambda dtype=dtype: pipeline.build_dataset(
+      **{f"eval {dtype}": (lambda dtype=dtype: build_dataset(
           dataclasses.replace(base, output_dtype=dtype), training=False))
          for dtype in output_dtypes},
   }
@@ -257,7 +257,7 @@ def format_table(report: dict) -> str:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m input_pipeline.benchmark",
+  parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline",
                                    description=__doc__.split("\n\n")[0])
   parser.add_argument("--data_dir", default=None,
                       help="TFRecords to use or generate (default: a folder in the temp dir)")
