@@ -89,6 +89,35 @@ def test_stock_batch_norm_items_never_stand_for_our_step():
   assert summary["fp32_over_keras_fit"]["value"] == 1.5
 
 
+def test_official_ratio_divides_our_step_of_the_same_settings_on_the_same_network():
+  flops = {"forward_flops_per_image": 8.18e9}
+  results = [
+      _result(Item("train", "fp32", steps_per_loop=1), images_per_second=6.0, **flops),
+      _result(Item("train", "fp32", steps_per_loop=10), images_per_second=6.6, **flops),
+      _result(Item("official_train", "fp32", steps_per_loop=1), images_per_second=5.0, **flops),
+      # A tiny model of ours (a --quick run) against the fixed 224 px official one: no ratio.
+      _result(Item("train", "bf16", steps_per_loop=10), images_per_second=90.0,
+              forward_flops_per_image=4e6),
+      _result(Item("official_train", "bf16", steps_per_loop=10), images_per_second=9.0, **flops),
+  ]
+  summary = train_step.summarize(results)
+  assert summary["train_over_official/fp32/spl1"] == {
+      "value": 1.2, "target": 1.15, "met": True, "numerator": "train/synthetic/fp32/spl1",
+      "denominator": "official_train/synthetic/fp32/spl1"}
+  assert not any(name.startswith("train_over_official/bf16") for name in summary)
+  with pytest.raises(ValueError, match="official_train"):
+    train_step.validate(train_step.BenchmarkConfig(), [Item("official_train", input="real")])
+
+
+@pytest.mark.slow
+def test_official_item_without_the_official_code_says_how_to_install_it(tmp_path):
+  config = dataclasses.replace(train_step.QUICK_CONFIG, work_dir=str(tmp_path),
+                               official_dir=str(tmp_path / "nowhere"))
+  (result,) = train_step.run_benchmark(config, [Item("official_train")])["items"]
+  assert result["status"] == "unavailable"
+  assert "nowhere" in result["reason"] and "pip install --no-deps" in result["reason"]
+
+
 def test_rounds_merge_into_the_median_round_with_every_window():
   def train_round(rate, windows, rss):
     return {**_result(Item("train"), images_per_second=rate, gflops_per_second=rate * 24.5),

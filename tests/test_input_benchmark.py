@@ -57,4 +57,8 @@ def test_report_rows_agree_with_their_passes(tmp_path):
       ceiling = rows[f"{name.split()[0]} ceiling"]["images_per_second"]
       assert row["ratio"] == pytest.approx(row["images_per_second"] / ceiling)
   assert report["settings"]["warmup_passes"] == 1
+  # The official input_fn only makes 224 px images: no official rows to divide by at 32.
+  assert report["official"] == {"status": "skipped",
+                                "reason": "the official input_fn outputs 224 px. "
+                                          "Received: image_size=32"}
   assert report["settings"]["num_images"] == 8 and report["settings"]["data_bytes"] > 8 * 25_000
