@@ -482,8 +482,13 @@ def summarize(results) -> dict:
                 fused_batch_norm=True, recipe_cost=False)
     if ours and math.isclose(ours["forward_flops_per_image"],
                              theirs["forward_flops_per_image"], rel_tol=0.01):
-      summary["train_over_official/" + theirs["name"].split("/", 2)[2]] = ratio(
-          "train_over_official", ours, theirs)
+      settings = theirs["name"].split("/", 2)[2]
+      summary[f"train_over_official/{settings}"] = ratio("train_over_official", ours, theirs)
+      # CPU seconds per image, theirs over ours: steadier where other work shares the cores.
+      summary[f"train_over_official_cpu/{settings}"] = _checked_ratio(
+          "train_over_official",
+          theirs["cpu_seconds_per_image"] / ours["cpu_seconds_per_image"],
+          f"{ours['name']} (CPU s/image)", f"{theirs['name']} (CPU s/image)")
   for recipe in (r for r in ok if r["kind"] == "train" and r["recipe_cost"]):
     # The median over the item's window turns of each variant's images/s over the plain step's.
     for variant, ratios in recipe["over_plain_windows"].items():

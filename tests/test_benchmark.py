@@ -92,9 +92,11 @@ def test_stock_batch_norm_items_never_stand_for_our_step():
 def test_official_ratio_divides_our_step_of_the_same_settings_on_the_same_network():
   flops = {"forward_flops_per_image": 8.18e9}
   results = [
-      _result(Item("train", "fp32", steps_per_loop=1), images_per_second=6.0, **flops),
+      _result(Item("train", "fp32", steps_per_loop=1), images_per_second=6.0,
+              cpu_seconds_per_image=0.3, **flops),
       _result(Item("train", "fp32", steps_per_loop=10), images_per_second=6.6, **flops),
-      _result(Item("official_train", "fp32", steps_per_loop=1), images_per_second=5.0, **flops),
+      _result(Item("official_train", "fp32", steps_per_loop=1), images_per_second=5.0,
+              cpu_seconds_per_image=0.33, **flops),
       # A tiny model of ours (a --quick run) against the fixed 224 px official one: no ratio.
       _result(Item("train", "bf16", steps_per_loop=10), images_per_second=90.0,
               forward_flops_per_image=4e6),
@@ -104,6 +106,7 @@ def test_official_ratio_divides_our_step_of_the_same_settings_on_the_same_networ
   assert summary["train_over_official/fp32/spl1"] == {
       "value": 1.2, "target": 1.15, "met": True, "numerator": "train/synthetic/fp32/spl1",
       "denominator": "official_train/synthetic/fp32/spl1"}
+  assert summary["train_over_official_cpu/fp32/spl1"]["value"] == 1.1
   assert not any(name.startswith("train_over_official/bf16") for name in summary)
   with pytest.raises(ValueError, match="official_train"):
     train_step.validate(train_step.BenchmarkConfig(), [Item("official_train", input="real")])
