@@ -31,7 +31,7 @@ case "$cmd" in
   demo)
     ensure_venv
     export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-1}
-    # Pre-train, transfer, export and predict on generated images; see official_resnet/demo.py.
+    # Pre-train, transfer, export and predict on generated images; see official_resnet/demo/__init__.py.
     exec "$VENV/bin/python" -m official_resnet.demo "$@"
     ;;
   main)

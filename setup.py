@@ -9,7 +9,8 @@ setup(
     description="ResNet/VGG image classification on Keras 3 and tf.distribute, "
     "with the official ImageNet recipe and transfer-learning workflows.",
     python_requires=">=3.11",
-    packages=["official_resnet", "input_pipeline"],
+    # The tools under benchmarks/ run from a checkout (python -m benchmarks.x) and are not installed.
+    packages=["official_resnet", "official_resnet.models", "official_resnet.demo", "input_pipeline"],
     install_requires=[
         "tensorflow==2.21.0",
         "keras==3.15.1",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CPU speed knobs, one benchmark run per setting over the same items, so each
 # setting's effect reads as the difference from `default`. XLA and steps_per_loop
-# are items of the main run (python -m official_resnet.benchmark) and not repeated here.
+# are items of the main run (python -m benchmarks.train_step) and not repeated here.
 #
 #   benchmarks/knobs.sh            # about 40 minutes on 2 cores; writes benchmarks/knobs/*.json
 #   ITEMS='conv_ceiling/fp32,train/synthetic/fp32/spl10' benchmarks/knobs.sh
@@ -16,7 +16,7 @@ ITEMS=${ITEMS:-conv_ceiling/fp32,conv_ceiling/bf16,train/synthetic/fp32/spl10,tr
 mkdir -p benchmarks/knobs
 run() {
   local name=$1; shift
-  "$PYTHON" -m official_resnet.benchmark --items="$ITEMS" --output="benchmarks/knobs/$name.json" "$@" \
+  "$PYTHON" -m benchmarks.train_step --items="$ITEMS" --output="benchmarks/knobs/$name.json" "$@" \
     | tee "benchmarks/knobs/$name.txt"
 }
 run default "$@"

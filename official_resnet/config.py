@@ -204,7 +204,7 @@ class TrainConfig:
   nan_policy: str = "stop"
   # Custom loop: training batches leave the input pipeline as uint8 pixels and the train
   # step normalizes them on its device. Per image that is 7% less input-pipeline CPU than
-  # float32 output (input_pipeline.benchmark) and a quarter of the bytes to copy to an
+  # float32 output (benchmarks/pipeline.py) and a quarter of the bytes to copy to an
   # accelerator. Training crops are random, so no bit-for-bit result is lost; evaluation
   # keeps the float32 pipeline.
   normalize_on_device: bool = True

@@ -78,7 +78,7 @@ INERT = {
     "use_trivial_model": (
         OfficialFlag("bool", False, "Accepted; no trivial model here."),
         "would train a one-layer model to time the input; time the input with "
-        "python -m input_pipeline.benchmark instead"),
+        "python -m benchmarks.pipeline instead"),
     "report_accuracy_metrics": (
         OfficialFlag("bool", True, "Accepted; accuracy is always reported."),
         "would switch the accuracy metrics on or off; here top-1/top-5 come from each step's "

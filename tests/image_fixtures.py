@@ -6,7 +6,7 @@ import tensorflow as tf
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from input_pipeline import build_tfrecords
-from input_pipeline import photos
+from official_resnet.demo import photos
 
 SMALL_HEIGHT, SMALL_WIDTH = 40, 56
 

@@ -7,8 +7,8 @@ import statistics
 import keras
 import pytest
 
-from official_resnet import benchmark
-from official_resnet.benchmark import Item
+from benchmarks import train_step
+from benchmarks.train_step import Item
 from official_resnet.models import ModelConfig
 from official_resnet.models import build_model
 
@@ -24,13 +24,13 @@ def test_forward_flops_count_every_conv_and_dense_kernel():
   outputs = keras.layers.Dense(5)(x)  # 8*5
   model = keras.Model(inputs, outputs)
   multiply_adds = 8 * 8 * 27 * 4 + 4 * 4 * 24 + 4 * 4 * 9 * 3 * 8 + 8 * 5
-  assert benchmark.forward_flops_per_image(model) == 2 * multiply_adds
+  assert train_step.forward_flops_per_image(model) == 2 * multiply_adds
 
 
 def test_resnet50_flops_match_the_published_counts():
   # torchvision lists 4.09 G multiply-adds for ResNet-50 v1.5; keras' v1 strides in the 1x1.
-  ours = benchmark.forward_flops_per_image(build_model(ModelConfig()))
-  keras_v1 = benchmark.forward_flops_per_image(keras.applications.ResNet50(weights=None))
+  ours = train_step.forward_flops_per_image(build_model(ModelConfig()))
+  keras_v1 = train_step.forward_flops_per_image(keras.applications.ResNet50(weights=None))
   assert ours / 2 == pytest.approx(4.089e9, rel=1e-3)
   assert keras_v1 / 2 == pytest.approx(3.858e9, rel=1e-3)
 
@@ -57,7 +57,7 @@ def test_summary_ratios_name_their_items_and_check_targets():
       {"name": "train/synthetic/fp32/xla/spl1", **dataclasses.asdict(Item("train", xla=True)),
        "status": "failed"},
   ]
-  summary = benchmark.summarize(results)
+  summary = train_step.summarize(results)
   assert summary["fp32_over_keras_fit"] == {
       "value": 1.2, "target": 1.3, "met": False,
       "numerator": fp32_many.name, "denominator": "keras_fit/synthetic/fp32"}
@@ -83,19 +83,42 @@ def test_stock_batch_norm_items_never_stand_for_our_step():
               images_per_second=7.0, gflops_per_second=170.0),
       _result(Item("keras_fit", "fp32"), images_per_second=6.0, gflops_per_second=140.0),
   ]
-  summary = benchmark.summarize(results)
+  summary = train_step.summarize(results)
   assert "bf16_over_fp32" not in summary
   assert summary["fp32_over_keras_fit"]["numerator"] == "train/synthetic/fp32/spl10"
   assert summary["fp32_over_keras_fit"]["value"] == 1.5
 
 
-def test_reports_older_than_a_field_read_it_as_the_default():
-  results = [_result(Item("train", "fp32", steps_per_loop=10), images_per_second=6.0,
-                     gflops_per_second=150.0),
-             _result(Item("keras_fit", "fp32"), images_per_second=5.0, gflops_per_second=110.0)]
-  for result in results:
-    del result["variant"], result["fused_batch_norm"]
-  assert benchmark.summarize(results)["fp32_over_keras_fit"]["value"] == 1.2
+def test_official_ratio_divides_our_step_of_the_same_settings_on_the_same_network():
+  flops = {"forward_flops_per_image": 8.18e9}
+  results = [
+      _result(Item("train", "fp32", steps_per_loop=1), images_per_second=6.0,
+              cpu_seconds_per_image=0.3, **flops),
+      _result(Item("train", "fp32", steps_per_loop=10), images_per_second=6.6, **flops),
+      _result(Item("official_train", "fp32", steps_per_loop=1), images_per_second=5.0,
+              cpu_seconds_per_image=0.33, **flops),
+      # A tiny model of ours (a --quick run) against the fixed 224 px official one: no ratio.
+      _result(Item("train", "bf16", steps_per_loop=10), images_per_second=90.0,
+              forward_flops_per_image=4e6),
+      _result(Item("official_train", "bf16", steps_per_loop=10), images_per_second=9.0, **flops),
+  ]
+  summary = train_step.summarize(results)
+  assert summary["train_over_official/fp32/spl1"] == {
+      "value": 1.2, "target": 1.15, "met": True, "numerator": "train/synthetic/fp32/spl1",
+      "denominator": "official_train/synthetic/fp32/spl1"}
+  assert summary["train_over_official_cpu/fp32/spl1"]["value"] == 1.1
+  assert not any(name.startswith("train_over_official/bf16") for name in summary)
+  with pytest.raises(ValueError, match="official_train"):
+    train_step.validate(train_step.BenchmarkConfig(), [Item("official_train", input="real")])
+
+
+@pytest.mark.slow
+def test_official_item_without_the_official_code_says_how_to_install_it(tmp_path):
+  config = dataclasses.replace(train_step.QUICK_CONFIG, work_dir=str(tmp_path),
+                               official_dir=str(tmp_path / "nowhere"))
+  (result,) = train_step.run_benchmark(config, [Item("official_train")])["items"]
+  assert result["status"] == "unavailable"
+  assert "nowhere" in result["reason"] and "pip install --no-deps" in result["reason"]
 
 
 def test_rounds_merge_into_the_median_round_with_every_window():
@@ -104,7 +127,7 @@ def test_rounds_merge_into_the_median_round_with_every_window():
             "window_images_per_second": windows, "peak_rss_bytes": rss, "wall_seconds": 10.0}
   rounds = [train_round(6.0, [5.9, 6.0], 100), train_round(5.0, [5.0, 5.1], 300),
             train_round(6.5, [6.5, 6.4], 200)]
-  merged = benchmark.merge_rounds(rounds)
+  merged = train_step.merge_rounds(rounds)
   # The median round whole (its images/s and GFLOP/s agree), the spread from all rounds.
   assert (merged["images_per_second"], merged["gflops_per_second"]) == (6.0, 6.0 * 24.5)
   assert merged["round_figures"] == [6.0, 5.0, 6.5]
@@ -113,30 +136,30 @@ def test_rounds_merge_into_the_median_round_with_every_window():
   # Even counts take the lower median; ceilings merge on GFLOP/s.
   ceilings = [{**_result(Item("conv_ceiling"), gflops_per_second=g), "peak_rss_bytes": 1,
                "wall_seconds": 1.0} for g in (180.0, 160.0)]
-  assert benchmark.merge_rounds(ceilings)["gflops_per_second"] == 160.0
+  assert train_step.merge_rounds(ceilings)["gflops_per_second"] == 160.0
   real_rounds = [{**r, "real_over_synthetic_windows": [ratio]}
                  for r, ratio in zip(rounds, (0.93, 0.99, 0.95))]
-  assert benchmark.merge_rounds(real_rounds)["real_over_synthetic_windows"] == [0.93, 0.99, 0.95]
+  assert train_step.merge_rounds(real_rounds)["real_over_synthetic_windows"] == [0.93, 0.99, 0.95]
   failed = {"name": rounds[0]["name"], "status": "failed", "reason": "exit status 1"}
-  assert benchmark.merge_rounds([rounds[0], failed]) == failed
+  assert train_step.merge_rounds([rounds[0], failed]) == failed
 
 
 def test_bad_arguments_raise_value_errors_naming_them():
-  config = benchmark.BenchmarkConfig()
+  config = train_step.BenchmarkConfig()
   with pytest.raises(ValueError, match="batch_size"):
-    benchmark.validate(dataclasses.replace(config, batch_size=0), [Item("train")])
+    train_step.validate(dataclasses.replace(config, batch_size=0), [Item("train")])
   with pytest.raises(ValueError, match="input_private_threads.*Received: input_private_threads=0"):
-    benchmark.validate(dataclasses.replace(config, input_private_threads=0), [Item("train")])
+    train_step.validate(dataclasses.replace(config, input_private_threads=0), [Item("train")])
   with pytest.raises(ValueError, match="precision.*Received: precision='fp8'"):
-    benchmark.validate(config, [Item("train", "fp8")])
+    train_step.validate(config, [Item("train", "fp8")])
   with pytest.raises(ValueError, match=r"items.*Received: items='nothing/\*'"):
-    benchmark.select_items(benchmark.preset_items("cpu", config), "nothing/*")
+    train_step.select_items(train_step.preset_items("cpu", config), "nothing/*")
   with pytest.raises(ValueError, match="preset"):
-    benchmark.preset_items("tpu", config)
+    train_step.preset_items("tpu", config)
 
 
 def test_list_prints_the_selected_item_names(capsys):
-  benchmark.main(["--list", "--quick", "--items=train/synthetic/*,keras_fit/*"])
+  train_step.main(["--list", "--quick", "--items=train/synthetic/*,keras_fit/*"])
   assert capsys.readouterr().out.split() == [
       "train/synthetic/fp32/spl1", "train/synthetic/fp32/spl2",
       "train/synthetic/fp32/spl2/recipe_cost", "train/synthetic/fp32/spl2/v1",
@@ -147,25 +170,25 @@ def test_list_prints_the_selected_item_names(capsys):
 
 @pytest.mark.slow
 def test_train_items_feed_the_step_what_trainer_train_feeds_it(tmp_path):
-  config = dataclasses.replace(benchmark.QUICK_CONFIG, work_dir=str(tmp_path))
+  config = dataclasses.replace(train_step.QUICK_CONFIG, work_dir=str(tmp_path))
   item = Item("train", steps_per_loop=1)
-  trainer, train_function = benchmark.build_train_function(item, config, data_dir=None)
+  trainer, train_function = train_step.build_train_function(item, config, data_dir=None)
   assert trainer.normalizes_on_device
-  images, labels = next(iter(benchmark._train_batches(item, config, None, trainer)))
+  images, labels = next(iter(train_step._train_batches(item, config, None, trainer)))
   assert images.dtype == "uint8" and images.shape == (4, 32, 32, 3)
   # keras.applications' fit gets no trainer and keeps the pipeline's normalized float32.
-  assert next(iter(benchmark._train_batches(item, config, None)))[0].dtype == "float32"
-  sums = benchmark.steps_on_input(trainer, train_function, item, config, None, 1)().numpy()
+  assert next(iter(train_step._train_batches(item, config, None)))[0].dtype == "float32"
+  sums = train_step.steps_on_input(trainer, train_function, item, config, None, 1)().numpy()
   assert sums[3] == 4 and 0 < sums[0] < 100  # examples counted, a finite loss
 
 
 def test_quick_run_writes_a_consistent_report(tmp_path):
-  config = dataclasses.replace(benchmark.QUICK_CONFIG, work_dir=str(tmp_path / "work"))
+  config = dataclasses.replace(train_step.QUICK_CONFIG, work_dir=str(tmp_path / "work"))
   items = [Item("conv_ceiling"), Item("train", steps_per_loop=2),
            Item("train", input="real", steps_per_loop=2), Item("keras_fit"),
            Item("savedmodel_jpeg")]
   output = tmp_path / "report.json"
-  report = benchmark.run_benchmark(config, items, str(output))
+  report = train_step.run_benchmark(config, items, str(output))
 
   assert json.loads(output.read_text()) == json.loads(json.dumps(report))
   by_name = {r["name"]: r for r in report["items"]}
@@ -180,7 +203,7 @@ def test_quick_run_writes_a_consistent_report(tmp_path):
   assert conv["gflops_per_second"] == pytest.approx(
       3 / (1 / conv["forward_gflops_per_second"] + 2 / conv["backward_gflops_per_second"]))
 
-  tiny_model_flops = benchmark.forward_flops_per_image(build_model(ModelConfig(
+  tiny_model_flops = train_step.forward_flops_per_image(build_model(ModelConfig(
       image_size=config.image_size, base_width=config.base_width)))
   for name in ("train/synthetic/fp32/spl2", "train/real/fp32/spl2", "keras_fit/synthetic/fp32"):
     r = by_name[name]
@@ -211,15 +234,15 @@ def test_quick_run_writes_a_consistent_report(tmp_path):
   assert math.isclose(summary["fp32_over_keras_fit"]["value"], round(
       by_name["train/synthetic/fp32/spl2"]["images_per_second"]
       / by_name["keras_fit/synthetic/fp32"]["images_per_second"], 3))
-  table = benchmark.format_table(report)
+  table = train_step.format_table(report)
   assert all(name in table for name in by_name)
 
 
 @pytest.mark.slow
 def test_a_failing_item_is_reported_and_the_run_goes_on(tmp_path):
-  config = dataclasses.replace(benchmark.QUICK_CONFIG, work_dir=str(tmp_path),
+  config = dataclasses.replace(train_step.QUICK_CONFIG, work_dir=str(tmp_path),
                                architecture="resnet7")
-  report = benchmark.run_benchmark(config, [Item("train"), Item("matmul_ceiling")])
+  report = train_step.run_benchmark(config, [Item("train"), Item("matmul_ceiling")])
   failed, matmul = report["items"]
   assert failed["status"] == "failed"
   assert "architecture" in failed["log_tail"] and "resnet7" in failed["log_tail"]
@@ -239,7 +262,7 @@ def test_recipe_cost_ratios_compare_each_variant_with_the_plain_step_in_turn():
               gflops_per_second=150.0),
       _result(Item("keras_fit", "fp32"), images_per_second=5.0, gflops_per_second=110.0),
   ]
-  summary = benchmark.summarize(results)
+  summary = train_step.summarize(results)
   assert summary["fp32_over_keras_fit"]["numerator"] == "train/synthetic/fp32/spl10"
   assert summary["mixup_cutmix_over_plain/fp32"] == {
       "value": 0.99, "target": 0.97, "met": True,
@@ -253,19 +276,19 @@ def test_recipe_cost_ratios_compare_each_variant_with_the_plain_step_in_turn():
       "numerator": "train/synthetic/fp32/spl10/recipe_cost: mixup_cutmix_ema alone",
       "denominator": "train/synthetic/fp32/spl10/recipe_cost: plain, in turn"}
   with pytest.raises(ValueError, match=r"`recipe_cost` applies to kind='train' only"):
-    benchmark.validate(benchmark.BenchmarkConfig(), [Item("keras_fit", recipe_cost=True)])
+    train_step.validate(train_step.BenchmarkConfig(), [Item("keras_fit", recipe_cost=True)])
 
 
 @pytest.mark.slow
 def test_recipe_cost_item_times_every_variant_in_turn(tmp_path):
-  config = dataclasses.replace(benchmark.QUICK_CONFIG, work_dir=str(tmp_path),
+  config = dataclasses.replace(train_step.QUICK_CONFIG, work_dir=str(tmp_path),
                                architecture="resnet18")
   item = Item("train", steps_per_loop=2, recipe_cost=True)
-  report = benchmark.run_benchmark(config, [item])
+  report = train_step.run_benchmark(config, [item])
   (result,) = report["items"]
   assert result["status"] == "ok", result
   variants = result["variants_in_turn"]
-  assert list(variants) == ["plain", *benchmark.RECIPE_VARIANTS]
+  assert list(variants) == ["plain", *train_step.RECIPE_VARIANTS]
   for variant in variants.values():
     assert len(variant["window_images_per_second"]) == config.num_windows
     assert min(variant["window_images_per_second"]) > 0
@@ -273,11 +296,11 @@ def test_recipe_cost_item_times_every_variant_in_turn(tmp_path):
   assert result["over_plain_windows"]["ema"] == [
       round(rate / base, 4) for rate, base in zip(variants["ema"]["window_images_per_second"],
                                                   variants["plain"]["window_images_per_second"])]
-  assert set(result["added_seconds_per_step"]) == set(benchmark.RECIPE_VARIANTS)
+  assert set(result["added_seconds_per_step"]) == set(train_step.RECIPE_VARIANTS)
   assert 0 < result["added_seconds_per_step"]["ema"] < result["plain_step_seconds"]
   assert result["added_seconds_per_step"]["mixup_cutmix_ema"] == pytest.approx(
       result["added_seconds_per_step"]["mixup_cutmix"] + result["added_seconds_per_step"]["ema"])
   assert result["plain_step_seconds"] == pytest.approx(
       config.batch_size / variants["plain"]["images_per_second"])
   assert set(report["summary"]) == {f"{name}_{kind}over_plain/fp32"
-                                    for name in benchmark.RECIPE_VARIANTS for kind in ("", "added_")}
+                                    for name in train_step.RECIPE_VARIANTS for kind in ("", "added_")}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from official_resnet import demo_data
+from official_resnet.demo import data as demo_data
 
 
 def test_subfolder_layout_writes_every_class(tmp_path):

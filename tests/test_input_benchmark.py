@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from input_pipeline import benchmark
+from benchmarks import pipeline
 from input_pipeline import sources
 
 
 def test_generated_records_are_photo_sized_jpegs(tmp_path):
-  files = benchmark.ensure_data(str(tmp_path), num_images=6, num_shards=2, processes=2)
+  files = pipeline.ensure_data(str(tmp_path), num_images=6, num_shards=2, processes=2)
   assert [os.path.basename(f) for f in files] == ["train-00000-of-00002", "train-00001-of-00002"]
   examples = [sources.parse_imagenet_record(r, label_offset=1)
               for r in tf.data.TFRecordDataset(files)]
@@ -21,21 +21,21 @@ def test_generated_records_are_photo_sized_jpegs(tmp_path):
     encoded = example["image"].numpy()
     assert tf.io.is_jpeg(encoded)
     shape = tuple(tf.image.extract_jpeg_shape(encoded).numpy()[:2])
-    assert shape in benchmark.IMAGE_SHAPES
+    assert shape in pipeline.IMAGE_SHAPES
     # Photo-like, not flat: real detail compresses to tens of KB, flat colour to a few.
     assert len(encoded) > 25_000
     pixels = tf.io.decode_jpeg(encoded).numpy().astype(np.float32)
     assert pixels.std() > 20
   # A second call reuses the files instead of generating again.
   mtimes = [os.path.getmtime(f) for f in files]
-  assert benchmark.ensure_data(str(tmp_path), 6, 2, 2) == files
+  assert pipeline.ensure_data(str(tmp_path), 6, 2, 2) == files
   assert [os.path.getmtime(f) for f in files] == mtimes
 
 
 @pytest.mark.slow
 def test_report_rows_agree_with_their_passes(tmp_path):
   out = tmp_path / "report.json"
-  benchmark.main(["--data_dir", str(tmp_path / "data"), "--num_images", "8", "--num_shards", "2",
+  pipeline.main(["--data_dir", str(tmp_path / "data"), "--num_images", "8", "--num_shards", "2",
                   "--image_size", "32", "--batch_size", "4", "--passes", "2",
                   "--train_batches", "2", "--threads", "2", "--output_dtypes", "float32,uint8",
                   "--augmentations", "randaugment+erasing", "--json", str(out)])
@@ -48,7 +48,7 @@ def test_report_rows_agree_with_their_passes(tmp_path):
   assert augmented["of_plain"] == pytest.approx(
       augmented["images_per_second"] / rows["train uint8"]["images_per_second"])
   assert report["settings"]["augmentations"] == {
-      "randaugment+erasing": benchmark.AUGMENTATIONS["randaugment+erasing"]}
+      "randaugment+erasing": pipeline.AUGMENTATIONS["randaugment+erasing"]}
   for name, row in rows.items():
     assert len(row["passes"]) == 2
     assert row["images_per_second"] == pytest.approx(statistics.median(row["passes"]))
@@ -57,4 +57,8 @@ def test_report_rows_agree_with_their_passes(tmp_path):
       ceiling = rows[f"{name.split()[0]} ceiling"]["images_per_second"]
       assert row["ratio"] == pytest.approx(row["images_per_second"] / ceiling)
   assert report["settings"]["warmup_passes"] == 1
+  # The official input_fn only makes 224 px images: no official rows to divide by at 32.
+  assert report["official"] == {"status": "skipped",
+                                "reason": "the official input_fn outputs 224 px. "
+                                          "Received: image_size=32"}
   assert report["settings"]["num_images"] == 8 and report["settings"]["data_bytes"] > 8 * 25_000

@@ -14,9 +14,9 @@ from input_pipeline import bad_data
 from input_pipeline import build_dataset
 from input_pipeline import constants
 from input_pipeline import dataset_info
-from input_pipeline import photos
 from input_pipeline import preprocessing
 from input_pipeline import sources
+from official_resnet.demo import photos
 
 SIZE = 32
 NUM_RECORDS = 13  # not a multiple of any batch size used here

@@ -1,8 +1,8 @@
 """op_profile: op-type breakdown of the train step from a real tf.profiler trace."""
 import pytest
 
-from official_resnet import benchmark
-from official_resnet import op_profile
+from benchmarks import op_profile
+from benchmarks import train_step
 
 
 def test_onednn_kernel_names_map_to_stock_op_types():
@@ -28,8 +28,8 @@ def test_a_folder_without_a_trace_is_refused(tmp_path):
 
 
 def test_profiled_train_step_accounts_for_every_convolution_direction(tmp_path):
-  item = benchmark.Item("train", "fp32", steps_per_loop=2)
-  report = op_profile.profile_train_step(item, benchmark.QUICK_CONFIG, str(tmp_path))
+  item = train_step.Item("train", "fp32", steps_per_loop=2)
+  report = op_profile.profile_train_step(item, train_step.QUICK_CONFIG, str(tmp_path))
   types = {t.op_type: t for t in report["op_times"]}
   for op_type in op_profile.CONVOLUTION_OPS:
     assert types[op_type].milliseconds_per_step > 0, op_type

@@ -9,8 +9,8 @@ from PIL import Image
 
 import image_fixtures
 from input_pipeline import constants
-from input_pipeline import photos
 from input_pipeline import preprocessing
+from official_resnet.demo import photos
 
 SIZE = 32
 PIXELS = image_fixtures.image(seed=1)

@@ -12,11 +12,11 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from input_pipeline.config import DataConfig
-from official_resnet import demo_data
 from official_resnet import main
 from official_resnet import models
 from official_resnet import run_state
 from official_resnet import trainer as trainer_lib
+from official_resnet.demo import data as demo_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS

@@ -11,9 +11,9 @@ import tensorflow as tf
 
 from input_pipeline import constants
 from input_pipeline import preprocessing
-from official_resnet import demo_data
 from official_resnet import models
 from official_resnet import run_state
+from official_resnet.demo import data as demo_data
 from official_resnet.models import weight_sources
 import test_recipes
 from torch_fixtures import randomize_batch_norm

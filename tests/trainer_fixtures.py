@@ -13,10 +13,10 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
-from input_pipeline import photos
 from input_pipeline.config import DataConfig
 from official_resnet import config as config_lib
 from official_resnet import trainer as trainer_lib
+from official_resnet.demo import photos
 from official_resnet.models.config import ModelConfig
 
 COLOURS = ((220, 40, 40), (40, 200, 60), (50, 70, 230), (230, 210, 40))
@@ -121,7 +121,7 @@ TINTS = ((1.0, 0.3, 0.3), (0.3, 1.0, 0.3), (0.3, 0.3, 1.0), (1.0, 1.0, 0.3))
 def write_photo_folder(root, train_per_class, eval_per_class, height=40, width=48, seed=0):
   """root/{train,validation}/<class>/<n>.jpg: photo-like JPEGs under a colour cast per class.
 
-  Every image is its own scene (input_pipeline.photos: lit background, occluding objects,
+  Every image is its own scene (official_resnet.demo.photos: lit background, occluding objects,
   texture), so crops and flips change what a step sees, unlike the solid colours; the
   class is the cast, learnable in tens of steps.
   """

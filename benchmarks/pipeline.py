@@ -1,6 +1,6 @@
 """Input pipeline throughput against its ceiling on the same files and threads.
 
-    python -m input_pipeline.benchmark --num_images 2048 --threads 2 --json out/input_benchmark.json
+    python -m benchmarks.pipeline --num_images 2048 --threads 2 --json out/input_benchmark.json
 
 Generates (once, kept in --data_dir) an ImageNet-like TFRecord set of
 photo-like JPEGs about 500x375 at quality 90, then measures in one run:
@@ -10,6 +10,10 @@ photo-like JPEGs about 500x375 at quality 90, then measures in one run:
   train ceiling   the same files read with only parse + decode_and_crop_jpeg + resize
   eval pipeline   build_dataset(training=False), per output dtype
   eval ceiling    parse + decode + aspect-preserving resize + central crop
+  train/eval official  the official legacy imagenet_preprocessing.input_fn on the same
+                  files with the same private threads (float32 out), when the official
+                  code is installed (benchmarks/official.py); our float32 and uint8
+                  pipelines are divided by it ("/official")
 Train passes time --train_batches batches; eval passes read every image once.
 Each figure is the median of --passes passes (passes alternate between the
 pipelines and ceilings so drift hits both alike), after --warmup_passes untimed
@@ -39,12 +43,13 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from input_pipeline import DataConfig
+from input_pipeline import build_dataset
 from input_pipeline import build_tfrecords
 from input_pipeline import constants
-from input_pipeline import photos
-from input_pipeline import pipeline
 from input_pipeline import preprocessing
-from input_pipeline.config import DataConfig
+from benchmarks import official
+from official_resnet.demo import photos
 
 # ImageNet's typical shapes (height, width): landscape 4:3 and 3:2, and portrait.
 IMAGE_SHAPES = ((375, 500), (333, 500), (500, 375))
@@ -59,6 +64,8 @@ AUGMENTATIONS = {
                                 randaugment_magnitude_std=0.5, random_erasing_probability=0.25),
 }
 PLAIN_FOR_AUGMENTED = "train uint8"
+# imagenet_preprocessing.DEFAULT_IMAGE_SIZE: the official input_fn's only output size.
+OFFICIAL_IMAGE_SIZE = 224
 
 
 def _photo_jpeg(index: int) -> bytes:
@@ -145,6 +152,13 @@ def _ceiling(files, training: bool, image_size: int, batch_size: int, threads: i
   return dataset.with_options(options)
 
 
+def _official_dataset(input_fn, files, training: bool, batch_size: int, threads: int):
+  """The official input_fn as its trainer calls it, on our files (it would glob ImageNet's names)."""
+  return input_fn(is_training=training, data_dir=None, batch_size=batch_size,
+                  datasets_num_private_threads=threads, filenames=files,
+                  drop_remainder=training)
+
+
 def _cpu_seconds() -> float:
   usage = resource.getrusage(resource.RUSAGE_SELF)
   return usage.ru_utime + usage.ru_stime
@@ -166,8 +180,24 @@ def _measure(dataset, num_batches: int | None) -> dict:
 def run(data_dir: str, num_images: int, num_shards: int, image_size: int, batch_size: int,
         threads: int, passes: int, output_dtypes: tuple[str, ...], shuffle_buffer_size: int,
         train_batches: int, warmup_passes: int = 1,
-        augmentations: tuple[str, ...] = tuple(AUGMENTATIONS)) -> dict:
+        augmentations: tuple[str, ...] = tuple(AUGMENTATIONS),
+        official_dir: str | None = official.DEFAULT_DIR) -> dict:
   files = ensure_data(data_dir, num_images, num_shards, max(2, threads))
+  official_status, input_fn = {"status": "skipped", "reason": "no --official_dir"}, None
+  if image_size != OFFICIAL_IMAGE_SIZE:
+    official_status["reason"] = (f"the official input_fn outputs {OFFICIAL_IMAGE_SIZE} px. "
+                                 f"Received: image_size={image_size}")
+  elif official_dir:
+    preprocessing_module, reason = official.import_module(
+        f"{official.RESNET}.imagenet_preprocessing", official_dir)
+    if preprocessing_module is None:
+      official_status = {"status": "unavailable", "reason": reason}
+    else:
+      official_status, input_fn = {"status": "ok"}, preprocessing_module.input_fn
+  official_measurements = {} if input_fn is None else {
+      f"{split} official": (lambda training=split == "train": _official_dataset(
+          input_fn, files, training, batch_size, threads))
+      for split in ("train", "eval")}
   base = DataConfig(source="imagenet", data_dir=data_dir,
                     train_file_pattern=f"{FILE_PREFIX}-*-of-{num_shards:05d}",
                     eval_file_pattern=f"{FILE_PREFIX}-*-of-{num_shards:05d}",
@@ -175,16 +205,18 @@ def run(data_dir: str, num_images: int, num_shards: int, image_size: int, batch_
                     shuffle_buffer_size=shuffle_buffer_size)
   measurements = {
       "train ceiling": lambda: _ceiling(files, True, image_size, batch_size, threads),
-      **{f"train {dtype}": (lambda dtype=dtype: pipeline.build_dataset(
+      **{f"train {dtype}": (lambda dtype=dtype: build_dataset(
           dataclasses.replace(base, output_dtype=dtype), training=True))
          for dtype in output_dtypes},
-      **{f"{PLAIN_FOR_AUGMENTED} {name}": (lambda name=name: pipeline.build_dataset(
+      **{f"{PLAIN_FOR_AUGMENTED} {name}": (lambda name=name: build_dataset(
           dataclasses.replace(base, output_dtype="uint8", **AUGMENTATIONS[name]), training=True))
          for name in augmentations},
+      **{name: make for name, make in official_measurements.items() if name.startswith("train")},
       "eval ceiling": lambda: _ceiling(files, False, image_size, batch_size, threads),
-      **{f"eval {dtype}": (lambda dtype=dtype: pipeline.build_dataset(
+      **{f"eval {dtype}": (lambda dtype=dtype: build_dataset(
           dataclasses.replace(base, output_dtype=dtype), training=False))
          for dtype in output_dtypes},
+      **{name: make for name, make in official_measurements.items() if name.startswith("eval")},
   }
   runs = {name: [] for name in measurements}
   for p in range(-warmup_passes, passes):
@@ -212,6 +244,11 @@ def run(data_dir: str, num_images: int, num_shards: int, image_size: int, batch_
       row["ratio"] = row["images_per_second"] / ceiling["images_per_second"]
       # CPU per image is steadier than wall time on a shared machine.
       row["cpu_ratio"] = ceiling["cpu_ms_per_image"] / row["cpu_ms_per_image"]
+    split, _, what = name.partition(" ")
+    if what in output_dtypes and f"{split} official" in runs:
+      theirs = summary(f"{split} official")
+      row["over_official"] = row["images_per_second"] / theirs["images_per_second"]
+      row["cpu_over_official"] = theirs["cpu_ms_per_image"] / row["cpu_ms_per_image"]
     if name.startswith(f"{PLAIN_FOR_AUGMENTED} "):
       plain = summary(PLAIN_FOR_AUGMENTED)
       row["of_plain"] = row["images_per_second"] / plain["images_per_second"]
@@ -230,6 +267,7 @@ def run(data_dir: str, num_images: int, num_shards: int, image_size: int, batch_
                    "shuffle_buffer_size": shuffle_buffer_size,
                    "augmentations": {name: AUGMENTATIONS[name] for name in augmentations},
                    "data_bytes": sum(tf.io.gfile.stat(f).length for f in files)},
+      "official": official_status,
       "results": results,
   }
 
@@ -244,7 +282,8 @@ def _cpu_model() -> str:
 
 def format_table(report: dict) -> str:
   header = (f"{'pipeline':<32}{'images/s':>10}{'ceiling':>10}{'ratio':>8}{'CPU ms/img':>12}"
-            f"{'CPU ratio':>11}{'of plain':>10}{'peak RSS MB':>13}")
+            f"{'CPU ratio':>11}{'/official':>11}{'CPU /off.':>11}{'of plain':>10}"
+            f"{'peak RSS MB':>13}")
   lines = [header]
   for row in report["results"]:
     def column(key, width, digits):
@@ -252,12 +291,16 @@ def format_table(report: dict) -> str:
     lines.append(f"{row['pipeline']:<32}{column('images_per_second', 10, 1)}"
                  f"{column('ceiling_images_per_second', 10, 1)}{column('ratio', 8, 3)}"
                  f"{column('cpu_ms_per_image', 12, 2)}{column('cpu_ratio', 11, 3)}"
+                 f"{column('over_official', 11, 3)}{column('cpu_over_official', 11, 3)}"
                  f"{column('of_plain', 10, 3)}{column('peak_rss_mb', 13, 0)}")
+  if report["official"]["status"] != "ok":
+    lines.append(f"official input_fn {report['official']['status']}: "
+                 f"{report['official']['reason']}")
   return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m input_pipeline.benchmark",
+  parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline",
                                    description=__doc__.split("\n\n")[0])
   parser.add_argument("--data_dir", default=None,
                       help="TFRecords to use or generate (default: a folder in the temp dir)")
@@ -277,6 +320,9 @@ def main(argv=None) -> int:
                            "('' for none)")
   parser.add_argument("--shuffle_buffer_size", type=int, default=DataConfig.shuffle_buffer_size)
   parser.add_argument("--json", default=None, help="where to write the JSON report")
+  parser.add_argument("--official_dir", default=official.DEFAULT_DIR,
+                      help="the official code's install folder (benchmarks/official.py); "
+                           "'' to leave the official input_fn out")
   args = parser.parse_args(argv)
   augmentations = tuple(name for name in args.augmentations.split(",") if name)
   unknown = [name for name in augmentations if name not in AUGMENTATIONS]
@@ -293,7 +339,8 @@ def main(argv=None) -> int:
       tempfile.gettempdir(), f"input_pipeline_benchmark_{args.num_images}_{args.num_shards}")
   report = run(data_dir, args.num_images, args.num_shards, args.image_size, args.batch_size,
                args.threads, args.passes, tuple(args.output_dtypes.split(",")),
-               args.shuffle_buffer_size, args.train_batches, args.warmup_passes, augmentations)
+               args.shuffle_buffer_size, args.train_batches, args.warmup_passes, augmentations,
+               args.official_dir)
   print(format_table(report))
   if args.json:
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

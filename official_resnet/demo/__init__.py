@@ -2,7 +2,7 @@
 
     python -m official_resnet.demo [--out_dir=demo_out] [--quick]
 
-Nothing is downloaded. The demo writes its own images (official_resnet.demo_data):
+Nothing is downloaded. The demo writes its own images (official_resnet.demo.data):
 six shape and texture classes in class subfolders for pre-training, and a
 two-class cat/dog set in the Kaggle cats-vs-dogs naming (cat.N.jpg, dog.N.jpg)
 for the transfer, plus held-out cat/dog JPEGs for prediction. Then, each step
@@ -32,10 +32,10 @@ import time
 
 from absl import logging
 
-from official_resnet import demo_data
 from official_resnet import export
 from official_resnet import main as main_lib
 from official_resnet import run_state
+from official_resnet.demo import data as demo_data
 
 DEFAULT_OUT_DIR = "demo_out"
 
@@ -239,7 +239,3 @@ def main(argv=None):
   logging.set_verbosity(logging.INFO)
   summary = run_demo(args.out_dir, QUICK_CONFIG if args.quick else DemoConfig())
   print(format_summary(summary), flush=True)
-
-
-if __name__ == "__main__":
-  main()

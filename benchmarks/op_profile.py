@@ -1,7 +1,7 @@
 """Where the train step's time goes, by TF op type: the breakdown quoted in benchmarks/README.md.
 
-    python -m official_resnet.op_profile --precision=fp32 --steps=2
-    python -m official_resnet.op_profile --quick        # tiny sizes, seconds
+    python -m benchmarks.op_profile --precision=fp32 --steps=2
+    python -m benchmarks.op_profile --quick        # tiny sizes, seconds
 
 Builds the benchmark's `train/synthetic/<precision>` item (our trainer's
 train function on one cached synthetic batch), runs it once to warm up, then
@@ -24,7 +24,7 @@ import os
 import sys
 import tempfile
 
-from official_resnet import benchmark
+from benchmarks import train_step
 
 CONVOLUTION_OPS = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter")
 # oneDNN builds rename the stock kernels, e.g. _MklNativeConv2D, _MklFusedBatchNormV3.
@@ -73,7 +73,7 @@ def op_times(rows: list[dict], steps: int) -> list[OpTime]:
           for name, total in microseconds.most_common()]
 
 
-def profile_train_step(item: benchmark.Item, config: benchmark.BenchmarkConfig,
+def profile_train_step(item: train_step.Item, config: train_step.BenchmarkConfig,
                        profile_dir: str) -> dict:
   """Profiles one call of `item`'s train function (steps_per_loop steps).
 
@@ -81,17 +81,17 @@ def profile_train_step(item: benchmark.Item, config: benchmark.BenchmarkConfig,
   """
   import keras  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  trainer, train_function = benchmark.build_train_function(item, config, data_dir=None)
+  trainer, train_function = train_step.build_train_function(item, config, data_dir=None)
   steps = item.steps_per_loop
-  call = benchmark.steps_on_input(trainer, train_function, item, config, None, steps)
+  call = train_step.steps_on_input(trainer, train_function, item, config, None, steps)
   call().numpy()  # traces, compiles and warms the caches
   tf.profiler.experimental.start(profile_dir)
   call().numpy()
   tf.profiler.experimental.stop()
   times = op_times(read_op_stats(profile_dir), steps)
   convolutions = [t for t in times if t.op_type in CONVOLUTION_OPS]
-  training_flops = (benchmark.TRAIN_FLOPS_PER_FORWARD * config.batch_size *
-                    benchmark.forward_flops_per_image(trainer.model, (keras.layers.Conv2D,)))
+  training_flops = (train_step.TRAIN_FLOPS_PER_FORWARD * config.batch_size *
+                    train_step.forward_flops_per_image(trainer.model, (keras.layers.Conv2D,)))
   return {"op_times": times,
           "convolution_share": sum(t.share_of_busy for t in convolutions),
           "convolution_gflops_per_second": training_flops / 1e6 / sum(
@@ -110,12 +110,12 @@ def format_report(report: dict, top: int) -> str:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m official_resnet.op_profile",
+  parser = argparse.ArgumentParser(prog="python -m benchmarks.op_profile",
                                    description=__doc__.split("\n")[0])
-  parser.add_argument("--precision", default="fp32", choices=sorted(benchmark.PRECISIONS))
+  parser.add_argument("--precision", default="fp32", choices=sorted(train_step.PRECISIONS))
   parser.add_argument("--steps", type=int, default=2, help="profiled train steps")
-  parser.add_argument("--batch_size", type=int, default=benchmark.BenchmarkConfig.batch_size)
-  parser.add_argument("--image_size", type=int, default=benchmark.BenchmarkConfig.image_size)
+  parser.add_argument("--batch_size", type=int, default=train_step.BenchmarkConfig.batch_size)
+  parser.add_argument("--image_size", type=int, default=train_step.BenchmarkConfig.image_size)
   parser.add_argument("--inter_op_threads", type=int, default=1,
                       help="1: ops one at a time, so their times add up to the step")
   parser.add_argument("--top", type=int, default=15, help="op types listed")
@@ -125,11 +125,11 @@ def main(argv=None) -> int:
   if args.steps < 1:
     parser.error(f"--steps must be >= 1. Received: {args.steps}")
   config = dataclasses.replace(
-      benchmark.QUICK_CONFIG if args.quick else dataclasses.replace(
-          benchmark.BenchmarkConfig(), batch_size=args.batch_size, image_size=args.image_size),
+      train_step.QUICK_CONFIG if args.quick else dataclasses.replace(
+          train_step.BenchmarkConfig(), batch_size=args.batch_size, image_size=args.image_size),
       inter_op_threads=args.inter_op_threads)
-  benchmark.configure_threads(config)
-  item = benchmark.Item("train", args.precision, steps_per_loop=args.steps)
+  train_step.configure_threads(config)
+  item = train_step.Item("train", args.precision, steps_per_loop=args.steps)
   profile_dir = args.profile_dir or tempfile.mkdtemp(prefix="op_profile_")
   print(format_report(profile_train_step(item, config, profile_dir), args.top))
   return 0

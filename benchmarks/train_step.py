@@ -1,7 +1,7 @@
 """Side-by-side throughput: our ResNet train step, keras.applications `fit`, the machine's ceiling.
 
-    python -m official_resnet.benchmark --output=benchmarks/results_cpu.json
-    python -m official_resnet.benchmark --quick --items='train/*'   # seconds, tiny sizes
+    python -m benchmarks.train_step --output=benchmarks/results_cpu.json
+    python -m benchmarks.train_step --quick --items='train/*'   # seconds, tiny sizes
 
 Every item runs in its own subprocess, so its peak RSS is its own and threads
 or oneDNN settings cannot leak from one item into the next. An item's figure
@@ -15,13 +15,16 @@ multiply-add; BN, ReLU, pooling and residual adds are left out, under 1% for
 ResNet-50); training counts 3x forward (forward, input gradient, weight gradient).
 A recipe-cost train item times the step with MixUp/CutMix, with the weight average and
 with both, in turn with the plain step in one process, and reports each against it.
+An official_train item runs the official `resnet_ctl_imagenet_main` trainer's train
+loop (tf-models-official, installed apart into --official_dir; benchmarks/official.py)
+on its synthetic batch, in the same rounds as ours; the summary divides our train item
+of the same precision, XLA and steps per call by it.
 """
 import argparse
 import dataclasses
 import datetime
 import fnmatch
 import importlib.metadata
-import importlib.util
 import json
 import math
 import os
@@ -36,21 +39,25 @@ import time
 
 from absl import logging
 
+from benchmarks import official
+
 # Name -> (Keras dtype policy of the models, tensor dtype of the ceiling ops).
 PRECISIONS = {"fp32": ("float32", "float32"),
               "bf16": ("mixed_bfloat16", "bfloat16"),
               "fp16": ("mixed_float16", "float16")}
-KINDS = ("conv_ceiling", "matmul_ceiling", "train", "keras_fit", "inference", "savedmodel_jpeg")
+KINDS = ("conv_ceiling", "matmul_ceiling", "train", "official_train", "keras_fit", "inference",
+         "savedmodel_jpeg")
 INPUTS = ("synthetic", "real")
 PRESETS = ("cpu", "full", "gpu")
 TRAIN_FLOPS_PER_FORWARD = 3
 # Generated real-data set: enough files that file-level interleave has work to spread.
 REAL_DATA_SHARDS = 8
-# Acceptance targets of issue 9, checked in the summary of every run.
+# Targets, checked in the summary of every run.
 TARGETS = {"fp32_over_keras_fit": 1.3,
            "fp32_fraction_of_conv_ceiling": 0.8,
            "bf16_over_fp32": 1.6,
            "real_over_synthetic": 0.95,
+           "train_over_official": 1.15,
            # MixUp/CutMix and the weight average cost at most 3% of the step.
            "recipe_over_plain": 0.97}
 # Train steps a recipe-cost item times beside the plain one: the TrainConfig fields each
@@ -61,6 +68,7 @@ RECIPE_VARIANTS = {
     "mixup_cutmix_ema": {"mixup_alpha": 0.1, "cutmix_alpha": 1.0, "ema_decay": 0.9999},
 }
 _RESULT_VERSION = 1
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +104,8 @@ class BenchmarkConfig:
   # Extra environment of every item's subprocess, e.g. (("TF_ENABLE_ONEDNN_OPTS", "0"),).
   env: tuple[tuple[str, str], ...] = ()
   item_timeout_s: float = 3600.0
+  # Where the official code is installed (official_train items only; benchmarks/official.py).
+  official_dir: str = official.DEFAULT_DIR
 
 
 # Small enough that the whole quick preset runs in about a minute on 2 cores.
@@ -124,12 +134,12 @@ class Item:
   @property
   def name(self) -> str:
     parts = [self.kind]
-    if self.kind in ("train", "keras_fit"):
+    if self.kind in ("train", "official_train", "keras_fit"):
       parts.append(self.input)
     parts.append(self.precision)
     if self.xla:
       parts.append("xla")
-    if self.kind == "train":
+    if self.kind in ("train", "official_train"):
       parts.append(f"spl{self.steps_per_loop}")
       if not self.fused_batch_norm:
         parts.append("stock_bn")
@@ -180,6 +190,11 @@ def validate(config: BenchmarkConfig, items) -> None:
     _check_positive("steps_per_loop", item.steps_per_loop)
     if item.recipe_cost and item.kind != "train":
       raise ValueError(f"`recipe_cost` applies to kind='train' only. Received: kind={item.kind!r}")
+    if item.kind == "official_train" and (item.input, item.variant, item.fused_batch_norm,
+                                          item.recipe_cost) != ("synthetic", "v1.5", True, False):
+      raise ValueError("An official_train item runs the official model on its synthetic batch: "
+                       "input, variant, fused_batch_norm and recipe_cost keep their defaults. "
+                       f"Received: {item!r}")
 
 
 def preset_items(preset: str, config: BenchmarkConfig) -> list[Item]:
@@ -194,6 +209,7 @@ def preset_items(preset: str, config: BenchmarkConfig) -> list[Item]:
             + [Item("train", "fp32", steps_per_loop=many, recipe_cost=True),
                Item("train", "fp16", steps_per_loop=many),
                Item("train", "fp16", xla=True, input="real", steps_per_loop=many),
+               Item("official_train", "fp16", xla=True, steps_per_loop=many),
                Item("keras_fit", "fp16", xla=True),
                Item("inference", "fp16", xla=True),
                Item("savedmodel_jpeg", "fp32")])
@@ -208,6 +224,8 @@ def preset_items(preset: str, config: BenchmarkConfig) -> list[Item]:
     train = [Item("train", p, xla, source, spl)
              for source in INPUTS for p in precisions for xla in (False, True)
              for spl in (1, many)]
+    train += [Item("official_train", p, xla, steps_per_loop=spl)
+              for p in precisions for xla in (False, True) for spl in (1, many)]
     others += [Item(kind, p, xla=True) for kind in ("keras_fit", "inference") for p in precisions]
   else:
     # One axis at a time from fp32/synthetic/no XLA/many steps per call. XLA
@@ -223,7 +241,10 @@ def preset_items(preset: str, config: BenchmarkConfig) -> list[Item]:
              Item("train", "bf16", steps_per_loop=many, fused_batch_norm=False),
              Item("train", "bf16", xla=True, steps_per_loop=1),
              Item("train", "fp32", input="real", steps_per_loop=many),
-             Item("train", "bf16", input="real", steps_per_loop=many)]
+             Item("train", "bf16", input="real", steps_per_loop=many),
+             Item("official_train", "fp32", steps_per_loop=1),
+             Item("official_train", "fp32", steps_per_loop=many),
+             Item("official_train", "bf16", steps_per_loop=many)]
   return ceilings + train + others
 
 
@@ -327,8 +348,8 @@ def machine_info() -> dict:
 
 
 def _generate_real_data(config):
-  """Photo-like JPEG TFRecords from input_pipeline.benchmark's generator, kept across runs."""
-  from input_pipeline import benchmark as pipeline_benchmark  # pylint: disable=import-outside-toplevel
+  """Photo-like JPEG TFRecords from benchmarks.pipeline's generator, kept across runs."""
+  from benchmarks import pipeline as pipeline_benchmark  # pylint: disable=import-outside-toplevel
   data_dir = os.path.join(config.work_dir, f"photos_{config.num_real_images}")
   pipeline_benchmark.ensure_data(data_dir, config.num_real_images, num_shards=REAL_DATA_SHARDS,
                                  processes=os.cpu_count())
@@ -343,15 +364,17 @@ def _run_in_subprocess(item, config, data_dir):
   with open(spec_path, "w") as f:
     json.dump({"item": dataclasses.asdict(item), "config": dataclasses.asdict(config),
                "data_dir": data_dir, "result_path": result_path}, f)
+  # The repository root first on the path: `-m benchmarks.train_step` imports from any cwd.
+  python_path = os.pathsep.join(p for p in (_REPO_ROOT, os.environ.get("PYTHONPATH")) if p)
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-         **dict(config.env)}
+         "PYTHONPATH": python_path, **dict(config.env)}
   record = {"name": item.name, **dataclasses.asdict(item),
             "load_average_before": round(os.getloadavg()[0], 2)}
   start = time.perf_counter()
   with open(log_path, "w") as log:
     try:
       process = subprocess.run(
-          [sys.executable, "-m", "official_resnet.benchmark", "--run_item", spec_path],
+          [sys.executable, "-m", "benchmarks.train_step", "--run_item", spec_path],
           stdout=log, stderr=subprocess.STDOUT, env=env, timeout=config.item_timeout_s,
           check=False)
       returncode = process.returncode
@@ -408,21 +431,18 @@ def _add_ceiling_fractions(results):
   """Each train item's GFLOP/s over the conv (training mix) ceiling of its precision."""
   ceilings = _conv_ceilings(results)
   for r in results:
-    if r.get("status") == "ok" and r["kind"] in ("train", "keras_fit") \
+    if r.get("status") == "ok" and r["kind"] in ("train", "official_train", "keras_fit") \
         and r["precision"] in ceilings:
       r["fraction_of_conv_ceiling"] = round(
           r["gflops_per_second"] / ceilings[r["precision"]]["gflops_per_second"], 3)
 
 
 def summarize(results) -> dict:
-  """The issue's acceptance ratios from the items that ran; each names the items it used."""
+  """The target ratios from the items that ran; each names the items it used."""
   ok = [r for r in results if r.get("status") == "ok"]
 
-  # Reports written before a field existed lack it: their items had its default.
-  defaults = {field.name: field.default for field in dataclasses.fields(Item)}
-
   def best(**fields):
-    matching = [r for r in ok if all(r.get(k, defaults[k]) == v for k, v in fields.items())]
+    matching = [r for r in ok if all(r[k] == v for k, v in fields.items())]
     return max(matching, key=lambda r: r["images_per_second"], default=None)
 
   def ratio(name, numerator, denominator, value_key="images_per_second"):
@@ -449,14 +469,27 @@ def summarize(results) -> dict:
                                              value_key="gflops_per_second"),
       "bf16_over_fp32": ratio("bf16_over_fp32", bf16, fp32),
   }
-  # Reports older than the in-turn timing have no window pairs: no ratio from them.
-  for real in (r for r in ok if r["kind"] == "train" and r["input"] == "real"
-               and "real_over_synthetic_windows" in r):
+  for real in (r for r in ok if r["kind"] == "train" and r["input"] == "real"):
     # The median over the item's window pairs (real, then the synthetic batches in turn).
     summary[f"real_over_synthetic/{real['precision']}"] = _checked_ratio(
         "real_over_synthetic", statistics.median(real["real_over_synthetic_windows"]),
         real["name"], f"{real['name']}, synthetic windows in turn")
-  for recipe in (r for r in ok if r["kind"] == "train" and r.get("recipe_cost")):
+  for theirs in (r for r in ok if r["kind"] == "official_train"):
+    # Our step on the same batch size, precision, XLA and steps per call; only where the
+    # networks match (224 px ResNet-50 v1.5: the official model is fixed there).
+    ours = best(kind="train", input="synthetic", precision=theirs["precision"],
+                xla=theirs["xla"], steps_per_loop=theirs["steps_per_loop"], variant="v1.5",
+                fused_batch_norm=True, recipe_cost=False)
+    if ours and math.isclose(ours["forward_flops_per_image"],
+                             theirs["forward_flops_per_image"], rel_tol=0.01):
+      settings = theirs["name"].split("/", 2)[2]
+      summary[f"train_over_official/{settings}"] = ratio("train_over_official", ours, theirs)
+      # CPU seconds per image, theirs over ours: steadier where other work shares the cores.
+      summary[f"train_over_official_cpu/{settings}"] = _checked_ratio(
+          "train_over_official",
+          theirs["cpu_seconds_per_image"] / ours["cpu_seconds_per_image"],
+          f"{ours['name']} (CPU s/image)", f"{theirs['name']} (CPU s/image)")
+  for recipe in (r for r in ok if r["kind"] == "train" and r["recipe_cost"]):
     # The median over the item's window turns of each variant's images/s over the plain step's.
     for variant, ratios in recipe["over_plain_windows"].items():
       summary[f"{variant}_over_plain/{recipe['precision']}"] = _checked_ratio(
@@ -501,8 +534,10 @@ def format_table(report: dict) -> str:
       note = f"fwd+dgrad+wgrad; fwd only {r['forward_gflops_per_second']:.1f}"
     elif r["kind"] == "savedmodel_jpeg":
       note = "JPEG decode + eval crop + model"
-    elif r["kind"] in ("train", "keras_fit", "inference"):
+    elif r["kind"] in ("train", "official_train", "keras_fit", "inference"):
       note = f"{r['forward_flops_per_image'] / 1e9:.3g} GFLOP/image forward"
+      if r["kind"] == "official_train":
+        note += f"; official ResNet-50 at {r['image_size']} px"
       if "synthetic_in_turn" in r:
         note += f"; synthetic in turn {r['synthetic_in_turn']['images_per_second']:.2f}"
       if "variants_in_turn" in r:
@@ -546,7 +581,7 @@ def forward_flops_per_image(model, layer_types=None) -> int:
       # Per output position a kernel does prod(kernel.shape) multiply-adds
       # (kh * kw * C_in/groups * C_out for a convolution).
       positions = layer.output.shape[1:-1]
-      if isinstance(layer, keras.layers.Conv2D) and layer.data_format == "channels_first":
+      if getattr(layer, "data_format", None) == "channels_first":
         positions = layer.output.shape[2:]
       multiply_adds += math.prod(layer.kernel.shape) * math.prod(positions)
   return 2 * multiply_adds
@@ -662,7 +697,7 @@ def _runtime_config(config_lib, item):
 
 
 def build_train_function(item, config, data_dir, **train_overrides):
-  """(trainer, train_function): our Trainer for `item` and the function Trainer.train calls.
+  """(trainer, train_function): our Trainer for `item` and its step_sums_function.
 
   `train_overrides`: TrainConfig fields (a RECIPE_VARIANTS entry).
   """
@@ -676,7 +711,17 @@ def build_train_function(item, config, data_dir, **train_overrides):
                                    steps_per_loop=item.steps_per_loop, **train_overrides),
       runtime=_runtime_config(config_lib, item))
   trainer = trainer_lib.Trainer(experiment)
-  return trainer, trainer._make_train_function()  # pylint: disable=protected-access
+  return trainer, step_sums_function(trainer)
+
+
+def step_sums_function(trainer):
+  """(iterator, num_steps) -> the steps' summed results: the function Trainer.train calls.
+
+  The one place the tools reach into the trainer: numpy() on what it returns
+  waits for the steps. The non-finite step report beside the sums is not timed apart.
+  """
+  train_function = trainer._make_train_function()  # pylint: disable=protected-access
+  return lambda iterator, num_steps: train_function(iterator, num_steps)[0]
 
 
 def steps_on_input(trainer, train_function, item, config, data_dir, num_steps):
@@ -688,8 +733,7 @@ def steps_on_input(trainer, train_function, item, config, data_dir, num_steps):
   batches = _train_batches(item, config, data_dir, trainer)
   iterator = iter(trainer.strategy.distribute_datasets_from_function(lambda _: batches))
   steps = tf.constant(num_steps, tf.int32)
-  # [0]: the step sums; the non-finite step report beside them is not timed separately.
-  return lambda: train_function(iterator, steps)[0]
+  return lambda: train_function(iterator, steps)
 
 
 def _train(item, config, data_dir):
@@ -836,9 +880,6 @@ def _inference(item, config, data_dir):
 
 def _savedmodel_jpeg(item, config, data_dir):
   """The exported SavedModel's serving_default on a batch of JPEG bytes (decode, crop, model)."""
-  if importlib.util.find_spec("official_resnet.export") is None:
-    return {"status": "skipped",
-            "reason": "official_resnet/export.py does not exist yet (issue 6)"}
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from input_pipeline import constants  # pylint: disable=import-outside-toplevel
   from official_resnet import export  # pylint: disable=import-outside-toplevel
@@ -912,7 +953,66 @@ def _matmul_ceiling(item, config, data_dir):
           "flops_per_call": 2 * size ** 3, "cores_busy": stats["cores_busy"]}
 
 
+def _official_train(item, config, data_dir):
+  """The official trainer's train loop, called as its orbit Controller calls it.
+
+  The setup is resnet_ctl_imagenet_main.run()'s (session config, dtype policy, data
+  format, strategy, ResnetRunnable) with the official flags as a user passes them;
+  each timed call is the Controller's `trainer.train(steps_per_loop)`. The official
+  model is ResNet-50 v1.5 at 224 px with 1001 classes whatever the config says, and
+  its synthetic input is one batch of random tensors, repeated (ours: one cached batch).
+  """
+  del data_dir
+  ctl_main, reason = official.import_module(f"{official.RESNET}.resnet_ctl_imagenet_main",
+                                           config.official_dir)
+  if ctl_main is None:
+    return {"status": "unavailable", "reason": reason}
+  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
+  import tf_keras
+  from absl import flags
+  from official.common import distribute_utils
+  from official.legacy.image_classification.resnet import common
+  from official.legacy.image_classification.resnet import imagenet_preprocessing
+  from official.legacy.image_classification.resnet import resnet_runnable
+  from official.modeling import performance
+  from official.utils.flags import core as flags_core
+  from official.utils.misc import keras_utils
+  # pylint: enable=import-outside-toplevel
+  common.define_keras_flags()
+  gpus = len(tf.config.list_physical_devices("GPU"))
+  flags_obj = flags.FLAGS
+  flags_obj(["resnet_ctl_imagenet_main", "--use_synthetic_data", "--skip_eval",
+             f"--batch_size={config.batch_size}", f"--dtype={item.precision}",
+             f"--enable_xla={item.xla}", f"--steps_per_loop={item.steps_per_loop}",
+             f"--distribution_strategy={'one_device' if gpus else 'off'}",
+             f"--num_gpus={min(gpus, 1)}", f"--model_dir={tempfile.mkdtemp(dir=config.work_dir)}"])
+  keras_utils.set_session_config()
+  performance.set_mixed_precision_policy(flags_core.get_tf_dtype(flags_obj))
+  if gpus:
+    common.set_cudnn_batchnorm_mode()
+  tf_keras.backend.set_image_data_format(
+      flags_obj.data_format or ("channels_first" if gpus else "channels_last"))
+  strategy = distribute_utils.get_distribution_strategy(
+      distribution_strategy=flags_obj.distribution_strategy, num_gpus=flags_obj.num_gpus)
+  time_callback = keras_utils.TimeHistory(config.batch_size, flags_obj.log_steps)
+  per_epoch_steps, _, _ = ctl_main.get_num_train_iterations(flags_obj)
+  with distribute_utils.get_strategy_scope(strategy):
+    runnable = resnet_runnable.ResnetRunnable(flags_obj, time_callback, per_epoch_steps)
+  time_callback.on_train_begin()
+  num_steps = tf.convert_to_tensor(item.steps_per_loop, dtype=tf.int32)
+  stats = _measure(lambda: runnable.train(num_steps)["train_loss"], config,
+                   item.steps_per_loop * config.batch_size,
+                   warmup_calls=math.ceil(config.warmup_steps / item.steps_per_loop))
+  result = _with_flops(stats, forward_flops_per_image(
+      runnable.model, (tf_keras.layers.Conv2D, tf_keras.layers.Dense)), TRAIN_FLOPS_PER_FORWARD)
+  result["image_size"] = imagenet_preprocessing.DEFAULT_IMAGE_SIZE
+  result["data_format"] = tf_keras.backend.image_data_format()
+  return result
+
+
 _RUNNERS = {"conv_ceiling": _conv_ceiling, "matmul_ceiling": _matmul_ceiling, "train": _train,
+            "official_train": _official_train,
             "keras_fit": _keras_fit, "inference": _inference, "savedmodel_jpeg": _savedmodel_jpeg}
 
 
@@ -957,7 +1057,7 @@ def _parse_env(pairs):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(
-      prog="python -m official_resnet.benchmark", description=__doc__.split("\n")[0])
+      prog="python -m benchmarks.train_step", description=__doc__.split("\n")[0])
   parser.add_argument("--preset", default="cpu", choices=PRESETS,
                       help="cpu: one axis at a time; full: every train combination; "
                            "gpu: mixed precision + XLA")
