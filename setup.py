@@ -28,8 +28,9 @@ setup(
         # hf://ORG/REPO weight names: the hub client and its cache.
         "hub": HUB,
         # torch's CPU wheel, torchvision and timm are the references of the weight-import
-        # parity tests; loading weights never needs them.
-        "test": ["pytest==8.4.2", "psutil>=5.9", "torch==2.13.0", "torchvision==0.28.0",
-                 "timm==1.0.31", *HUB],
+        # parity tests; loading weights never needs them. pytest-xdist runs the suite on
+        # every core (./run.sh test).
+        "test": ["pytest==8.4.2", "pytest-xdist==3.8.0", "psutil>=5.9", "torch==2.13.0",
+                 "torchvision==0.28.0", "timm==1.0.31", *HUB],
     },
 )

@@ -93,11 +93,6 @@ def test_label_offset(records_dir, label_offset, expected_first):
   assert labels == list(range(expected_first, expected_first + NUM_RECORDS))
 
 
-def test_label_offset_convention_is_pinned():
-  assert constants.IMAGENET_LABEL_OFFSET == 1 and constants.IMAGENET_NUM_CLASSES == 1000
-  assert DataConfig().label_offset == 1 and DataConfig().num_classes == 1000
-
-
 @pytest.mark.parametrize("pattern", ["train-*", "one/train-*"], ids=["by_file", "by_record"])
 def test_two_input_contexts_see_disjoint_shards_covering_the_set(records_dir, pattern):
   config = _records_config(records_dir, pattern)
