@@ -162,8 +162,9 @@ def test_more_than_50_classes_draw_the_most_confused_pairs(tmp_path):
   for num_classes, matrix_drawn in ((50, True), (51, False), (120, False)):
     confusion = rng.poisson(0.4, (num_classes, num_classes)) + np.diag(rng.integers(5, 30, num_classes))
     names = [f"n{index:03d}" for index in range(num_classes)]
-    metrics = progress.eval_result(
-        [1.0, np.trace(confusion), confusion.sum(), confusion.sum()], confusion, names)
+    sums = {"loss_sum": 1.0, "top_1_correct": np.trace(confusion),
+            "top_k_correct": confusion.sum(), "examples": confusion.sum()}
+    metrics = progress.eval_result(sums, confusion, names)
     png = eval_report.picture(7, metrics)
     eval_report.write(str(tmp_path), metrics, png)
     with Image.open(tmp_path / eval_report.PICTURE) as picture:

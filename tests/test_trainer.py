@@ -70,8 +70,8 @@ def test_replica_copies_of_moving_statistics_agree_and_evaluation_uses_them(colo
                                    strategy="mirrored", epochs_between_evals=3)
   trainer = trainer_lib.Trainer(experiment)
   images, labels = fixtures.photo_batches(2, BATCH)
-  trainer._make_train_function()(fixtures.distributed_batches(trainer.strategy, images, labels),
-                                 tf.constant(2))
+  trainer.make_train_function()(fixtures.distributed_batches(trainer.strategy, images, labels),
+                                tf.constant(2))
   statistics = trainer.moving_statistics()
   assert len(statistics) == 40
   before = [[copy.numpy() for copy in variable.values] for variable in statistics]

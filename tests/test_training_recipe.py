@@ -170,7 +170,8 @@ def test_best_checkpoint_keeps_the_best_of_a_scripted_sequence(colours, tmp_path
     right = round(accuracy * 10)
     confusion = np.zeros([len(class_names)] * 2)
     confusion[0, :2] = right, 10 - right
-    return progress.eval_result([10.0, right, 10, 10], confusion, class_names)
+    sums = {"loss_sum": 10.0, "top_1_correct": right, "top_k_correct": 10, "examples": 10}
+    return progress.eval_result(sums, confusion, class_names)
 
   def run(experiment, accuracies):
     trainer = trainer_lib.Trainer(experiment)
