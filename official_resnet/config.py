@@ -197,6 +197,9 @@ class TrainConfig:
   schedule: ScheduleConfig = ScheduleConfig()
   # Empty: one phase of train_epochs / train_steps with `schedule`, all trainable.
   phases: tuple[PhaseConfig, ...] = ()
+  # The weights training starts from (a file or a checkpoint of ours): set it with
+  # initial_weights.start_from, which also sets the normalization, padding and eval resize
+  # the weights imply.
   init_checkpoint: str | None = None
   init_checkpoint_scope: str = "backbone"
   training_loop: str = "custom"
