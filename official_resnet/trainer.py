@@ -162,7 +162,8 @@ class Trainer:
     self.config = experiment
     self.strategy = strategy or distribute.build_strategy(experiment.runtime)
     data = experiment.data
-    distribute.check_batch_divisible(data.batch_size, self.strategy)
+    # Checked here, before the model is built, as well as by each input pipeline.
+    input_pipeline.per_replica_batch_size(data.batch_size, self.strategy.num_replicas_in_sync)
     self.is_chief = distribute.is_chief(self.strategy)
     train_info = input_pipeline.dataset_info(data, training=True)
     self.class_names = tuple(train_info.class_names)

@@ -92,7 +92,7 @@ def test_batch_not_divisible_by_replicas_is_refused(tmp_path):
     parse(f"--flagfile={SMOKE}", f"--model_dir={tmp_path}", "--distribution_strategy=mirrored",
           "--batch_size=31")
     with pytest.raises(ValueError, match=r"batch_size \(the global batch\) must be divisible by the "
-                                         r"2 replicas in sync. Received: 31"):
+                                         r"2 replicas in sync. Received: batch_size=31"):
       main.run()
   assert not os.listdir(tmp_path)
 
