@@ -19,9 +19,12 @@ ALL_REDUCE_ALGS = {
     "mirrored": ("nccl", "hierarchical_copy", "reduction_to_one_device"),
     "multi_worker_mirrored": ("ring", "nccl"),
 }
-DTYPES = ("fp32", "fp16", "bf16")
-# Keras dtype policy of each --dtype value.
+# Keras dtype policy (ModelConfig.dtype_policy, the one place a run's precision is kept)
+# of each --dtype value.
 DTYPE_POLICIES = {"fp32": "float32", "fp16": "mixed_float16", "bf16": "mixed_bfloat16"}
+DTYPES = tuple(DTYPE_POLICIES)
+# float16 needs loss scaling (RuntimeConfig.loss_scale) and is refused on TPU.
+FLOAT16_POLICY = DTYPE_POLICIES["fp16"]
 TRAINING_LOOPS = ("custom", "fit")
 # Keras' own fit loop is known to work on one host only (keras-team/keras#20585).
 FIT_STRATEGIES = ("off", "one_device", "mirrored")
@@ -311,16 +314,15 @@ class RuntimeConfig:
   worker_hosts: tuple[str, ...] = ()
   task_index: int = -1
   tpu: str = ""
-  dtype: str = "fp32"
-  # fp16: None scales the loss dynamically (keras.optimizers.LossScaleOptimizer); a number
-  # is a fixed scale, the official meaning of --loss_scale=N.
+  # Under a float16 model (ModelConfig.dtype_policy): None scales the loss dynamically
+  # (keras.optimizers.LossScaleOptimizer); a number is a fixed scale, the official meaning
+  # of --loss_scale=N.
   loss_scale: float | None = None
   enable_xla: bool = False
   seed: int | None = None
 
   def __post_init__(self):
     checks.check_choice("distribution_strategy", self.distribution_strategy, STRATEGIES)
-    checks.check_choice("dtype", self.dtype, DTYPES)
     checks.check_positive("num_gpus", self.num_gpus, allow_zero=True)
     checks.check_positive("num_packs", self.num_packs)
     if self.loss_scale is not None:
@@ -341,10 +343,6 @@ class RuntimeConfig:
       raise ValueError(
           f"task_index must be in [0, {len(self.worker_hosts)}) for {len(self.worker_hosts)} "
           f"worker_hosts. Received: {self.task_index}")
-
-  @property
-  def dtype_policy(self):
-    return DTYPE_POLICIES[self.dtype]
 
 
 def check_export_formats(formats, argument="formats"):
@@ -398,15 +396,13 @@ class ExperimentConfig:
           "Evaluating at another size than training needs a model built with "
           f"any_input_size=True. Received: data image_size {self.data.image_size}, "
           f"eval_image_size {self.data.eval_image_size}, model any_input_size=False")
-    if self.model.dtype_policy != self.runtime.dtype_policy:
-      raise ValueError(
-          f"model dtype_policy must be {self.runtime.dtype_policy!r} for dtype={self.runtime.dtype!r}. "
-          f"Received: {self.model.dtype_policy!r}")
     strategy = self.runtime.distribution_strategy
     if self.train.training_loop == "fit" and strategy not in FIT_STRATEGIES:
       raise ValueError(
           f"training_loop='fit' works with distribution_strategy in {FIT_STRATEGIES}: Keras 3 "
           "Model.fit fails under multi-worker strategies (keras-team/keras#20585) and is untested "
           f"on TPU here; use training_loop='custom'. Received: distribution_strategy={strategy!r}")
-    if self.runtime.dtype == "fp16" and strategy == "tpu":
-      raise ValueError("dtype='fp16' is not supported on TPU; use dtype='bf16'. Received: dtype='fp16'")
+    if self.model.dtype_policy == FLOAT16_POLICY and strategy == "tpu":
+      raise ValueError(f"dtype_policy={FLOAT16_POLICY!r} (dtype='fp16') is not supported on TPU; "
+                       f"use {DTYPE_POLICIES['bf16']!r} (dtype='bf16'). "
+                       f"Received: dtype_policy={FLOAT16_POLICY!r}")

@@ -121,7 +121,8 @@ flags.DEFINE_enum("all_reduce_alg", None,
                   "multi_worker_mirrored: ring or nccl. Default: TF's choice.")
 flags.DEFINE_integer("num_packs", _RUNTIME.num_packs, "mirrored with nccl/hierarchical_copy: gradient packs.",
                      lower_bound=1)
-flags.DEFINE_enum("dtype", _RUNTIME.dtype, list(config_lib.DTYPES),
+flags.DEFINE_enum("dtype", next(name for name, policy in config_lib.DTYPE_POLICIES.items()
+                                if policy == _MODEL.dtype_policy), list(config_lib.DTYPES),
                   "Compute precision; fp16 adds dynamic loss scaling. Variables stay float32.")
 flags.DEFINE_string("loss_scale", None,
                     "fp16: 'dynamic' (default; Keras' LossScaleOptimizer), or a number: a fixed "
@@ -408,7 +409,7 @@ FLAG_FIELDS = {
     "head_dropout": ("model.head",), "head_activation": ("model.head",),
     "base_width": ("model.base_width",), "vgg_batch_norm": ("model.vgg_batch_norm",),
     "zero_init_residual": ("model.zero_init_residual",), "weight_decay": ("model.weight_decay",),
-    "dtype": ("model.dtype_policy", "runtime.dtype"),
+    "dtype": ("model.dtype_policy",),
     "normalize_in_model": ("model.input_normalization", "data.output_dtype"),
     "data_format": ("model.data_format",), "sync_batch_norm": ("model.sync_batch_norm",),
     "conv_padding": ("model.conv_padding",), "eval_resize_size": ("data.eval_resize_size",),
@@ -694,7 +695,7 @@ def experiment_from_flags(flag_values=FLAGS):
   runtime = config_lib.RuntimeConfig(
       distribution_strategy=strategy, num_gpus=num_gpus,
       all_reduce_alg=f.all_reduce_alg, num_packs=f.num_packs,
-      worker_hosts=tuple(f.worker_hosts), task_index=f.task_index, tpu=f.tpu, dtype=f.dtype,
+      worker_hosts=tuple(f.worker_hosts), task_index=f.task_index, tpu=f.tpu,
       loss_scale=_loss_scale(f), enable_xla=f.enable_xla, seed=f.seed)
   saved = _saved_run(f)
   architecture, variant = _architecture_and_variant(f)
@@ -729,7 +730,7 @@ def experiment_from_flags(flag_values=FLAGS):
                       dropout=f.head_dropout, activation=f.head_activation),
       base_width=f.base_width, vgg_batch_norm=f.vgg_batch_norm,
       zero_init_residual=f.zero_init_residual, weight_decay=f.weight_decay,
-      dtype_policy=runtime.dtype_policy, input_normalization=normalization_in_model,
+      dtype_policy=config_lib.DTYPE_POLICIES[f.dtype], input_normalization=normalization_in_model,
       data_format=f.data_format, sync_batch_norm=f.sync_batch_norm,
       conv_padding=f.conv_padding or "same",
       any_input_size=_any_input_size(f, data))

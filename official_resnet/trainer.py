@@ -188,7 +188,7 @@ class Trainer:
                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
       self.optimizer = optimizers.build_optimizer(
           experiment.train.optimizer, self.learning_rate_schedule, model=self.model,
-          dtype=experiment.runtime.dtype, loss_scale=experiment.runtime.loss_scale)
+          dtype_policy=experiment.model.dtype_policy, loss_scale=experiment.runtime.loss_scale)
       # Slots for every variable now, before a phase freezes some, so that every
       # checkpoint holds the same variables whichever phase wrote it.
       self.optimizer.build(self.model.trainable_variables)

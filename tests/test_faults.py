@@ -47,9 +47,8 @@ def _run_steps(model_dir, strategy, nan_policy, batch_indices, bad_index=None, d
   experiment = fixtures.experiment(model_dir, architecture=architecture, strategy=strategy,
                                    nan_policy=nan_policy)
   experiment = dataclasses.replace(
-      experiment, runtime=dataclasses.replace(experiment.runtime, dtype=dtype),
-      model=dataclasses.replace(experiment.model,
-                                dtype_policy=config_lib.DTYPE_POLICIES[dtype]))
+      experiment, model=dataclasses.replace(experiment.model,
+                                            dtype_policy=config_lib.DTYPE_POLICIES[dtype]))
   trainer = trainer_lib.Trainer(experiment)
   images, labels = _batches(bad_index, bad_value)
   dataset = tf.data.Dataset.from_tensor_slices((images[batch_indices], labels[batch_indices]))

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from official_resnet import config as config_lib
 from official_resnet import losses
+from official_resnet import models
 from official_resnet import run_state
 from official_resnet import trainer as trainer_lib
 import trainer_fixtures as fixtures
@@ -306,8 +307,7 @@ def test_mixed_precision_trains_with_float32_variables(colours, tmp_path, dtype,
                                    strategy=strategy, epochs_between_evals=2)
   policy = config_lib.DTYPE_POLICIES[dtype]
   experiment = dataclasses.replace(
-      experiment, runtime=dataclasses.replace(experiment.runtime, dtype=dtype),
-      model=dataclasses.replace(experiment.model, dtype_policy=policy))
+      experiment, model=dataclasses.replace(experiment.model, dtype_policy=policy))
   trainer, stats = train(experiment)
   assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer) == (dtype == "fp16")
   assert {w.dtype for w in trainer.model.trainable_weights} == {"float32"}
@@ -404,8 +404,11 @@ def test_experiment_refuses_inconsistent_settings():
     config_lib.ExperimentConfig(
         train=config_lib.TrainConfig(training_loop="fit"),
         runtime=config_lib.RuntimeConfig(distribution_strategy="multi_worker_mirrored"))
-  with pytest.raises(ValueError, match="dtype_policy must be 'mixed_float16' for dtype='fp16'"):
-    config_lib.ExperimentConfig(runtime=config_lib.RuntimeConfig(dtype="fp16"))
+  with pytest.raises(ValueError, match=r"^dtype_policy='mixed_float16' \(dtype='fp16'\) is not "
+                     r"supported on TPU; use 'mixed_bfloat16' \(dtype='bf16'\)\. "
+                     r"Received: dtype_policy='mixed_float16'$"):
+    config_lib.ExperimentConfig(model=models.ModelConfig(dtype_policy="mixed_float16"),
+                                runtime=config_lib.RuntimeConfig(distribution_strategy="tpu"))
   with pytest.raises(ValueError, match=r"Phase 'head' needs exactly one of epochs and steps"):
     config_lib.PhaseConfig("head")
   with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\). Received: 1.0"):
