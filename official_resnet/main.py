@@ -39,7 +39,6 @@ from official_resnet import progress
 from official_resnet import run_lock
 from official_resnet import run_state
 from official_resnet import trainer
-from official_resnet.models import builder
 from official_resnet.models import resnet
 from official_resnet.models import vgg
 from official_resnet.models import weight_sources
@@ -773,7 +772,6 @@ def experiment_from_flags(flag_values=FLAGS):
     settable = {field for fields in FLAG_FIELDS.values() for field in fields}
     experiment = run_state.with_saved_run(experiment, saved, f.model_dir, settable,
                                           _given_fields(f))
-  builder.validate(experiment.model)
   _warn_without_weights(f, weights, experiment.train.resolved_phases())
   return experiment
 
