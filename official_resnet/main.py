@@ -31,11 +31,11 @@ from input_pipeline.config import SOURCES
 from official_resnet import config as config_lib
 from official_resnet import continuous_eval
 from official_resnet import distribute
-from official_resnet import export
 from official_resnet import initial_weights
 from official_resnet import official_flags
 from official_resnet import predict
 from official_resnet import progress
+from official_resnet import run as run_lib
 from official_resnet import run_lock
 from official_resnet import run_state
 from official_resnet import trainer
@@ -57,11 +57,7 @@ def _export(experiment, flag_values):
   if not experiment.export.export_dir:
     raise app.UsageError("--mode=export needs --export_dir, the folder that receives the "
                          "numbered versions. Received: --export_dir=None")
-  path = export.export_from_model_dir(
-      experiment.train.model_dir, experiment.export.export_dir,
-      formats=experiment.export.formats, top_k=experiment.export.top_k,
-      weights=experiment.export.weights, checkpoint=experiment.export.checkpoint)
-  return {"export_path": path}
+  return {"export_path": run_lib.export_model_dir(experiment)}
 
 
 def _predict(experiment, flag_values):
@@ -81,9 +77,9 @@ def _predict(experiment, flag_values):
 
 # mode -> function(ExperimentConfig, flag values) -> stats.
 MODES = {
-    "train_and_eval": lambda experiment, _: trainer.train_and_evaluate(experiment, evaluate=True),
-    "train": lambda experiment, _: trainer.train_and_evaluate(experiment, evaluate=False),
-    "eval": lambda experiment, _: trainer.evaluate_checkpoint(experiment),
+    "train_and_eval": lambda experiment, _: run_lib.train_and_evaluate(experiment, evaluate=True),
+    "train": lambda experiment, _: run_lib.train_and_evaluate(experiment, evaluate=False),
+    "eval": lambda experiment, _: run_lib.evaluate_checkpoint(experiment),
     "continuous_eval": lambda experiment, flag_values: continuous_eval.continuous_evaluate(
         experiment, timeout_s=flag_values.continuous_eval_timeout),
     "export": _export,

@@ -19,8 +19,10 @@ checkpoint of the best evaluation so far can be kept apart (best_checkpoint.py).
 Faults: SIGTERM or SIGINT stops the run after the current call of the train
 function with a checkpoint, raising Preempted (the command exits with
 EXIT_PREEMPTED); a non-finite loss raises DivergenceError before anything is
-saved after it, or skips the step under nan_policy='skip'. train_and_evaluate
-holds model_dir's run_lock.
+saved after it, or skips the step under nan_policy='skip'.
+
+What surrounds a Trainer in a run (model_dir's lock, the export after training) is
+run.py's.
 """
 import contextlib
 import dataclasses
@@ -41,14 +43,12 @@ from official_resnet import best_checkpoint
 from official_resnet import config as config_lib
 from official_resnet import distribute
 from official_resnet import ema as ema_lib
-from official_resnet import export
 from official_resnet import losses
 from official_resnet import mixing
 from official_resnet import models
 from official_resnet import optimizers
 from official_resnet import profiling
 from official_resnet import progress
-from official_resnet import run_lock
 from official_resnet import run_state
 from official_resnet import schedules
 
@@ -894,45 +894,6 @@ class _FitSteps(keras.callbacks.Callback):
                        0.0 if finite else float(self._trainer.optimizer.learning_rate)))
     self._on_steps(step, results, 1, now - self._time)
     self._time = now
-
-
-def train_and_evaluate(experiment, evaluate=True, strategy=None):
-  """Trains (resuming when model_dir has a checkpoint) and returns the stats also in stats.json.
-
-  With experiment.export.export_dir the chief then exports the final model there.
-
-  The chief holds model_dir's lock throughout: a second trainer there gets RunLockedError.
-  """
-  export_config = experiment.export
-  if (export_config.export_dir and export_config.checkpoint == "best"
-      and not (experiment.train.best_metric and evaluate)):
-    raise ValueError("export_checkpoint='best' needs a best checkpoint: --best_metric and "
-                     "--mode=train_and_eval. Received: best_metric="
-                     f"{experiment.train.best_metric!r}, evaluate={evaluate}")
-  trainer = Trainer(experiment, strategy)
-  lock = run_lock.RunLock(trainer.model_dir) if trainer.is_chief else contextlib.nullcontext()
-  with lock:
-    trainer.restore_or_initialize()
-    stats = trainer.train(evaluate=evaluate)
-    if export_config.export_dir and trainer.is_chief:
-      # From the final (or best) checkpoint, rebuilt outside the strategy as a plain float32 model.
-      stats["export_path"] = export.export_from_model_dir(
-          trainer.model_dir, export_config.export_dir, formats=export_config.formats,
-          top_k=export_config.top_k, weights=export_config.weights,
-          checkpoint=export_config.checkpoint)
-    return stats
-
-
-def evaluate_checkpoint(experiment, strategy=None):
-  """Evaluates model_dir's latest checkpoint (or init_checkpoint); writes eval_stats.json
-  and the evaluation report (model_dir/eval/)."""
-  trainer = Trainer(experiment, strategy)
-  if not tf.train.latest_checkpoint(trainer.model_dir) and not experiment.train.init_checkpoint:
-    raise ValueError(
-        "mode 'eval' needs a checkpoint in model_dir or an init_checkpoint. "
-        f"Received: model_dir={trainer.model_dir!r} without checkpoints, init_checkpoint=None")
-  step = trainer.restore_or_initialize(write_config=False, init_scope="all")
-  return record_evaluation(trainer, eval_reporter(trainer), step, trainer.evaluate(average=True))
 
 
 def eval_reporter(trainer):

@@ -21,6 +21,7 @@ from official_resnet import continuous_eval
 from official_resnet import eval_report
 from official_resnet import main
 from official_resnet import progress
+from official_resnet import run as run_lib
 from official_resnet import run_lock
 from official_resnet import run_state
 from official_resnet import trainer as trainer_lib
@@ -46,7 +47,7 @@ def trained(data, tmp_path_factory):
   """train_and_eval, 8 steps, evaluated at steps 4 and 8, with TensorBoard."""
   experiment = _experiment(tmp_path_factory.mktemp("run"), data, train_steps=8, steps_per_loop=4,
                            epochs_between_evals=1, enable_tensorboard=True)
-  return experiment, trainer_lib.train_and_evaluate(experiment)
+  return experiment, run_lib.train_and_evaluate(experiment)
 
 
 def numpy_report(experiment):
@@ -191,7 +192,7 @@ def test_eval_mode_reports_and_mirrored_gives_the_same_confusion_matrix(trained)
   model_dir = experiment.train.model_dir
   results = {}
   for strategy in ("off", "mirrored"):
-    results[strategy] = trainer_lib.evaluate_checkpoint(dataclasses.replace(
+    results[strategy] = run_lib.evaluate_checkpoint(dataclasses.replace(
         experiment, runtime=dataclasses.replace(experiment.runtime, distribution_strategy=strategy)))
     saved = run_state.read_stats(model_dir, run_state.EVAL_STATS_FILE)
     assert saved == results[strategy]

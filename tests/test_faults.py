@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from official_resnet import config as config_lib
 from official_resnet import main
+from official_resnet import run as run_lib
 from official_resnet import run_lock
 from official_resnet import run_state
 from official_resnet import trainer as trainer_lib
@@ -126,7 +127,7 @@ def test_divergence_stops_and_the_last_good_checkpoint_evaluates(tmp_path, colou
   experiment = fixtures.experiment(tmp_path, colours, architecture="vgg16", phases=phases,
                                    steps_per_loop=1, checkpoint_steps=2)
   with pytest.raises(trainer_lib.DivergenceError) as error:
-    trainer_lib.train_and_evaluate(experiment)
+    run_lib.train_and_evaluate(experiment)
   message = str(error.value)
   match = re.match(r"Training diverged at step (\d+): the loss or its gradients became NaN or Inf "
                    r"at learning rate 1e\+06\. Stopped without saving or exporting after it; "
@@ -143,7 +144,7 @@ def test_divergence_stops_and_the_last_good_checkpoint_evaluates(tmp_path, colou
   for key in reader.get_variable_to_shape_map():
     if key.endswith("VARIABLE_VALUE") and reader.get_variable_to_dtype_map()[key].is_floating:
       assert np.all(np.isfinite(reader.get_tensor(key))), key
-  stats = trainer_lib.evaluate_checkpoint(experiment)
+  stats = run_lib.evaluate_checkpoint(experiment)
   assert stats["step"] == _checkpoint_steps(tmp_path)[-1]
   assert stats["eval_examples"] == 12 and np.isfinite(stats["eval_loss"])
 
@@ -157,7 +158,7 @@ def test_a_second_trainer_on_a_live_model_dir_is_refused(tmp_path):
                        match=rf"model_dir {tmp_path} is in use by another trainer \(host "
                              rf"{re.escape(socket.gethostname())}, pid {os.getpid()}, started "
                              r"\d{4}-\d\d-\d\d [\d:]{8}\)\. Stop that run or use another"):
-      trainer_lib.train_and_evaluate(fixtures.experiment(tmp_path))
+      run_lib.train_and_evaluate(fixtures.experiment(tmp_path))
     # Refused before anything was written.
     assert os.listdir(tmp_path) == [run_lock.LOCK_FILE]
   assert not os.listdir(tmp_path)

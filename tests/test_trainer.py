@@ -12,6 +12,7 @@ import tensorflow as tf
 from official_resnet import config as config_lib
 from official_resnet import losses
 from official_resnet import models
+from official_resnet import run as run_lib
 from official_resnet import run_state
 from official_resnet import trainer as trainer_lib
 import trainer_fixtures as fixtures
@@ -187,7 +188,7 @@ def test_checkpoints_config_and_tensorboard_on_disk(learned):
 
 def test_eval_mode_reproduces_the_last_evaluation(learned):
   experiment, _, stats = learned
-  evaluated = trainer_lib.evaluate_checkpoint(experiment)
+  evaluated = run_lib.evaluate_checkpoint(experiment)
   assert evaluated["step"] == 60
   assert evaluated["eval_loss"] == pytest.approx(stats["eval_loss"], abs=1e-5)
   assert evaluated["eval_examples"] == 32
@@ -211,7 +212,7 @@ def test_init_checkpoint_loads_the_backbone_or_everything(learned, tmp_path):
 
 def test_rerunning_a_finished_run_evaluates_without_training(learned):
   experiment, trained, stats = learned
-  rerun = trainer_lib.train_and_evaluate(experiment)
+  rerun = run_lib.train_and_evaluate(experiment)
   assert (rerun["start_step"], rerun["step"]) == (60, 60)
   assert rerun["eval_top_1_accuracy"] == stats["eval_top_1_accuracy"]
   assert rerun["eval_loss"] == pytest.approx(stats["eval_loss"], abs=1e-5)

@@ -18,6 +18,7 @@ from official_resnet import export
 from official_resnet import main
 from official_resnet import models
 from official_resnet import progress
+from official_resnet import run as run_lib
 from official_resnet import run_state
 from official_resnet import trainer as trainer_lib
 import trainer_fixtures as fixtures
@@ -220,7 +221,7 @@ def test_recipe_settings_are_checked(tmp_path):
     fixtures.experiment(tmp_path, best_metric="accuracy")
   with pytest.raises(ValueError, match=r"export_checkpoint='best' needs a best checkpoint"):
     experiment = fixtures.experiment(tmp_path)
-    trainer_lib.train_and_evaluate(dataclasses.replace(
+    run_lib.train_and_evaluate(dataclasses.replace(
         experiment, export=dataclasses.replace(experiment.export, export_dir=str(tmp_path / "e"),
                                                checkpoint="best")))
   assert not os.listdir(tmp_path)
