@@ -169,7 +169,8 @@ class PhaseConfig:
       raise ValueError(
           f"Phase {self.name!r} needs exactly one of epochs and steps. "
           f"Received: epochs={self.epochs}, steps={self.steps}")
-    checks.check_positive(f"phase {self.name!r} length", self.epochs if self.steps is None else self.steps)
+    checks.check_positive(f"phase {self.name!r} length",
+                          self.epochs if self.steps is None else self.steps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -334,7 +335,8 @@ class RuntimeConfig:
             f"all_reduce_alg applies to distribution_strategy in {tuple(ALL_REDUCE_ALGS)}. "
             f"Received: all_reduce_alg={self.all_reduce_alg!r} with "
             f"distribution_strategy={self.distribution_strategy!r}")
-      checks.check_choice(f"all_reduce_alg (with {self.distribution_strategy})", self.all_reduce_alg, allowed)
+      checks.check_choice(f"all_reduce_alg (with {self.distribution_strategy})",
+                          self.all_reduce_alg, allowed)
     if self.distribution_strategy in ("off", "one_device") and self.num_gpus > 1:
       raise ValueError(
           f"distribution_strategy={self.distribution_strategy!r} uses at most one GPU; use "

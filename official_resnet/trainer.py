@@ -43,6 +43,7 @@ from official_resnet import best_checkpoint
 from official_resnet import config as config_lib
 from official_resnet import distribute
 from official_resnet import ema as ema_lib
+from official_resnet import initial_weights
 from official_resnet import losses
 from official_resnet import mixing
 from official_resnet import models
@@ -275,6 +276,7 @@ class Trainer:
       scope = init_scope or train.init_checkpoint_scope
       models.load_pretrained(self.model, train.init_checkpoint, load_head=scope == "all")
       logging.info("Initialized %s from %s.", scope, train.init_checkpoint)
+      self._warn_unlike_the_weights()
     if self.ema is not None and not latest:
       # The average starts at the weights training starts from, loaded ones included.
       self.ema.reset()
@@ -282,6 +284,22 @@ class Trainer:
       run_state.write_run_config(self.model_dir, self.config.model, self.config.data,
                                  self.class_names, self.config.train, self.config.runtime)
     return self.current_step()
+
+  def _warn_unlike_the_weights(self):
+    """One warning naming the settings init_checkpoint implies that this run does not use:
+    chosen so by its caller, or an experiment not made with initial_weights.start_from."""
+    path = self.config.train.init_checkpoint
+    implied = initial_weights.implied_settings(initial_weights.weights_info(path),
+                                               self.config.data)
+    sections = {"data": self.config.data, "model": self.config.model}
+    unlike = []
+    for field, value in implied.items():
+      section, name = field.split(".")
+      if getattr(sections[section], name) != value:
+        unlike.append(f"{field}={getattr(sections[section], name)!r} (the weights' {value!r})")
+    if unlike:
+      logging.warning("This run differs from what %s implies: %s. initial_weights.start_from "
+                      "sets what weights imply.", path, "; ".join(unlike))
 
   def _restore(self, path):
     """Restores a checkpoint of this trainer; one without a weight average starts the average

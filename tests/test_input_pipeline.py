@@ -124,8 +124,8 @@ def test_batch_is_divided_between_replicas():
   with pytest.raises(ValueError, match=r"divisible by the 3 replicas.*Received: batch_size=8"):
     build_dataset(config, True, tf.distribute.InputContext(1, 0, 3))
   assert per_replica_batch_size(64, 2) == 32
-  with pytest.raises(ValueError, match=r"^batch_size \(the global batch\) must be divisible by the 2 "
-                     r"replicas in sync\. Received: batch_size=63$"):
+  with pytest.raises(ValueError, match=r"^batch_size \(the global batch\) must be divisible by "
+                     r"the 2 replicas in sync\. Received: batch_size=63$"):
     per_replica_batch_size(63, 2)
 
 

@@ -351,8 +351,9 @@ def test_feature_model_outputs_pre_logits(built):
                                r"'channels_first', None\)\. Received: 'NHWC'"),
     (dict(conv_padding="torch"), r"conv_padding must be one of \('same', 'symmetric'\)\. "
                                  r"Received: 'torch'"),
-    (dict(input_normalization="imagenet"), r"input_normalization must be one of \('rgb_mean', "
-                                           r"'caffe', 'torch', 'unit', None\)\. Received: 'imagenet'"),
+    (dict(input_normalization="imagenet"),
+     r"input_normalization must be one of \('rgb_mean', 'caffe', 'torch', 'unit', None\)\. "
+     r"Received: 'imagenet'"),
     (dict(weight_decay=-1.0), r"weight_decay must be >= 0\. Received: -1\.0"),
     (dict(sync_batch_norm="yes"), r"sync_batch_norm must be True or False\. Received: 'yes'"),
     (dict(head=(512,)), r"head must be a HeadConfig\. Received: \(512,\)"),

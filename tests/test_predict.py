@@ -148,7 +148,8 @@ def test_folders_list_their_images_as_the_input_pipeline_does(tmp_path):
   assert predict.image_paths([str(tmp_path)]) == [str(tmp_path / "b.jpg"),
                                                   str(tmp_path / "sub" / "a.png")]
   # A hidden file named on its own is still taken as given.
-  assert predict.image_paths([str(tmp_path / "sub" / ".c.jpg")]) == [str(tmp_path / "sub" / ".c.jpg")]
+  hidden = str(tmp_path / "sub" / ".c.jpg")
+  assert predict.image_paths([hidden]) == [hidden]
 
 
 PREDICTIONS = [

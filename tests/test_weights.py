@@ -386,8 +386,8 @@ def test_antialiased_eval_resize_sizes_like_torchvision_in_and_out_of_dataset_ma
       lambda image: preprocessing.preprocess_for_eval(image, 224, resize_size=232, method=method))))
   assert mapped.shape == (224, 224, 3)
   np.testing.assert_array_equal(mapped.numpy(), eager.numpy())
-  with pytest.raises(ValueError, match=r"^method must be one of \('bilinear', 'bilinear_antialias', "
-                     r"'bicubic_antialias'\)\. Received: 'area'$"):
+  with pytest.raises(ValueError, match=r"^method must be one of \('bilinear', "
+                     r"'bilinear_antialias', 'bicubic_antialias'\)\. Received: 'area'$"):
     preprocessing.resize_shorter_side(image, 232, "area")
 
 
