@@ -119,7 +119,8 @@ def test_exports_hold_the_average_unless_told_otherwise(averaged):
     np.testing.assert_array_equal(restored.numpy(), average.numpy())
   for restored, weight in zip(trained_model.weights, trainer.model.weights):
     np.testing.assert_array_equal(restored.numpy(), weight.numpy())
-  with pytest.raises(ValueError, match=r"`checkpoint` must be one of \('latest', 'best'\)"):
+  with pytest.raises(ValueError,
+                     match=r"^checkpoint must be one of \('latest', 'best'\)\. Received: 'first'$"):
     export.restore_model_dir(model_dir, checkpoint="first")
   with pytest.raises(ValueError, match=r"must hold a best checkpoint .* Received: model_dir="):
     export.restore_model_dir(model_dir, checkpoint="best")
