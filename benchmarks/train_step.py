@@ -693,7 +693,7 @@ def _runtime_config(config_lib, item):
   # one_device's input iterator prefetches batches onto the GPU, hiding the host-to-device copy.
   return config_lib.RuntimeConfig(
       distribution_strategy="one_device" if gpus else "off", num_gpus=min(gpus, 1),
-      dtype=item.precision, enable_xla=item.xla)
+      enable_xla=item.xla)
 
 
 def build_train_function(item, config, data_dir, **train_overrides):
@@ -715,13 +715,12 @@ def build_train_function(item, config, data_dir, **train_overrides):
 
 
 def step_sums_function(trainer):
-  """(iterator, num_steps) -> the steps' summed results: the function Trainer.train calls.
+  """(iterator, num_steps) -> the steps' summed loss, from the function Trainer.train calls.
 
-  The one place the tools reach into the trainer: numpy() on what it returns
-  waits for the steps. The non-finite step report beside the sums is not timed apart.
+  numpy() on what it returns waits for the steps.
   """
-  train_function = trainer._make_train_function()  # pylint: disable=protected-access
-  return lambda iterator, num_steps: train_function(iterator, num_steps)[0]
+  train_function = trainer.make_train_function()
+  return lambda iterator, num_steps: train_function(iterator, num_steps)["loss_sum"]
 
 
 def steps_on_input(trainer, train_function, item, config, data_dir, num_steps):

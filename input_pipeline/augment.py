@@ -22,6 +22,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from input_pipeline import checks
 from input_pipeline import constants
 
 # Magnitudes run from 0 to MAX_LEVEL (the papers' scale): an op's strength is
@@ -43,11 +44,6 @@ RANDOM_ERASING_ATTEMPTS = 10
 def split_seed(seed: tf.Tensor, count: int) -> list[tf.Tensor]:
   """`count` independent stateless seeds from one."""
   return tf.unstack(tf.random.experimental.stateless_split(seed, count))
-
-
-def _check(ok: bool, name: str, expected: str, value) -> None:
-  if not ok:
-    raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
 
 
 # ------------------------------------------------------------------ image ops
@@ -435,11 +431,10 @@ def _keep_shape(augmented, image) -> tf.Tensor:
 
 
 def check_rand_augment(num_layers, magnitude, magnitude_std, variant) -> None:
-  _check(isinstance(num_layers, int) and num_layers >= 0, "num_layers", "an integer >= 0",
-         num_layers)
-  _check(magnitude >= 0, "magnitude", ">= 0", magnitude)
-  _check(magnitude_std >= 0, "magnitude_std", ">= 0", magnitude_std)
-  _check(variant in RANDAUGMENT_VARIANTS, "variant", f"one of {RANDAUGMENT_VARIANTS}", variant)
+  checks.check_int("num_layers", num_layers, 0)
+  checks.check_positive("magnitude", magnitude, allow_zero=True)
+  checks.check_positive("magnitude_std", magnitude_std, allow_zero=True)
+  checks.check_choice("variant", variant, RANDAUGMENT_VARIANTS)
 
 
 def rand_augment(image: tf.Tensor, seed: tf.Tensor, num_layers: int, magnitude: float,
@@ -495,7 +490,7 @@ def auto_augment(image: tf.Tensor, seed: tf.Tensor, policy: str = "v0") -> tf.Te
   op, probability and level looked up by the drawn sub-policy: the graph holds each op
   once rather than once per sub-policy and step.
   """
-  _check(policy in AUTOAUGMENT_POLICIES, "policy", f"one of {AUTOAUGMENT_POLICIES}", policy)
+  checks.check_choice("policy", policy, AUTOAUGMENT_POLICIES)
   sub_policies = _AUTOAUGMENT_POLICIES[policy]
   names = sorted({name for sub_policy in sub_policies for name, _, _ in sub_policy})
   steps = list(zip(*sub_policies))  # steps[k][i]: the k-th (op, probability, level) of sub-policy i
@@ -522,9 +517,9 @@ def auto_augment(image: tf.Tensor, seed: tf.Tensor, policy: str = "v0") -> tf.Te
 
 
 def check_random_erasing(probability, area_range) -> None:
-  _check(0 <= probability <= 1, "probability", "in [0, 1]", probability)
-  _check(len(area_range) == 2 and 0 < area_range[0] <= area_range[1] <= 1, "area_range",
-         "(low, high) with 0 < low <= high <= 1", area_range)
+  checks.check(0 <= probability <= 1, "probability", "in [0, 1]", probability)
+  checks.check(len(area_range) == 2 and 0 < area_range[0] <= area_range[1] <= 1, "area_range",
+               "(low, high) with 0 < low <= high <= 1", area_range)
 
 
 def random_erasing(image: tf.Tensor, seed: tf.Tensor, probability: float,
@@ -577,7 +572,7 @@ def color_jitter(image: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Tenso
   of scaling, contrast works per channel and saturation in HSV, unlike torchvision's
   ColorJitter that timm and the Model Garden follow.
   """
-  _check(strength >= 0, "strength", ">= 0", strength)
+  checks.check_positive("strength", strength, allow_zero=True)
   factors = tf.unstack(tf.random.stateless_uniform([3], seed, max(0.0, 1.0 - strength),
                                                    1.0 + strength))
   jittered = brightness(image, factors[0])

@@ -24,10 +24,10 @@ import time
 import tensorflow as tf
 from absl import logging
 
+from input_pipeline import checks
 from input_pipeline import constants
 from input_pipeline import folder
 from input_pipeline import preprocessing
-from input_pipeline import sources
 
 DEFAULT_JPEG_QUALITY = 95
 SPLITS = ("train", "validation")
@@ -141,8 +141,7 @@ def convert(image_dir: str, output_dir: str, num_shards: int, split: str = "trai
             label_offset: int = constants.IMAGENET_LABEL_OFFSET,
             jpeg_quality: int = DEFAULT_JPEG_QUALITY) -> Summary:
   """Write `split` of image_dir as num_shards TFRecord files and labels.txt into output_dir."""
-  if split not in SPLITS:
-    raise ValueError(f"split must be one of {SPLITS}. Received: {split!r}")
+  checks.check_choice("split", split, SPLITS)
   if num_processes < 1:
     raise ValueError(f"num_processes must be >= 1. Received: {num_processes}")
   listing = folder.list_image_folder(image_dir, split == "train", validation_fraction)
@@ -174,7 +173,7 @@ def convert(image_dir: str, output_dir: str, num_shards: int, split: str = "trai
       pool.close()
       pool.join()
 
-  labels_path = os.path.join(output_dir, sources.LABELS_FILENAME)
+  labels_path = os.path.join(output_dir, constants.LABELS_FILE)
   with tf.io.gfile.GFile(labels_path, "w") as f:
     f.write("".join(f"{name}\n" for name in listing.class_names))
   unreadable = tuple(sorted(u for r in results for u in r.unreadable))

@@ -2,6 +2,7 @@
 import dataclasses
 
 from input_pipeline import augment
+from input_pipeline import checks
 from input_pipeline import constants
 from input_pipeline import preprocessing
 
@@ -87,9 +88,8 @@ class DataConfig:
                 or self.random_erasing_probability)
 
   def __post_init__(self):
-    def check(ok, argument, expected):
-      if not ok:
-        raise ValueError(f"{argument} must be {expected}. Received: {getattr(self, argument)!r}")
+    def check(ok, field, expected):
+      checks.check(ok, field, expected, getattr(self, field))
     check(self.source in SOURCES, "source", f"one of {SOURCES}")
     check(self.normalization in constants.NORMALIZATION_MODES, "normalization",
           f"one of {constants.NORMALIZATION_MODES}")

@@ -40,6 +40,10 @@ TORCH_STDS = (0.229, 0.224, 0.225)
 NORMALIZATION_MODES = ("rgb_mean", "caffe", "torch", "unit")
 DEFAULT_NORMALIZATION = "rgb_mean"
 
+# Class names, one a line, line i = class i: beside TFRecord shards (build_tfrecords) and
+# in an export's assets.
+LABELS_FILE = "labels.txt"
+
 # Official TFRecord feature keys.
 KEY_ENCODED = "image/encoded"
 KEY_LABEL = "image/class/label"

@@ -28,8 +28,11 @@ def _is_image(name: str) -> bool:
   return not name.startswith(".") and name.lower().endswith(constants.IMAGE_EXTENSIONS)
 
 
-def _images_under(directory: str) -> list[str]:
-  """Image paths below `directory` (recursively), relative to it, sorted."""
+def images_under(directory: str) -> list[str]:
+  """Image paths below `directory` (recursively), relative to it, sorted.
+
+  Hidden files and folders (a leading dot: .git, macOS' ._ files) are left out.
+  """
   found = []
   for parent, subdirs, files in tf.io.gfile.walk(directory):
     subdirs[:] = [d for d in subdirs if not d.startswith(".")]
@@ -53,7 +56,7 @@ def _list_layout(root: str) -> list[tuple[str, str]]:
   flat = [e for e in entries if _is_image(e) and not tf.io.gfile.isdir(os.path.join(root, e))]
   subfolders = [e.rstrip("/") for e in entries if tf.io.gfile.isdir(os.path.join(root, e))]
   by_class = [(os.path.join(d, p), d) for d in subfolders
-              for p in _images_under(os.path.join(root, d))]
+              for p in images_under(os.path.join(root, d))]
   if flat and by_class:
     raise ValueError(
         f"Image folder {root} mixes images at the top level with class subfolders; expected one "

@@ -29,13 +29,13 @@ def dataset_info(config: DataConfig, training: bool) -> DatasetInfo:
   return DatasetInfo(source.count_examples(), source.class_names)
 
 
-def per_replica_batch_size(config: DataConfig, input_context=None) -> int:
-  replicas = input_context.num_replicas_in_sync if input_context else 1
-  if config.batch_size % replicas:
+def per_replica_batch_size(batch_size: int, num_replicas_in_sync: int) -> int:
+  """Each replica's share of the global batch; ValueError unless it divides evenly."""
+  if batch_size % num_replicas_in_sync:
     raise ValueError(
-        f"batch_size (global) must be divisible by the {replicas} replicas in sync. "
-        f"Received: batch_size={config.batch_size}")
-  return config.batch_size // replicas
+        f"batch_size (the global batch) must be divisible by the {num_replicas_in_sync} "
+        f"replicas in sync. Received: batch_size={batch_size}")
+  return batch_size // num_replicas_in_sync
 
 
 def _base_seed(config: DataConfig, input_context) -> tf.Tensor:
@@ -131,7 +131,8 @@ def build_dataset(config: DataConfig, training: bool, input_context=None) -> tf.
   of this pipeline's shard once, the last batch possibly smaller. Images that fail to
   decode are skipped and counted (bad_data.SKIPPED_IMAGES).
   """
-  batch_size = per_replica_batch_size(config, input_context)
+  batch_size = per_replica_batch_size(
+      config.batch_size, input_context.num_replicas_in_sync if input_context else 1)
   source = sources.make_source(config, training)
   preprocess = _preprocess_fn(config, training, _base_seed(config, input_context))
   in_flight = bad_data.InFlightNames()

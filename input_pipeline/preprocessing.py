@@ -19,6 +19,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from input_pipeline import checks
 from input_pipeline import constants
 
 CHANNELS = 3
@@ -135,9 +136,7 @@ def resize_shorter_side(image: tf.Tensor, shorter_side: int, method: str = "bili
   `method` is one of constants.EVAL_RESIZE_METHODS; the antialiased ones size the
   longer side as torchvision does, int(shorter_side * longer / shorter).
   """
-  if method not in constants.EVAL_RESIZE_METHODS:
-    raise ValueError(f"`method` must be one of {constants.EVAL_RESIZE_METHODS}. "
-                     f"Received: method={method!r}")
+  checks.check_choice("method", method, constants.EVAL_RESIZE_METHODS)
   if method != "bilinear":
     shape = tf.shape(image)[:2]
     new_size = shape * shorter_side // tf.reduce_min(shape)
@@ -192,9 +191,7 @@ def whole_image_bbox() -> tf.Tensor:
 
 
 def check_normalization(mode: str) -> None:
-  if mode not in constants.NORMALIZATION_MODES:
-    raise ValueError(
-        f"normalization must be one of {constants.NORMALIZATION_MODES}. Received: {mode!r}")
+  checks.check_choice("normalization", mode, constants.NORMALIZATION_MODES)
 
 
 def _per_channel(images: tf.Tensor, values) -> tf.Tensor:

@@ -20,7 +20,6 @@ from input_pipeline import folder
 from input_pipeline import preprocessing
 from input_pipeline.config import DataConfig
 
-LABELS_FILENAME = "labels.txt"
 # Files read at once by the parallel interleave; more buys nothing on local disks.
 MAX_INTERLEAVE_CYCLE = 16
 
@@ -127,7 +126,7 @@ def _imagenet_num_examples(files, pattern, training) -> int:
 
 def read_labels_file(directory: str) -> tuple[str, ...] | None:
   """Class names, one per line in label order, from labels.txt beside the shards."""
-  path = os.path.join(directory, LABELS_FILENAME)
+  path = os.path.join(directory, constants.LABELS_FILE)
   if not tf.io.gfile.exists(path):
     return None
   with tf.io.gfile.GFile(path) as f:

@@ -7,6 +7,7 @@ original).
 """
 import dataclasses
 
+from input_pipeline import checks
 from input_pipeline.config import DataConfig
 from official_resnet.models.config import ModelConfig
 
@@ -18,9 +19,12 @@ ALL_REDUCE_ALGS = {
     "mirrored": ("nccl", "hierarchical_copy", "reduction_to_one_device"),
     "multi_worker_mirrored": ("ring", "nccl"),
 }
-DTYPES = ("fp32", "fp16", "bf16")
-# Keras dtype policy of each --dtype value.
+# Keras dtype policy (ModelConfig.dtype_policy, the one place a run's precision is kept)
+# of each --dtype value.
 DTYPE_POLICIES = {"fp32": "float32", "fp16": "mixed_float16", "bf16": "mixed_bfloat16"}
+DTYPES = tuple(DTYPE_POLICIES)
+# float16 needs loss scaling (RuntimeConfig.loss_scale) and is refused on TPU.
+FLOAT16_POLICY = DTYPE_POLICIES["fp16"]
 TRAINING_LOOPS = ("custom", "fit")
 # Keras' own fit loop is known to work on one host only (keras-team/keras#20585).
 FIT_STRATEGIES = ("off", "one_device", "mirrored")
@@ -49,17 +53,6 @@ TRAINABLE_ALL = "all"
 TRAINABLE_HEAD = "head"
 
 
-def _check_choice(name, value, allowed):
-  if value not in allowed:
-    raise ValueError(f"{name} must be one of {tuple(allowed)}. Received: {value!r}")
-
-
-def _check_positive(name, value, allow_zero=False):
-  if value < 0 or (value == 0 and not allow_zero):
-    bound = ">= 0" if allow_zero else "> 0"
-    raise ValueError(f"{name} must be {bound}. Received: {value!r}")
-
-
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
   name: str = "sgd"
@@ -82,15 +75,15 @@ class OptimizerConfig:
   lars_trust_coefficient: float = 0.001
 
   def __post_init__(self):
-    _check_choice("optimizer", self.name, OPTIMIZERS)
-    _check_positive("momentum", self.momentum, allow_zero=True)
-    _check_positive("decoupled_weight_decay", self.weight_decay, allow_zero=True)
+    checks.check_choice("optimizer", self.name, OPTIMIZERS)
+    checks.check_positive("momentum", self.momentum, allow_zero=True)
+    checks.check_positive("decoupled_weight_decay", self.weight_decay, allow_zero=True)
     if self.nesterov and self.name not in ("sgd", "lars"):
       raise ValueError("nesterov applies to optimizer='sgd' or 'lars' only. "
                        f"Received: optimizer={self.name!r}")
     if not 0.0 <= self.rho < 1.0:
       raise ValueError(f"rmsprop_rho must be in [0, 1). Received: {self.rho!r}")
-    _check_positive("lars_trust_coefficient", self.lars_trust_coefficient)
+    checks.check_positive("lars_trust_coefficient", self.lars_trust_coefficient)
 
 
 # The official ImageNet schedule's shape as fractions of its 90 epochs: 5 warm-up epochs,
@@ -130,18 +123,18 @@ class ScheduleConfig:
   polynomial_end_fraction: float = 0.0
 
   def __post_init__(self):
-    _check_choice("lr_schedule", self.name, SCHEDULES)
-    _check_positive("base_learning_rate", self.base_learning_rate)
+    checks.check_choice("lr_schedule", self.name, SCHEDULES)
+    checks.check_positive("base_learning_rate", self.base_learning_rate)
     if self.base_batch_size is not None:
-      _check_positive("lr_base_batch_size", self.base_batch_size)
+      checks.check_positive("lr_base_batch_size", self.base_batch_size)
     if self.warmup_epochs is not None:
-      _check_positive("warmup_epochs", self.warmup_epochs, allow_zero=True)
+      checks.check_positive("warmup_epochs", self.warmup_epochs, allow_zero=True)
     decays = self.decay_epochs
     if decays is not None and (list(decays) != sorted(decays) or any(e <= 0 for e in decays)):
       raise ValueError(f"lr_decay_epochs must be positive and increasing. Received: {decays}")
-    _check_positive("lr_decay_factor", self.decay_factor)
-    _check_positive("lr_decay_every_epochs", self.decay_every_epochs)
-    _check_positive("polynomial_power", self.polynomial_power)
+    checks.check_positive("lr_decay_factor", self.decay_factor)
+    checks.check_positive("lr_decay_every_epochs", self.decay_every_epochs)
+    checks.check_positive("polynomial_power", self.polynomial_power)
     if not 0.0 <= self.polynomial_end_fraction <= 1.0:
       raise ValueError(
           f"polynomial_end_fraction must be in [0, 1]. Received: {self.polynomial_end_fraction!r}")
@@ -176,7 +169,8 @@ class PhaseConfig:
       raise ValueError(
           f"Phase {self.name!r} needs exactly one of epochs and steps. "
           f"Received: epochs={self.epochs}, steps={self.steps}")
-    _check_positive(f"phase {self.name!r} length", self.epochs if self.steps is None else self.steps)
+    checks.check_positive(f"phase {self.name!r} length",
+                          self.epochs if self.steps is None else self.steps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,6 +191,9 @@ class TrainConfig:
   schedule: ScheduleConfig = ScheduleConfig()
   # Empty: one phase of train_epochs / train_steps with `schedule`, all trainable.
   phases: tuple[PhaseConfig, ...] = ()
+  # The weights training starts from (a file or a checkpoint of ours): set it with
+  # initial_weights.start_from, which also sets the normalization, padding and eval resize
+  # the weights imply.
   init_checkpoint: str | None = None
   init_checkpoint_scope: str = "backbone"
   training_loop: str = "custom"
@@ -236,21 +233,21 @@ class TrainConfig:
   def __post_init__(self):
     if not self.model_dir:
       raise ValueError(f"model_dir must be a directory path. Received: {self.model_dir!r}")
-    _check_positive("train_epochs", self.train_epochs)
+    checks.check_positive("train_epochs", self.train_epochs)
     if self.train_steps is not None:
-      _check_positive("train_steps", self.train_steps)
-    _check_positive("epochs_between_evals", self.epochs_between_evals)
+      checks.check_positive("train_steps", self.train_steps)
+    checks.check_positive("epochs_between_evals", self.epochs_between_evals)
     if self.steps_per_loop is not None:
-      _check_positive("steps_per_loop", self.steps_per_loop)
-    _check_positive("log_steps", self.log_steps)
+      checks.check_positive("steps_per_loop", self.steps_per_loop)
+    checks.check_positive("log_steps", self.log_steps)
     if self.checkpoint_steps is not None:
-      _check_positive("checkpoint_steps", self.checkpoint_steps)
-    _check_positive("keep_checkpoints", self.keep_checkpoints)
+      checks.check_positive("checkpoint_steps", self.checkpoint_steps)
+    checks.check_positive("keep_checkpoints", self.keep_checkpoints)
     if not 0.0 <= self.label_smoothing < 1.0:
       raise ValueError(f"label_smoothing must be in [0, 1). Received: {self.label_smoothing}")
-    _check_choice("init_checkpoint_scope", self.init_checkpoint_scope, INIT_CHECKPOINT_SCOPES)
-    _check_choice("training_loop", self.training_loop, TRAINING_LOOPS)
-    _check_choice("nan_policy", self.nan_policy, NAN_POLICIES)
+    checks.check_choice("init_checkpoint_scope", self.init_checkpoint_scope, INIT_CHECKPOINT_SCOPES)
+    checks.check_choice("training_loop", self.training_loop, TRAINING_LOOPS)
+    checks.check_choice("nan_policy", self.nan_policy, NAN_POLICIES)
     if self.nan_policy == "skip" and self.training_loop != "custom":
       raise ValueError("nan_policy='skip' needs training_loop='custom' (Keras fit cannot skip a "
                        f"step's update). Received: training_loop={self.training_loop!r}")
@@ -265,7 +262,7 @@ class TrainConfig:
 
   def _check_recipe(self):
     """The loss, mixing, clipping, averaging and best-checkpoint fields."""
-    _check_choice("loss", self.loss, LOSSES)
+    checks.check_choice("loss", self.loss, LOSSES)
     if self.bce_target_threshold is not None:
       if self.loss != "bce":
         raise ValueError("bce_target_threshold applies to loss='bce' only. "
@@ -273,18 +270,18 @@ class TrainConfig:
       if not 0.0 <= self.bce_target_threshold < 1.0:
         raise ValueError(
             f"bce_target_threshold must be in [0, 1). Received: {self.bce_target_threshold!r}")
-    _check_positive("mixup_alpha", self.mixup_alpha, allow_zero=True)
-    _check_positive("cutmix_alpha", self.cutmix_alpha, allow_zero=True)
+    checks.check_positive("mixup_alpha", self.mixup_alpha, allow_zero=True)
+    checks.check_positive("cutmix_alpha", self.cutmix_alpha, allow_zero=True)
     for name in ("mix_prob", "mix_switch_prob"):
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f"{name} must be in [0, 1]. Received: {getattr(self, name)!r}")
-    _check_choice("mix_mode", self.mix_mode, MIX_MODES)
+    checks.check_choice("mix_mode", self.mix_mode, MIX_MODES)
     if self.gradient_clip_norm is not None:
-      _check_positive("gradient_clip_norm", self.gradient_clip_norm)
+      checks.check_positive("gradient_clip_norm", self.gradient_clip_norm)
     if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
       raise ValueError(f"ema_decay must be in (0, 1). Received: {self.ema_decay!r}")
     if self.best_metric is not None:
-      _check_choice("best_metric", self.best_metric, BEST_METRICS)
+      checks.check_choice("best_metric", self.best_metric, BEST_METRICS)
     custom_only = [name for name, used in (
         ("mixup_alpha/cutmix_alpha", self.mixes), ("gradient_clip_norm", self.gradient_clip_norm),
         ("ema_decay", self.ema_decay)) if used]
@@ -318,20 +315,19 @@ class RuntimeConfig:
   worker_hosts: tuple[str, ...] = ()
   task_index: int = -1
   tpu: str = ""
-  dtype: str = "fp32"
-  # fp16: None scales the loss dynamically (keras.optimizers.LossScaleOptimizer); a number
-  # is a fixed scale, the official meaning of --loss_scale=N.
+  # Under a float16 model (ModelConfig.dtype_policy): None scales the loss dynamically
+  # (keras.optimizers.LossScaleOptimizer); a number is a fixed scale, the official meaning
+  # of --loss_scale=N.
   loss_scale: float | None = None
   enable_xla: bool = False
   seed: int | None = None
 
   def __post_init__(self):
-    _check_choice("distribution_strategy", self.distribution_strategy, STRATEGIES)
-    _check_choice("dtype", self.dtype, DTYPES)
-    _check_positive("num_gpus", self.num_gpus, allow_zero=True)
-    _check_positive("num_packs", self.num_packs)
+    checks.check_choice("distribution_strategy", self.distribution_strategy, STRATEGIES)
+    checks.check_positive("num_gpus", self.num_gpus, allow_zero=True)
+    checks.check_positive("num_packs", self.num_packs)
     if self.loss_scale is not None:
-      _check_positive("loss_scale", self.loss_scale)
+      checks.check_positive("loss_scale", self.loss_scale)
     if self.all_reduce_alg is not None:
       allowed = ALL_REDUCE_ALGS.get(self.distribution_strategy, ())
       if not allowed:
@@ -339,7 +335,8 @@ class RuntimeConfig:
             f"all_reduce_alg applies to distribution_strategy in {tuple(ALL_REDUCE_ALGS)}. "
             f"Received: all_reduce_alg={self.all_reduce_alg!r} with "
             f"distribution_strategy={self.distribution_strategy!r}")
-      _check_choice(f"all_reduce_alg (with {self.distribution_strategy})", self.all_reduce_alg, allowed)
+      checks.check_choice(f"all_reduce_alg (with {self.distribution_strategy})",
+                          self.all_reduce_alg, allowed)
     if self.distribution_strategy in ("off", "one_device") and self.num_gpus > 1:
       raise ValueError(
           f"distribution_strategy={self.distribution_strategy!r} uses at most one GPU; use "
@@ -348,10 +345,6 @@ class RuntimeConfig:
       raise ValueError(
           f"task_index must be in [0, {len(self.worker_hosts)}) for {len(self.worker_hosts)} "
           f"worker_hosts. Received: {self.task_index}")
-
-  @property
-  def dtype_policy(self):
-    return DTYPE_POLICIES[self.dtype]
 
 
 def check_export_formats(formats, argument="formats"):
@@ -362,8 +355,7 @@ def check_export_formats(formats, argument="formats"):
 
 
 def check_top_k(top_k):
-  if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-    raise ValueError(f"`top_k` must be an integer >= 1. Received: top_k={top_k!r}")
+  checks.check_int("top_k", top_k, 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -379,8 +371,8 @@ class ExportConfig:
   def __post_init__(self):
     check_export_formats(self.formats, "export_format")
     check_top_k(self.top_k)
-    _check_choice("export_weights", self.weights, EXPORT_WEIGHTS)
-    _check_choice("export_checkpoint", self.checkpoint, EXPORT_CHECKPOINTS)
+    checks.check_choice("export_weights", self.weights, EXPORT_WEIGHTS)
+    checks.check_choice("export_checkpoint", self.checkpoint, EXPORT_CHECKPOINTS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -406,15 +398,13 @@ class ExperimentConfig:
           "Evaluating at another size than training needs a model built with "
           f"any_input_size=True. Received: data image_size {self.data.image_size}, "
           f"eval_image_size {self.data.eval_image_size}, model any_input_size=False")
-    if self.model.dtype_policy != self.runtime.dtype_policy:
-      raise ValueError(
-          f"model dtype_policy must be {self.runtime.dtype_policy!r} for dtype={self.runtime.dtype!r}. "
-          f"Received: {self.model.dtype_policy!r}")
     strategy = self.runtime.distribution_strategy
     if self.train.training_loop == "fit" and strategy not in FIT_STRATEGIES:
       raise ValueError(
           f"training_loop='fit' works with distribution_strategy in {FIT_STRATEGIES}: Keras 3 "
           "Model.fit fails under multi-worker strategies (keras-team/keras#20585) and is untested "
           f"on TPU here; use training_loop='custom'. Received: distribution_strategy={strategy!r}")
-    if self.runtime.dtype == "fp16" and strategy == "tpu":
-      raise ValueError("dtype='fp16' is not supported on TPU; use dtype='bf16'. Received: dtype='fp16'")
+    if self.model.dtype_policy == FLOAT16_POLICY and strategy == "tpu":
+      raise ValueError(f"dtype_policy={FLOAT16_POLICY!r} (dtype='fp16') is not supported on TPU; "
+                       f"use {DTYPE_POLICIES['bf16']!r} (dtype='bf16'). "
+                       f"Received: dtype_policy={FLOAT16_POLICY!r}")

@@ -135,14 +135,6 @@ def build_strategy(runtime):
   raise ValueError(f"distribution_strategy must be one of {config_lib.STRATEGIES}. Received: {name!r}")
 
 
-def check_batch_divisible(batch_size, strategy):
-  replicas = strategy.num_replicas_in_sync
-  if batch_size % replicas:
-    raise ValueError(
-        f"batch_size (the global batch) must be divisible by the {replicas} replicas in sync. "
-        f"Received: {batch_size}")
-
-
 def num_workers(strategy):
   resolver = getattr(strategy, "cluster_resolver", None)
   if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):

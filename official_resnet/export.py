@@ -37,6 +37,7 @@ import tensorflow as tf
 from absl import logging
 
 from input_pipeline import DataConfig
+from input_pipeline import checks
 from input_pipeline import constants
 from input_pipeline import preprocessing
 from official_resnet import best_checkpoint
@@ -52,12 +53,9 @@ SERVING_TF_EXAMPLE = "serving_tf_example"
 FEATURE_VECTOR = "feature_vector"
 SIGNATURES = (SERVING_DEFAULT, SERVING_IMAGES, SERVING_TF_EXAMPLE, FEATURE_VECTOR)
 
-EXPORT_FORMATS = config_lib.EXPORT_FORMATS
-LABELS_FILE = "labels.txt"
 KERAS_FILE = "model.keras"
 TFLITE_FILE = "model.tflite"
 TFLITE_DYNAMIC_RANGE_FILE = "model_dynamic_range.tflite"
-DEFAULT_TOP_K = config_lib.DEFAULT_TOP_K
 
 
 def serving_normalization(model_config: ModelConfig, data_config: DataConfig) -> str | None:
@@ -121,14 +119,14 @@ def serving_model(model: keras.Model, model_config: ModelConfig,
 
 
 def _write_labels(directory, class_names):
-  path = os.path.join(directory, LABELS_FILE)
+  path = os.path.join(directory, constants.LABELS_FILE)
   with open(path, "w", encoding="utf-8") as labels:
     labels.write("".join(f"{name}\n" for name in class_names))
   return path
 
 
 def build_serving_module(model: keras.Model, class_names: Sequence[str], *,
-                         normalization: str | None, top_k: int = DEFAULT_TOP_K,
+                         normalization: str | None, top_k: int = config_lib.DEFAULT_TOP_K,
                          eval_resize_size: int | None = None,
                          eval_resize_method: str = "bilinear"):
   """A tf.Module holding the serving functions, and the signatures to save it with.
@@ -260,8 +258,8 @@ def _check_export_dir(export_dir, version):
 
 def export_model(model: keras.Model, model_config: ModelConfig, data_config: DataConfig,
                  class_names: Sequence[str], export_dir: str, *,
-                 formats: Sequence[str] = EXPORT_FORMATS, top_k: int = DEFAULT_TOP_K,
-                 version: int | None = None) -> str:
+                 formats: Sequence[str] = config_lib.EXPORT_FORMATS,
+                 top_k: int = config_lib.DEFAULT_TOP_K, version: int | None = None) -> str:
   """Writes <export_dir>/<version>/ and returns its path.
 
   The SavedModel is always written (it is what TF Serving loads and what TFLite
@@ -304,7 +302,7 @@ def export_model(model: keras.Model, model_config: ModelConfig, data_config: Dat
       tf.io.gfile.rmtree(temporary_dir)
     raise
   logging.info("Exported version %d to %s (%s).", version, final_dir, ", ".join(
-      name for name in EXPORT_FORMATS if name == "saved_model" or name in formats))
+      name for name in config_lib.EXPORT_FORMATS if name == "saved_model" or name in formats))
   return final_dir
 
 
@@ -315,10 +313,8 @@ def restore_model_dir(model_dir: str, *, weights: str = "auto", checkpoint: str 
   the weights when the checkpoint holds one (what the run evaluated), else the trained
   weights; "ema" insists on the average; "raw" loads the trained weights.
   """
-  for name, value, allowed in (("weights", weights, config_lib.EXPORT_WEIGHTS),
-                               ("checkpoint", checkpoint, config_lib.EXPORT_CHECKPOINTS)):
-    if value not in allowed:
-      raise ValueError(f"`{name}` must be one of {allowed}. Received: {name}={value!r}")
+  checks.check_choice("weights", weights, config_lib.EXPORT_WEIGHTS)
+  checks.check_choice("checkpoint", checkpoint, config_lib.EXPORT_CHECKPOINTS)
   if checkpoint == "best":
     path = best_checkpoint.checkpoint_path(model_dir)
   else:
@@ -352,8 +348,9 @@ def restore_model_dir(model_dir: str, *, weights: str = "auto", checkpoint: str 
 
 
 def export_from_model_dir(model_dir: str, export_dir: str, *,
-                          formats: Sequence[str] = EXPORT_FORMATS, top_k: int = DEFAULT_TOP_K,
-                          version: int | None = None, weights: str = "auto",
+                          formats: Sequence[str] = config_lib.EXPORT_FORMATS,
+                          top_k: int = config_lib.DEFAULT_TOP_K, version: int | None = None,
+                          weights: str = "auto",
                           checkpoint: str = "latest") -> str:
   """--mode=export: a checkpoint of model_dir exported; returns the version dir.
 

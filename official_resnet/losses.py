@@ -4,6 +4,8 @@ cross-entropy or per-class binary cross-entropy from float32 logits, on integer 
 import keras
 import tensorflow as tf
 
+# k of the top-5 accuracy metric (stats' top_5_accuracy), fixed by the metric's name; how
+# many classes export and predict report is ExportConfig.top_k (config.DEFAULT_TOP_K).
 TOP_K = 5
 
 

@@ -31,18 +31,17 @@ from input_pipeline.config import SOURCES
 from official_resnet import config as config_lib
 from official_resnet import continuous_eval
 from official_resnet import distribute
-from official_resnet import export
+from official_resnet import initial_weights
 from official_resnet import official_flags
 from official_resnet import predict
 from official_resnet import progress
+from official_resnet import run as run_lib
 from official_resnet import run_lock
 from official_resnet import run_state
 from official_resnet import trainer
-from official_resnet.models import builder
 from official_resnet.models import resnet
 from official_resnet.models import vgg
 from official_resnet.models import weight_sources
-from official_resnet.models import weights as weights_lib
 from official_resnet.models.config import ARCHITECTURES
 from official_resnet.models.config import CONV_PADDINGS
 from official_resnet.models.config import DATA_FORMATS
@@ -58,11 +57,7 @@ def _export(experiment, flag_values):
   if not experiment.export.export_dir:
     raise app.UsageError("--mode=export needs --export_dir, the folder that receives the "
                          "numbered versions. Received: --export_dir=None")
-  path = export.export_from_model_dir(
-      experiment.train.model_dir, experiment.export.export_dir,
-      formats=experiment.export.formats, top_k=experiment.export.top_k,
-      weights=experiment.export.weights, checkpoint=experiment.export.checkpoint)
-  return {"export_path": path}
+  return {"export_path": run_lib.export_model_dir(experiment)}
 
 
 def _predict(experiment, flag_values):
@@ -82,9 +77,9 @@ def _predict(experiment, flag_values):
 
 # mode -> function(ExperimentConfig, flag values) -> stats.
 MODES = {
-    "train_and_eval": lambda experiment, _: trainer.train_and_evaluate(experiment, evaluate=True),
-    "train": lambda experiment, _: trainer.train_and_evaluate(experiment, evaluate=False),
-    "eval": lambda experiment, _: trainer.evaluate_checkpoint(experiment),
+    "train_and_eval": lambda experiment, _: run_lib.train_and_evaluate(experiment, evaluate=True),
+    "train": lambda experiment, _: run_lib.train_and_evaluate(experiment, evaluate=False),
+    "eval": lambda experiment, _: run_lib.evaluate_checkpoint(experiment),
     "continuous_eval": lambda experiment, flag_values: continuous_eval.continuous_evaluate(
         experiment, timeout_s=flag_values.continuous_eval_timeout),
     "export": _export,
@@ -121,7 +116,8 @@ flags.DEFINE_enum("all_reduce_alg", None,
                   "multi_worker_mirrored: ring or nccl. Default: TF's choice.")
 flags.DEFINE_integer("num_packs", _RUNTIME.num_packs, "mirrored with nccl/hierarchical_copy: gradient packs.",
                      lower_bound=1)
-flags.DEFINE_enum("dtype", _RUNTIME.dtype, list(config_lib.DTYPES),
+flags.DEFINE_enum("dtype", next(name for name, policy in config_lib.DTYPE_POLICIES.items()
+                                if policy == _MODEL.dtype_policy), list(config_lib.DTYPES),
                   "Compute precision; fp16 adds dynamic loss scaling. Variables stay float32.")
 flags.DEFINE_string("loss_scale", None,
                     "fp16: 'dynamic' (default; Keras' LossScaleOptimizer), or a number: a fixed "
@@ -408,7 +404,7 @@ FLAG_FIELDS = {
     "head_dropout": ("model.head",), "head_activation": ("model.head",),
     "base_width": ("model.base_width",), "vgg_batch_norm": ("model.vgg_batch_norm",),
     "zero_init_residual": ("model.zero_init_residual",), "weight_decay": ("model.weight_decay",),
-    "dtype": ("model.dtype_policy", "runtime.dtype"),
+    "dtype": ("model.dtype_policy",),
     "normalize_in_model": ("model.input_normalization", "data.output_dtype"),
     "data_format": ("model.data_format",), "sync_batch_norm": ("model.sync_batch_norm",),
     "conv_padding": ("model.conv_padding",), "eval_resize_size": ("data.eval_resize_size",),
@@ -583,14 +579,6 @@ def _augmentation_and_resolution(f):
                                             f.random_erasing_area_range))
 
 
-def _eval_resize_size(f, weights_info):
-  """--eval_resize_size, else the weights' published resize at the eval size, unless
-  --eval_crop_fraction is given (it then sets the shorter side)."""
-  if f.eval_resize_size or f["eval_crop_fraction"].present:
-    return f.eval_resize_size
-  return weights_info.eval_resize_size(f.eval_image_size or f.image_size)
-
-
 def _any_input_size(f, data):
   """Whether the model must take other sizes than --image_size: to evaluate at another."""
   if data.eval_size == data.image_size:
@@ -617,20 +605,19 @@ def _initial_weights(f, architecture, variant):
     raise ValueError("Give the weights to start from once: --pretrained (keras.applications, "
                      "torchvision, timm), --init_checkpoint (ours) or --pretrained_filepath (the "
                      f"official name). Received: {' and '.join(given)}")
-  flag = _weights_flag(f)
+  weights = f.pretrained or f.init_checkpoint or f.pretrained_filepath
+  if not weights:
+    return None, weight_sources.WeightsInfo()
   try:
-    if f.pretrained and weight_sources.is_named(f.pretrained):
-      return weight_sources.resolve(f.pretrained, architecture=architecture, variant=variant,
-                                    vgg_batch_norm=f.vgg_batch_norm, num_classes=f.num_classes)
-    if f.pretrained and not f.pretrained.endswith(PRETRAINED_EXTENSIONS):
+    if (f.pretrained and not weight_sources.is_named(f.pretrained)
+        and not f.pretrained.endswith(PRETRAINED_EXTENSIONS)):
       raise ValueError(f"must be a weights file ({', '.join(PRETRAINED_EXTENSIONS)}) or a name "
                        "(imagenet, torchvision[:WEIGHTS], hf://ORG/REPO); our checkpoints go to "
                        f"--init_checkpoint. Received: --pretrained={f.pretrained}")
-    weights = f.pretrained or f.init_checkpoint or f.pretrained_filepath
-    return weights, (weights_lib.weights_info(weights) if weights
-                     else weight_sources.WeightsInfo())
+    return initial_weights.resolve(weights, architecture=architecture, variant=variant,
+                                   vgg_batch_norm=f.vgg_batch_norm, num_classes=f.num_classes)
   except ValueError as error:
-    raise ValueError(f"--{flag}: {error}") from error
+    raise ValueError(f"--{_weights_flag(f)}: {error}") from error
 
 
 def _weights_flag(f):
@@ -645,20 +632,14 @@ def _init_checkpoint_scope(f):
   return f.init_checkpoint_scope
 
 
-def _normalization(f, weights, info):
-  """--normalization if given, else the weights', else --scratch_normalization."""
-  if f.normalization:
-    return f.normalization
-  if weights:
-    flag = _weights_flag(f)
-    normalization = info.normalization
-    if normalization:
-      logging.info("Normalization %s, what --%s=%s was trained with.", normalization, flag, weights)
-      return normalization
-    logging.warning("--%s=%s has no config.json beside it to say its normalization: using "
-                    "--scratch_normalization=%s; set --normalization to match the weights.",
-                    flag, weights, f.scratch_normalization)
-  return f.scratch_normalization
+def _chosen_over_weights(f, saved):
+  """The initial_weights.IMPLIED_FIELDS the flags (or the run in --model_dir) settle, which
+  the weights then leave alone."""
+  chosen = {"data.normalization": f.normalization or saved is not None,
+            "model.conv_padding": f.conv_padding,
+            "data.eval_resize_size": f.eval_resize_size or f["eval_crop_fraction"].present,
+            "data.eval_resize_method": f.eval_resize_method}
+  return {field for field, given in chosen.items() if given}
 
 
 def _warn_without_weights(f, weights, phases):
@@ -709,15 +690,15 @@ def experiment_from_flags(flag_values=FLAGS):
   runtime = config_lib.RuntimeConfig(
       distribution_strategy=strategy, num_gpus=num_gpus,
       all_reduce_alg=f.all_reduce_alg, num_packs=f.num_packs,
-      worker_hosts=tuple(f.worker_hosts), task_index=f.task_index, tpu=f.tpu, dtype=f.dtype,
+      worker_hosts=tuple(f.worker_hosts), task_index=f.task_index, tpu=f.tpu,
       loss_scale=_loss_scale(f), enable_xla=f.enable_xla, seed=f.seed)
   saved = _saved_run(f)
   architecture, variant = _architecture_and_variant(f)
   weights, weights_info = _initial_weights(f, architecture, variant)
-  weight_sources.check_variant(weights_info, architecture, variant)
-  # An existing run's normalization comes from its config.json, not from weights files.
-  normalization = (_normalization(f, weights, weights_info) if saved is None or f.normalization
-                   else saved.data.normalization)
+  # An existing run's normalization comes from its config.json, not from weights files;
+  # without weights it is --scratch_normalization's.
+  normalization = f.normalization or (saved.data.normalization if saved is not None
+                                      else f.scratch_normalization)
   normalization_in_model = normalization if f.normalize_in_model else None
   private_threads = f.datasets_num_private_threads
   if f.tf_gpu_thread_mode:
@@ -734,8 +715,8 @@ def experiment_from_flags(flag_values=FLAGS):
       cache=f.training_dataset_cache, eval_cache=f.eval_dataset_cache,
       experimental_slack=f.tf_data_experimental_slack, private_threads=private_threads,
       synthetic_num_examples=f.synthetic_num_examples, seed=f.seed,
-      eval_resize_size=_eval_resize_size(f, weights_info),
-      eval_resize_method=f.eval_resize_method or weights_info.eval_resize_method or "bilinear",
+      eval_resize_size=f.eval_resize_size,
+      eval_resize_method=f.eval_resize_method or "bilinear",
       **_augmentation_and_resolution(f))
   model = ModelConfig(
       architecture=architecture, variant=variant, num_classes=f.num_classes,
@@ -744,9 +725,9 @@ def experiment_from_flags(flag_values=FLAGS):
                       dropout=f.head_dropout, activation=f.head_activation),
       base_width=f.base_width, vgg_batch_norm=f.vgg_batch_norm,
       zero_init_residual=f.zero_init_residual, weight_decay=f.weight_decay,
-      dtype_policy=runtime.dtype_policy, input_normalization=normalization_in_model,
+      dtype_policy=config_lib.DTYPE_POLICIES[f.dtype], input_normalization=normalization_in_model,
       data_format=f.data_format, sync_batch_norm=f.sync_batch_norm,
-      conv_padding=f.conv_padding or weights_info.conv_padding or "same",
+      conv_padding=f.conv_padding or "same",
       any_input_size=_any_input_size(f, data))
   schedule = config_lib.ScheduleConfig(
       name=f.lr_schedule, base_learning_rate=f.base_learning_rate,
@@ -781,11 +762,12 @@ def experiment_from_flags(flag_values=FLAGS):
       weights=f.export_weights, checkpoint=f.export_checkpoint)
   experiment = config_lib.ExperimentConfig(data=data, model=model, train=train, runtime=runtime,
                                            export=export_config)
+  experiment = initial_weights.follow_weights(experiment, weights_info,
+                                              keep=_chosen_over_weights(f, saved))
   if saved is not None:
     settable = {field for fields in FLAG_FIELDS.values() for field in fields}
     experiment = run_state.with_saved_run(experiment, saved, f.model_dir, settable,
                                           _given_fields(f))
-  builder.validate(experiment.model)
   _warn_without_weights(f, weights, experiment.train.resolved_phases())
   return experiment
 

@@ -20,6 +20,7 @@ import dataclasses
 
 import tensorflow as tf
 
+from input_pipeline import checks
 from official_resnet import losses
 
 MODES = ("batch", "elem")
@@ -38,8 +39,7 @@ class MixSettings:
     if self.mixup_alpha < 0 or self.cutmix_alpha < 0 or not (self.mixup_alpha or self.cutmix_alpha):
       raise ValueError("mixup_alpha and cutmix_alpha must be >= 0, one of them > 0. Received: "
                        f"mixup_alpha={self.mixup_alpha}, cutmix_alpha={self.cutmix_alpha}")
-    if self.mode not in MODES:
-      raise ValueError(f"mode must be one of {MODES}. Received: {self.mode!r}")
+    checks.check_choice("mode", self.mode, MODES)
 
 
 def _beta(seed, shape, alpha):

@@ -81,17 +81,19 @@ class Lars(keras.optimizers.Optimizer):
             "trust_coefficient": self.trust_coefficient, "nesterov": self.nesterov}
 
 
-def build_optimizer(optimizer_config, learning_rate, model=None, dtype="fp32", loss_scale=None):
+def build_optimizer(optimizer_config, learning_rate, model=None, dtype_policy="float32",
+                    loss_scale=None):
   """A keras optimizer for `optimizer_config` driven by `learning_rate` (a schedule or float).
 
   `model`, when given, names the variables exempt from weight decay (and from LARS' trust
-  ratio). dtype 'fp16' scales the loss: with `loss_scale` None dynamically
-  (keras.optimizers.LossScaleOptimizer), else by that fixed factor (the optimizer's own
-  loss_scale_factor: scale_loss multiplies, apply divides the gradients back), as the
-  official fixed --loss_scale does.
+  ratio). A float16 `dtype_policy` (the model's) scales the loss: with `loss_scale` None
+  dynamically (keras.optimizers.LossScaleOptimizer), else by that fixed factor (the
+  optimizer's own loss_scale_factor: scale_loss multiplies, apply divides the gradients
+  back), as the official fixed --loss_scale does.
   """
   name, c = optimizer_config.name, optimizer_config
-  fixed_scale = {"loss_scale_factor": loss_scale} if dtype == "fp16" and loss_scale else {}
+  float16 = dtype_policy == config_lib.FLOAT16_POLICY
+  fixed_scale = {"loss_scale_factor": loss_scale} if float16 and loss_scale else {}
   # Keras applies no decay for None (0.0 would still run the decay ops); AdamW insists on a float.
   decay = c.weight_decay or (0.0 if name == "adamw" else None)
   if name == "sgd":
@@ -114,6 +116,6 @@ def build_optimizer(optimizer_config, learning_rate, model=None, dtype="fp32", l
     raise ValueError(f"optimizer must be one of {config_lib.OPTIMIZERS}. Received: {name!r}")
   if model is not None:
     optimizer.exclude_from_weight_decay(var_list=decay_exempt_variables(model))
-  if dtype == "fp16" and not fixed_scale:
+  if float16 and not fixed_scale:
     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
   return optimizer

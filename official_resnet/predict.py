@@ -15,7 +15,9 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from input_pipeline import checks
 from input_pipeline import constants
+from input_pipeline import folder
 from official_resnet import config as config_lib
 from official_resnet import export
 
@@ -39,17 +41,15 @@ class Prediction:
 
 
 def image_paths(images: Sequence[str]) -> list[str]:
-  """Files as given; folders expanded, recursively and sorted, to their (unhidden) image files."""
+  """Files as given; folders expanded, recursively and sorted, to their image files
+  (input_pipeline.folder's listing: hidden files and folders left out)."""
   if isinstance(images, str) or not images:
     raise ValueError("`images` must be a non-empty list of files or folders. "
                      f"Received: images={images!r}")
   paths = []
   for path in images:
     if tf.io.gfile.isdir(path):
-      found = sorted(
-          os.path.join(folder, name) for folder, _, names in tf.io.gfile.walk(path)
-          for name in names
-          if not name.startswith(".") and name.lower().endswith(constants.IMAGE_EXTENSIONS))
+      found = [os.path.join(path, name) for name in folder.images_under(path)]
       if not found:
         raise ValueError(f"Folder {path!r} holds no {'/'.join(constants.IMAGE_EXTENSIONS)} "
                          f"files. Received: images={list(images)!r}")
@@ -62,7 +62,7 @@ def image_paths(images: Sequence[str]) -> list[str]:
 
 
 def _read_labels(saved_model_dir):
-  with tf.io.gfile.GFile(os.path.join(saved_model_dir, "assets", export.LABELS_FILE)) as labels:
+  with tf.io.gfile.GFile(os.path.join(saved_model_dir, "assets", constants.LABELS_FILE)) as labels:
     return tuple(line.rstrip("\n") for line in labels)
 
 
@@ -125,7 +125,7 @@ def _probabilities(classify, contents):
     return results
 
 
-def predict(source: str, images: Sequence[str], top_k: int = export.DEFAULT_TOP_K, *,
+def predict(source: str, images: Sequence[str], top_k: int = config_lib.DEFAULT_TOP_K, *,
             batch_size: int = DEFAULT_BATCH_SIZE) -> list[Prediction]:
   """The top_k classes of every image in `images` (files or folders), in path order.
 
@@ -179,7 +179,5 @@ def format_json(predictions: Sequence[Prediction]) -> str:
 
 
 def format_predictions(predictions: Sequence[Prediction], output_format: str = "table") -> str:
-  if output_format not in OUTPUT_FORMATS:
-    raise ValueError(f"`output_format` must be one of {OUTPUT_FORMATS}. "
-                     f"Received: output_format={output_format!r}")
+  checks.check_choice("output_format", output_format, OUTPUT_FORMATS)
   return format_table(predictions) if output_format == "table" else format_json(predictions)

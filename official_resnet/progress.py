@@ -13,8 +13,9 @@ from tensorflow.core.framework import summary_pb2
 
 from official_resnet import eval_report
 
-# Per-step sums every loop returns: [loss, top-1 hits, top-5 hits, examples].
-NUM_SUMS = 4
+# The sums the train and eval loops return, by name. On the device they travel packed in
+# this order (pack_sums), so that one all-reduce carries them all.
+SUM_NAMES = ("loss_sum", "top_1_correct", "top_k_correct", "examples")
 # TF 2.21 installs without tensorboard, which tf.summary.scalar needs; a raw write with
 # the scalars plugin's metadata makes the same event.
 SCALAR_METADATA = summary_pb2.SummaryMetadata(
@@ -30,19 +31,35 @@ REPORT_FIELDS = ("per_class", "confusion_matrix")
 LOGGED_PAIRS = 3
 
 
+def pack_sums(sums):
+  """{name in SUM_NAMES: scalar} -> one float32 vector in SUM_NAMES order."""
+  return tf.stack([tf.cast(sums[name], tf.float32) for name in SUM_NAMES])
+
+
+def unpack_sums(packed):
+  """pack_sums' vector (or its first len(SUM_NAMES) values) -> {name in SUM_NAMES: scalar}."""
+  return {name: packed[index] for index, name in enumerate(SUM_NAMES)}
+
+
 class MetricSums:
-  """Running sums over some steps of the per-step [loss, top-1, top-5, examples], and their time."""
+  """Running sums over some steps of the train steps' SUM_NAMES values, and their time.
+
+  A train step's loss_sum is its mean loss over the global batch, so the window's loss
+  is a mean per step.
+  """
 
   def __init__(self):
     self.reset()
 
   def reset(self):
-    self.sums = np.zeros(NUM_SUMS)
+    self.sums = dict.fromkeys(SUM_NAMES, 0.0)
     self.steps = 0
     self.seconds = 0.0
 
   def add(self, sums, steps, seconds):
-    self.sums += np.asarray(sums, dtype=np.float64)
+    """Adds `sums` ({name in SUM_NAMES: number}, extra names ignored) of `steps` steps."""
+    for name in SUM_NAMES:
+      self.sums[name] += float(sums[name])
     self.steps += steps
     self.seconds += seconds
 
@@ -50,16 +67,17 @@ class MetricSums:
     """Mean loss per step, accuracies per example, examples per second; {} before any step."""
     if not self.steps:
       return {}
-    loss, top_1, top_5, examples = (float(value) for value in self.sums)
-    return {"loss": loss / self.steps, "top_1_accuracy": top_1 / examples,
-            "top_5_accuracy": top_5 / examples,
+    examples = self.sums["examples"]
+    return {"loss": self.sums["loss_sum"] / self.steps,
+            "top_1_accuracy": self.sums["top_1_correct"] / examples,
+            "top_5_accuracy": self.sums["top_k_correct"] / examples,
             "examples_per_second": examples / self.seconds if self.seconds else 0.0}
 
 
 def eval_result(sums, confusion, class_names):
-  """Eval metrics from summed [loss, top-1, top-5, examples] and the confusion matrix
-  (rows: true class, columns: predicted) over the whole eval set."""
-  loss, top_1, top_5, examples = (float(value) for value in sums)
+  """Eval metrics from the SUM_NAMES sums over the whole eval set (loss_sum: summed per
+  example) and the confusion matrix (rows: true class, columns: predicted)."""
+  loss, top_1, top_5, examples = (float(sums[name]) for name in SUM_NAMES)
   if not examples:
     raise ValueError("The evaluation data set is empty; check eval_split / the validation "
                      "files. Received: 0 examples")

@@ -19,8 +19,10 @@ checkpoint of the best evaluation so far can be kept apart (best_checkpoint.py).
 Faults: SIGTERM or SIGINT stops the run after the current call of the train
 function with a checkpoint, raising Preempted (the command exits with
 EXIT_PREEMPTED); a non-finite loss raises DivergenceError before anything is
-saved after it, or skips the step under nan_policy='skip'. train_and_evaluate
-holds model_dir's run_lock.
+saved after it, or skips the step under nan_policy='skip'.
+
+What surrounds a Trainer in a run (model_dir's lock, the export after training) is
+run.py's.
 """
 import contextlib
 import dataclasses
@@ -41,14 +43,13 @@ from official_resnet import best_checkpoint
 from official_resnet import config as config_lib
 from official_resnet import distribute
 from official_resnet import ema as ema_lib
-from official_resnet import export
+from official_resnet import initial_weights
 from official_resnet import losses
 from official_resnet import mixing
 from official_resnet import models
 from official_resnet import optimizers
 from official_resnet import profiling
 from official_resnet import progress
-from official_resnet import run_lock
 from official_resnet import run_state
 from official_resnet import schedules
 
@@ -162,7 +163,8 @@ class Trainer:
     self.config = experiment
     self.strategy = strategy or distribute.build_strategy(experiment.runtime)
     data = experiment.data
-    distribute.check_batch_divisible(data.batch_size, self.strategy)
+    # Checked here, before the model is built, as well as by each input pipeline.
+    input_pipeline.per_replica_batch_size(data.batch_size, self.strategy.num_replicas_in_sync)
     self.is_chief = distribute.is_chief(self.strategy)
     train_info = input_pipeline.dataset_info(data, training=True)
     self.class_names = tuple(train_info.class_names)
@@ -187,7 +189,7 @@ class Trainer:
                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
       self.optimizer = optimizers.build_optimizer(
           experiment.train.optimizer, self.learning_rate_schedule, model=self.model,
-          dtype=experiment.runtime.dtype, loss_scale=experiment.runtime.loss_scale)
+          dtype_policy=experiment.model.dtype_policy, loss_scale=experiment.runtime.loss_scale)
       # Slots for every variable now, before a phase freezes some, so that every
       # checkpoint holds the same variables whichever phase wrote it.
       self.optimizer.build(self.model.trainable_variables)
@@ -274,6 +276,7 @@ class Trainer:
       scope = init_scope or train.init_checkpoint_scope
       models.load_pretrained(self.model, train.init_checkpoint, load_head=scope == "all")
       logging.info("Initialized %s from %s.", scope, train.init_checkpoint)
+      self._warn_unlike_the_weights()
     if self.ema is not None and not latest:
       # The average starts at the weights training starts from, loaded ones included.
       self.ema.reset()
@@ -281,6 +284,22 @@ class Trainer:
       run_state.write_run_config(self.model_dir, self.config.model, self.config.data,
                                  self.class_names, self.config.train, self.config.runtime)
     return self.current_step()
+
+  def _warn_unlike_the_weights(self):
+    """One warning naming the settings init_checkpoint implies that this run does not use:
+    chosen so by its caller, or an experiment not made with initial_weights.start_from."""
+    path = self.config.train.init_checkpoint
+    implied = initial_weights.implied_settings(initial_weights.weights_info(path),
+                                               self.config.data)
+    sections = {"data": self.config.data, "model": self.config.model}
+    unlike = []
+    for field, value in implied.items():
+      section, name = field.split(".")
+      if getattr(sections[section], name) != value:
+        unlike.append(f"{field}={getattr(sections[section], name)!r} (the weights' {value!r})")
+    if unlike:
+      logging.warning("This run differs from what %s implies: %s. initial_weights.start_from "
+                      "sets what weights imply.", path, "; ".join(unlike))
 
   def _restore(self, path):
     """Restores a checkpoint of this trainer; one without a weight average starts the average
@@ -442,12 +461,19 @@ class Trainer:
         f"Stopped without saving or exporting after it; {kept}. Lower --base_learning_rate "
         "(or lengthen --warmup_epochs), or pass --nan_policy=skip to skip such steps.")
 
-  def _make_train_function(self):
-    """tf.function(iterator, num_steps) -> (sums, nonfinite).
+  def make_train_function(self):
+    """tf.function(iterator, num_steps) running num_steps train steps; returns a dict:
 
-    sums: [loss, top-1, top-5, examples] summed over the steps (skipped steps left out);
-    nonfinite: [steps whose loss or gradients were not finite, the first such global
-    step, its learning rate] (zeros when none).
+    loss_sum: each step's mean loss over the global batch, summed over the steps;
+    top_1_correct, top_k_correct: examples whose label is the top-1, among the top-k logits
+      (k = losses.top_k(num_classes));
+    examples: examples trained on (these four leave out steps skipped by nan_policy='skip');
+    nonfinite_steps: steps whose loss or gradients were NaN or Inf (int64);
+    first_nonfinite_step: the global step of the first of them, 0 when none (int64);
+    first_nonfinite_learning_rate: its learning rate, 0 when none (float64).
+
+    Each call advances the global step by num_steps. The tf.function traces for the
+    trainable variables of now: build it again after freezing or unfreezing layers.
     """
     model, optimizer, strategy = self.model, self.optimizer, self.strategy
     variables = model.trainable_variables
@@ -485,8 +511,9 @@ class Trainer:
         scaled_loss = optimizer.scale_loss(loss)
       gradients = tape.gradient(scaled_loss, variables)
       top_1, top_k = losses.correct_counts(labels, logits, k)
-      examples = tf.cast(tf.shape(labels)[0], tf.float32)
-      return gradients, tf.stack([loss, top_1, top_k, examples])
+      return gradients, progress.pack_sums({
+          "loss_sum": loss, "top_1_correct": top_1, "top_k_correct": top_k,
+          "examples": tf.shape(labels)[0]})
 
     if self.config.runtime.enable_xla:
       # The model's math only: the optimizer's cross-replica update cannot run inside XLA.
@@ -524,21 +551,24 @@ class Trainer:
         self._apply_if(all_finite, clipped(gradients), variables)
       else:
         optimizer.apply(clipped(gradients), variables)
-      # The bad-replica count rides on the sums' all-reduce: no extra collective per step.
+      # The bad-replica count rides after the sums in their all-reduce: no extra collective
+      # per step.
       return tf.concat([sums, [1.0 - tf.cast(finite, tf.float32)]], axis=0)
 
     @tf.function
     def train_steps(iterator, num_steps):
-      totals = tf.zeros([progress.NUM_SUMS])
+      num_sums = len(progress.SUM_NAMES)
+      totals = tf.zeros([num_sums])
+      # [steps, first step, its learning rate]; float64 keeps steps and rates exact.
       nonfinite = tf.zeros([3], tf.float64)
       for _ in tf.range(num_steps):
         learning_rate = tf.cast(optimizer.learning_rate, tf.float64)
         per_replica = strategy.run(replica_step, args=(next(iterator),))
         reduced = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
         self.step.assign_add(1)
-        bad = reduced[progress.NUM_SUMS] > 0
+        bad = reduced[num_sums] > 0
         keep = tf.logical_not(bad & skip)
-        totals += tf.where(keep, reduced[:progress.NUM_SUMS], 0.0)
+        totals += tf.where(keep, reduced[:num_sums], 0.0)
         if ema is not None and skip:
           # A skipped step leaves the average as it leaves the weights.
           tf.cond(keep, ema.update, lambda: None)
@@ -549,7 +579,10 @@ class Trainer:
             bad, tf.stack([tf.constant(1.0, tf.float64),
                            tf.where(first, tf.cast(self.step, tf.float64), 0.0),
                            tf.where(first, learning_rate, 0.0)]), tf.constant(0.0, tf.float64))
-      return totals, nonfinite
+      return {**progress.unpack_sums(totals),
+              "nonfinite_steps": tf.cast(nonfinite[0], tf.int64),
+              "first_nonfinite_step": tf.cast(nonfinite[1], tf.int64),
+              "first_nonfinite_learning_rate": nonfinite[2]}
 
     return train_steps
 
@@ -601,8 +634,9 @@ class Trainer:
     return distribute.make_replica_mean(self.strategy, self.moving_statistics() + averages)
 
   def _make_evaluate_all(self):
-    """tf.function() -> {"sums": [loss, top-1, top-5, examples], "confusion": [C, C]} summed
-    over one pass of the eval set; confusion rows are true classes, columns predicted ones."""
+    """tf.function() -> {"sums": pack_sums of progress.SUM_NAMES, "confusion": [C, C]} summed
+    over one pass of the eval set (loss_sum per example); confusion rows are true classes,
+    columns predicted ones."""
     model, strategy = self.model, self.strategy
     num_classes = self.config.model.num_classes
     k = losses.top_k(num_classes)
@@ -614,8 +648,9 @@ class Trainer:
       predictions = tf.argmax(tf.cast(logits, tf.float32), axis=-1, output_type=tf.int32)
       confusion = tf.math.confusion_matrix(tf.reshape(labels, [-1]), predictions,
                                            num_classes=num_classes, dtype=tf.float32)
-      return {"sums": tf.stack([loss, top_1, top_k, tf.cast(tf.shape(labels)[0], tf.float32)]),
-              "confusion": confusion}
+      sums = progress.pack_sums({"loss_sum": loss, "top_1_correct": top_1,
+                                 "top_k_correct": top_k, "examples": tf.shape(labels)[0]})
+      return {"sums": sums, "confusion": confusion}
 
     if self.config.runtime.enable_xla:
       batch_sums = tf.function(batch_sums, jit_compile=True)
@@ -624,7 +659,7 @@ class Trainer:
       # Replicas past the end of the eval set get empty batches, which the model must not
       # see: TF 2.21's oneDNN CPU convolution returns an empty input unchanged.
       return tf.cond(tf.shape(labels)[0] > 0, lambda: batch_sums(images, labels),
-                     lambda: {"sums": tf.zeros([progress.NUM_SUMS]),
+                     lambda: {"sums": tf.zeros([len(progress.SUM_NAMES)]),
                               "confusion": tf.zeros([num_classes, num_classes])})
 
     dataset = strategy.distribute_datasets_from_function(
@@ -636,7 +671,7 @@ class Trainer:
 
     @tf.function
     def evaluate_all():
-      sums = tf.zeros([progress.NUM_SUMS])
+      sums = tf.zeros([len(progress.SUM_NAMES)])
       confusion = tf.zeros([num_classes, num_classes])
       for inputs in dataset:
         per_replica = strategy.run(replica_eval, args=inputs)
@@ -661,9 +696,10 @@ class Trainer:
                  _next_multiple(step, self.steps_per_epoch), profiler.next_boundary(step) or end)
       iterator = self._train_iterator(step)
       began = time.perf_counter()
-      sums, nonfinite = train_function(iterator, tf.constant(stop - step, tf.int32))
+      results = train_function(iterator, tf.constant(stop - step, tf.int32))
       self._advance_iterator(iterator, stop)
-      on_steps(stop, sums.numpy(), stop - step, time.perf_counter() - began, nonfinite.numpy())
+      on_steps(stop, {name: value.numpy() for name, value in results.items()}, stop - step,
+               time.perf_counter() - began)
       step = stop
 
   def _run_fit(self, start, end, on_steps):
@@ -707,8 +743,8 @@ class Trainer:
       self._evaluate_all = self._make_evaluate_all()
     self.sync_replicas()
     totals = self._evaluate_all()
-    return progress.eval_result(totals["sums"].numpy(), totals["confusion"].numpy(),
-                                self.class_names)
+    return progress.eval_result(progress.unpack_sums(totals["sums"].numpy()),
+                                totals["confusion"].numpy(), self.class_names)
 
   def train(self, evaluate=True):
     """Trains to the end of the last phase from the current step; returns the run's stats.
@@ -751,21 +787,24 @@ class Trainer:
       best = best_checkpoint.BestCheckpoint(self.model_dir, self.config.train.best_metric,
                                             self.is_chief)
 
-    def on_steps(step, sums, steps, seconds, nonfinite):
+    def on_steps(step, results, steps, seconds):
+      """After `steps` steps up to `step`: `results` as make_train_function's, in numbers."""
       nonlocal first_call
-      bad_steps, first_bad, learning_rate = nonfinite
+      bad_steps = int(results["nonfinite_steps"])
+      first_bad = int(results["first_nonfinite_step"])
+      learning_rate = float(results["first_nonfinite_learning_rate"])
       if bad_steps and self.config.train.nan_policy == "stop":
         reporter.close()
-        raise self._divergence(int(first_bad), learning_rate)
+        raise self._divergence(first_bad, learning_rate)
       if bad_steps:
         logging.warning("Skipped %d steps whose loss or gradients were NaN or Inf, the first at "
                         "step %d (learning rate %.6g).", bad_steps, first_bad, learning_rate)
-      trained = steps - int(bad_steps)
-      window.add(sums, trained, seconds)
-      interval.add(sums, trained, seconds)
+      trained = steps - bad_steps
+      window.add(results, trained, seconds)
+      interval.add(results, trained, seconds)
       # The first call includes tracing and compilation: left out of the throughput figure.
       if not first_call:
-        steady.add(sums, trained, seconds)
+        steady.add(results, trained, seconds)
       first_call = False
       profiler.after(step)
       if step % self.config.train.log_steps == 0 or step in phase_ends:
@@ -782,7 +821,7 @@ class Trainer:
       if self.current_step() >= phase.end_step:
         continue
       self._enter_phase(phase)
-      train_function = (self._make_train_function()
+      train_function = (self.make_train_function()
                         if self.config.train.training_loop == "custom" else None)
       while (step := self.current_step()) < phase.end_step:
         end = min(phase.end_step, _next_multiple(step, self.steps_per_epoch),
@@ -861,62 +900,26 @@ class _FitSteps(keras.callbacks.Callback):
     self._global_batch = global_batch
 
   def on_train_begin(self, logs=None):
-    self._previous = np.zeros(progress.NUM_SUMS)
+    self._previous = dict.fromkeys(progress.SUM_NAMES, 0.0)
     self._time = time.perf_counter()
 
   def on_train_batch_end(self, batch, logs=None):
     steps = batch + 1
     examples = steps * self._global_batch
-    cumulative = np.array([logs["loss"] * steps, logs["top_1_accuracy"] * examples,
-                           logs["top_5_accuracy"] * examples, examples], dtype=np.float64)
-    sums, self._previous = cumulative - self._previous, cumulative
+    cumulative = {"loss_sum": logs["loss"] * steps,
+                  "top_1_correct": logs["top_1_accuracy"] * examples,
+                  "top_k_correct": logs["top_5_accuracy"] * examples, "examples": examples}
+    results = {name: cumulative[name] - self._previous[name] for name in progress.SUM_NAMES}
+    self._previous = cumulative
     self._trainer.step.assign_add(1)
     now = time.perf_counter()
     step = self._trainer.current_step()
-    nonfinite = (0, 0, 0.0)
-    if not np.isfinite(sums[0]):
-      nonfinite = (1, step, float(self._trainer.optimizer.learning_rate))
-    self._on_steps(step, sums, 1, now - self._time, nonfinite)
+    finite = np.isfinite(results["loss_sum"])
+    results.update(nonfinite_steps=0 if finite else 1, first_nonfinite_step=0 if finite else step,
+                   first_nonfinite_learning_rate=(
+                       0.0 if finite else float(self._trainer.optimizer.learning_rate)))
+    self._on_steps(step, results, 1, now - self._time)
     self._time = now
-
-
-def train_and_evaluate(experiment, evaluate=True, strategy=None):
-  """Trains (resuming when model_dir has a checkpoint) and returns the stats also in stats.json.
-
-  With experiment.export.export_dir the chief then exports the final model there.
-
-  The chief holds model_dir's lock throughout: a second trainer there gets RunLockedError.
-  """
-  export_config = experiment.export
-  if (export_config.export_dir and export_config.checkpoint == "best"
-      and not (experiment.train.best_metric and evaluate)):
-    raise ValueError("export_checkpoint='best' needs a best checkpoint: --best_metric and "
-                     "--mode=train_and_eval. Received: best_metric="
-                     f"{experiment.train.best_metric!r}, evaluate={evaluate}")
-  trainer = Trainer(experiment, strategy)
-  lock = run_lock.RunLock(trainer.model_dir) if trainer.is_chief else contextlib.nullcontext()
-  with lock:
-    trainer.restore_or_initialize()
-    stats = trainer.train(evaluate=evaluate)
-    if export_config.export_dir and trainer.is_chief:
-      # From the final (or best) checkpoint, rebuilt outside the strategy as a plain float32 model.
-      stats["export_path"] = export.export_from_model_dir(
-          trainer.model_dir, export_config.export_dir, formats=export_config.formats,
-          top_k=export_config.top_k, weights=export_config.weights,
-          checkpoint=export_config.checkpoint)
-    return stats
-
-
-def evaluate_checkpoint(experiment, strategy=None):
-  """Evaluates model_dir's latest checkpoint (or init_checkpoint); writes eval_stats.json
-  and the evaluation report (model_dir/eval/)."""
-  trainer = Trainer(experiment, strategy)
-  if not tf.train.latest_checkpoint(trainer.model_dir) and not experiment.train.init_checkpoint:
-    raise ValueError(
-        "mode 'eval' needs a checkpoint in model_dir or an init_checkpoint. "
-        f"Received: model_dir={trainer.model_dir!r} without checkpoints, init_checkpoint=None")
-  step = trainer.restore_or_initialize(write_config=False, init_scope="all")
-  return record_evaluation(trainer, eval_reporter(trainer), step, trainer.evaluate(average=True))
 
 
 def eval_reporter(trainer):

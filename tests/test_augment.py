@@ -265,14 +265,18 @@ def test_random_erasing_fills_one_rectangle_with_imagenet_coloured_noise():
 
 @pytest.mark.parametrize("call,message", [
     (lambda: augment.rand_augment(IMAGE, SEED, 2, 9.0, variant="torch"),
-     r"`variant` must be one of \('model_garden', 'timm'\)\. Received: variant='torch'"),
-    (lambda: augment.rand_augment(IMAGE, SEED, 2, -1.0), r"`magnitude` must be >= 0"),
-    (lambda: augment.rand_augment(IMAGE, SEED, -1, 9.0), r"`num_layers` must be an integer"),
+     r"^variant must be one of \('model_garden', 'timm'\)\. Received: 'torch'$"),
+    (lambda: augment.rand_augment(IMAGE, SEED, 2, -1.0),
+     r"^magnitude must be >= 0\. Received: -1\.0$"),
+    (lambda: augment.rand_augment(IMAGE, SEED, -1, 9.0),
+     r"^num_layers must be an integer >= 0\. Received: -1$"),
     (lambda: augment.auto_augment(IMAGE, SEED, "v1"),
-     r"`policy` must be one of \('v0',\)\. Received: policy='v1'"),
-    (lambda: augment.random_erasing(IMAGE, SEED, 1.5), r"`probability` must be in \[0, 1\]"),
-    (lambda: augment.random_erasing(IMAGE, SEED, 0.5, (0.5, 0.2)), r"`area_range` must be"),
-    (lambda: augment.color_jitter(IMAGE, SEED, -0.1), r"`strength` must be >= 0"),
+     r"^policy must be one of \('v0',\)\. Received: 'v1'$"),
+    (lambda: augment.random_erasing(IMAGE, SEED, 1.5),
+     r"^probability must be in \[0, 1\]\. Received: 1\.5$"),
+    (lambda: augment.random_erasing(IMAGE, SEED, 0.5, (0.5, 0.2)),
+     r"^area_range must be \(low, high\) with 0 < low <= high <= 1\. Received: \(0\.5, 0\.2\)$"),
+    (lambda: augment.color_jitter(IMAGE, SEED, -0.1), r"^strength must be >= 0\. Received: -0\.1$"),
 ])
 def test_bad_arguments_are_clear_errors(call, message):
   with pytest.raises(ValueError, match=message):

@@ -22,13 +22,6 @@ def test_local_strategies_and_their_replicas():
   assert distribute.is_chief(mirrored) and distribute.num_workers(mirrored) == 1
 
 
-def test_global_batch_must_divide_by_replicas():
-  mirrored = distribute.build_strategy(runtime(distribution_strategy="mirrored"))
-  distribute.check_batch_divisible(64, mirrored)
-  with pytest.raises(ValueError, match=r"batch_size .* divisible by the 2 replicas.*Received: 63"):
-    distribute.check_batch_divisible(63, mirrored)
-
-
 def test_more_gpus_than_visible_is_refused():
   with pytest.raises(ValueError, match=r"num_gpus must be at most the 0 GPUs visible. Received: 2"):
     distribute.build_strategy(runtime(distribution_strategy="mirrored", num_gpus=2))

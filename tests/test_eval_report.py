@@ -21,6 +21,7 @@ from official_resnet import continuous_eval
 from official_resnet import eval_report
 from official_resnet import main
 from official_resnet import progress
+from official_resnet import run as run_lib
 from official_resnet import run_lock
 from official_resnet import run_state
 from official_resnet import trainer as trainer_lib
@@ -46,7 +47,7 @@ def trained(data, tmp_path_factory):
   """train_and_eval, 8 steps, evaluated at steps 4 and 8, with TensorBoard."""
   experiment = _experiment(tmp_path_factory.mktemp("run"), data, train_steps=8, steps_per_loop=4,
                            epochs_between_evals=1, enable_tensorboard=True)
-  return experiment, trainer_lib.train_and_evaluate(experiment)
+  return experiment, run_lib.train_and_evaluate(experiment)
 
 
 def numpy_report(experiment):
@@ -162,8 +163,9 @@ def test_more_than_50_classes_draw_the_most_confused_pairs(tmp_path):
   for num_classes, matrix_drawn in ((50, True), (51, False), (120, False)):
     confusion = rng.poisson(0.4, (num_classes, num_classes)) + np.diag(rng.integers(5, 30, num_classes))
     names = [f"n{index:03d}" for index in range(num_classes)]
-    metrics = progress.eval_result(
-        [1.0, np.trace(confusion), confusion.sum(), confusion.sum()], confusion, names)
+    sums = {"loss_sum": 1.0, "top_1_correct": np.trace(confusion),
+            "top_k_correct": confusion.sum(), "examples": confusion.sum()}
+    metrics = progress.eval_result(sums, confusion, names)
     png = eval_report.picture(7, metrics)
     eval_report.write(str(tmp_path), metrics, png)
     with Image.open(tmp_path / eval_report.PICTURE) as picture:
@@ -190,7 +192,7 @@ def test_eval_mode_reports_and_mirrored_gives_the_same_confusion_matrix(trained)
   model_dir = experiment.train.model_dir
   results = {}
   for strategy in ("off", "mirrored"):
-    results[strategy] = trainer_lib.evaluate_checkpoint(dataclasses.replace(
+    results[strategy] = run_lib.evaluate_checkpoint(dataclasses.replace(
         experiment, runtime=dataclasses.replace(experiment.runtime, distribution_strategy=strategy)))
     saved = run_state.read_stats(model_dir, run_state.EVAL_STATS_FILE)
     assert saved == results[strategy]

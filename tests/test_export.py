@@ -16,6 +16,7 @@ from input_pipeline import build_dataset
 from input_pipeline import constants
 from input_pipeline import dataset_info
 from input_pipeline import preprocessing
+from official_resnet import config as config_lib
 from official_resnet import export
 from official_resnet import models
 
@@ -136,7 +137,7 @@ def test_export_writes_version_one_with_every_format(data, exported):
   for name in ("saved_model.pb", export.KERAS_FILE, export.TFLITE_FILE,
                export.TFLITE_DYNAMIC_RANGE_FILE):
     assert os.path.getsize(os.path.join(version_dir, name)) > 0, name
-  with open(os.path.join(version_dir, "assets", export.LABELS_FILE)) as labels:
+  with open(os.path.join(version_dir, "assets", constants.LABELS_FILE)) as labels:
     assert labels.read().splitlines() == list(class_names)
 
 
@@ -211,13 +212,13 @@ def test_fresh_process_round_trip_matches_the_eval_pipeline(data, exported, eval
     np.testing.assert_array_equal(outputs[f"{signature}/classes"], expected_classes)
     np.testing.assert_array_equal(outputs[f"{signature}/class_names"].astype(str),
                                   np.array(class_names)[expected_classes])
-  top_k = np.argsort(-probabilities, axis=-1, kind="stable")[:, :export.DEFAULT_TOP_K]
+  top_k = np.argsort(-probabilities, axis=-1, kind="stable")[:, :config_lib.DEFAULT_TOP_K]
   np.testing.assert_array_equal(outputs["default/top_k_classes"], top_k)
   np.testing.assert_array_equal(outputs["default/top_k_class_names"].astype(str),
                                 np.array(class_names)[top_k])
   assert outputs["default/probabilities"].dtype == np.float32
   assert outputs["default/classes"].dtype == np.int64
-  assert outputs["default/top_k_classes"].shape == (len(encoded), export.DEFAULT_TOP_K)
+  assert outputs["default/top_k_classes"].shape == (len(encoded), config_lib.DEFAULT_TOP_K)
 
   np.testing.assert_array_equal(outputs["uint8"], outputs["rounded"])
   np.testing.assert_allclose(outputs["tfsm_layer"], outputs["images/probabilities"], atol=1e-6)

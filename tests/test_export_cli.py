@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from input_pipeline import constants
 from official_resnet import export
 from official_resnet import main
 from official_resnet import predict
@@ -40,7 +41,7 @@ def test_training_with_export_dir_exports_version_one(trained):
   # Default formats: the SavedModel and the .keras file, no TFLite.
   assert {"saved_model.pb", "variables", "assets", export.KERAS_FILE} <= files
   assert export.TFLITE_FILE not in files
-  labels = open(os.path.join(stats["export_path"], "assets", export.LABELS_FILE)).read()
+  labels = open(os.path.join(stats["export_path"], "assets", constants.LABELS_FILE)).read()
   assert labels.split() == [f"class{i}" for i in range(4)]
   assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-2")
 

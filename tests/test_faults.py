@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from official_resnet import config as config_lib
 from official_resnet import main
+from official_resnet import run as run_lib
 from official_resnet import run_lock
 from official_resnet import run_state
 from official_resnet import trainer as trainer_lib
@@ -47,29 +48,31 @@ def _run_steps(model_dir, strategy, nan_policy, batch_indices, bad_index=None, d
   experiment = fixtures.experiment(model_dir, architecture=architecture, strategy=strategy,
                                    nan_policy=nan_policy)
   experiment = dataclasses.replace(
-      experiment, runtime=dataclasses.replace(experiment.runtime, dtype=dtype),
-      model=dataclasses.replace(experiment.model,
-                                dtype_policy=config_lib.DTYPE_POLICIES[dtype]))
+      experiment, model=dataclasses.replace(experiment.model,
+                                            dtype_policy=config_lib.DTYPE_POLICIES[dtype]))
   trainer = trainer_lib.Trainer(experiment)
   images, labels = _batches(bad_index, bad_value)
   dataset = tf.data.Dataset.from_tensor_slices((images[batch_indices], labels[batch_indices]))
   iterator = iter(trainer.strategy.experimental_distribute_dataset(dataset))
-  sums, nonfinite = trainer._make_train_function()(iterator, tf.constant(len(batch_indices)))
-  return trainer, sums.numpy(), nonfinite.numpy()
+  results = trainer.make_train_function()(iterator, tf.constant(len(batch_indices)))
+  return trainer, {name: value.numpy() for name, value in results.items()}
 
 
 @pytest.mark.parametrize("strategy", ["off", "mirrored"])
 def test_skip_policy_leaves_out_a_bad_step_on_every_replica(tmp_path, strategy):
   # Under mirrored only replica 0 sees the NaN image; both must skip, or the all-reduce would
   # hang. The skipped step's NaN batch statistics must not reach BatchNorm's moving averages.
-  skipped, sums, nonfinite = _run_steps(tmp_path / "a", strategy, "skip", [0, 1, 2], bad_index=1)
-  clean, clean_sums, clean_nonfinite = _run_steps(tmp_path / "b", strategy, "skip", [0, 2])
+  skipped, results = _run_steps(tmp_path / "a", strategy, "skip", [0, 1, 2], bad_index=1)
+  clean, clean_results = _run_steps(tmp_path / "b", strategy, "skip", [0, 2])
   assert len(skipped.moving_statistics()) == 40  # ResNet-18: 20 BatchNorm layers
-  np.testing.assert_allclose(nonfinite, [1, 2, LEARNING_RATE], rtol=1e-7)
-  np.testing.assert_array_equal(clean_nonfinite, [0, 0, 0])
+  assert (results["nonfinite_steps"], results["first_nonfinite_step"]) == (1, 2)
+  np.testing.assert_allclose(results["first_nonfinite_learning_rate"], LEARNING_RATE, rtol=1e-7)
+  assert (clean_results["nonfinite_steps"], clean_results["first_nonfinite_step"],
+          clean_results["first_nonfinite_learning_rate"]) == (0, 0, 0.0)
   assert (skipped.current_step(), int(skipped.optimizer.iterations.numpy())) == (3, 2)
-  np.testing.assert_allclose(sums, clean_sums, rtol=1e-6)
-  assert sums[3] == 2 * BATCH
+  for name in ("loss_sum", "top_1_correct", "top_k_correct"):
+    np.testing.assert_allclose(results[name], clean_results[name], rtol=1e-6, err_msg=name)
+  assert results["examples"] == clean_results["examples"] == 2 * BATCH
   for mine, theirs in zip(skipped.model.weights, clean.model.weights):
     np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
   for mine, theirs in zip(skipped.optimizer.variables, clean.optimizer.variables):
@@ -77,10 +80,11 @@ def test_skip_policy_leaves_out_a_bad_step_on_every_replica(tmp_path, strategy):
 
 
 def test_stop_policy_reports_the_first_bad_step(tmp_path):
-  trainer, sums, nonfinite = _run_steps(tmp_path, "off", "stop", [0, 1, 2], bad_index=1)
+  trainer, results = _run_steps(tmp_path, "off", "stop", [0, 1, 2], bad_index=1)
   # Step 2's NaN update poisons the weights, so step 3 is not finite either.
-  np.testing.assert_allclose(nonfinite, [2, 2, LEARNING_RATE], rtol=1e-7)
-  assert not np.isfinite(sums[0])
+  assert (results["nonfinite_steps"], results["first_nonfinite_step"]) == (2, 2)
+  np.testing.assert_allclose(results["first_nonfinite_learning_rate"], LEARNING_RATE, rtol=1e-7)
+  assert not np.isfinite(results["loss_sum"])
   assert "the loss or its gradients became NaN" in str(trainer._divergence(2, LEARNING_RATE))
 
 
@@ -88,10 +92,11 @@ def test_fp16_leaves_gradient_overflow_to_loss_scaling(tmp_path):
   # Inf in float16; the float16 model turns it into huge but finite logits, so the loss stays
   # finite while the scaled gradients overflow.
   # VGG16 without BatchNorm: BatchNorm would turn the Inf into a NaN loss.
-  trainer, sums, nonfinite = _run_steps(tmp_path, "off", "stop", [0, 1, 2], bad_index=1,
-                                        dtype="fp16", bad_value=1e30, architecture="vgg16")
-  np.testing.assert_array_equal(nonfinite, [0, 0, 0])
-  assert np.isfinite(sums[0])
+  trainer, results = _run_steps(tmp_path, "off", "stop", [0, 1, 2], bad_index=1,
+                                dtype="fp16", bad_value=1e30, architecture="vgg16")
+  assert (results["nonfinite_steps"], results["first_nonfinite_step"],
+          results["first_nonfinite_learning_rate"]) == (0, 0, 0.0)
+  assert np.isfinite(results["loss_sum"])
   # The loss-scale optimizer skipped step 2 by itself; the run is not stopped.
   assert (trainer.current_step(), int(trainer.optimizer.iterations.numpy())) == (3, 2)
   assert ("dtype=fp16: dynamic loss scaling already skips steps whose scaled gradients "
@@ -122,7 +127,7 @@ def test_divergence_stops_and_the_last_good_checkpoint_evaluates(tmp_path, colou
   experiment = fixtures.experiment(tmp_path, colours, architecture="vgg16", phases=phases,
                                    steps_per_loop=1, checkpoint_steps=2)
   with pytest.raises(trainer_lib.DivergenceError) as error:
-    trainer_lib.train_and_evaluate(experiment)
+    run_lib.train_and_evaluate(experiment)
   message = str(error.value)
   match = re.match(r"Training diverged at step (\d+): the loss or its gradients became NaN or Inf "
                    r"at learning rate 1e\+06\. Stopped without saving or exporting after it; "
@@ -139,7 +144,7 @@ def test_divergence_stops_and_the_last_good_checkpoint_evaluates(tmp_path, colou
   for key in reader.get_variable_to_shape_map():
     if key.endswith("VARIABLE_VALUE") and reader.get_variable_to_dtype_map()[key].is_floating:
       assert np.all(np.isfinite(reader.get_tensor(key))), key
-  stats = trainer_lib.evaluate_checkpoint(experiment)
+  stats = run_lib.evaluate_checkpoint(experiment)
   assert stats["step"] == _checkpoint_steps(tmp_path)[-1]
   assert stats["eval_examples"] == 12 and np.isfinite(stats["eval_loss"])
 
@@ -153,7 +158,7 @@ def test_a_second_trainer_on_a_live_model_dir_is_refused(tmp_path):
                        match=rf"model_dir {tmp_path} is in use by another trainer \(host "
                              rf"{re.escape(socket.gethostname())}, pid {os.getpid()}, started "
                              r"\d{4}-\d\d-\d\d [\d:]{8}\)\. Stop that run or use another"):
-      trainer_lib.train_and_evaluate(fixtures.experiment(tmp_path))
+      run_lib.train_and_evaluate(fixtures.experiment(tmp_path))
     # Refused before anything was written.
     assert os.listdir(tmp_path) == [run_lock.LOCK_FILE]
   assert not os.listdir(tmp_path)

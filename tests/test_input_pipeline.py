@@ -14,6 +14,7 @@ from input_pipeline import bad_data
 from input_pipeline import build_dataset
 from input_pipeline import constants
 from input_pipeline import dataset_info
+from input_pipeline import per_replica_batch_size
 from input_pipeline import preprocessing
 from input_pipeline import sources
 from official_resnet.demo import photos
@@ -117,6 +118,10 @@ def test_batch_is_divided_between_replicas():
   assert build_dataset(config, True, context).element_spec[0].shape[0] == 4
   with pytest.raises(ValueError, match=r"divisible by the 3 replicas.*Received: batch_size=8"):
     build_dataset(config, True, tf.distribute.InputContext(1, 0, 3))
+  assert per_replica_batch_size(64, 2) == 32
+  with pytest.raises(ValueError, match=r"^batch_size \(the global batch\) must be divisible by "
+                     r"the 2 replicas in sync\. Received: batch_size=63$"):
+    per_replica_batch_size(63, 2)
 
 
 def test_corrupt_images_are_skipped_counted_and_logged(tmp_path, caplog):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from official_resnet import config as config_lib
 from official_resnet import main
 from official_resnet import run_state
 from cli_fixtures import (FLAGS, REPO, SMOKE, cluster_env, colour_flags, free_ports,
@@ -43,7 +44,8 @@ def test_imagenet_configs_describe_the_official_recipe(name, strategy, dtype, ba
   with flagsaver.flagsaver():
     parse(f"--flagfile={os.path.join(REPO, 'configs', name)}", "--data_dir=/data/imagenet")
     experiment = main.experiment_from_flags()
-  assert experiment.runtime.distribution_strategy == strategy and experiment.runtime.dtype == dtype
+  assert experiment.runtime.distribution_strategy == strategy
+  assert experiment.model.dtype_policy == config_lib.DTYPE_POLICIES[dtype]
   assert (experiment.model.architecture, experiment.model.variant) == ("resnet50", "v1.5")
   assert (experiment.data.source, experiment.data.batch_size) == ("imagenet", batch_size)
   train = experiment.train
@@ -92,7 +94,7 @@ def test_batch_not_divisible_by_replicas_is_refused(tmp_path):
     parse(f"--flagfile={SMOKE}", f"--model_dir={tmp_path}", "--distribution_strategy=mirrored",
           "--batch_size=31")
     with pytest.raises(ValueError, match=r"batch_size \(the global batch\) must be divisible by the "
-                                         r"2 replicas in sync. Received: 31"):
+                                         r"2 replicas in sync. Received: batch_size=31"):
       main.run()
   assert not os.listdir(tmp_path)
 

@@ -337,34 +337,57 @@ def test_feature_model_outputs_pre_logits(built):
   assert models.feature_model(no_top) is no_top
 
 
-@pytest.mark.parametrize("change, received", [
-    (dict(architecture="resnet51"), "architecture='resnet51'"),
-    (dict(variant="v2"), "variant='v2'"),
-    (dict(pooling="mean"), "pooling='mean'"),
-    (dict(image_size=31), "image_size=31"),
-    (dict(num_classes=0), "num_classes=0"),
-    (dict(base_width=0), "base_width=0"),
-    (dict(dtype_policy="float16"), "dtype_policy='float16'"),
-    (dict(data_format="NHWC"), "data_format='NHWC'"),
-    (dict(conv_padding="torch"), "conv_padding='torch'"),
-    (dict(input_normalization="imagenet"), "input_normalization='imagenet'"),
-    (dict(weight_decay=-1.0), "weight_decay=-1.0"),
-    (dict(include_top=False, head=models.HeadConfig((8,))), "include_top=False, head="),
-    (dict(head=models.HeadConfig(dropout=1.0)), "head.dropout=1.0"),
-    (dict(head=models.HeadConfig((0,))), "head.hidden_units[i]=0"),
-    (dict(head=models.HeadConfig(activation="nope")), "head.activation='nope'"),
+@pytest.mark.parametrize("change, message", [
+    (dict(architecture="resnet51"),
+     r"architecture must be one of \('resnet18', .*'vgg19'\)\. Received: 'resnet51'"),
+    (dict(variant="v2"), r"variant must be one of \('v1', 'v1\.5'\)\. Received: 'v2'"),
+    (dict(pooling="mean"), r"pooling must be one of \('avg', 'max', None\)\. Received: 'mean'"),
+    (dict(image_size=31), r"image_size must be an integer >= 32\. Received: 31"),
+    (dict(num_classes=0), r"num_classes must be an integer >= 1\. Received: 0"),
+    (dict(base_width=0), r"base_width must be an integer >= 1\. Received: 0"),
+    (dict(dtype_policy="float16"), r"dtype_policy must be one of \('float32', 'mixed_float16', "
+                                   r"'mixed_bfloat16'\)\. Received: 'float16'"),
+    (dict(data_format="NHWC"), r"data_format must be one of \('channels_last', "
+                               r"'channels_first', None\)\. Received: 'NHWC'"),
+    (dict(conv_padding="torch"), r"conv_padding must be one of \('same', 'symmetric'\)\. "
+                                 r"Received: 'torch'"),
+    (dict(input_normalization="imagenet"),
+     r"input_normalization must be one of \('rgb_mean', 'caffe', 'torch', 'unit', None\)\. "
+     r"Received: 'imagenet'"),
+    (dict(weight_decay=-1.0), r"weight_decay must be >= 0\. Received: -1\.0"),
+    (dict(sync_batch_norm="yes"), r"sync_batch_norm must be True or False\. Received: 'yes'"),
+    (dict(head=(512,)), r"head must be a HeadConfig\. Received: \(512,\)"),
+    (dict(include_top=False, head=models.HeadConfig((8,))),
+     r"head only applies with include_top=True; leave it at HeadConfig\(\)\. Received: "
+     r"include_top=False, head=HeadConfig\(hidden_units=\(8,\), dropout=0\.0, "
+     r"activation='relu'\)"),
+    (dict(pooling=None, any_input_size=True),
+     r"any_input_size needs global pooling \('avg' or 'max'\).*Received: any_input_size=True, "
+     r"pooling=None"),
 ])
-def test_bad_config_raises_value_error(change, received):
-  config = dataclasses.replace(models.ModelConfig(**SMALL), **change)
-  with pytest.raises(ValueError, match="Received: " + received.replace("[", r"\[").replace(
-      "(", r"\(")):
-    models.build_model(config)
+def test_a_bad_model_config_is_refused_when_made(change, message):
+  with pytest.raises(ValueError, match=f"^{message}$"):
+    models.ModelConfig(**{**SMALL, **change})
+  # The same check when a valid config is changed.
+  with pytest.raises(ValueError, match=f"^{message}$"):
+    dataclasses.replace(models.ModelConfig(**SMALL), **change)
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(dropout=1.0), r"dropout must be in \[0, 1\)\. Received: 1\.0"),
+    (dict(hidden_units=(0,)), r"hidden_units\[i\] must be an integer >= 1\. Received: 0"),
+    (dict(activation="nope"), r"activation must name a Keras activation\. Received: 'nope'"),
+])
+def test_a_bad_head_config_is_refused_when_made(fields, message):
+  with pytest.raises(ValueError, match=f"^{message}$"):
+    models.HeadConfig(**fields)
 
 
 def test_bad_stage_and_normalization_mode_raise_value_error(built):
   with pytest.raises(ValueError, match=r"Received: stage='block2'"):
     models.freeze_below(built("resnet18_v1"), "block2")
-  with pytest.raises(ValueError, match=r"Received: mode='bgr'"):
+  with pytest.raises(ValueError, match=r"^mode must be one of \('rgb_mean', 'caffe', 'torch', "
+                     r"'unit'\)\. Received: 'bgr'$"):
     models.InputNormalization("bgr")
 
 

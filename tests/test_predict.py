@@ -141,6 +141,17 @@ def test_bad_arguments_raise_before_loading_a_model(photos, tmp_path):
     predict.format_predictions([], "xml")
 
 
+def test_folders_list_their_images_as_the_input_pipeline_does(tmp_path):
+  for name in ("b.jpg", "sub/a.png", "sub/.c.jpg", ".git/d.jpg", "sub/.cache/e.jpg", "f.txt"):
+    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / name).write_bytes(b"")
+  assert predict.image_paths([str(tmp_path)]) == [str(tmp_path / "b.jpg"),
+                                                  str(tmp_path / "sub" / "a.png")]
+  # A hidden file named on its own is still taken as given.
+  hidden = str(tmp_path / "sub" / ".c.jpg")
+  assert predict.image_paths([hidden]) == [hidden]
+
+
 PREDICTIONS = [
     predict.Prediction("photos/a.jpg", (predict.ClassScore(1, "dog", 0.875),
                                         predict.ClassScore(0, "cat", 0.125))),

@@ -213,3 +213,14 @@ def test_explicit_normalization_wins_over_the_weights(shapes_run):
   assert config.data.normalization == "unit" and config.train.init_checkpoint == shapes_run
   assert experiment(f"--init_checkpoint={shapes_run}").data.normalization == "torch"
   assert experiment().data.normalization == DataConfig().normalization
+
+
+def test_a_trainer_warns_when_the_run_is_unlike_its_weights(shapes_run, catsdogs, tmp_path,
+                                                             caplog):
+  config = experiment(f"--flagfile={TWO_PHASE}", f"--data_dir={catsdogs}",
+                      f"--model_dir={tmp_path}", "--num_classes=2",
+                      f"--init_checkpoint={shapes_run}", "--normalization=unit", *SMALL)
+  with caplog.at_level(logging.WARNING):
+    trainer_lib.Trainer(config).restore_or_initialize(write_config=False)
+  assert (f"This run differs from what {shapes_run} implies: data.normalization='unit' (the "
+          "weights' 'torch'). initial_weights.start_from sets what weights imply.") in caplog.text

@@ -177,7 +177,8 @@ def test_optimizers_follow_their_config():
   exempt = {id(v) for v in optimizers.decay_exempt_variables(model)}
   conv, batch_norm, dense = model.layers[0], model.layers[1], model.layers[3]
   assert exempt == {id(conv.bias), id(batch_norm.gamma), id(batch_norm.beta), id(dense.bias)}
-  dynamic = optimizers.build_optimizer(config_lib.OptimizerConfig(), 0.1, dtype="fp16")
+  dynamic = optimizers.build_optimizer(config_lib.OptimizerConfig(), 0.1,
+                                       dtype_policy="mixed_float16")
   assert isinstance(dynamic, keras.optimizers.LossScaleOptimizer)
   # fp32 ignores a loss scale, as the official code does.
   assert optimizers.build_optimizer(config_lib.OptimizerConfig(), 0.1, loss_scale=128.0
@@ -189,7 +190,7 @@ def test_optimizers_follow_their_config():
 def test_a_fixed_loss_scale_scales_the_loss_and_unscales_the_update():
   """The official --loss_scale=128: a constant factor, never adjusted, the update unchanged."""
   optimizer = optimizers.build_optimizer(config_lib.OptimizerConfig(momentum=0.0), 0.1,
-                                         dtype="fp16", loss_scale=128.0)
+                                         dtype_policy="mixed_float16", loss_scale=128.0)
   assert not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
   variable = tf.Variable(1.0)
   for _ in range(3):

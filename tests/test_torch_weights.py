@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from input_pipeline import constants
 from input_pipeline import preprocessing
+from official_resnet import initial_weights
 from official_resnet import models
 from official_resnet import run_state
 from official_resnet.demo import data as demo_data
@@ -250,7 +251,7 @@ def test_hub_name_resolves_from_the_cache_with_timms_protocol(tmp_path, monkeypa
   with torch.no_grad():
     _assert_close(model(_images()).numpy(), reference(to_nchw(_images())))
   # The same files given by path: the config.json beside them still travels.
-  assert models.weights.weights_info(path) == dataclasses.replace(info, source=info.source.replace(
+  assert initial_weights.weights_info(path) == dataclasses.replace(info, source=info.source.replace(
       "hf://timm/resnet18.a1_in1k", path))
   with pytest.raises(ValueError, match=r"holds a timm 'resnet18'; the model is resnet50"):
     weight_sources.resolve("hf://timm/resnet18.a1_in1k", architecture="resnet50")

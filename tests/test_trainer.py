@@ -11,6 +11,8 @@ import tensorflow as tf
 
 from official_resnet import config as config_lib
 from official_resnet import losses
+from official_resnet import models
+from official_resnet import run as run_lib
 from official_resnet import run_state
 from official_resnet import trainer as trainer_lib
 import trainer_fixtures as fixtures
@@ -70,8 +72,8 @@ def test_replica_copies_of_moving_statistics_agree_and_evaluation_uses_them(colo
                                    strategy="mirrored", epochs_between_evals=3)
   trainer = trainer_lib.Trainer(experiment)
   images, labels = fixtures.photo_batches(2, BATCH)
-  trainer._make_train_function()(fixtures.distributed_batches(trainer.strategy, images, labels),
-                                 tf.constant(2))
+  trainer.make_train_function()(fixtures.distributed_batches(trainer.strategy, images, labels),
+                                tf.constant(2))
   statistics = trainer.moving_statistics()
   assert len(statistics) == 40
   before = [[copy.numpy() for copy in variable.values] for variable in statistics]
@@ -186,7 +188,7 @@ def test_checkpoints_config_and_tensorboard_on_disk(learned):
 
 def test_eval_mode_reproduces_the_last_evaluation(learned):
   experiment, _, stats = learned
-  evaluated = trainer_lib.evaluate_checkpoint(experiment)
+  evaluated = run_lib.evaluate_checkpoint(experiment)
   assert evaluated["step"] == 60
   assert evaluated["eval_loss"] == pytest.approx(stats["eval_loss"], abs=1e-5)
   assert evaluated["eval_examples"] == 32
@@ -210,7 +212,7 @@ def test_init_checkpoint_loads_the_backbone_or_everything(learned, tmp_path):
 
 def test_rerunning_a_finished_run_evaluates_without_training(learned):
   experiment, trained, stats = learned
-  rerun = trainer_lib.train_and_evaluate(experiment)
+  rerun = run_lib.train_and_evaluate(experiment)
   assert (rerun["start_step"], rerun["step"]) == (60, 60)
   assert rerun["eval_top_1_accuracy"] == stats["eval_top_1_accuracy"]
   assert rerun["eval_loss"] == pytest.approx(stats["eval_loss"], abs=1e-5)
@@ -306,8 +308,7 @@ def test_mixed_precision_trains_with_float32_variables(colours, tmp_path, dtype,
                                    strategy=strategy, epochs_between_evals=2)
   policy = config_lib.DTYPE_POLICIES[dtype]
   experiment = dataclasses.replace(
-      experiment, runtime=dataclasses.replace(experiment.runtime, dtype=dtype),
-      model=dataclasses.replace(experiment.model, dtype_policy=policy))
+      experiment, model=dataclasses.replace(experiment.model, dtype_policy=policy))
   trainer, stats = train(experiment)
   assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer) == (dtype == "fp16")
   assert {w.dtype for w in trainer.model.trainable_weights} == {"float32"}
@@ -404,8 +405,11 @@ def test_experiment_refuses_inconsistent_settings():
     config_lib.ExperimentConfig(
         train=config_lib.TrainConfig(training_loop="fit"),
         runtime=config_lib.RuntimeConfig(distribution_strategy="multi_worker_mirrored"))
-  with pytest.raises(ValueError, match="dtype_policy must be 'mixed_float16' for dtype='fp16'"):
-    config_lib.ExperimentConfig(runtime=config_lib.RuntimeConfig(dtype="fp16"))
+  with pytest.raises(ValueError, match=r"^dtype_policy='mixed_float16' \(dtype='fp16'\) is not "
+                     r"supported on TPU; use 'mixed_bfloat16' \(dtype='bf16'\)\. "
+                     r"Received: dtype_policy='mixed_float16'$"):
+    config_lib.ExperimentConfig(model=models.ModelConfig(dtype_policy="mixed_float16"),
+                                runtime=config_lib.RuntimeConfig(distribution_strategy="tpu"))
   with pytest.raises(ValueError, match=r"Phase 'head' needs exactly one of epochs and steps"):
     config_lib.PhaseConfig("head")
   with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\). Received: 1.0"):

@@ -18,6 +18,7 @@ from official_resnet import export
 from official_resnet import main
 from official_resnet import models
 from official_resnet import progress
+from official_resnet import run as run_lib
 from official_resnet import run_state
 from official_resnet import trainer as trainer_lib
 import trainer_fixtures as fixtures
@@ -119,7 +120,8 @@ def test_exports_hold_the_average_unless_told_otherwise(averaged):
     np.testing.assert_array_equal(restored.numpy(), average.numpy())
   for restored, weight in zip(trained_model.weights, trainer.model.weights):
     np.testing.assert_array_equal(restored.numpy(), weight.numpy())
-  with pytest.raises(ValueError, match=r"`checkpoint` must be one of \('latest', 'best'\)"):
+  with pytest.raises(ValueError,
+                     match=r"^checkpoint must be one of \('latest', 'best'\)\. Received: 'first'$"):
     export.restore_model_dir(model_dir, checkpoint="first")
   with pytest.raises(ValueError, match=r"must hold a best checkpoint .* Received: model_dir="):
     export.restore_model_dir(model_dir, checkpoint="best")
@@ -171,7 +173,8 @@ def test_best_checkpoint_keeps_the_best_of_a_scripted_sequence(colours, tmp_path
     right = round(accuracy * 10)
     confusion = np.zeros([len(class_names)] * 2)
     confusion[0, :2] = right, 10 - right
-    return progress.eval_result([10.0, right, 10, 10], confusion, class_names)
+    sums = {"loss_sum": 10.0, "top_1_correct": right, "top_k_correct": 10, "examples": 10}
+    return progress.eval_result(sums, confusion, class_names)
 
   def run(experiment, accuracies):
     trainer = trainer_lib.Trainer(experiment)
@@ -220,7 +223,7 @@ def test_recipe_settings_are_checked(tmp_path):
     fixtures.experiment(tmp_path, best_metric="accuracy")
   with pytest.raises(ValueError, match=r"export_checkpoint='best' needs a best checkpoint"):
     experiment = fixtures.experiment(tmp_path)
-    trainer_lib.train_and_evaluate(dataclasses.replace(
+    run_lib.train_and_evaluate(dataclasses.replace(
         experiment, export=dataclasses.replace(experiment.export, export_dir=str(tmp_path / "e"),
                                                checkpoint="best")))
   assert not os.listdir(tmp_path)

@@ -20,7 +20,10 @@ from keras.src.applications import vgg19 as keras_vgg19
 from keras.src.legacy.saving import legacy_h5_format
 
 from input_pipeline import preprocessing
+from input_pipeline.config import DataConfig
+from official_resnet import config as config_lib
 from official_resnet import export
+from official_resnet import initial_weights
 from official_resnet import models
 from official_resnet.models import weight_sources
 import test_recipes
@@ -383,5 +386,40 @@ def test_antialiased_eval_resize_sizes_like_torchvision_in_and_out_of_dataset_ma
       lambda image: preprocessing.preprocess_for_eval(image, 224, resize_size=232, method=method))))
   assert mapped.shape == (224, 224, 3)
   np.testing.assert_array_equal(mapped.numpy(), eager.numpy())
-  with pytest.raises(ValueError, match=r"Received: method='area'"):
+  with pytest.raises(ValueError, match=r"^method must be one of \('bilinear', "
+                     r"'bilinear_antialias', 'bicubic_antialias'\)\. Received: 'area'$"):
     preprocessing.resize_shorter_side(image, 232, "area")
+
+
+def test_a_python_run_starting_from_weights_takes_what_they_imply(tmp_path):
+  # A .pth by path: torchvision's normalization and padding; its content is not read here.
+  path = str(tmp_path / "resnet50.pth")
+  open(path, "wb").close()
+  base = config_lib.ExperimentConfig(model=models.ModelConfig(input_normalization="rgb_mean"))
+  started = initial_weights.start_from(base, path)
+  assert started.train.init_checkpoint == path
+  assert (started.data.normalization, started.model.input_normalization,
+          started.model.conv_padding) == ("torch", "torch", "symmetric")
+  assert started.data.eval_resize_size is None  # a file by path publishes no eval resize
+  kept = initial_weights.start_from(base, path, keep={"data.normalization"})
+  assert (kept.data.normalization, kept.model.conv_padding) == ("rgb_mean", "symmetric")
+  with pytest.raises(ValueError, match=r"weights are ResNet v1.5: add --variant=v1.5\. "
+                     r"Received: --variant=v1"):
+    initial_weights.start_from(
+        dataclasses.replace(base, model=dataclasses.replace(base.model, variant="v1")), path)
+
+
+def test_the_published_eval_resize_scales_to_the_eval_size_unless_a_crop_fraction_is_set():
+  info = dataclasses.replace(weight_sources.TORCH_INFO, eval_resize=232, eval_crop=224,
+                             eval_resize_method="bilinear_antialias")
+  data = DataConfig(image_size=112, num_classes=10)
+  experiment = config_lib.ExperimentConfig(
+      data=data, model=models.ModelConfig(image_size=112, num_classes=10))
+  followed = initial_weights.follow_weights(experiment, info)
+  assert (followed.data.eval_resize_size, followed.data.eval_resize_method) == (
+      116, "bilinear_antialias")
+  assert followed.model.input_normalization is None  # the pipeline normalizes
+  cropped = dataclasses.replace(experiment, data=dataclasses.replace(data, eval_crop_fraction=0.9))
+  followed = initial_weights.follow_weights(cropped, info)
+  assert (followed.data.eval_resize_size, followed.data.eval_crop_fraction) == (None, 0.9)
+  assert initial_weights.follow_weights(experiment, weight_sources.WeightsInfo()) == experiment

@@ -109,7 +109,7 @@ def train_on_batches(experiment, images, labels):
   batches (see distributed_batches), replicas synced."""
   trainer = trainer_lib.Trainer(experiment)
   iterator = distributed_batches(trainer.strategy, images, labels)
-  trainer._make_train_function()(iterator, tf.constant(len(labels)))
+  trainer.make_train_function()(iterator, tf.constant(len(labels)))
   trainer.sync_replicas()
   return trainer
 

@@ -3,7 +3,6 @@ import dataclasses
 
 import keras
 
-from input_pipeline import constants
 from official_resnet.models import config as config_lib
 from official_resnet.models import resnet
 from official_resnet.models import vgg
@@ -11,49 +10,6 @@ from official_resnet.models.layers import InputNormalization
 
 POOLING_LAYERS = {"avg": keras.layers.GlobalAveragePooling2D,
                   "max": keras.layers.GlobalMaxPooling2D}
-
-
-def _check_choice(name, value, allowed):
-  if value not in allowed:
-    raise ValueError(f"`{name}` must be one of {allowed}. Received: {name}={value!r}")
-
-
-def _check_int(name, value, minimum):
-  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-    raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}")
-
-
-def validate(config: config_lib.ModelConfig) -> None:
-  """Raises ValueError naming the first bad field of `config`."""
-  _check_choice("architecture", config.architecture, config_lib.ARCHITECTURES)
-  _check_choice("variant", config.variant, config_lib.RESNET_VARIANTS)
-  _check_choice("pooling", config.pooling, config_lib.POOLINGS)
-  _check_choice("dtype_policy", config.dtype_policy, config_lib.DTYPE_POLICIES)
-  _check_choice("data_format", config.data_format, config_lib.DATA_FORMATS)
-  _check_choice("conv_padding", config.conv_padding, config_lib.CONV_PADDINGS)
-  _check_choice("input_normalization", config.input_normalization,
-                constants.NORMALIZATION_MODES + (None,))
-  _check_int("image_size", config.image_size, constants.MIN_IMAGE_SIZE)
-  _check_int("num_classes", config.num_classes, 1)
-  _check_int("base_width", config.base_width, 1)
-  if not config.weight_decay >= 0:
-    raise ValueError(f"`weight_decay` must be >= 0. Received: weight_decay={config.weight_decay!r}")
-  if config.any_input_size and config.include_top and config.pooling is None:
-    raise ValueError("`any_input_size` needs global pooling ('avg' or 'max'): a flatten head's "
-                     "weights fix the input size. Received: any_input_size=True, pooling=None")
-  head = config.head
-  if not config.include_top and head != config_lib.HeadConfig():
-    raise ValueError("`head` only applies with include_top=True; leave it at HeadConfig(). "
-                     f"Received: include_top=False, head={head!r}")
-  for units in head.hidden_units:
-    _check_int("head.hidden_units[i]", units, 1)
-  if not 0 <= head.dropout < 1:
-    raise ValueError(f"`head.dropout` must be in [0, 1). Received: head.dropout={head.dropout!r}")
-  try:
-    keras.activations.get(head.activation)
-  except ValueError as error:
-    raise ValueError(f"`head.activation` must name a Keras activation. "
-                     f"Received: head.activation={head.activation!r}") from error
 
 
 def _depth(architecture):
@@ -118,7 +74,6 @@ def build_model(config: config_lib.ModelConfig) -> keras.Model:
   Output: float32 logits [None, num_classes] with include_top; else pooled
   features [None, C], or the stride-32 feature map when pooling is None.
   """
-  validate(config)
   data_format = config.data_format or keras.config.image_data_format()
   side = None if config.any_input_size else config.image_size
   inputs = keras.Input((side, side, 3), name="images")

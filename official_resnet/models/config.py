@@ -1,5 +1,10 @@
-"""ModelConfig: what build_model needs, in one frozen dataclass."""
+"""ModelConfig: what build_model needs, in one frozen dataclass that checks itself."""
 import dataclasses
+
+import keras
+
+from input_pipeline import checks
+from input_pipeline import constants
 
 ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vgg16", "vgg19")
 RESNET_VARIANTS = ("v1", "v1.5")
@@ -21,6 +26,16 @@ class HeadConfig:
   hidden_units: tuple[int, ...] = ()
   dropout: float = 0.0
   activation: str = "relu"
+
+  def __post_init__(self):
+    for units in self.hidden_units:
+      checks.check_int("hidden_units[i]", units, 1)
+    checks.check(0 <= self.dropout < 1, "dropout", "in [0, 1)", self.dropout)
+    try:
+      keras.activations.get(self.activation)
+    except ValueError as error:
+      raise ValueError("activation must name a Keras activation. "
+                       f"Received: {self.activation!r}") from error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,3 +70,28 @@ class ModelConfig:
   # size-free), e.g. to evaluate at another size than image_size, the training size.
   # A flatten head (pooling None with include_top) fixes the size and refuses it.
   any_input_size: bool = False
+
+  def __post_init__(self):
+    checks.check_choice("architecture", self.architecture, ARCHITECTURES)
+    checks.check_choice("variant", self.variant, RESNET_VARIANTS)
+    checks.check_int("num_classes", self.num_classes, 1)
+    checks.check_int("image_size", self.image_size, constants.MIN_IMAGE_SIZE)
+    checks.check_choice("pooling", self.pooling, POOLINGS)
+    checks.check(isinstance(self.head, HeadConfig), "head", "a HeadConfig", self.head)
+    checks.check_int("base_width", self.base_width, 1)
+    checks.check_positive("weight_decay", self.weight_decay, allow_zero=True)
+    checks.check_choice("dtype_policy", self.dtype_policy, DTYPE_POLICIES)
+    checks.check_choice("input_normalization", self.input_normalization,
+                        constants.NORMALIZATION_MODES + (None,))
+    checks.check_choice("data_format", self.data_format, DATA_FORMATS)
+    checks.check_choice("conv_padding", self.conv_padding, CONV_PADDINGS)
+    for name in ("include_top", "vgg_batch_norm", "zero_init_residual", "fused_batch_norm",
+                 "sync_batch_norm", "any_input_size"):
+      checks.check(isinstance(getattr(self, name), bool), name, "True or False",
+                   getattr(self, name))
+    if self.any_input_size and self.include_top and self.pooling is None:
+      raise ValueError("any_input_size needs global pooling ('avg' or 'max'): a flatten head's "
+                       "weights fix the input size. Received: any_input_size=True, pooling=None")
+    if not self.include_top and self.head != HeadConfig():
+      raise ValueError("head only applies with include_top=True; leave it at HeadConfig(). "
+                       f"Received: include_top=False, head={self.head!r}")

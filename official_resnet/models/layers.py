@@ -8,6 +8,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from input_pipeline import checks
 from input_pipeline import constants
 from input_pipeline import preprocessing
 
@@ -88,9 +89,7 @@ class InputNormalization(keras.layers.Layer):
 
   def __init__(self, mode, **kwargs):
     super().__init__(**kwargs)
-    if mode not in constants.NORMALIZATION_MODES:
-      raise ValueError(
-          f"`mode` must be one of {constants.NORMALIZATION_MODES}. Received: mode={mode!r}")
+    checks.check_choice("mode", mode, constants.NORMALIZATION_MODES)
     self.mode = mode
 
   def call(self, images):

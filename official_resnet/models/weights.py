@@ -31,7 +31,6 @@ from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from official_resnet.models import torch_files
 from official_resnet.models import torch_weights
-from official_resnet.models import weight_sources
 
 LAYER_KINDS = {keras.layers.Conv2D: "conv", keras.layers.BatchNormalization: "batch_norm",
                keras.layers.Dense: "dense"}
@@ -39,8 +38,6 @@ LAYER_KINDS = {keras.layers.Conv2D: "conv", keras.layers.BatchNormalization: "ba
 WEIGHTS_H5_KINDS = {"conv2d": "conv", "batch_normalization": "batch_norm",
                     "fused_batch_normalization": "batch_norm", "dense": "dense"}
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
-# timm keeps its preprocessing in this file beside model.safetensors.
-TIMM_CONFIG_FILE = "config.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,7 +213,7 @@ def _assign(model, entries, match, path, load_head):
                "the head was loaded too")
 
 
-def _resolve(path):
+def resolve_path(path):
   """A file path, or the checkpoint prefix for a prefix or a model_dir."""
   path = os.fspath(path)
   if os.path.isdir(path):
@@ -235,7 +232,7 @@ def _resolve(path):
 
 def load_pretrained(model: keras.Model, path, *, load_head: bool = True) -> None:
   """Loads weights into `model` in place; see the module docstring for the matching rules."""
-  path = _resolve(path)
+  path = resolve_path(path)
   if torch_files.is_torch_file(path):
     _assign(model, _torch_entries(model, path), _match_by_name, path, load_head)
     return
@@ -253,35 +250,3 @@ def load_pretrained(model: keras.Model, path, *, load_head: bool = True) -> None
     else:
       _assign(model, _legacy_h5_entries(h5_file), _match_by_name, path, load_head)
 
-
-def weights_info(path) -> weight_sources.WeightsInfo:
-  """What the weights at `path` were trained with, as far as the file says.
-
-  A .h5 file counts as keras.applications weights (a .weights.h5 file only for the
-  normalization); a .pth/.pt/.safetensors file as
-  torchvision or timm weights (torch normalization, symmetric padding), with timm's
-  preprocessing when its config.json lies beside it; a checkpoint of ours says it in its
-  model_dir's config.json, when that is there.
-  """
-  # Imported here: run_state imports the configs, whose package imports this module.
-  from official_resnet import run_state
-  path = _resolve(path)
-  if path.endswith(".weights.h5"):
-    # Keras 3 writes these for any model, ours too: only the normalization is assumed.
-    return weight_sources.WeightsInfo(normalization="caffe", source=path)
-  if path.endswith(".h5"):
-    return weight_sources.KERAS_APPLICATIONS_INFO
-  if torch_files.is_torch_file(path):
-    timm_config = os.path.join(os.path.dirname(path), TIMM_CONFIG_FILE)
-    if path.endswith(torch_files.SAFETENSORS_EXTENSION) and os.path.isfile(timm_config):
-      return weight_sources.read_timm_config(timm_config, path)[1]
-    return weight_sources.TORCH_INFO
-  try:
-    run_config = run_state.read_run_config(os.path.dirname(path))
-  except FileNotFoundError:
-    return weight_sources.WeightsInfo(source=path)
-  data = run_config.data
-  return weight_sources.WeightsInfo(
-      normalization=data.normalization, conv_padding=run_config.model.conv_padding, eval_resize=data.eval_resize_size,
-      eval_crop=data.image_size if data.eval_resize_size else None,
-      eval_resize_method=data.eval_resize_method, source=path)

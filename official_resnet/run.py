@@ -1,0 +1,68 @@
+"""A run from start to end, the same for the command line (main.py) and Python callers.
+
+trainer.Trainer trains and evaluates; what surrounds it in a run is here: model_dir's
+lock while training, and the export after training, as the official code keeps them
+in its command-line layer. With the weights to start from and what they imply set by
+initial_weights.start_from:
+
+    experiment = initial_weights.start_from(experiment, "torchvision")
+    stats = run.train_and_evaluate(experiment)   # stats["export_path"] with an export_dir
+"""
+import contextlib
+
+import tensorflow as tf
+
+from official_resnet import export
+from official_resnet import run_lock
+from official_resnet import trainer as trainer_lib
+
+
+def train_and_evaluate(experiment, evaluate=True, strategy=None):
+  """Trains (resuming when model_dir has a checkpoint) and returns the stats also in stats.json.
+
+  With experiment.export.export_dir the chief then exports the final (or best) model there
+  (export_model_dir) and stats["export_path"] names the version written.
+
+  The chief holds model_dir's lock throughout, the export included: a second run there
+  gets run_lock.RunLockedError before it writes anything.
+  """
+  export_config = experiment.export
+  if (export_config.export_dir and export_config.checkpoint == "best"
+      and not (experiment.train.best_metric and evaluate)):
+    raise ValueError("export_checkpoint='best' needs a best checkpoint: --best_metric and "
+                     "--mode=train_and_eval. Received: best_metric="
+                     f"{experiment.train.best_metric!r}, evaluate={evaluate}")
+  trainer = trainer_lib.Trainer(experiment, strategy)
+  lock = run_lock.RunLock(trainer.model_dir) if trainer.is_chief else contextlib.nullcontext()
+  with lock:
+    trainer.restore_or_initialize()
+    stats = trainer.train(evaluate=evaluate)
+    if export_config.export_dir and trainer.is_chief:
+      stats["export_path"] = export_model_dir(experiment)
+    return stats
+
+
+def export_model_dir(experiment):
+  """Exports model_dir's checkpoint as experiment.export says (which checkpoint, which
+  weights, formats, top-k) into export_dir; returns the version directory written.
+
+  The model is rebuilt from the checkpoint outside any strategy, as a plain float32 model.
+  """
+  export_config = experiment.export
+  return export.export_from_model_dir(
+      experiment.train.model_dir, export_config.export_dir, formats=export_config.formats,
+      top_k=export_config.top_k, weights=export_config.weights,
+      checkpoint=export_config.checkpoint)
+
+
+def evaluate_checkpoint(experiment, strategy=None):
+  """Evaluates model_dir's latest checkpoint (or init_checkpoint); writes eval_stats.json
+  and the evaluation report (model_dir/eval/)."""
+  trainer = trainer_lib.Trainer(experiment, strategy)
+  if not tf.train.latest_checkpoint(trainer.model_dir) and not experiment.train.init_checkpoint:
+    raise ValueError(
+        "mode 'eval' needs a checkpoint in model_dir or an init_checkpoint. "
+        f"Received: model_dir={trainer.model_dir!r} without checkpoints, init_checkpoint=None")
+  step = trainer.restore_or_initialize(write_config=False, init_scope="all")
+  return trainer_lib.record_evaluation(trainer, trainer_lib.eval_reporter(trainer), step,
+                                       trainer.evaluate(average=True))
