@@ -12,6 +12,7 @@ import contextlib
 
 import tensorflow as tf
 
+from official_resnet import distribute
 from official_resnet import export
 from official_resnet import run_lock
 from official_resnet import trainer as trainer_lib
@@ -32,9 +33,12 @@ def train_and_evaluate(experiment, evaluate=True, strategy=None):
     raise ValueError("export_checkpoint='best' needs a best checkpoint: --best_metric and "
                      "--mode=train_and_eval. Received: best_metric="
                      f"{experiment.train.best_metric!r}, evaluate={evaluate}")
-  trainer = trainer_lib.Trainer(experiment, strategy)
-  lock = run_lock.RunLock(trainer.model_dir) if trainer.is_chief else contextlib.nullcontext()
+  strategy = strategy or distribute.build_strategy(experiment.runtime)
+  # Taken before the model is built, so a refused run costs nothing.
+  lock = (run_lock.RunLock(experiment.train.model_dir) if distribute.is_chief(strategy)
+          else contextlib.nullcontext())
   with lock:
+    trainer = trainer_lib.Trainer(experiment, strategy)
     trainer.restore_or_initialize()
     stats = trainer.train(evaluate=evaluate)
     if export_config.export_dir and trainer.is_chief:

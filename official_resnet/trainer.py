@@ -341,8 +341,9 @@ class Trainer:
       return dataclasses.replace(self.config.data, output_dtype="uint8")
     return self.config.data
 
-  def _train_dataset(self, epoch, offset, input_context=None):
-    """Epoch `epoch`'s training batches from step `offset` of the epoch on."""
+  def train_dataset(self, epoch, offset=0, input_context=None):
+    """Epoch `epoch`'s training batches from step `offset` of the epoch on: the same batches
+    in every run with a data seed (each epoch its own order)."""
     data = self.train_data_config()
     data = dataclasses.replace(data, seed=epoch_seed(data.seed, epoch))
     dataset = input_pipeline.build_dataset(data, training=True, input_context=input_context)
@@ -357,7 +358,7 @@ class Trainer:
     """A distributed iterator over the epoch of global step `step`, positioned at it.
 
     An iterator ends its use at its epoch's end: each epoch reads its own seeded order
-    (_train_dataset), so a run resumed at an epoch boundary reads what an uninterrupted
+    (train_dataset), so a run resumed at an epoch boundary reads what an uninterrupted
     one reads.
     """
     epoch, offset = divmod(step, self.steps_per_epoch)
@@ -369,7 +370,7 @@ class Trainer:
       else:
         logging.info("Skipping %d batches to resume epoch %d where it stopped.", offset, epoch)
     dataset = self.strategy.distribute_datasets_from_function(
-        lambda context: self._train_dataset(epoch, offset, context))
+        lambda context: self.train_dataset(epoch, offset, context))
     iterator = iter(dataset)
     self._iterator_state = (epoch, step, iterator)
     return iterator
@@ -448,7 +449,9 @@ class Trainer:
 
     return lambda requested: bool(any_worker(tf.constant(float(requested))))
 
-  def _divergence(self, step, learning_rate):
+  def divergence_error(self, step, learning_rate):
+    """The DivergenceError train() raises when global step `step`, at `learning_rate`, gave a
+    non-finite loss or gradients under nan_policy='stop'."""
     latest = tf.train.latest_checkpoint(self.model_dir)
     kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint was saved"
     if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
@@ -704,7 +707,7 @@ class Trainer:
 
   def _run_fit(self, start, end, on_steps):
     epoch, offset = divmod(start, self.steps_per_epoch)
-    dataset = self._train_dataset(epoch, offset)
+    dataset = self.train_dataset(epoch, offset)
     callback = _FitSteps(self, on_steps, self.config.data.batch_size)
     self.model.fit(dataset, steps_per_epoch=end - start, epochs=1, verbose=0, callbacks=[callback])
 
@@ -795,7 +798,7 @@ class Trainer:
       learning_rate = float(results["first_nonfinite_learning_rate"])
       if bad_steps and self.config.train.nan_policy == "stop":
         reporter.close()
-        raise self._divergence(first_bad, learning_rate)
+        raise self.divergence_error(first_bad, learning_rate)
       if bad_steps:
         logging.warning("Skipped %d steps whose loss or gradients were NaN or Inf, the first at "
                         "step %d (learning rate %.6g).", bad_steps, first_bad, learning_rate)

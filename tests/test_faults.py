@@ -85,7 +85,7 @@ def test_stop_policy_reports_the_first_bad_step(tmp_path):
   assert (results["nonfinite_steps"], results["first_nonfinite_step"]) == (2, 2)
   np.testing.assert_allclose(results["first_nonfinite_learning_rate"], LEARNING_RATE, rtol=1e-7)
   assert not np.isfinite(results["loss_sum"])
-  assert "the loss or its gradients became NaN" in str(trainer._divergence(2, LEARNING_RATE))
+  assert "the loss or its gradients became NaN" in str(trainer.divergence_error(2, LEARNING_RATE))
 
 
 def test_fp16_leaves_gradient_overflow_to_loss_scaling(tmp_path):
@@ -100,7 +100,7 @@ def test_fp16_leaves_gradient_overflow_to_loss_scaling(tmp_path):
   # The loss-scale optimizer skipped step 2 by itself; the run is not stopped.
   assert (trainer.current_step(), int(trainer.optimizer.iterations.numpy())) == (3, 2)
   assert ("dtype=fp16: dynamic loss scaling already skips steps whose scaled gradients "
-          "overflow; this was the loss itself") in str(trainer._divergence(2, LEARNING_RATE))
+          "overflow; this was the loss itself") in str(trainer.divergence_error(2, LEARNING_RATE))
 
 
 # --------------------------------------------------------------------------- divergence

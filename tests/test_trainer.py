@@ -247,7 +247,7 @@ def test_a_resumed_epoch_continues_the_same_data_order(tmp_path):
   trainer = trainer_lib.Trainer(experiment)
 
   def labels(epoch, offset, batches):
-    iterator = iter(trainer._train_dataset(epoch, offset))
+    iterator = iter(trainer.train_dataset(epoch, offset))
     return [next(iterator)[1].numpy().tolist() for _ in range(batches)]
 
   whole_epoch = labels(1, 0, 4)
@@ -347,7 +347,7 @@ def test_uint8_batches_normalized_on_device_update_like_the_float32_pipeline(col
     experiment = fixtures.experiment(tmp_path / name, colours, batch_size=BATCH, train_steps=2,
                                      architecture="vgg16", normalize_on_device=on_device)
     trainer = trainer_lib.Trainer(experiment)
-    batch_images = next(iter(trainer._train_dataset(0, 0)))[0]
+    batch_images = next(iter(trainer.train_dataset(0, 0)))[0]
     trainer.restore_or_initialize()
     stats = trainer.train(evaluate=False)
     return trainer, batch_images, [w.numpy() for w in trainer.model.weights], stats
