@@ -96,20 +96,20 @@ def build_optimizer(optimizer_config, learning_rate, model=None, dtype_policy="f
   fixed_scale = {"loss_scale_factor": loss_scale} if float16 and loss_scale else {}
   # Keras applies no decay for None (0.0 would still run the decay ops); AdamW insists on a float.
   decay = c.weight_decay or (0.0 if name == "adamw" else None)
+  common = {"weight_decay": decay, **fixed_scale}
   if name == "sgd":
     optimizer = keras.optimizers.SGD(learning_rate, momentum=c.momentum, nesterov=c.nesterov,
-                                     weight_decay=decay, **fixed_scale)
-  elif name in ("adam", "adamw"):
-    optimizer_class = keras.optimizers.Adam if name == "adam" else keras.optimizers.AdamW
-    optimizer = optimizer_class(learning_rate, weight_decay=decay, beta_1=c.beta_1,
-                                beta_2=c.beta_2, epsilon=c.epsilon, **fixed_scale)
+                                     **common)
+  elif name in ("adam", "adamw", "lamb"):
+    optimizer_class = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+                       "lamb": keras.optimizers.Lamb}[name]
+    optimizer = optimizer_class(learning_rate, beta_1=c.beta_1, beta_2=c.beta_2,
+                                epsilon=c.epsilon, **common)
   elif name == "rmsprop":
     optimizer = keras.optimizers.RMSprop(learning_rate, rho=c.rho, momentum=c.momentum,
-                                         epsilon=c.epsilon, weight_decay=decay, **fixed_scale)
-  elif name == "lamb":
-    optimizer = keras.optimizers.Lamb(learning_rate, beta_1=c.beta_1, beta_2=c.beta_2,
-                                      epsilon=c.epsilon, weight_decay=decay, **fixed_scale)
+                                         epsilon=c.epsilon, **common)
   elif name == "lars":
+    # LARS decays inside its update (weight_decay_rate), not through Keras' weight_decay.
     optimizer = Lars(learning_rate, momentum=c.momentum, weight_decay_rate=c.weight_decay,
                      trust_coefficient=c.lars_trust_coefficient, nesterov=c.nesterov, **fixed_scale)
   else:
