@@ -22,18 +22,6 @@ from cli_fixtures import (FLAGS, REPO, SMOKE, cluster_env, colour_flags, free_po
                           global_batches, parse, run_pair, subprocess_env)
 import trainer_fixtures as fixtures
 
-def test_smoke_config_runs_in_process(tmp_path):
-  with flagsaver.flagsaver():
-    parse(f"--flagfile={SMOKE}", f"--model_dir={tmp_path}")
-    assert FLAGS.architecture == "resnet18" and FLAGS.source == "synthetic"
-    stats = main.run()
-  assert stats["step"] == 16 and stats["epochs"] == 4.0
-  assert stats["eval_examples"] == 128
-  assert run_state.read_stats(str(tmp_path)) == json.loads(json.dumps(stats))
-  assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-16")
-  assert run_state.read_run_config(str(tmp_path)).model.base_width == 8
-
-
 @pytest.mark.parametrize("name,strategy,dtype,batch_size,peak_learning_rate", [
     ("imagenet_resnet50_gpu.cfg", "mirrored", "fp16", 1024, 0.4),
     ("imagenet_resnet50_tpu.cfg", "tpu", "bf16", 1024, 0.4),
@@ -123,42 +111,14 @@ def test_smoke_config_runs_as_a_command(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert "step 16/16: loss" in result.stderr and "examples/s" in result.stderr
   stats = run_state.read_stats(str(tmp_path))
-  assert stats["step"] == 16 and stats["eval_examples"] == 128
-  bad = subprocess.run(command + ["--optimizer=adagrad"], cwd=REPO, env=subprocess_env(),
-                       capture_output=True, text=True, timeout=300)
-  assert bad.returncode != 0
-  assert "--optimizer=adagrad" in bad.stderr and "<sgd|adam|adamw|rmsprop|lamb|lars>" in bad.stderr
-
-
-@pytest.mark.slow
-def test_smoke_config_as_two_tf_config_workers_checkpoints_exports_and_resumes(tmp_path):
-  """The cluster command of the README: ResNet-18 (BatchNorm) under multi_worker_mirrored."""
-  model_dir, export_dir = tmp_path / "model", tmp_path / "export"
-  command = [sys.executable, "-m", "official_resnet.main", f"--flagfile={SMOKE}",
-             f"--model_dir={model_dir}", "--distribution_strategy=multi_worker_mirrored",
-             f"--export_dir={export_dir}"]
-
-  def run():
-    hosts = [f"localhost:{port}" for port in free_ports(2)]
-    return run_pair([command] * 2, [cluster_env(hosts, index) for index in range(2)])
-
-  logs = run()
-  # Both trained all 16 steps; the chief alone reports progress.
-  assert "step 16/16: loss" in logs[0]
-  for log in logs:
-    assert "2 replicas in sync" in log and 'Run stats: {"step": 16,' in log
-  assert tf.train.latest_checkpoint(str(model_dir)).endswith("ckpt-16")
-  stats = run_state.read_stats(str(model_dir))
-  assert (stats["step"], stats["num_replicas"], stats["eval_examples"]) == (16, 2, 128)
-  # The chief exported the trained model; the other worker left nothing behind.
-  assert os.listdir(export_dir) == ["1"] and not os.listdir(model_dir / "worker_tmp")
-  served = tf.saved_model.load(str(export_dir / "1"))
-  assert "serving_default" in served.signatures
-
-  logs = run()
-  for log in logs:
-    assert f"Resumed from {model_dir}/ckpt-16 at step 16" in log
-  assert run_state.read_stats(str(model_dir))["start_step"] == 16
+  assert (stats["step"], stats["epochs"], stats["eval_examples"]) == (16, 4.0, 128)
+  # The stats file holds what the run logged (and the history the log leaves out).
+  logged = json.loads(result.stderr.split("Run stats: ", 1)[1].splitlines()[0])
+  assert logged == {key: value for key, value in stats.items() if key in logged}
+  assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-16")
+  run_config = run_state.read_run_config(str(tmp_path))
+  assert (run_config.model.architecture, run_config.model.base_width) == ("resnet18", 8)
+  assert run_config.data.source == "synthetic"
 
 
 # Trains the flags' Trainer on the test's global batches, evaluates, saves what is compared.
@@ -249,8 +209,8 @@ def test_kill_9_then_the_same_command_resumes_to_the_same_weights(tmp_path):
   # Two images, a global batch of two: whichever order the pipeline reads them in, a step
   # changes only in the last bit (where a kernel puts each image), so runs can match closely.
   data = fixtures.write_colour_folder(str(tmp_path / "data"), 1, 1, num_classes=2)
-  steps = 60
-  args = dict(train_steps=steps, checkpoint_steps=5, steps_per_loop=1, log_steps=5, mode="train",
+  steps = 20
+  args = dict(train_steps=steps, checkpoint_steps=4, steps_per_loop=1, log_steps=4, mode="train",
               num_classes=2, batch_size=2)
   with flagsaver.flagsaver():
     parse(*colour_flags(data, str(tmp_path / "reference"), **args))
@@ -269,7 +229,7 @@ def test_kill_9_then_the_same_command_resumes_to_the_same_weights(tmp_path):
   first.send_signal(signal.SIGKILL)
   assert first.wait() == -signal.SIGKILL
   killed_at = int(tf.train.latest_checkpoint(str(model_dir)).rsplit("-", 1)[1])
-  assert 5 <= killed_at < steps
+  assert 4 <= killed_at < steps
   assert not os.path.exists(model_dir / run_state.STATS_FILE)
 
   second = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True,

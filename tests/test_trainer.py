@@ -119,18 +119,17 @@ def test_fit_under_mirrored_follows_the_custom_loop(colours, tmp_path):
         experiment, model=dataclasses.replace(experiment.model, sync_batch_norm=True))
     trainer = trainer_lib.Trainer(experiment)
     trainer.restore_or_initialize()
-    stats = trainer.train(evaluate=False)
-    return trainer, stats, trainer.evaluate()
+    return trainer, trainer.train(evaluate=False)
 
-  custom, custom_stats, custom_eval = run("custom")
-  fit, fit_stats, fit_eval = run("fit")
+  custom, custom_stats = run("custom")
+  fit, fit_stats = run("fit")
   assert fit_stats["training_loop"] == "fit" and fit_stats["step"] == 1
   assert fit_stats["train_loss"] == pytest.approx(custom_stats["train_loss"], abs=1e-6)
+  # The weights include the moving statistics, which evaluation uses.
   for a, b in zip(custom.model.weights, fit.model.weights):
     np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-5, rtol=0, err_msg=a.path)
   for variable in fit.moving_statistics():
     np.testing.assert_array_equal(*[copy.numpy() for copy in variable.values])
-  assert fit_eval["loss"] == pytest.approx(custom_eval["loss"], abs=1e-5)
 
 
 @pytest.fixture(scope="module")

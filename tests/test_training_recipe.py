@@ -255,7 +255,8 @@ def test_augmenting_mixing_and_averaging_train_photo_like_images_well_above_chan
 # (and the network: a ResNet-18 traces in a fraction of a ResNet-50's time).
 SMOKE_OVERRIDES = ("--architecture=resnet18", "--source=synthetic", "--synthetic_num_examples=16",
                    "--num_classes=4", "--image_size=32", "--eval_image_size=40", "--base_width=8",
-                   "--batch_size=8", "--train_steps=2", "--epochs_between_evals=1", "--steps_per_loop=1", "--distribution_strategy=off",
+                   "--batch_size=8", "--train_steps=2", "--epochs_between_evals=1",
+                   "--steps_per_loop=1", "--distribution_strategy=off",
                    "--num_gpus=0", "--dtype=fp32", "--datasets_num_private_threads=1",
                    "--noenable_tensorboard", "--seed=1")
 
