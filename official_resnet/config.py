@@ -398,6 +398,17 @@ class ExperimentConfig:
           "Evaluating at another size than training needs a model built with "
           f"any_input_size=True. Received: data image_size {self.data.image_size}, "
           f"eval_image_size {self.data.eval_image_size}, model any_input_size=False")
+    # Pixels are normalized once: by a model that normalizes its own input (from uint8),
+    # else by the pipeline or the train step (trainer.normalizes_on_device).
+    in_model = self.model.input_normalization
+    if (self.data.output_dtype != ("float32" if in_model is None else "uint8")
+        or in_model not in (None, self.data.normalization)):
+      raise ValueError(
+          "A model that normalizes its own input takes uint8 pixels normalized as the data "
+          "says (data output_dtype='uint8', model input_normalization equal to data "
+          "normalization); any other model takes float32 (output_dtype='float32', "
+          f"input_normalization=None). Received: input_normalization={in_model!r}, "
+          f"normalization={self.data.normalization!r}, output_dtype={self.data.output_dtype!r}")
     strategy = self.runtime.distribution_strategy
     if self.train.training_loop == "fit" and strategy not in FIT_STRATEGIES:
       raise ValueError(

@@ -18,6 +18,7 @@ import tensorflow as tf
 from official_resnet import config as config_lib
 from official_resnet import main
 from official_resnet import run_state
+from official_resnet import trainer as trainer_lib
 from cli_fixtures import (FLAGS, REPO, SMOKE, cluster_env, colour_flags, free_ports,
                           global_batches, parse, run_pair, subprocess_env)
 import trainer_fixtures as fixtures
@@ -85,6 +86,20 @@ def test_batch_not_divisible_by_replicas_is_refused(tmp_path):
                                          r"2 replicas in sync. Received: batch_size=31"):
       main.run()
   assert not os.listdir(tmp_path)
+
+
+def test_normalize_in_model_hands_the_normalization_to_the_model(tmp_path):
+  with flagsaver.flagsaver():
+    parse(f"--flagfile={SMOKE}", f"--model_dir={tmp_path}", "--normalization=torch")
+    pipeline_normalizes = main.experiment_from_flags()
+    parse(f"--flagfile={SMOKE}", f"--model_dir={tmp_path}", "--normalization=torch",
+          "--normalize_in_model")
+    model_normalizes = main.experiment_from_flags()
+  assert (pipeline_normalizes.model.input_normalization, pipeline_normalizes.data.output_dtype,
+          trainer_lib.normalizes_on_device(pipeline_normalizes)) == (None, "float32", True)
+  assert (model_normalizes.model.input_normalization, model_normalizes.data.normalization,
+          model_normalizes.data.output_dtype,
+          trainer_lib.normalizes_on_device(model_normalizes)) == ("torch", "torch", "uint8", False)
 
 
 def test_each_setting_comes_from_a_flag_or_from_the_command_alone():

@@ -364,19 +364,31 @@ def test_uint8_batches_normalized_on_device_update_like_the_float32_pipeline(col
 
 
 def test_fit_and_self_normalizing_models_keep_their_input():
-  def normalizes(**overrides):
+  def normalizes(normalize_in_model=False, **overrides):
     experiment = fixtures.experiment("/tmp/unused")
-    data = dataclasses.replace(experiment.data, **overrides.pop("data", {}))
-    experiment = dataclasses.replace(
-        experiment, data=data, train=dataclasses.replace(experiment.train, **overrides))
-    return trainer_lib.normalizes_on_device(experiment)
+    if normalize_in_model:
+      experiment = dataclasses.replace(
+          experiment, data=dataclasses.replace(experiment.data, output_dtype="uint8"),
+          model=dataclasses.replace(experiment.model,
+                                    input_normalization=experiment.data.normalization))
+    return trainer_lib.normalizes_on_device(
+        dataclasses.replace(experiment, train=dataclasses.replace(experiment.train, **overrides)))
 
   assert normalizes()
   assert not normalizes(normalize_on_device=False)
   # Keras fit feeds the model the pipeline's batches as they are.
   assert not normalizes(training_loop="fit")
   # A model with its own normalization layer takes uint8 from the pipeline already.
-  assert not normalizes(data={"output_dtype": "uint8"})
+  assert not normalizes(normalize_in_model=True)
+  # And only that model: pixels are normalized once, the configs say by whom.
+  experiment = fixtures.experiment("/tmp/unused")
+  with pytest.raises(ValueError, match=r"Received: input_normalization=None, "
+                                       r"normalization='rgb_mean', output_dtype='uint8'$"):
+    dataclasses.replace(experiment, data=dataclasses.replace(experiment.data, output_dtype="uint8"))
+  with pytest.raises(ValueError, match=r"Received: input_normalization='unit', "
+                                       r"normalization='rgb_mean', output_dtype='float32'$"):
+    dataclasses.replace(experiment, model=dataclasses.replace(experiment.model,
+                                                              input_normalization="unit"))
 
 
 def test_loss_with_label_smoothing_matches_its_formula():

@@ -395,7 +395,8 @@ def test_a_python_run_starting_from_weights_takes_what_they_imply(tmp_path):
   # A .pth by path: torchvision's normalization and padding; its content is not read here.
   path = str(tmp_path / "resnet50.pth")
   open(path, "wb").close()
-  base = config_lib.ExperimentConfig(model=models.ModelConfig(input_normalization="rgb_mean"))
+  base = config_lib.ExperimentConfig(data=DataConfig(output_dtype="uint8"),
+                                     model=models.ModelConfig(input_normalization="rgb_mean"))
   started = initial_weights.start_from(base, path)
   assert started.train.init_checkpoint == path
   assert (started.data.normalization, started.model.input_normalization,
