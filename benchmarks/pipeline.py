@@ -55,6 +55,9 @@ from official_resnet.demo import photos
 IMAGE_SHAPES = ((375, 500), (333, 500), (500, 375))
 JPEG_QUALITY = 90
 FILE_PREFIX = "train"
+# A spawned worker imports this module, and so TensorFlow: seconds before its first image,
+# against 50 ms an image. Fewer images than this are generated in the calling process.
+MIN_IMAGES_FOR_WORKERS = 256
 # Augmented train pipelines: DataConfig fields on top of the plain uint8 one. RandAugment
 # as timm's ImageNet recipes use it (2 ops, magnitude 9, noise 0.5); erasing as timm's 0.25.
 AUGMENTATIONS = {
@@ -75,7 +78,7 @@ def _photo_jpeg(index: int) -> bytes:
 
 
 def ensure_data(data_dir: str, num_images: int, num_shards: int, processes: int) -> list[str]:
-  """The TFRecord shards in data_dir, generated first if missing."""
+  """The TFRecord shards in data_dir, generated first (by `processes` workers) if missing."""
   pattern = os.path.join(data_dir, f"{FILE_PREFIX}-*-of-{num_shards:05d}")
   files = sorted(tf.io.gfile.glob(pattern))
   if len(files) == num_shards:
@@ -86,13 +89,20 @@ def ensure_data(data_dir: str, num_images: int, num_shards: int, processes: int)
   writers = [
       tf.io.TFRecordWriter(os.path.join(data_dir, f"{FILE_PREFIX}-{s:05d}-of-{num_shards:05d}"))
       for s in range(num_shards)]
-  with multiprocessing.get_context("spawn").Pool(processes) as pool:
-    for index, encoded in enumerate(pool.imap(_photo_jpeg, range(num_images), chunksize=16)):
+
+  def write(encoded_images):
+    for index, encoded in enumerate(encoded_images):
       height, width = IMAGE_SHAPES[index % len(IMAGE_SHAPES)]
       label = index % constants.IMAGENET_NUM_CLASSES + constants.IMAGENET_LABEL_OFFSET
       example = build_tfrecords.image_example(encoded, label, str(label), height, width,
                                               f"photo_{index:06d}.jpg")
       writers[index % num_shards].write(example.SerializeToString())
+
+  if processes > 1 and num_images >= MIN_IMAGES_FOR_WORKERS:
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+      write(pool.imap(_photo_jpeg, range(num_images), chunksize=16))
+  else:
+    write(map(_photo_jpeg, range(num_images)))
   for writer in writers:
     writer.close()
   return sorted(tf.io.gfile.glob(pattern))

@@ -205,7 +205,7 @@ def test_quick_run_writes_a_consistent_report(tmp_path):
       3 / (1 / conv["forward_gflops_per_second"] + 2 / conv["backward_gflops_per_second"]))
 
   tiny_model_flops = train_step.forward_flops_per_image(build_model(ModelConfig(
-      image_size=config.image_size, base_width=config.base_width)))
+      config.architecture, image_size=config.image_size, base_width=config.base_width)))
   for name in ("train/synthetic/fp32/spl2", "train/real/fp32/spl2", "keras_fit/synthetic/fp32"):
     r = by_name[name]
     rates = r["window_images_per_second"]
@@ -282,12 +282,10 @@ def test_recipe_cost_ratios_compare_each_variant_with_the_plain_step_in_turn():
 
 @pytest.mark.slow
 def test_recipe_cost_item_times_every_variant_in_turn(tmp_path):
-  config = dataclasses.replace(train_step.QUICK_CONFIG, work_dir=str(tmp_path),
-                               architecture="resnet18")
+  # In this process: the item's own subprocess runs this same function (quick run test).
+  config = dataclasses.replace(train_step.QUICK_CONFIG, work_dir=str(tmp_path))
   item = Item("train", steps_per_loop=2, recipe_cost=True)
-  report = train_step.run_benchmark(config, [item])
-  (result,) = report["items"]
-  assert result["status"] == "ok", result
+  result = train_step._train(item, config, data_dir=None)
   variants = result["variants_in_turn"]
   assert list(variants) == ["plain", *train_step.RECIPE_VARIANTS]
   for variant in variants.values():
@@ -303,5 +301,6 @@ def test_recipe_cost_item_times_every_variant_in_turn(tmp_path):
       result["added_seconds_per_step"]["mixup_cutmix"] + result["added_seconds_per_step"]["ema"])
   assert result["plain_step_seconds"] == pytest.approx(
       config.batch_size / variants["plain"]["images_per_second"])
-  assert set(report["summary"]) == {f"{name}_{kind}over_plain/fp32"
-                                    for name in train_step.RECIPE_VARIANTS for kind in ("", "added_")}
+  assert set(train_step.summarize([_result(item, **result)])) == {
+      f"{name}_{kind}over_plain/fp32" for name in train_step.RECIPE_VARIANTS
+      for kind in ("", "added_")}

@@ -11,12 +11,23 @@ from benchmarks import pipeline
 from input_pipeline import sources
 
 
-def test_generated_records_are_photo_sized_jpegs(tmp_path):
-  files = pipeline.ensure_data(str(tmp_path), num_images=6, num_shards=2, processes=2)
+NUM_IMAGES, NUM_SHARDS = 8, 2
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  """Generated once: the records test reads these files, the report test times them."""
+  directory = str(tmp_path_factory.mktemp("data"))
+  pipeline.ensure_data(directory, NUM_IMAGES, NUM_SHARDS, processes=2)
+  return directory
+
+
+def test_generated_records_are_photo_sized_jpegs(data_dir):
+  files = pipeline.ensure_data(data_dir, NUM_IMAGES, NUM_SHARDS, processes=2)
   assert [os.path.basename(f) for f in files] == ["train-00000-of-00002", "train-00001-of-00002"]
   examples = [sources.parse_imagenet_record(r, label_offset=1)
               for r in tf.data.TFRecordDataset(files)]
-  assert len(examples) == 6
+  assert len(examples) == NUM_IMAGES
   for example in examples:
     encoded = example["image"].numpy()
     assert tf.io.is_jpeg(encoded)
@@ -26,16 +37,16 @@ def test_generated_records_are_photo_sized_jpegs(tmp_path):
     assert len(encoded) > 25_000
     pixels = tf.io.decode_jpeg(encoded).numpy().astype(np.float32)
     assert pixels.std() > 20
-  # A second call reuses the files instead of generating again.
+  # A second call (the fixture's was the first) reuses the files instead of generating again.
   mtimes = [os.path.getmtime(f) for f in files]
-  assert pipeline.ensure_data(str(tmp_path), 6, 2, 2) == files
+  assert pipeline.ensure_data(data_dir, NUM_IMAGES, NUM_SHARDS, 2) == files
   assert [os.path.getmtime(f) for f in files] == mtimes
 
 
 @pytest.mark.slow
-def test_report_rows_agree_with_their_passes(tmp_path):
+def test_report_rows_agree_with_their_passes(data_dir, tmp_path):
   out = tmp_path / "report.json"
-  pipeline.main(["--data_dir", str(tmp_path / "data"), "--num_images", "8", "--num_shards", "2",
+  pipeline.main(["--data_dir", data_dir, "--num_images", "8", "--num_shards", "2",
                   "--image_size", "32", "--batch_size", "4", "--passes", "2",
                   "--train_batches", "2", "--threads", "2", "--output_dtypes", "float32,uint8",
                   "--augmentations", "randaugment+erasing", "--json", str(out)])
