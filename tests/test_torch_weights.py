@@ -1,6 +1,5 @@
 """torchvision and timm weights: parity with torch itself, refusals, hub names, a frozen transfer."""
 import dataclasses
-import json
 import os
 
 import keras
