@@ -49,10 +49,12 @@ case "$cmd" in
     ensure_venv
     # TF logs C++ INFO lines per op otherwise; warnings and errors still show.
     export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-1}
-    # The whole suite runs in one pytest process per core (at most 4), a test file per
-    # process so its module fixtures are built once; with arguments, one process.
+    # The whole suite runs in one pytest process per core plus one (at most 4): many tests
+    # wait on the subprocesses they start, and the extra process keeps the cores busier
+    # (2 cores: 1.89 busy on average against 1.78 with two). A test file per process, so
+    # its module fixtures are built once; with arguments, one process.
     if [ $# -eq 0 ]; then
-      workers=$(nproc); [ "$workers" -le 4 ] || workers=4
+      workers=$(( $(nproc) + 1 )); [ "$workers" -le 4 ] || workers=4
       set -- -n "$workers" --dist loadfile
     fi
     exec "$VENV/bin/python" -m pytest "$@"
