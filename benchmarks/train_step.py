@@ -1016,6 +1016,11 @@ _RUNNERS = {"conv_ceiling": _conv_ceiling, "matmul_ceiling": _matmul_ceiling, "t
             "keras_fit": _keras_fit, "inference": _inference, "savedmodel_jpeg": _savedmodel_jpeg}
 
 
+def measure(item: Item, config: BenchmarkConfig, data_dir) -> dict:
+  """One item's figures, measured in this process (run_benchmark gives each its own)."""
+  return _RUNNERS[item.kind](item, config, data_dir)
+
+
 def configure_threads(config: BenchmarkConfig) -> None:
   """Applies the config's thread counts; call before any op runs (the pools are fixed then)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
@@ -1036,7 +1041,7 @@ def _run_item(spec_path):
   item = Item(**spec["item"])
   configure_threads(config)
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  result = {"status": "ok", **_RUNNERS[item.kind](item, config, spec["data_dir"])}
+  result = {"status": "ok", **measure(item, config, spec["data_dir"])}
   usage = resource.getrusage(resource.RUSAGE_SELF)
   # ru_maxrss is in KiB on Linux.
   result["peak_rss_bytes"] = usage.ru_maxrss * 1024

@@ -285,7 +285,7 @@ def test_recipe_cost_item_times_every_variant_in_turn(tmp_path):
   # In this process: the item's own subprocess runs this same function (quick run test).
   config = dataclasses.replace(train_step.QUICK_CONFIG, work_dir=str(tmp_path))
   item = Item("train", steps_per_loop=2, recipe_cost=True)
-  result = train_step._train(item, config, data_dir=None)
+  result = train_step.measure(item, config, data_dir=None)
   variants = result["variants_in_turn"]
   assert list(variants) == ["plain", *train_step.RECIPE_VARIANTS]
   for variant in variants.values():

@@ -280,7 +280,7 @@ def test_sigterm_to_one_of_two_tf_config_workers_stops_both_and_the_command_resu
   steps, at_step = 16, 4
   model_dir, export_dir = tmp_path / "model", tmp_path / "export"
 
-  def start_pair(model_dir=model_dir, *extra):
+  def start_pair(model_dir, *extra):
     hosts = [f"localhost:{port}" for port in cli_fixtures.free_ports(2)]
     command = [sys.executable, "-m", "official_resnet.main", f"--flagfile={cli_fixtures.SMOKE}",
                f"--model_dir={model_dir}", "--distribution_strategy=multi_worker_mirrored",

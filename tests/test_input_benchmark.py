@@ -39,17 +39,18 @@ def test_generated_records_are_photo_sized_jpegs(data_dir):
     assert pixels.std() > 20
   # A second call (the fixture's was the first) reuses the files instead of generating again.
   mtimes = [os.path.getmtime(f) for f in files]
-  assert pipeline.ensure_data(data_dir, NUM_IMAGES, NUM_SHARDS, 2) == files
+  assert pipeline.ensure_data(data_dir, NUM_IMAGES, NUM_SHARDS, processes=2) == files
   assert [os.path.getmtime(f) for f in files] == mtimes
 
 
 @pytest.mark.slow
 def test_report_rows_agree_with_their_passes(data_dir, tmp_path):
   out = tmp_path / "report.json"
-  pipeline.main(["--data_dir", data_dir, "--num_images", "8", "--num_shards", "2",
-                  "--image_size", "32", "--batch_size", "4", "--passes", "2",
-                  "--train_batches", "2", "--threads", "2", "--output_dtypes", "float32,uint8",
-                  "--augmentations", "randaugment+erasing", "--json", str(out)])
+  pipeline.main(["--data_dir", data_dir, "--num_images", str(NUM_IMAGES),
+                 "--num_shards", str(NUM_SHARDS),
+                 "--image_size", "32", "--batch_size", "4", "--passes", "2",
+                 "--train_batches", "2", "--threads", "2", "--output_dtypes", "float32,uint8",
+                 "--augmentations", "randaugment+erasing", "--json", str(out)])
   report = json.loads(out.read_text())
   rows = {row["pipeline"]: row for row in report["results"]}
   assert set(rows) == {"train ceiling", "train float32", "train uint8",
