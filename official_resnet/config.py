@@ -314,6 +314,10 @@ class RuntimeConfig:
   # multi_worker_mirrored without TF_CONFIG or Slurm: "host:port" of every worker.
   worker_hosts: tuple[str, ...] = ()
   task_index: int = -1
+  # multi_worker_mirrored: seconds without a heartbeat before a worker counts as dead and
+  # every worker's collectives abort. TF's own default, 10 s, fails workers on busy hosts;
+  # 100 s is JAX's default (10 missed heartbeats of 10 s).
+  heartbeat_timeout_s: float = 100.0
   tpu: str = ""
   # Under a float16 model (ModelConfig.dtype_policy): None scales the loss dynamically
   # (keras.optimizers.LossScaleOptimizer); a number is a fixed scale, the official meaning
@@ -326,6 +330,7 @@ class RuntimeConfig:
     checks.check_choice("distribution_strategy", self.distribution_strategy, STRATEGIES)
     checks.check_positive("num_gpus", self.num_gpus, allow_zero=True)
     checks.check_positive("num_packs", self.num_packs)
+    checks.check_positive("heartbeat_timeout_s", self.heartbeat_timeout_s)
     if self.loss_scale is not None:
       checks.check_positive("loss_scale", self.loss_scale)
     if self.all_reduce_alg is not None:

@@ -8,6 +8,9 @@ import os
 
 from absl import logging
 import tensorflow as tf
+# Private: MultiWorkerMirroredStrategy has no public way to set its heartbeat timeout.
+from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+from tensorflow.python.eager import context as eager_context
 
 from official_resnet import config as config_lib
 
@@ -104,6 +107,41 @@ def _mirrored_strategy(runtime):
   return tf.distribute.MirroredStrategy(devices=devices, cross_device_ops=cross_device_ops)
 
 
+def _configure_coordination_service(spec, heartbeat_timeout_s):
+  """What MultiWorkerMirroredStrategy configures itself, with our heartbeat timeout.
+
+  TF's default (10 s) declares a worker dead when its host is busy for 10 s (a CPU-bound
+  input pipeline, tracing on few cores), which aborts every worker's collectives.
+  """
+  jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(spec[job]))
+          for job in ("chief", "worker") if job in spec]
+  leader_job = "chief" if "chief" in spec else "worker"
+  eager_context.context().configure_coordination_service(
+      service_type="standalone", service_leader=f"/job:{leader_job}/replica:0/task:0",
+      coordinated_jobs=jobs, heartbeat_timeout_in_ms=int(heartbeat_timeout_s * 1000))
+
+
+def heartbeat_timeout_s():
+  """The heartbeat timeout of this process's coordination service; None before it has one."""
+  service = eager_context.context().coordination_service
+  return service.heartbeat_timeout_in_ms / 1000 if service is not None else None
+
+
+def _multi_worker_strategy(runtime):
+  resolver = cluster_resolver(runtime)
+  spec = resolver.cluster_spec().as_dict()
+  if resolver.task_type in ("chief", "worker") and spec:
+    _configure_coordination_service(spec, runtime.heartbeat_timeout_s)
+  options = tf.distribute.experimental.CommunicationOptions(
+      implementation=_COLLECTIVE_IMPLEMENTATIONS[runtime.all_reduce_alg])
+  strategy = tf.distribute.MultiWorkerMirroredStrategy(
+      cluster_resolver=resolver, communication_options=options)
+  logging.info("multi_worker_mirrored: worker %s of %s, %d replicas in sync, heartbeat "
+               "timeout %s s", strategy.cluster_resolver.task_id, num_workers(strategy),
+               strategy.num_replicas_in_sync, heartbeat_timeout_s())
+  return strategy
+
+
 def _tpu_strategy(runtime):
   resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=runtime.tpu)
   if runtime.tpu not in ("", "local"):
@@ -122,14 +160,7 @@ def build_strategy(runtime):
   if name == "mirrored":
     return _mirrored_strategy(runtime)
   if name == "multi_worker_mirrored":
-    options = tf.distribute.experimental.CommunicationOptions(
-        implementation=_COLLECTIVE_IMPLEMENTATIONS[runtime.all_reduce_alg])
-    strategy = tf.distribute.MultiWorkerMirroredStrategy(
-        cluster_resolver=cluster_resolver(runtime), communication_options=options)
-    logging.info("multi_worker_mirrored: worker %s of %s, %d replicas in sync",
-                 strategy.cluster_resolver.task_id, num_workers(strategy),
-                 strategy.num_replicas_in_sync)
-    return strategy
+    return _multi_worker_strategy(runtime)
   if name == "tpu":
     return _tpu_strategy(runtime)
   raise ValueError(f"distribution_strategy must be one of {config_lib.STRATEGIES}. Received: {name!r}")

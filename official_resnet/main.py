@@ -138,6 +138,9 @@ flags.DEFINE_string("tpu", _RUNTIME.tpu, "TPU name or grpc:// address ('' or 'lo
 flags.DEFINE_list("worker_hosts", [],
                   "multi_worker_mirrored without TF_CONFIG/Slurm: comma-separated host:port of every worker.")
 flags.DEFINE_integer("task_index", _RUNTIME.task_index, "This worker's index in --worker_hosts.")
+flags.DEFINE_float("heartbeat_timeout", _RUNTIME.heartbeat_timeout_s,
+                   "multi_worker_mirrored: seconds without a heartbeat before a worker counts as "
+                   "dead and all workers stop.")
 flags.DEFINE_enum("data_format", None, [f for f in DATA_FORMATS if f],
                   "Layout inside the model; default Keras' image_data_format (channels_last).")
 
@@ -463,7 +466,8 @@ FLAG_FIELDS = {
 # Settings never taken from a run: where the command runs and where the run is kept.
 COMMAND_FIELDS = ("model.include_top", "model.fused_batch_norm", "train.model_dir",
                   "runtime.distribution_strategy", "runtime.num_gpus", "runtime.all_reduce_alg",
-                  "runtime.num_packs", "runtime.worker_hosts", "runtime.task_index", "runtime.tpu")
+                  "runtime.num_packs", "runtime.worker_hosts", "runtime.task_index",
+                  "runtime.heartbeat_timeout_s", "runtime.tpu")
 
 
 def _float_list(name, values):
@@ -690,7 +694,8 @@ def experiment_from_flags(flag_values=FLAGS):
   runtime = config_lib.RuntimeConfig(
       distribution_strategy=strategy, num_gpus=num_gpus,
       all_reduce_alg=f.all_reduce_alg, num_packs=f.num_packs,
-      worker_hosts=tuple(f.worker_hosts), task_index=f.task_index, tpu=f.tpu,
+      worker_hosts=tuple(f.worker_hosts), task_index=f.task_index,
+      heartbeat_timeout_s=f.heartbeat_timeout, tpu=f.tpu,
       loss_scale=_loss_scale(f), enable_xla=f.enable_xla, seed=f.seed)
   saved = _saved_run(f)
   architecture, variant = _architecture_and_variant(f)

@@ -39,6 +39,8 @@ def test_runtime_config_names_bad_values_and_combinations():
     runtime(distribution_strategy="multi_worker_mirrored", worker_hosts=("a:1", "b:2"), task_index=2)
   with pytest.raises(ValueError, match="uses at most one GPU"):
     runtime(distribution_strategy="one_device", num_gpus=2)
+  with pytest.raises(ValueError, match=r"heartbeat_timeout_s must be > 0. Received: 0"):
+    runtime(distribution_strategy="multi_worker_mirrored", heartbeat_timeout_s=0)
 
 
 def test_cluster_from_worker_hosts_flags(monkeypatch):

@@ -141,7 +141,7 @@ DIRECT_WORKER = textwrap.dedent("""
     import json, sys
     import numpy as np
     from absl import flags
-    from official_resnet import main
+    from official_resnet import distribute, main
     import cli_fixtures
     import trainer_fixtures as fixtures
     flags.FLAGS(sys.argv[:-2])
@@ -150,6 +150,7 @@ DIRECT_WORKER = textwrap.dedent("""
     metrics = trainer.evaluate()
     np.savez(sys.argv[-1] + ".npz", *[w.numpy() for w in trainer.model.weights])
     json.dump({"replicas": trainer.strategy.num_replicas_in_sync, "chief": trainer.is_chief,
+               "heartbeat_timeout_s": distribute.heartbeat_timeout_s(),
                "step": trainer.current_step(), "updates": int(trainer.optimizer.iterations.numpy()),
                **metrics}, open(sys.argv[-1] + ".json", "w"))
 """)
@@ -163,7 +164,8 @@ def test_two_workers_match_one_process(tmp_path, cluster, batch_norm):
   per_replica (the default BatchNorm): each replica normalizes its own half, so the
   reference is one process with two replicas given the same halves (mirrored); worker 2
   also gets a NaN pixel in one batch under --nan_policy=skip, and both workers must skip
-  that step, moving statistics included, as if the batch had never been there.
+  that step, moving statistics included, as if the batch had never been there. Both
+  clusters' coordination services get the heartbeat timeout asked for (default or flag).
   synchronized (--sync_batch_norm): the reference is one replica on the whole batch;
   the bound is that of the in-process test of two replicas, for the same reason (float32
   sums in another order, grown by BatchNorm's 1/sigma over the steps).
@@ -183,8 +185,10 @@ def test_two_workers_match_one_process(tmp_path, cluster, batch_norm):
     flags_per_worker = [[f"--worker_hosts={','.join(hosts)}", f"--task_index={index}"]
                         for index in range(2)]
     envs = [subprocess_env()] * 2
+    heartbeat_timeout_s = config_lib.RuntimeConfig().heartbeat_timeout_s
   else:
-    flags_per_worker = [[], []]
+    heartbeat_timeout_s = 300.0
+    flags_per_worker = [[f"--heartbeat_timeout={heartbeat_timeout_s}"]] * 2
     envs = [cluster_env(hosts, index) for index in range(2)]
   run_pair([[sys.executable, str(script), *common, "--distribution_strategy=multi_worker_mirrored",
              *flags_per_worker[index], kind, str(tmp_path / f"worker{index}")]
@@ -197,6 +201,7 @@ def test_two_workers_match_one_process(tmp_path, cluster, batch_norm):
   reference_eval = reference.evaluate()
   results = [json.loads((tmp_path / f"worker{i}.json").read_text()) for i in range(2)]
   assert [(r["replicas"], r["chief"]) for r in results] == [(2, True), (2, False)]
+  assert [r["heartbeat_timeout_s"] for r in results] == [heartbeat_timeout_s] * 2
   expected_updates = 3 if kind == "nan" else 4
   assert [(r["step"], r["updates"]) for r in results] == [(4, expected_updates)] * 2
   weights = [np.load(tmp_path / f"worker{i}.npz") for i in range(2)]
