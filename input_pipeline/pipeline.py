@@ -123,13 +123,34 @@ def _end_of_pass(action, element_spec) -> tf.data.Dataset:
   return tf.data.Dataset.range(1).map(run).filter(lambda *_: tf.constant(False))
 
 
-def build_dataset(config: DataConfig, training: bool, input_context=None) -> tf.data.Dataset:
+def _read_records(source, config: DataConfig, training: bool, input_context) -> tf.data.Dataset:
+  # This pipeline's records: sharded by file when every pipeline gets a file,
+  # else by record; file order shuffled; files read in parallel (see sources).
+  dataset = source.read(sources.Shard.from_context(input_context), training, config.seed)
+  if config.cache if training else config.eval_cache:
+    # Keep the encoded records in memory after the first pass: later passes skip storage.
+    dataset = dataset.cache()
+  return dataset
+
+
+def read_records(config: DataConfig, training: bool, input_context=None) -> tf.data.Dataset:
+  """This pipeline's encoded records, as build_dataset reads them (cached when config asks).
+
+  tf.data keeps a cache with the dataset object, so a caller that builds several datasets
+  (one per epoch) reads storage once only by passing the same records to each.
+  """
+  return _read_records(sources.make_source(config, training), config, training, input_context)
+
+
+def build_dataset(config: DataConfig, training: bool, input_context=None,
+                  records: tf.data.Dataset | None = None) -> tf.data.Dataset:
   """Batches of (images [B, S, S, 3], labels int32 [B]) for one input pipeline.
 
   B = config.batch_size / replicas in sync; S = image_size in training, eval_size in
   evaluation. Training: shuffled, endless, full batches. Eval: one pass, each example
   of this pipeline's shard once, the last batch possibly smaller. Images that fail to
-  decode are skipped and counted (bad_data.SKIPPED_IMAGES).
+  decode are skipped and counted (bad_data.SKIPPED_IMAGES). `records`: what read_records
+  gave for the same source and input_context; by default they are read anew.
   """
   batch_size = per_replica_batch_size(
       config.batch_size, input_context.num_replicas_in_sync if input_context else 1)
@@ -148,12 +169,8 @@ def build_dataset(config: DataConfig, training: bool, input_context=None) -> tf.
     indices, images, labels = batch
     return in_flight.account(last_index, indices), (images, labels)
 
-  # This pipeline's records: sharded by file when every pipeline gets a file,
-  # else by record; file order shuffled; files read in parallel (see sources).
-  dataset = source.read(sources.Shard.from_context(input_context), training, config.seed)
-  if config.cache if training else config.eval_cache:
-    # Keep the encoded records in memory after the first pass: later passes skip storage.
-    dataset = dataset.cache()
+  dataset = (records if records is not None
+             else _read_records(source, config, training, input_context))
   if training:
     # Mix records across files; the bounded buffer bounds memory however large the data.
     dataset = dataset.shuffle(config.shuffle_buffer_size, seed=config.seed,

@@ -201,6 +201,8 @@ class Trainer:
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step,
                                           **self._checkpointed_average())
     self._iterator_state = None
+    # input_pipeline_id -> its training records, cached in memory, read once for every epoch.
+    self._cached_train_records = {}
     self._evaluate_all = None
     # Rebuilt for each phase's trainable layers by _enter_phase.
     self._sync_moving_statistics = self._make_sync_moving_statistics()
@@ -341,12 +343,29 @@ class Trainer:
       return dataclasses.replace(self.config.data, output_dtype="uint8")
     return self.config.data
 
+  def _train_records(self, data, input_context):
+    """The records every epoch's pipeline reads when they are cached (data.cache), else None.
+
+    tf.data keeps the cache with the records' dataset object, so epochs share one. Its file
+    order is the run's (data.seed), not an epoch's: a resumed run caches what an
+    uninterrupted one cached.
+    """
+    if not data.cache:
+      return None
+    pipeline_id = input_context.input_pipeline_id if input_context is not None else 0
+    if pipeline_id not in self._cached_train_records:
+      self._cached_train_records[pipeline_id] = input_pipeline.read_records(
+          data, training=True, input_context=input_context)
+    return self._cached_train_records[pipeline_id]
+
   def train_dataset(self, epoch, offset=0, input_context=None):
     """Epoch `epoch`'s training batches from step `offset` of the epoch on: the same batches
     in every run with a data seed (each epoch its own order)."""
     data = self.train_data_config()
+    records = self._train_records(data, input_context)
     data = dataclasses.replace(data, seed=epoch_seed(data.seed, epoch))
-    dataset = input_pipeline.build_dataset(data, training=True, input_context=input_context)
+    dataset = input_pipeline.build_dataset(data, training=True, input_context=input_context,
+                                           records=records)
     if offset and data.seed is not None:
       batches_per_step = 1
       if input_context is not None:

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from official_resnet import config as config_lib
 from official_resnet import losses
@@ -254,6 +255,39 @@ def test_a_resumed_epoch_continues_the_same_data_order(tmp_path):
   # Each epoch has its own order, the same in every run with this seed.
   assert labels(0, 0, 4) != whole_epoch
   assert labels(0, 0, 4) == labels(0, 0, 4)
+
+
+def test_cached_training_records_are_read_from_storage_once_for_every_epoch(tmp_path):
+  """--training_dataset_cache: later epochs read the records kept in memory, not the files
+  (overwritten with black images here); each epoch keeps its own order, and a fresh
+  trainer (a resumed run) reads the batches of one that went through the earlier epochs."""
+  data = fixtures.write_colour_folder(str(tmp_path / "data"), 2, 1)
+
+  def trainer(name, cache):
+    experiment = fixtures.experiment(tmp_path / name, data, batch_size=8, seed=5)
+    return trainer_lib.Trainer(dataclasses.replace(
+        experiment, data=dataclasses.replace(experiment.data, cache=cache)))
+
+  def whole_set(trainer, epoch):  # One batch: all 8 training images.
+    images, labels = next(iter(trainer.train_dataset(epoch)))
+    return images.numpy(), labels.numpy()
+
+  cached = trainer("cached", cache=True)
+  first_images, first_labels = whole_set(cached, 0)
+  second_images, second_labels = whole_set(cached, 1)
+  assert sorted(second_labels) == sorted(first_labels)
+  assert second_labels.tolist() != first_labels.tolist()
+  resumed_images, resumed_labels = whole_set(trainer("resumed", cache=True), 1)
+  np.testing.assert_array_equal(resumed_labels, second_labels)
+  np.testing.assert_array_equal(resumed_images, second_images)
+
+  for path in glob.glob(os.path.join(data, "train", "*", "*.png")):
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(path)
+  # uint8 pixels (the train step normalizes): every colour has a channel of 140 or more.
+  cached_images, _ = whole_set(cached, 2)
+  assert cached_images.dtype == np.uint8 and np.all(cached_images.max(axis=(1, 2, 3)) >= 140)
+  uncached_images, _ = whole_set(trainer("uncached", cache=False), 2)
+  np.testing.assert_array_equal(uncached_images, 0)
 
 
 def test_two_phases_freeze_then_train_and_resume_inside_phase_two(colours, tmp_path):
