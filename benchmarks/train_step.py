@@ -669,7 +669,7 @@ def _data_config(item, config, data_dir):
                     image_size=config.image_size)
 
 
-def _train_batches(item, config, data_dir, trainer=None):
+def train_batches(item, config, data_dir, trainer=None):
   """Training batches; "synthetic" is one batch of the synthetic source held in memory.
 
   Repeating one batch measures the step alone, as the official
@@ -730,7 +730,7 @@ def steps_on_input(trainer, train_function, item, config, data_dir, num_steps):
   The train function runs on our iterator instead of Trainer.train's epoch bookkeeping.
   """
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  batches = _train_batches(item, config, data_dir, trainer)
+  batches = train_batches(item, config, data_dir, trainer)
   iterator = iter(trainer.strategy.distribute_datasets_from_function(lambda _: batches))
   steps = tf.constant(num_steps, tf.int32)
   return lambda: train_function(iterator, steps)
@@ -802,7 +802,7 @@ def _added_work(trainer, item, config, data_dir):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from input_pipeline import preprocessing  # pylint: disable=import-outside-toplevel
   from official_resnet import mixing  # pylint: disable=import-outside-toplevel
-  images, labels = next(iter(_train_batches(item, config, data_dir, trainer)))
+  images, labels = next(iter(train_batches(item, config, data_dir, trainer)))
   images = preprocessing.normalize(images, trainer.train_data_config().normalization)
   size, num_classes = config.image_size, trainer.config.model.num_classes
 
@@ -830,7 +830,7 @@ def _keras_fit(item, config, data_dir):
       weights=None, input_shape=(config.image_size, config.image_size, 3))
   model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
                 loss="sparse_categorical_crossentropy", jit_compile=item.xla)
-  dataset = _train_batches(item, config, data_dir)
+  dataset = train_batches(item, config, data_dir)
   marks = []
 
   class Windows(keras.callbacks.Callback):

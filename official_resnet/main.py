@@ -784,7 +784,7 @@ def _mode(f):
   return "train" if f.skip_eval and f.mode == "train_and_eval" else f.mode
 
 
-def _apply_process_settings(f):
+def apply_process_settings(f):
   """What the official flags set for the whole process: environment, eager execution."""
   environment = {}
   if f.tf_gpu_thread_mode:
@@ -813,7 +813,7 @@ def run(flag_values=FLAGS):
       raise ValueError(f"--clean deletes model_dir before training; --mode={mode} would "
                        f"delete the run it acts on. Received: --mode={mode} --clean")
     experiment = experiment_from_flags(flag_values)
-    _apply_process_settings(flag_values)
+    apply_process_settings(flag_values)
   except ValueError as error:
     raise app.UsageError(str(error)) from error
   if flag_values.clean:

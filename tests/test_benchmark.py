@@ -174,10 +174,10 @@ def test_train_items_feed_the_step_what_trainer_train_feeds_it(tmp_path):
   item = Item("train", steps_per_loop=1)
   trainer, _ = train_step.build_train_function(item, config, data_dir=None)
   assert trainer.normalizes_on_device
-  images, labels = next(iter(train_step._train_batches(item, config, None, trainer)))
+  images, labels = next(iter(train_step.train_batches(item, config, None, trainer)))
   assert images.dtype == "uint8" and images.shape == (4, 32, 32, 3)
   # keras.applications' fit gets no trainer and keeps the pipeline's normalized float32.
-  assert next(iter(train_step._train_batches(item, config, None)))[0].dtype == "float32"
+  assert next(iter(train_step.train_batches(item, config, None)))[0].dtype == "float32"
   results = train_step.steps_on_input(trainer, trainer.make_train_function(), item, config, None,
                                       1)()
   assert results["examples"] == 4 and 0 < results["loss_sum"] < 100  # a finite loss

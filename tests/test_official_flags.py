@@ -203,7 +203,7 @@ def test_fixed_loss_scale_and_process_settings(tmp_path):
           "--loss_scale=128", "--tf_gpu_thread_mode=gpu_private", "--per_gpu_thread_count=3",
           "--batchnorm_spatial_persistent=true", "--use_tf_function=false")
     experiment = main.experiment_from_flags()
-    main._apply_process_settings(FLAGS)
+    main.apply_process_settings(FLAGS)
   assert experiment.runtime.loss_scale == 128.0
   trainer = trainer_lib.Trainer(experiment)
   # A fixed scale: a plain optimizer with Keras' loss_scale_factor, never a dynamic one.
@@ -223,7 +223,7 @@ def test_fixed_loss_scale_and_process_settings(tmp_path):
   assert official_flags.datasets_private_threads(0, 0, None, 96) is None
   with flagsaver.flagsaver():
     parse("--batchnorm_spatial_persistent=false", "--num_gpus=0")
-    main._apply_process_settings(FLAGS)
+    main.apply_process_settings(FLAGS)
   assert "TF_USE_CUDNN_BATCHNORM_SPATIAL_PERSISTENT" not in os.environ
   assert not tf.config.functions_run_eagerly()
 
