@@ -1,6 +1,7 @@
 """The input benchmark: ImageNet-like generated records, and a report consistent with its passes."""
 import json
 import os
+import pathlib
 import statistics
 
 import numpy as np
@@ -41,6 +42,17 @@ def test_generated_records_are_photo_sized_jpegs(data_dir):
   mtimes = [os.path.getmtime(f) for f in files]
   assert pipeline.ensure_data(data_dir, NUM_IMAGES, NUM_SHARDS, processes=2) == files
   assert [os.path.getmtime(f) for f in files] == mtimes
+
+
+def test_worker_processes_write_the_records_the_calling_process_writes(data_dir, tmp_path,
+                                                                       monkeypatch):
+  # Large sets are encoded by spawned workers; this small one too, with the threshold lowered.
+  monkeypatch.setattr(pipeline, "MIN_IMAGES_FOR_WORKERS", NUM_IMAGES)
+  files = pipeline.ensure_data(str(tmp_path), NUM_IMAGES, NUM_SHARDS, processes=2)
+  in_process = pipeline.ensure_data(data_dir, NUM_IMAGES, NUM_SHARDS, processes=2)
+  assert [os.path.basename(f) for f in files] == [os.path.basename(f) for f in in_process]
+  for pooled, local in zip(files, in_process):
+    assert pathlib.Path(pooled).read_bytes() == pathlib.Path(local).read_bytes()
 
 
 @pytest.mark.slow
