@@ -624,6 +624,27 @@ def _initial_weights(f, architecture, variant):
     raise ValueError(f"--{_weights_flag(f)}: {error}") from error
 
 
+def _resumed_checkpoint(f, saved):
+  """The checkpoint of the run in --model_dir that this command goes on from; None if none.
+
+  It holds every weight, so the command that resumes a run does not read the weights it
+  started from again (a file since deleted, a hub that cannot be reached): what they
+  implied is in the run's config.json.
+  """
+  if saved is None or saved.train is None:
+    return None
+  return tf.train.latest_checkpoint(f.model_dir)
+
+
+def _resumed_run_weights(f, saved, checkpoint):
+  """(file, empty WeightsInfo): the weights the resumed run started from, not read again."""
+  given = [f"--{name}={f[name].value}" for name in WEIGHTS_FLAGS if f[name].value]
+  if given:
+    logging.info("%s not read: %s holds every weight (the run started from %s).",
+                 " and ".join(given), checkpoint, saved.train.init_checkpoint)
+  return saved.train.init_checkpoint, weight_sources.WeightsInfo()
+
+
 def _weights_flag(f):
   """The weights flag given (the first, if several), else "pretrained"."""
   return next((name for name in WEIGHTS_FLAGS if f[name].value), "pretrained")
@@ -666,11 +687,12 @@ def _saved_run(f):
   return run_state.read_run_config(f.model_dir)
 
 
-def _given_fields(f):
-  """{"section.field": the first given flag that sets it} for the flags given."""
+def _given_fields(f, left_out=()):
+  """{"section.field": the first given flag that sets it} for the flags given, but those
+  `left_out`."""
   given = {}
   for name, fields in FLAG_FIELDS.items():
-    if f[name].present:
+    if f[name].present and name not in left_out:
       for field in fields:
         given.setdefault(field, name)
   return given
@@ -698,8 +720,10 @@ def experiment_from_flags(flag_values=FLAGS):
       heartbeat_timeout_s=f.heartbeat_timeout, tpu=f.tpu,
       loss_scale=_loss_scale(f), enable_xla=f.enable_xla, seed=f.seed)
   saved = _saved_run(f)
+  resumed = _resumed_checkpoint(f, saved)
   architecture, variant = _architecture_and_variant(f)
-  weights, weights_info = _initial_weights(f, architecture, variant)
+  weights, weights_info = (_resumed_run_weights(f, saved, resumed) if resumed
+                           else _initial_weights(f, architecture, variant))
   # An existing run's normalization comes from its config.json, not from weights files;
   # without weights it is --scratch_normalization's.
   normalization = f.normalization or (saved.data.normalization if saved is not None
@@ -771,8 +795,10 @@ def experiment_from_flags(flag_values=FLAGS):
                                               keep=_chosen_over_weights(f, saved))
   if saved is not None:
     settable = {field for fields in FLAG_FIELDS.values() for field in fields}
+    # A resumed run keeps what its weights implied, whatever weights flag the command repeats.
+    unread = WEIGHTS_FLAGS if resumed else ()
     experiment = run_state.with_saved_run(experiment, saved, f.model_dir, settable,
-                                          _given_fields(f))
+                                          _given_fields(f, left_out=unread))
   _warn_without_weights(f, weights, experiment.train.resolved_phases())
   return experiment
 

@@ -135,9 +135,10 @@ def test_catsdogs_recipe_trains_the_head_on_loaded_frozen_vgg16(catsdogs, tmp_pa
   reference = models.build_model(experiment(f"--flagfile={CATSDOGS}", *small).model)
   weights_file = str(tmp_path / "vgg16.weights.h5")
   reference.save_weights(weights_file)
-  trainer, initial, stats = train_recipe(
-      f"--flagfile={CATSDOGS}", f"--data_dir={catsdogs}", f"--model_dir={tmp_path / 'run'}",
-      f"--pretrained={weights_file}", "--train_steps=3", *small)
+  command = (f"--flagfile={CATSDOGS}", f"--data_dir={catsdogs}",
+             f"--model_dir={tmp_path / 'run'}", f"--pretrained={weights_file}", "--train_steps=3",
+             *small)
+  trainer, initial, stats = train_recipe(*command)
   assert trainer.config.data.normalization == "caffe"
   assert stats["step"] == 3 and stats["eval_examples"] > 0
   convs = weights_of(trainer.model, keras.layers.Conv2D)
@@ -148,6 +149,17 @@ def test_catsdogs_recipe_trains_the_head_on_loaded_frozen_vgg16(catsdogs, tmp_pa
       np.testing.assert_array_equal(value, expected, err_msg=name)
   dense = initial[keras.layers.Dense]
   assert changed(dense, weights_of(trainer.model, keras.layers.Dense)) == {"fc1", "fc2", "predictions"}
+  # The same command resumes with the weights file gone: the checkpoint holds every weight,
+  # and config.json what the file implied.
+  os.remove(weights_file)
+  resumed = trainer_lib.Trainer(experiment(*command))
+  resumed.restore_or_initialize()
+  assert resumed.current_step() == 3
+  assert (resumed.config.data.normalization, resumed.config.train.init_checkpoint) == (
+      "caffe", weights_file)
+  for layer in trainer.model.layers:
+    for value, expected in zip(resumed.model.get_layer(layer.name).weights, layer.weights):
+      np.testing.assert_array_equal(value.numpy(), expected.numpy(), err_msg=value.path)
 
 
 def test_cifar10_recipe_fine_tunes_every_layer_from_scratch_with_a_warning(tmp_path, caplog):
