@@ -52,10 +52,11 @@ case "$cmd" in
     # The whole suite runs in one pytest process per core plus one (at most 4): many tests
     # wait on the subprocesses they start, and the extra process keeps the cores busier
     # (2 cores: 1.89 busy on average against 1.78 with two). A test file per process, so
-    # its module fixtures are built once; with arguments, one process.
+    # its module fixtures are built once; with arguments, one process. The 15 slowest
+    # tests are listed at the end: where to look first when the suite grows slower.
     if [ $# -eq 0 ]; then
       workers=$(( $(nproc) + 1 )); [ "$workers" -le 4 ] || workers=4
-      set -- -n "$workers" --dist loadfile
+      set -- -n "$workers" --dist loadfile --durations=15
     fi
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
