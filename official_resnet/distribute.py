@@ -10,6 +10,7 @@ from absl import logging
 import tensorflow as tf
 # Private: MultiWorkerMirroredStrategy has no public way to set its heartbeat timeout.
 from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+from tensorflow.python.distribute import multi_worker_util
 from tensorflow.python.eager import context as eager_context
 
 from official_resnet import config as config_lib
@@ -115,9 +116,8 @@ def _configure_coordination_service(spec, heartbeat_timeout_s):
   """
   jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(spec[job]))
           for job in ("chief", "worker") if job in spec]
-  leader_job = "chief" if "chief" in spec else "worker"
   eager_context.context().configure_coordination_service(
-      service_type="standalone", service_leader=f"/job:{leader_job}/replica:0/task:0",
+      service_type="standalone", service_leader=multi_worker_util.coordination_leader(spec),
       coordinated_jobs=jobs, heartbeat_timeout_in_ms=int(heartbeat_timeout_s * 1000))
 
 
@@ -130,7 +130,8 @@ def heartbeat_timeout_s():
 def _multi_worker_strategy(runtime):
   resolver = cluster_resolver(runtime)
   spec = resolver.cluster_spec().as_dict()
-  if resolver.task_type in ("chief", "worker") and spec:
+  # As the strategy does: only chief and worker tasks take part (a single worker has neither).
+  if resolver.task_type in ("chief", "worker"):
     _configure_coordination_service(spec, runtime.heartbeat_timeout_s)
   options = tf.distribute.experimental.CommunicationOptions(
       implementation=_COLLECTIVE_IMPLEMENTATIONS[runtime.all_reduce_alg])

@@ -600,11 +600,16 @@ PRETRAINED_EXTENSIONS = (".h5", ".pth", ".pt", ".safetensors")
 WEIGHTS_FLAGS = ("pretrained", "init_checkpoint", "pretrained_filepath")
 
 
+def _given_weights_flags(f):
+  """["--pretrained=...", ...]: the weights flags given a value."""
+  return [f"--{name}={f[name].value}" for name in WEIGHTS_FLAGS if f[name].value]
+
+
 def _initial_weights(f, architecture, variant):
   """(file, WeightsInfo) of --pretrained (a named set resolved to its file), --init_checkpoint
   or the official --pretrained_filepath, whichever is given (not two); (None, empty
   WeightsInfo) without."""
-  given = [f"--{name}={f[name].value}" for name in WEIGHTS_FLAGS if f[name].value]
+  given = _given_weights_flags(f)
   if len(given) > 1:
     raise ValueError("Give the weights to start from once: --pretrained (keras.applications, "
                      "torchvision, timm), --init_checkpoint (ours) or --pretrained_filepath (the "
@@ -638,7 +643,7 @@ def _resumed_checkpoint(f, saved):
 
 def _resumed_run_weights(f, saved, checkpoint):
   """(file, empty WeightsInfo): the weights the resumed run started from, not read again."""
-  given = [f"--{name}={f[name].value}" for name in WEIGHTS_FLAGS if f[name].value]
+  given = _given_weights_flags(f)
   if given:
     logging.info("%s not read: %s holds every weight (the run started from %s).",
                  " and ".join(given), checkpoint, saved.train.init_checkpoint)

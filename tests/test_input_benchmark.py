@@ -1,5 +1,6 @@
 """The input benchmark: ImageNet-like generated records, and a report consistent with its passes."""
 import json
+import multiprocessing
 import os
 import pathlib
 import statistics
@@ -48,7 +49,12 @@ def test_worker_processes_write_the_records_the_calling_process_writes(data_dir,
                                                                        monkeypatch):
   # Large sets are encoded by spawned workers; this small one too, with the threshold lowered.
   monkeypatch.setattr(pipeline, "MIN_IMAGES_FOR_WORKERS", NUM_IMAGES)
+  contexts = []
+  get_context = multiprocessing.get_context
+  monkeypatch.setattr(multiprocessing, "get_context",
+                      lambda method: contexts.append(method) or get_context(method))
   files = pipeline.ensure_data(str(tmp_path), NUM_IMAGES, NUM_SHARDS, processes=2)
+  assert contexts == ["spawn"]  # The pool ran.
   in_process = pipeline.ensure_data(data_dir, NUM_IMAGES, NUM_SHARDS, processes=2)
   assert [os.path.basename(f) for f in files] == [os.path.basename(f) for f in in_process]
   for pooled, local in zip(files, in_process):
