@@ -434,6 +434,46 @@ def test_fused_batch_norm_trains_like_keras_batch_norm(axis, policy):
   assert np.abs(results[1][-2]).min() > 0.1 and np.abs(results[1][-1] - 1.0).max() > 0.5
 
 
+def test_synchronized_batch_norm_on_two_replicas_equals_keras_synchronized_batch_norm():
+  """Our synchronized moments (one all-reduce, all_replicas_sum's gradient) against Keras'
+  (three all-reduces, TF's gradient wrapper): each replica's half of the batch, in graph mode."""
+  devices = [device.name for device in tf.config.list_logical_devices("CPU")][:2]
+  strategy = tf.distribute.MirroredStrategy(devices, tf.distribute.ReductionToOneDevice())
+  rng = np.random.default_rng(1)
+  halves = rng.normal(2.0, 3.0, (2, 3, 5, 5, 8)).astype(np.float32)
+  # Each half its own mean, so moments of one replica alone would differ from the pair's.
+  halves[1] += 4.0
+  upstream = rng.normal(0.0, 1.0, (2, 3, 5, 5, 8)).astype(np.float32)
+  results = []
+  for layer_class in (keras.layers.BatchNormalization, models.FusedBatchNormalization):
+    with strategy.scope():
+      layer = layer_class(momentum=0.9, epsilon=1e-5, synchronized=True)
+      layer.build((3, 5, 5, 8))
+
+    @tf.function
+    def step(layer=layer):
+      def replica_step():
+        index = tf.distribute.get_replica_context().replica_id_in_sync_group
+        x = tf.gather(halves, index)
+        with tf.GradientTape() as tape:
+          tape.watch(x)
+          outputs = layer(x, training=True)
+          loss = tf.reduce_sum(outputs * tf.gather(upstream, index))
+        return (outputs, *tape.gradient(loss, [x, layer.gamma, layer.beta]))
+      return strategy.run(replica_step)
+
+    per_replica = step()
+    results.append([np.stack([t.numpy() for t in strategy.experimental_local_results(value)])
+                    for value in per_replica]
+                   + [layer.moving_mean.numpy(), layer.moving_variance.numpy()])
+  names = ("outputs", "input gradient", "gamma gradient", "beta gradient", "moving mean",
+           "moving variance")
+  for name, keras_value, ours in zip(names, *results):
+    np.testing.assert_allclose(ours, keras_value, rtol=1e-4, atol=1e-4, err_msg=name)
+  # The moments are the pair's: the mean moved towards that of both halves (about 4).
+  np.testing.assert_allclose(results[1][-2], 0.1 * halves.mean(axis=(0, 1, 2, 3)), rtol=1e-4)
+
+
 def test_fused_and_stock_batch_norm_models_are_interchangeable():
   config = models.ModelConfig("resnet18", "v1.5", **SMALL)
   keras.utils.set_random_seed(5)
