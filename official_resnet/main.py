@@ -629,16 +629,14 @@ def _initial_weights(f, architecture, variant):
     raise ValueError(f"--{_weights_flag(f)}: {error}") from error
 
 
-def _resumed_checkpoint(f, saved):
+def _resumed_checkpoint(saved, latest_checkpoint):
   """The checkpoint of the run in --model_dir that this command goes on from; None if none.
 
   It holds every weight, so the command that resumes a run does not read the weights it
   started from again (a file since deleted, a hub that cannot be reached): what they
   implied is in the run's config.json.
   """
-  if saved is None or saved.train is None:
-    return None
-  return tf.train.latest_checkpoint(f.model_dir)
+  return None if saved is None or saved.train is None else latest_checkpoint
 
 
 def _resumed_run_weights(f, saved, checkpoint):
@@ -672,8 +670,8 @@ def _chosen_over_weights(f, saved):
   return {field for field, given in chosen.items() if given}
 
 
-def _warn_without_weights(f, weights, phases):
-  if weights or f.mode not in ("train", "train_and_eval") or tf.train.latest_checkpoint(f.model_dir):
+def _warn_without_weights(f, weights, phases, latest_checkpoint):
+  if weights or f.mode not in ("train", "train_and_eval") or latest_checkpoint:
     return
   frozen = any(phase.trainable != config_lib.TRAINABLE_ALL for phase in phases)
   if f.expect_weights or frozen:
@@ -725,7 +723,8 @@ def experiment_from_flags(flag_values=FLAGS):
       heartbeat_timeout_s=f.heartbeat_timeout, tpu=f.tpu,
       loss_scale=_loss_scale(f), enable_xla=f.enable_xla, seed=f.seed)
   saved = _saved_run(f)
-  resumed = _resumed_checkpoint(f, saved)
+  latest_checkpoint = tf.train.latest_checkpoint(f.model_dir)
+  resumed = _resumed_checkpoint(saved, latest_checkpoint)
   architecture, variant = _architecture_and_variant(f)
   weights, weights_info = (_resumed_run_weights(f, saved, resumed) if resumed
                            else _initial_weights(f, architecture, variant))
@@ -804,7 +803,7 @@ def experiment_from_flags(flag_values=FLAGS):
     unread = WEIGHTS_FLAGS if resumed else ()
     experiment = run_state.with_saved_run(experiment, saved, f.model_dir, settable,
                                           _given_fields(f, left_out=unread))
-  _warn_without_weights(f, weights, experiment.train.resolved_phases())
+  _warn_without_weights(f, weights, experiment.train.resolved_phases(), latest_checkpoint)
   return experiment
 
 

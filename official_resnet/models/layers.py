@@ -139,13 +139,19 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
   all_replicas_sum for the all-reduce.
   """
 
+  def _count_per_channel(self, inputs):
+    """float32: the values each channel's moments are taken over (0 for an empty batch)."""
+    return tf.cast(tf.size(inputs) // tf.shape(inputs)[self.axis], tf.float32)
+
   def _moments(self, inputs, mask):
     if not self.synchronized or mask is not None or tf.distribute.in_cross_replica_context():
       return super()._moments(inputs, mask)
-    # Keras' sums for synchronized moments (float32 here), in one all-reduce.
+    # Keras' sums for synchronized moments (float32 here), in one all-reduce; the count
+    # from the shape rather than a sum over a tensor of ones.
     axes = self._reduction_axes
-    local = tf.stack([tf.reduce_sum(inputs, axes), tf.reduce_sum(tf.square(inputs), axes),
-                      tf.reduce_sum(tf.ones_like(inputs), axes)])
+    sums = tf.reduce_sum(inputs, axes)
+    local = tf.stack([sums, tf.reduce_sum(tf.square(inputs), axes),
+                      tf.fill(tf.shape(sums), self._count_per_channel(inputs))])
     total, total_of_squares, count = tf.unstack(all_replicas_sum(local))
     mean = tf.math.divide_no_nan(total, count)
     variance = tf.maximum(tf.math.divide_no_nan(total_of_squares, count) - tf.square(mean), 0.0)
@@ -163,7 +169,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         mean=empty, variance=empty, epsilon=self.epsilon, exponential_avg_factor=1.0,
         data_format=data_format, is_training=True)
     # The kernel returns the batch variance with Bessel's correction; Keras averages the biased one.
-    count = tf.cast(tf.size(inputs) // tf.shape(inputs)[self.axis], tf.float32)
+    count = self._count_per_channel(inputs)
     variance = unbiased_variance * (count - 1.0) / count
     self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
     self.moving_variance.assign(
