@@ -2,7 +2,8 @@
 
 Weights give their published accuracy only with what they were trained and evaluated
 with: the pixel normalization, ResNet's padding of strided convolutions (torchvision's
-is symmetric) and the eval resize. A run that starts from a set of weights takes those
+is symmetric) and of its stem pool (keras.applications' and torchvision's are symmetric,
+the official model's is TF's "same") and the eval resize. A run that starts from a set of weights takes those
 settings from the weights, except the ones its caller chose.
 
     experiment = initial_weights.start_from(experiment, "torchvision")
@@ -24,8 +25,8 @@ from official_resnet.models import weights as weights_lib
 # timm keeps its preprocessing in this file beside model.safetensors.
 TIMM_CONFIG_FILE = "config.json"
 # The "section.field" settings weights can imply.
-IMPLIED_FIELDS = ("data.normalization", "model.conv_padding", "data.eval_resize_size",
-                  "data.eval_resize_method")
+IMPLIED_FIELDS = ("data.normalization", "model.conv_padding", "model.pool_padding",
+                  "data.eval_resize_size", "data.eval_resize_method")
 
 
 def weights_info(path) -> weight_sources.WeightsInfo:
@@ -54,6 +55,7 @@ def weights_info(path) -> weight_sources.WeightsInfo:
   data = run_config.data
   return weight_sources.WeightsInfo(
       normalization=data.normalization, conv_padding=run_config.model.conv_padding,
+      pool_padding=run_config.model.pool_padding,
       eval_resize=data.eval_resize_size,
       eval_crop=data.image_size if data.eval_resize_size else None,
       eval_resize_method=data.eval_resize_method, source=path)
@@ -82,6 +84,7 @@ def implied_settings(info, data):
   with DataConfig `data` (the published eval resize is scaled to data.eval_size)."""
   settings = {"data.normalization": info.normalization,
               "model.conv_padding": info.conv_padding,
+              "model.pool_padding": info.pool_padding,
               "data.eval_resize_size": info.eval_resize_size(data.eval_size),
               "data.eval_resize_method": info.eval_resize_method}
   return {field: value for field, value in settings.items() if value is not None}

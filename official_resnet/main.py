@@ -47,6 +47,7 @@ from official_resnet.models.config import CONV_PADDINGS
 from official_resnet.models.config import DATA_FORMATS
 from official_resnet.models.config import HeadConfig
 from official_resnet.models.config import ModelConfig
+from official_resnet.models.config import POOL_PADDINGS
 from official_resnet.models.config import RESNET_VARIANTS
 
 FLAGS = flags.FLAGS
@@ -373,6 +374,10 @@ flags.DEFINE_enum("export_checkpoint", _EXPORT_SETTINGS.checkpoint,
 flags.DEFINE_enum("conv_padding", None, list(CONV_PADDINGS),
                   "ResNet's strided 3x3 convolutions: same (TF) or symmetric (torchvision, "
                   "timm). Default: the weights', else same.")
+flags.DEFINE_enum("pool_padding", None, list(POOL_PADDINGS),
+                  "ResNet's 3x3/2 stem max pool: same (the official model: 0 before, 1 after) or "
+                  "symmetric (1 on every side: keras.applications, torchvision, timm). Default: "
+                  "the weights', else the variant's (v1.5: same; v1: symmetric).")
 flags.DEFINE_integer("eval_resize_size", None,
                      "Eval: shorter side before the centre crop. Default: the published protocol "
                      "of the weights, else image_size / 0.875.", lower_bound=constants.MIN_IMAGE_SIZE)
@@ -410,7 +415,8 @@ FLAG_FIELDS = {
     "dtype": ("model.dtype_policy",),
     "normalize_in_model": ("model.input_normalization", "data.output_dtype"),
     "data_format": ("model.data_format",), "sync_batch_norm": ("model.sync_batch_norm",),
-    "conv_padding": ("model.conv_padding",), "eval_resize_size": ("data.eval_resize_size",),
+    "conv_padding": ("model.conv_padding",), "pool_padding": ("model.pool_padding",),
+    "eval_resize_size": ("data.eval_resize_size",),
     "eval_resize_method": ("data.eval_resize_method",),
     "source": ("data.source",), "use_synthetic_data": ("data.source",),
     "data_dir": ("data.data_dir",), "tfds_name": ("data.tfds_name",),
@@ -421,7 +427,7 @@ FLAG_FIELDS = {
     "normalization": ("data.normalization",), "scratch_normalization": ("data.normalization",),
     # What travels with the weights (normalization, padding, eval resize) comes with them.
     **{name: ("data.normalization", "train.init_checkpoint", "model.conv_padding",
-              "data.eval_resize_size", "data.eval_resize_method")
+              "model.pool_padding", "data.eval_resize_size", "data.eval_resize_method")
        for name in ("pretrained", "init_checkpoint", "pretrained_filepath")},
     "validation_fraction": ("data.validation_fraction",),
     "shuffle_buffer_size": ("data.shuffle_buffer_size",),
@@ -665,6 +671,7 @@ def _chosen_over_weights(f, saved):
   the weights then leave alone."""
   chosen = {"data.normalization": f.normalization or saved is not None,
             "model.conv_padding": f.conv_padding,
+            "model.pool_padding": f.pool_padding,
             "data.eval_resize_size": f.eval_resize_size or f["eval_crop_fraction"].present,
             "data.eval_resize_method": f.eval_resize_method}
   return {field for field, given in chosen.items() if given}
@@ -761,6 +768,7 @@ def experiment_from_flags(flag_values=FLAGS):
       dtype_policy=config_lib.DTYPE_POLICIES[f.dtype], input_normalization=normalization_in_model,
       data_format=f.data_format, sync_batch_norm=f.sync_batch_norm,
       conv_padding=f.conv_padding or "same",
+      pool_padding=f.pool_padding or resnet.VARIANTS[variant]["pool_padding"],
       any_input_size=_any_input_size(f, data))
   schedule = config_lib.ScheduleConfig(
       name=f.lr_schedule, base_learning_rate=f.base_learning_rate,

@@ -91,9 +91,10 @@ INERT = {
         "would choose a tf.while_loop over a Python loop for --steps_per_loop steps; the train "
         "function here always runs them in a tf.while_loop"),
     "single_l2_loss_op": (
-        OfficialFlag("bool", False, "Accepted; L2 is added per kernel."),
-        "would sum the L2 loss in one op over every non-BatchNorm weight; here each conv and "
-        "dense kernel's regularizer adds it (--weight_decay), the same sum without biases"),
+        OfficialFlag("bool", False, "Accepted; L2 is added per layer."),
+        "would sum the L2 loss in one op over every non-BatchNorm weight; here the layers' "
+        "regularizers add it (--weight_decay): every conv kernel, the dense kernel and its "
+        "bias, the same sum"),
     "enable_get_next_as_optional": (
         OfficialFlag("bool", False, "Accepted; evaluation handles partial batches already."),
         "would let the distributed iterator end on a partial batch; evaluation here already "

@@ -35,6 +35,9 @@ _RUN_DEFINING_DATA_FIELDS = ("source", "tfds_name", "train_split", "image_size",
 # them gives the whole recipe; one that gives none keeps the run's.
 TRAIN_RECIPE_FIELDS = ("train_epochs", "train_steps", "phases", "schedule", "optimizer",
                        "label_smoothing")
+# Model fields added after runs were written without them -> how those runs were built, so an
+# older config.json resumes, evaluates and exports the network it trained.
+_MODEL_FIELDS_BEFORE_RECORDED = {"pool_padding": "symmetric"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +104,7 @@ def read_run_config(model_dir):
   with tf.io.gfile.GFile(path) as f:
     payload = json.load(f)
   return RunConfig(
-      model=_from_dict(ModelConfig, payload["model"]),
+      model=_from_dict(ModelConfig, {**_MODEL_FIELDS_BEFORE_RECORDED, **payload["model"]}),
       data=_from_dict(DataConfig, payload["data"]),
       class_names=tuple(payload["class_names"]),
       train=_from_dict(config_lib.TrainConfig, payload["train"]) if "train" in payload else None,

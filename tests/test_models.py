@@ -9,6 +9,7 @@ import tensorflow as tf
 from input_pipeline import constants
 from input_pipeline import preprocessing
 from official_resnet import models
+from official_code import import_official
 
 SMALL = dict(image_size=64, num_classes=3, base_width=8)
 
@@ -187,16 +188,27 @@ def test_zero_init_residual_zeroes_last_gamma_of_each_branch():
     np.testing.assert_array_equal(model.get_layer("conv3_block2_1_bn").gamma.numpy(), 1.0)
 
 
-def test_weight_decay_on_conv_and_dense_kernels_only():
-  config = models.ModelConfig("resnet18", head=models.HeadConfig((8,)), weight_decay=3e-4,
-                              **SMALL)
-  model = models.build_model(config)
-  kernels = [layer.kernel for layer in model.layers
+def _sum_of_squares(variables):
+  return sum(float(tf.reduce_sum(tf.square(variable))) for variable in variables)
+
+
+def test_weight_decay_on_every_resnet_weight_but_batch_norm_vgg_kernels_only():
+  """ResNet: every weight but BatchNorm's, the dense biases too (the official resnet_model's
+  regularizers, and its single_l2_loss_op's sum); VGG: kernels (the official vgg_model's)."""
+  resnet = models.build_model(models.ModelConfig("resnet18", "v1", head=models.HeadConfig((8,)),
+                                                 weight_decay=3e-4, **SMALL))
+  decayed = [variable for layer in resnet.layers if not isinstance(layer, keras.layers.BatchNormalization)
+             for variable in layer.trainable_weights]
+  assert {variable.path for variable in decayed} >= {"conv1_conv/bias", "fc1/bias",
+                                                     "predictions/bias"}
+  assert len(resnet.losses) == len(decayed)
+  assert float(tf.add_n(resnet.losses)) == pytest.approx(3e-4 * _sum_of_squares(decayed), rel=1e-5)
+  vgg = models.build_model(dataclasses.replace(BATTERY["vgg16"], weight_decay=3e-4))
+  kernels = [layer.kernel for layer in vgg.layers
              if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]
-  assert len(model.losses) == len(kernels)
-  expected = 3e-4 * sum(float(tf.reduce_sum(tf.square(kernel))) for kernel in kernels)
-  assert float(tf.add_n(model.losses)) == pytest.approx(expected, rel=1e-5)
-  no_decay = models.build_model(dataclasses.replace(config, weight_decay=0.0))
+  assert len(vgg.losses) == len(kernels)
+  assert float(tf.add_n(vgg.losses)) == pytest.approx(3e-4 * _sum_of_squares(kernels), rel=1e-5)
+  no_decay = models.build_model(dataclasses.replace(BATTERY["resnet18_v1"], weight_decay=0.0))
   assert no_decay.losses == []
 
 
@@ -400,43 +412,75 @@ def test_each_build_draws_fresh_weights():
   assert first.get_layer("predictions").kernel.numpy().std() == pytest.approx(0.01, rel=0.3)
 
 
+def _official_batch_norm(axis, policy, gamma, beta, shape):
+  """The official model's BatchNorm: tf_keras', fused, momentum 0.9, epsilon 1e-5."""
+  tf_keras = import_official("tf_keras")
+  layer = tf_keras.layers.BatchNormalization(axis=axis, momentum=0.9, epsilon=1e-5,
+                                             dtype=tf_keras.mixed_precision.Policy(policy))
+  layer.build(shape)
+  assert layer.fused
+  layer.gamma.assign(gamma)
+  layer.beta.assign(beta)
+  return layer
+
+
+def _ours_batch_norm(axis, policy, gamma, beta, shape, synchronized=False):
+  layer = models.FusedBatchNormalization(axis=axis, momentum=0.9, epsilon=1e-5, dtype=policy,
+                                         synchronized=synchronized)
+  layer.build(shape)
+  layer.gamma.assign(gamma)
+  layer.beta.assign(beta)
+  return layer
+
+
+def _train_and_infer(layer, inputs, upstream, dtype):
+  """outputs, input/gamma/beta gradients, inference outputs, moving mean and variance."""
+  x = tf.cast(inputs, dtype)
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    outputs = layer(x, training=True)
+    loss = tf.reduce_sum(tf.cast(outputs, tf.float32) * upstream)
+  gradients = tape.gradient(loss, [x, layer.gamma, layer.beta])
+  inference = layer(x, training=False)
+  assert outputs.dtype == dtype
+  return ([tf.cast(t, tf.float32).numpy() for t in (outputs, *gradients, inference)]
+          + [layer.moving_mean.numpy(), layer.moving_variance.numpy()])
+
+
+BATCH_NORM_RESULTS = ("outputs", "input gradient", "gamma gradient", "beta gradient", "inference",
+                      "moving mean", "moving variance")
+
+
 @pytest.mark.parametrize("axis, policy", [(-1, "float32"), (1, "float32"), (-1, "mixed_bfloat16")])
-def test_fused_batch_norm_trains_like_keras_batch_norm(axis, policy):
+def test_fused_batch_norm_trains_like_the_official_batch_norm(axis, policy):
+  """Against tf_keras' fused layer: the moving variance moves toward the batch variance with
+  Bessel's correction, which Keras 3's layer leaves out."""
   shape = (6, 16, 5, 7) if axis == 1 else (6, 5, 7, 16)
   rng = np.random.default_rng(0)
   inputs = tf.constant(rng.normal(2.0, 3.0, shape), tf.float32)
   upstream = tf.constant(rng.normal(0.0, 1.0, shape), tf.float32)
   gamma, beta = rng.uniform(0.5, 1.5, 16), rng.normal(0.0, 0.5, 16)
-  results = []
-  for layer_class in (keras.layers.BatchNormalization, models.FusedBatchNormalization):
-    layer = layer_class(axis=axis, momentum=0.9, epsilon=1e-5, dtype=policy)
-    layer.build(shape)
-    layer.gamma.assign(gamma)
-    layer.beta.assign(beta)
-    x = tf.cast(inputs, layer.compute_dtype)
-    with tf.GradientTape() as tape:
-      tape.watch(x)
-      outputs = layer(x, training=True)
-      loss = tf.reduce_sum(tf.cast(outputs, tf.float32) * upstream)
-    gradients = tape.gradient(loss, [x, layer.gamma, layer.beta])
-    inference = layer(x, training=False)
-    assert outputs.dtype == layer.compute_dtype
-    results.append([tf.cast(t, tf.float32).numpy() for t in (outputs, *gradients, inference)]
-                   + [layer.moving_mean.numpy(), layer.moving_variance.numpy()])
+  official = _official_batch_norm(axis, policy, gamma, beta, shape)
+  ours = _ours_batch_norm(axis, policy, gamma, beta, shape)
+  dtype = ours.compute_dtype
+  theirs, mine = (_train_and_infer(layer, inputs, upstream, dtype) for layer in (official, ours))
   # bfloat16 keeps 8 bits of mantissa: outputs and input gradients round at ~0.4%.
-  tolerance = 1e-4 if policy == "float32" else 2e-2
-  names = ("outputs", "input gradient", "gamma gradient", "beta gradient", "inference",
-           "moving mean", "moving variance")
-  for name, keras_value, fused_value in zip(names, *results):
-    np.testing.assert_allclose(fused_value, keras_value, rtol=tolerance, atol=tolerance,
+  tolerance = 1e-5 if policy == "float32" else 2e-2
+  for name, official_value, our_value in zip(BATCH_NORM_RESULTS, theirs, mine):
+    np.testing.assert_allclose(our_value, official_value, rtol=tolerance, atol=tolerance,
                                err_msg=name)
-  # The batch did move the statistics (so their equality above means something).
-  assert np.abs(results[1][-2]).min() > 0.1 and np.abs(results[1][-1] - 1.0).max() > 0.5
+  # The batch did move the statistics, and Keras 3's biased variance would be off by n/(n-1).
+  count = np.prod(shape) / 16
+  assert np.abs(mine[-2]).min() > 0.1 and np.abs(mine[-1] - 1.0).max() > 0.5
+  keras_layer = keras.layers.BatchNormalization(axis=axis, momentum=0.9, epsilon=1e-5, dtype=policy)
+  keras_variance = _train_and_infer(keras_layer, inputs, upstream, dtype)[-1]
+  np.testing.assert_allclose((mine[-1] - 0.9) / (keras_variance - 0.9), count / (count - 1),
+                             rtol=1e-4 if policy == "float32" else 1e-2)
 
 
-def test_synchronized_batch_norm_on_two_replicas_equals_keras_synchronized_batch_norm():
-  """Our synchronized moments (one all-reduce, all_replicas_sum's gradient) against Keras'
-  (three all-reduces, TF's gradient wrapper): each replica's half of the batch, in graph mode."""
+def test_synchronized_batch_norm_on_two_replicas_equals_the_official_on_the_whole_batch():
+  """Our synchronized moments (one all-reduce, all_replicas_sum's gradient) on each replica's
+  half of the batch, in graph mode, against tf_keras' fused layer on the whole batch."""
   devices = [device.name for device in tf.config.list_logical_devices("CPU")][:2]
   strategy = tf.distribute.MirroredStrategy(devices, tf.distribute.ReductionToOneDevice())
   rng = np.random.default_rng(1)
@@ -444,34 +488,35 @@ def test_synchronized_batch_norm_on_two_replicas_equals_keras_synchronized_batch
   # Each half its own mean, so moments of one replica alone would differ from the pair's.
   halves[1] += 4.0
   upstream = rng.normal(0.0, 1.0, (2, 3, 5, 5, 8)).astype(np.float32)
-  results = []
-  for layer_class in (keras.layers.BatchNormalization, models.FusedBatchNormalization):
-    with strategy.scope():
-      layer = layer_class(momentum=0.9, epsilon=1e-5, synchronized=True)
-      layer.build((3, 5, 5, 8))
+  gamma, beta = rng.uniform(0.5, 1.5, 8), rng.normal(0.0, 0.5, 8)
+  with strategy.scope():
+    ours = _ours_batch_norm(-1, "float32", gamma, beta, (3, 5, 5, 8), synchronized=True)
 
-    @tf.function
-    def step(layer=layer):
-      def replica_step():
-        index = tf.distribute.get_replica_context().replica_id_in_sync_group
-        x = tf.gather(halves, index)
-        with tf.GradientTape() as tape:
-          tape.watch(x)
-          outputs = layer(x, training=True)
-          loss = tf.reduce_sum(outputs * tf.gather(upstream, index))
-        return (outputs, *tape.gradient(loss, [x, layer.gamma, layer.beta]))
-      return strategy.run(replica_step)
+  @tf.function
+  def step():
+    def replica_step():
+      index = tf.distribute.get_replica_context().replica_id_in_sync_group
+      x = tf.gather(halves, index)
+      with tf.GradientTape() as tape:
+        tape.watch(x)
+        outputs = ours(x, training=True)
+        loss = tf.reduce_sum(outputs * tf.gather(upstream, index))
+      return (outputs, *tape.gradient(loss, [x, ours.gamma, ours.beta]))
+    return strategy.run(replica_step)
 
-    per_replica = step()
-    results.append([np.stack([t.numpy() for t in strategy.experimental_local_results(value)])
-                    for value in per_replica]
-                   + [layer.moving_mean.numpy(), layer.moving_variance.numpy()])
-  names = ("outputs", "input gradient", "gamma gradient", "beta gradient", "moving mean",
-           "moving variance")
-  for name, keras_value, ours in zip(names, *results):
-    np.testing.assert_allclose(ours, keras_value, rtol=1e-4, atol=1e-4, err_msg=name)
+  per_replica = [strategy.experimental_local_results(value) for value in step()]
+  # Activations and input gradients per example; gamma and beta gradients summed over replicas.
+  mine = ([np.concatenate([t.numpy() for t in per_replica[i]]) for i in (0, 1)]
+          + [sum(t.numpy() for t in per_replica[i]) for i in (2, 3)]
+          + [ours.moving_mean.numpy(), ours.moving_variance.numpy()])
+  official = _official_batch_norm(-1, "float32", gamma, beta, (6, 5, 5, 8))
+  theirs = _train_and_infer(official, halves.reshape(6, 5, 5, 8), upstream.reshape(6, 5, 5, 8),
+                            tf.float32)
+  names = BATCH_NORM_RESULTS[:4] + BATCH_NORM_RESULTS[5:]
+  for name, official_value, our_value in zip(names, theirs[:4] + theirs[5:], mine):
+    np.testing.assert_allclose(our_value, official_value, rtol=1e-4, atol=1e-4, err_msg=name)
   # The moments are the pair's: the mean moved towards that of both halves (about 4).
-  np.testing.assert_allclose(results[1][-2], 0.1 * halves.mean(axis=(0, 1, 2, 3)), rtol=1e-4)
+  np.testing.assert_allclose(mine[-2], 0.1 * halves.mean(axis=(0, 1, 2, 3)), rtol=1e-4)
 
 
 def test_fused_and_stock_batch_norm_models_are_interchangeable():
@@ -498,8 +543,12 @@ def test_fused_and_stock_batch_norm_models_are_interchangeable():
     assert np.abs(stock_gradient).max() > 0, variable.path
     np.testing.assert_allclose(fused_gradient, stock_gradient, rtol=1e-3, atol=1e-4,
                                err_msg=variable.path)
+  # The moving variances differ by Bessel's correction (the official's; Keras 3 leaves it out:
+  # test_fused_batch_norm_trains_like_the_official_batch_norm); everything else is equal.
   for fused_weight, stock_weight in zip(fused.weights, stock.weights):
-    np.testing.assert_allclose(fused_weight.numpy(), stock_weight.numpy(), rtol=1e-4, atol=1e-5)
+    if not fused_weight.path.endswith("moving_variance"):
+      np.testing.assert_allclose(fused_weight.numpy(), stock_weight.numpy(), rtol=1e-4,
+                                 atol=1e-5, err_msg=fused_weight.path)
 
 
 @pytest.mark.parametrize("architecture, padded", [
@@ -513,7 +562,7 @@ def test_symmetric_padding_pads_the_strided_3x3_convolutions_only(architecture, 
   same = models.build_model(config)
   symmetric = models.build_model(dataclasses.replace(config, conv_padding="symmetric"))
   pads = [layer.name for layer in symmetric.layers if isinstance(layer, keras.layers.ZeroPadding2D)]
-  assert pads == ["conv1_pad", "pool1_pad", *padded]
+  assert pads == ["conv1_pad", *padded]
   assert [layer.padding for layer in symmetric.layers if layer.name in
           {name.replace("_pad", "_conv") for name in padded}] == ["valid"] * 3
   assert [w.path for w in symmetric.weights] == [w.path for w in same.weights]
@@ -521,3 +570,36 @@ def test_symmetric_padding_pads_the_strided_3x3_convolutions_only(architecture, 
   # At 64 px every strided map is even-sized: "same" pads 0 before and 1 after, so they differ.
   images = _images(batch=2)
   assert not np.allclose(same(images).numpy(), symmetric(images).numpy(), rtol=1e-3, atol=1e-3)
+
+
+def test_stem_pool_pads_as_the_official_model_or_as_keras_applications():
+  """"same": the official resnet_model.py's MaxPooling2D(padding='same'), 0 pixels before and 1
+  after on an even map; "symmetric": keras.applications' ZeroPadding2D(1) and a valid pool."""
+  config = models.ModelConfig("resnet50", "v1.5", **SMALL)
+  official = models.build_model(config)
+  symmetric = models.build_model(dataclasses.replace(config, pool_padding="symmetric"))
+  # Without a choice, each variant pools as its reference: v1 is keras.applications' network.
+  assert models.build_model(dataclasses.replace(config, variant="v1")).get_layer(
+      "pool1_pad").padding == ((1, 1), (1, 1))
+  assert official.get_layer("pool1_pool").padding == "same"
+  assert "pool1_pad" not in [layer.name for layer in official.layers]
+  assert symmetric.get_layer("pool1_pad").padding == ((1, 1), (1, 1))
+  assert [w.path for w in symmetric.weights] == [w.path for w in official.weights]
+  symmetric.set_weights(official.get_weights())
+  images = _images(batch=2)
+  stem = [keras.Model(model.input, model.get_layer("pool1_pool").output)
+          for model in (official, symmetric)]
+  relu = keras.Model(official.input, official.get_layer("conv1_relu").output)(images).numpy()
+  assert relu.shape[1:3] == (32, 32)
+  # Both are the same 3x3/2 max over windows whose corner moves by one pixel (ReLU outputs are
+  # non-negative, so zero padding is no padding to a max).
+  padded = np.pad(relu, ((0, 0), (0, 1), (0, 1), (0, 0)))
+  official_windows = np.stack([padded[:, i:i + 31:2, j:j + 31:2] for i in range(3) for j in range(3)])
+  np.testing.assert_allclose(stem[0](images).numpy(), official_windows.max(axis=0), rtol=1e-6)
+  padded = np.pad(relu, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  symmetric_windows = np.stack([padded[:, i:i + 31:2, j:j + 31:2] for i in range(3) for j in range(3)])
+  np.testing.assert_allclose(stem[1](images).numpy(), symmetric_windows.max(axis=0), rtol=1e-6)
+  assert not np.allclose(official(images).numpy(), symmetric(images).numpy(), rtol=1e-3, atol=1e-3)
+  with pytest.raises(ValueError, match=r"pool_padding must be one of \('same', 'symmetric', None\)\. "
+                                       r"Received: 'torch'"):
+    models.ModelConfig("resnet50", pool_padding="torch")

@@ -27,10 +27,13 @@ TOLERANCE = 1e-4  # Of the largest output.
 # torchvision's VGG head at test size (see _at_test_size); 4096 wide at 224 px.
 HIDDEN = 256
 TOP = models.HeadConfig((HIDDEN, HIDDEN), dropout=0.5)
-# torchvision architecture -> our ModelConfig fields (with top; conv_padding for ResNet).
+# torchvision architecture -> our ModelConfig fields (with top; for ResNet the paddings that
+# torchvision's weights imply, as a run started from them takes them).
+TORCH_PADDINGS = dict(conv_padding=weight_sources.TORCH_INFO.conv_padding,
+                      pool_padding=weight_sources.TORCH_INFO.pool_padding)
 CONFIGS = {
-    "resnet18": dict(architecture="resnet18", variant="v1.5", conv_padding="symmetric"),
-    "resnet50": dict(architecture="resnet50", variant="v1.5", conv_padding="symmetric"),
+    "resnet18": dict(architecture="resnet18", variant="v1.5", **TORCH_PADDINGS),
+    "resnet50": dict(architecture="resnet50", variant="v1.5", **TORCH_PADDINGS),
     "vgg16": dict(architecture="vgg16", pooling=None, head=TOP),
     "vgg16_bn": dict(architecture="vgg16", vgg_batch_norm=True, pooling=None, head=TOP),
 }

@@ -291,8 +291,9 @@ def test_recipe_flagfiles_describe_their_source_and_run_at_smoke_size(name, tmp_
         224, 0.95, (0.08, 1.0))
   else:
     assert (full.data.batch_size, full.model.image_size, train.train_steps) == (2048, 224, 56160)
+    # The Model Garden's l2_weight_decay 1e-4, which it applies as l2(1e-4 / 2).
     assert (train.optimizer.name, full.model.weight_decay, train.label_smoothing) == (
-        "sgd", 1e-4, 0.1)
+        "sgd", 5e-5, 0.1)
     assert train.schedule.peak_learning_rate(2048) == pytest.approx(0.8)
     # The Model Garden's boundaries and warm-up, from epochs at 1281167 // 2048 steps each.
     steps_per_epoch = 1281167 // 2048

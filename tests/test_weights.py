@@ -3,6 +3,7 @@ weights, their caches and what travels with them."""
 import dataclasses
 import hashlib
 import inspect
+import json
 import os
 import re
 
@@ -25,6 +26,7 @@ from official_resnet import config as config_lib
 from official_resnet import export
 from official_resnet import initial_weights
 from official_resnet import models
+from official_resnet import run_state
 from official_resnet.models import weight_sources
 import test_recipes
 
@@ -253,8 +255,8 @@ def test_torchvision_name_downloads_checks_and_then_reads_the_cache(tmp_path, mo
   path, info = weight_sources.resolve("torchvision", architecture="resnet18")
   assert path == cached and open(path, "rb").read() == content
   assert info == weight_sources.WeightsInfo(
-      normalization="torch", variant="v1.5", conv_padding="symmetric", eval_resize=256,
-      eval_crop=224, eval_resize_method="bilinear_antialias",
+      normalization="torch", variant="v1.5", conv_padding="symmetric",
+      pool_padding="symmetric", eval_resize=256, eval_crop=224, eval_resize_method="bilinear_antialias",
       source="torchvision resnet18 IMAGENET1K_V1")
   assert info.eval_resize_size(224) == 256 and info.eval_resize_size(64) == 73
   # The server gone, the cache answers.
@@ -339,17 +341,26 @@ def test_pretrained_name_sets_what_travels_and_the_variant_is_checked(tmp_path, 
                       {"IMAGENET1K_V2": (file_name, 232)})
   config = test_recipes.experiment("--pretrained=torchvision", "--architecture=resnet50")
   assert config.train.init_checkpoint == str(tmp_path / "hub" / "checkpoints" / file_name)
-  assert (config.data.normalization, config.model.conv_padding, config.model.variant) == (
-      "torch", "symmetric", "v1.5")
+  assert (config.data.normalization, config.model.conv_padding, config.model.pool_padding,
+          config.model.variant) == ("torch", "symmetric", "symmetric", "v1.5")
   assert (config.data.eval_resize_size, config.data.eval_resize_method) == (232, "bilinear_antialias")
   config = test_recipes.experiment("--pretrained=torchvision:IMAGENET1K_V2", "--image_size=64",
-                                   "--eval_resize_method=bilinear", "--conv_padding=same")
+                                   "--eval_resize_method=bilinear", "--conv_padding=same",
+                                   "--pool_padding=same")
   assert (config.data.eval_resize_size, config.data.eval_resize_method) == (66, "bilinear")
-  assert config.model.conv_padding == "same"
-  # Without weights, as before.
+  assert (config.model.conv_padding, config.model.pool_padding) == ("same", "same")
+  # Without weights: the official network (v1.5), or keras.applications' (v1).
   config = test_recipes.experiment()
   assert (config.data.eval_resize_size, config.data.eval_resize_method) == (None, "bilinear")
-  assert config.model.conv_padding == "same"
+  assert (config.model.conv_padding, config.model.pool_padding) == ("same", "same")
+  assert test_recipes.experiment("--variant=v1").model.pool_padding == "symmetric"
+  # keras.applications weights: their normalization and their stem pool.
+  h5_path = str(tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels.h5")
+  open(h5_path, "wb").close()
+  config = test_recipes.experiment(f"--pretrained={h5_path}", "--architecture=resnet50",
+                                   "--variant=v1")
+  assert (config.data.normalization, config.model.conv_padding, config.model.pool_padding) == (
+      "caffe", "same", "symmetric")
   with pytest.raises(ValueError, match=r"torchvision resnet50 IMAGENET1K_V2 weights are ResNet "
                      r"v1.5: add --variant=v1.5. Received: --variant=v1"):
     test_recipes.experiment("--pretrained=torchvision", "--variant=v1")
@@ -400,7 +411,8 @@ def test_a_python_run_starting_from_weights_takes_what_they_imply(tmp_path):
   started = initial_weights.start_from(base, path)
   assert started.train.init_checkpoint == path
   assert (started.data.normalization, started.model.input_normalization,
-          started.model.conv_padding) == ("torch", "torch", "symmetric")
+          started.model.conv_padding, started.model.pool_padding) == (
+              "torch", "torch", "symmetric", "symmetric")
   assert started.data.eval_resize_size is None  # a file by path publishes no eval resize
   kept = initial_weights.start_from(base, path, keep={"data.normalization"})
   assert (kept.data.normalization, kept.model.conv_padding) == ("rgb_mean", "symmetric")
@@ -408,6 +420,32 @@ def test_a_python_run_starting_from_weights_takes_what_they_imply(tmp_path):
                      r"Received: --variant=v1"):
     initial_weights.start_from(
         dataclasses.replace(base, model=dataclasses.replace(base.model, variant="v1")), path)
+
+
+def test_config_json_records_the_stem_pool_and_a_run_from_before_resumes_as_built(tmp_path):
+  """Runs written before pool_padding existed pooled as keras.applications does: so they resume,
+  evaluate and export; a command asking for another pool is refused, not silently obeyed."""
+  tiny = ("--source=synthetic", "--architecture=resnet18", "--image_size=32", "--base_width=8",
+          "--num_classes=4")
+  new_dir, old_dir = str(tmp_path / "new"), str(tmp_path / "old")
+  for model_dir in (new_dir, old_dir):
+    config = test_recipes.experiment(f"--model_dir={model_dir}", *tiny)
+    run_state.write_run_config(model_dir, config.model, config.data, ["a", "b", "c", "d"],
+                               config.train, config.runtime)
+  with open(run_state.config_path(new_dir)) as f:
+    assert json.load(f)["model"]["pool_padding"] == "same"
+  with open(run_state.config_path(old_dir)) as f:
+    payload = json.load(f)
+  del payload["model"]["pool_padding"]
+  with open(run_state.config_path(old_dir), "w") as f:
+    json.dump(payload, f)
+  assert run_state.read_run_config(new_dir).model.pool_padding == "same"
+  assert run_state.read_run_config(old_dir).model.pool_padding == "symmetric"
+  resumed = test_recipes.experiment(f"--model_dir={old_dir}", *tiny)
+  assert resumed.model.pool_padding == "symmetric"
+  with pytest.raises(ValueError, match=r"--pool_padding asks for pool_padding='same', the run has "
+                                       r"'symmetric'.*Nothing was written\."):
+    test_recipes.experiment(f"--model_dir={old_dir}", "--pool_padding=same", *tiny)
 
 
 def test_the_published_eval_resize_scales_to_the_eval_size_unless_a_crop_fraction_is_set():

@@ -28,7 +28,8 @@ def _backbone(x, config, data_format):
         config.variant, data_format=data_format, dtype_policy=config.dtype_policy,
         weight_decay=config.weight_decay, zero_init_residual=config.zero_init_residual)
     layers = dataclasses.replace(_batch_norm_settings(layers, config),
-                                 conv_padding=config.conv_padding)
+                                 conv_padding=config.conv_padding,
+                                 pool_padding=config.pool_padding or layers.pool_padding)
     return resnet.backbone(x, depth, config.variant, config.base_width, layers), layers
   layers = vgg.layer_factory(config.vgg_batch_norm, data_format=data_format,
                              dtype_policy=config.dtype_policy, weight_decay=config.weight_decay)

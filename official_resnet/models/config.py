@@ -15,6 +15,10 @@ DATA_FORMATS = ("channels_last", "channels_first", None)
 # before and 1 after); "symmetric" pads kernel_size // 2 on every side, as torchvision and
 # timm do, so their weights give their outputs.
 CONV_PADDINGS = ("same", "symmetric")
+# ResNet's 3x3/2 stem max pool: "same" is the official resnet_model.py's (on the 112 px map,
+# 0 pixels before and 1 after); "symmetric" pads 1 on every side, as keras.applications and
+# torchvision do. Their weights need theirs: one pixel off, the logits move (docs/weights.md).
+POOL_PADDINGS = ("same", "symmetric")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +70,9 @@ class ModelConfig:
   # each replica's own part: training then equals one replica on the global batch.
   sync_batch_norm: bool = False
   conv_padding: str = "same"
+  # POOL_PADDINGS; None: the variant's (v1.5: same, the official model's; v1: symmetric,
+  # keras.applications').
+  pool_padding: str | None = None
   # Input [None, None, None, 3]: images of any size (global pooling makes the weights
   # size-free), e.g. to evaluate at another size than image_size, the training size.
   # A flatten head (pooling None with include_top) fixes the size and refuses it.
@@ -85,6 +92,7 @@ class ModelConfig:
                         constants.NORMALIZATION_MODES + (None,))
     checks.check_choice("data_format", self.data_format, DATA_FORMATS)
     checks.check_choice("conv_padding", self.conv_padding, CONV_PADDINGS)
+    checks.check_choice("pool_padding", self.pool_padding, POOL_PADDINGS + (None,))
     for name in ("include_top", "vgg_batch_norm", "zero_init_residual", "fused_batch_norm",
                  "sync_batch_norm", "any_input_size"):
       checks.check(isinstance(getattr(self, name), bool), name, "True or False",

@@ -34,6 +34,11 @@ class LayerFactory:
   sync_batch_norm: bool = False
   # models.config.CONV_PADDINGS: how strided convolutions with kernels above 1 pad.
   conv_padding: str = "same"
+  # models.config.POOL_PADDINGS: how ResNet's stem max pool pads.
+  pool_padding: str = "same"
+  # Biases decay as the kernels do: the official ResNet's (its fc1000 bias; single_l2_loss_op
+  # sums every weight but BatchNorm's), not its VGG's.
+  decay_biases: bool = False
 
   @property
   def channel_axis(self) -> int:
@@ -43,20 +48,25 @@ class LayerFactory:
     # A fresh object per layer: a shared one would be serialized once per layer anyway.
     return keras.regularizers.L2(self.weight_decay) if self.weight_decay > 0 else None
 
+  def _bias_regularizer(self):
+    return self._regularizer() if self.decay_biases else None
+
   def conv(self, filters, kernel_size, *, name, strides=1, padding="valid", activation=None):
     return keras.layers.Conv2D(
         filters, kernel_size, strides=strides, padding=padding, activation=activation,
         use_bias=self.use_bias,
         kernel_initializer=keras.initializers.get(self.kernel_initializer),
-        kernel_regularizer=self._regularizer(), data_format=self.data_format,
+        kernel_regularizer=self._regularizer(), bias_regularizer=self._bias_regularizer(),
+        data_format=self.data_format,
         dtype=self.dtype_policy, name=name)
 
   def dense(self, units, *, name, activation=None, dtype_policy=None):
     return keras.layers.Dense(
         units, activation=activation,
         kernel_initializer=keras.initializers.get(self.dense_initializer),
-        kernel_regularizer=self._regularizer(), dtype=dtype_policy or self.dtype_policy,
-        name=name)
+        kernel_regularizer=self._regularizer(),
+        bias_regularizer=self._bias_regularizer(),
+        dtype=dtype_policy or self.dtype_policy, name=name)
 
   def batch_norm(self, *, name, zero_gamma=False):
     layer_class = (FusedBatchNormalization if self.fused_batch_norm
@@ -73,10 +83,10 @@ class LayerFactory:
     return keras.layers.ZeroPadding2D(
         padding, data_format=self.data_format, dtype=self.dtype_policy, name=name)
 
-  def max_pool(self, pool_size, *, strides, name):
+  def max_pool(self, pool_size, *, strides, name, padding="valid"):
     return keras.layers.MaxPooling2D(
-        pool_size, strides=strides, data_format=self.data_format, dtype=self.dtype_policy,
-        name=name)
+        pool_size, strides=strides, padding=padding, data_format=self.data_format,
+        dtype=self.dtype_policy, name=name)
 
 
 @keras.saving.register_keras_serializable(package="official_resnet")
@@ -127,51 +137,64 @@ _FUSED_DATA_FORMATS = {3: "NHWC", 1: "NCHW"}
 
 @keras.saving.register_keras_serializable(package="official_resnet")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
-  """keras BatchNormalization whose training pass is TF's fused kernel.
+  """keras BatchNormalization that trains as the official model's (tf_keras, fused) does.
 
-  Keras 3 computes the batch moments and the normalization as separate ops, in
-  float32 even for bfloat16 inputs; FusedBatchNormV3 does both in one pass and
-  takes bfloat16 as it is. Same weights, outputs and moving-average update
-  (Keras' biased batch variance); inference, frozen and synchronized layers take
-  Keras' path.
-  Measured (benchmarks/README.md, ResNet-50 train step, 2 CPU cores): 1.24-1.32x
-  faster in fp32, 1.46-1.48x in bf16. Synchronized layers take Keras' moments, with
-  all_replicas_sum for the all-reduce.
+  Two differences from Keras 3's own training pass: the moving variance moves toward the
+  batch variance with Bessel's correction (n / (n - 1), n the values per channel), as
+  tf_keras' fused layer and TF's FusedBatchNormV3 do, where Keras 3 averages the biased
+  one; and the batch moments and normalization are TF's fused kernel, one pass that takes
+  bfloat16 as it is (benchmarks/README.md). Synchronized layers take the moments of the
+  global batch through one all-reduce (all_replicas_sum). Inference and frozen layers
+  take Keras' path; the weights are Keras' own.
   """
 
   def _count_per_channel(self, inputs):
     """float32: the values each channel's moments are taken over (0 for an empty batch)."""
     return tf.cast(tf.size(inputs) // tf.shape(inputs)[self.axis], tf.float32)
 
-  def _moments(self, inputs, mask):
-    if not self.synchronized or mask is not None or tf.distribute.in_cross_replica_context():
-      return super()._moments(inputs, mask)
-    # Keras' sums for synchronized moments (float32 here), in one all-reduce; the count
-    # from the shape rather than a sum over a tensor of ones.
-    axes = self._reduction_axes
+  def _synchronized_moments(self, inputs):
+    """(mean, biased variance, count) per channel over every replica's batch, float32.
+
+    Keras' sums for synchronized moments in one all-reduce; the count from the shape
+    rather than a sum over a tensor of ones.
+    """
+    axes = [axis for axis in range(len(inputs.shape)) if axis != self.axis % len(inputs.shape)]
     sums = tf.reduce_sum(inputs, axes)
     local = tf.stack([sums, tf.reduce_sum(tf.square(inputs), axes),
                       tf.fill(tf.shape(sums), self._count_per_channel(inputs))])
     total, total_of_squares, count = tf.unstack(all_replicas_sum(local))
     mean = tf.math.divide_no_nan(total, count)
     variance = tf.maximum(tf.math.divide_no_nan(total_of_squares, count) - tf.square(mean), 0.0)
-    return mean, variance
+    return mean, variance, count
+
+  def _update_moving_statistics(self, mean, unbiased_variance):
+    self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+    self.moving_variance.assign(
+        self.moving_variance * self.momentum + unbiased_variance * (1.0 - self.momentum))
+
+  def _train_synchronized(self, inputs):
+    inputs = tf.cast(inputs, tf.float32)
+    mean, variance, count = self._synchronized_moments(inputs)
+    # TF's kernel divides by max(n - 1, 1): one value per channel keeps its variance, 0.
+    self._update_moving_statistics(mean, variance * count / tf.maximum(count - 1.0, 1.0))
+    outputs = keras.ops.batch_normalization(
+        inputs, mean, variance, axis=self.axis, offset=tf.cast(self.beta, tf.float32),
+        scale=tf.cast(self.gamma, tf.float32), epsilon=self.epsilon)
+    return tf.cast(outputs, self.compute_dtype)
 
   def call(self, inputs, training=None, mask=None):
     data_format = _FUSED_DATA_FORMATS.get(self.axis % len(inputs.shape))
-    if (not (training and self.trainable) or self.synchronized or mask is not None
-        or len(inputs.shape) != 4 or data_format is None or self.renorm
+    if (not (training and self.trainable) or mask is not None or self.renorm
         or not (self.scale and self.center)):
+      return super().call(inputs, training=training, mask=mask)
+    if self.synchronized and not tf.distribute.in_cross_replica_context():
+      return self._train_synchronized(inputs)
+    if len(inputs.shape) != 4 or data_format is None:
       return super().call(inputs, training=training, mask=mask)
     empty = tf.constant([], tf.float32)
     outputs, mean, unbiased_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
         x=inputs, scale=tf.cast(self.gamma, tf.float32), offset=tf.cast(self.beta, tf.float32),
         mean=empty, variance=empty, epsilon=self.epsilon, exponential_avg_factor=1.0,
         data_format=data_format, is_training=True)
-    # The kernel returns the batch variance with Bessel's correction; Keras averages the biased one.
-    count = self._count_per_channel(inputs)
-    variance = unbiased_variance * (count - 1.0) / count
-    self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-    self.moving_variance.assign(
-        self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+    self._update_moving_statistics(mean, unbiased_variance)
     return tf.cast(outputs, self.compute_dtype)

@@ -21,11 +21,13 @@ DEPTHS = {
 VARIANTS = {
     # keras.applications.ResNet50/101/152: stride in the first 1x1, biased convolutions.
     "v1": dict(stride_in_3x3=False, use_bias=True, bn_momentum=0.99, bn_epsilon=1.001e-5,
-               kernel_initializer="glorot_uniform", dense_initializer="glorot_uniform"),
+               kernel_initializer="glorot_uniform", dense_initializer="glorot_uniform",
+               pool_padding="symmetric"),
     # TF official ResNet-50 v1.5 (resnet_model.py): stride in the 3x3, no conv bias.
     "v1.5": dict(stride_in_3x3=True, use_bias=False, bn_momentum=0.9, bn_epsilon=1e-5,
                  kernel_initializer="he_normal",
-                 dense_initializer={"class_name": "RandomNormal", "config": {"stddev": 0.01}}),
+                 dense_initializer={"class_name": "RandomNormal", "config": {"stddev": 0.01}},
+                 pool_padding="same"),
 }
 
 BOTTLENECK_EXPANSION = 4
@@ -109,7 +111,7 @@ def layer_factory(variant, *, data_format, dtype_policy, weight_decay, zero_init
   del settings["stride_in_3x3"]
   return LayerFactory(data_format=data_format, dtype_policy=dtype_policy,
                       weight_decay=weight_decay, zero_init_residual=zero_init_residual,
-                      **settings)
+                      decay_biases=True, **settings)
 
 
 def backbone(x, depth, variant, base_width, layers):
@@ -120,8 +122,11 @@ def backbone(x, depth, variant, base_width, layers):
   x = layers.conv(base_width, 7, strides=2, name="conv1_conv")(x)
   x = layers.batch_norm(name="conv1_bn")(x)
   x = layers.relu(name="conv1_relu")(x)
-  x = layers.zero_pad(1, name="pool1_pad")(x)
-  x = layers.max_pool(3, strides=2, name="pool1_pool")(x)
+  if layers.pool_padding == "symmetric":
+    x = layers.zero_pad(1, name="pool1_pad")(x)
+    x = layers.max_pool(3, strides=2, name="pool1_pool")(x)
+  else:
+    x = layers.max_pool(3, strides=2, padding="same", name="pool1_pool")(x)
   for index, blocks in enumerate(blocks_per_stage):
     x = stack(x, kind, base_width * 2**index, blocks, stride=1 if index == 0 else 2,
               name=STAGES[index + 1], layers=layers, stride_in_3x3=stride_in_3x3)

@@ -96,6 +96,8 @@ class WeightsInfo:
   variant: str | None = None
   # models.config.CONV_PADDINGS of ResNet's strided convolutions.
   conv_padding: str | None = None
+  # models.config.POOL_PADDINGS of ResNet's stem max pool.
+  pool_padding: str | None = None
   # Published evaluation: the shorter side resized to eval_resize with eval_resize_method
   # (input_pipeline EVAL_RESIZE_METHODS), then the centre eval_crop x eval_crop.
   eval_resize: int | None = None
@@ -112,9 +114,11 @@ class WeightsInfo:
 
 
 KERAS_APPLICATIONS_INFO = WeightsInfo(normalization="caffe", variant="v1", conv_padding="same",
+                                      pool_padding="symmetric",
                                       source="keras.applications")
 # torchvision/timm weights without a published protocol at hand (a file given by path).
 TORCH_INFO = WeightsInfo(normalization="torch", variant="v1.5", conv_padding="symmetric",
+                         pool_padding="symmetric",
                          source="torchvision/timm")
 
 
