@@ -101,8 +101,13 @@ def color(image: tf.Tensor, factor) -> tf.Tensor:
 
 
 def contrast(image: tf.Tensor, factor) -> tf.Tensor:
-  """PIL's ImageEnhance.Contrast: a blend with the image's mean grey level, rounded."""
-  return blend(tf.floor(tf.reduce_mean(_grayscale(image)) + 0.5), image, factor)
+  """PIL's ImageEnhance.Contrast: a blend with the image's mean grey level, rounded.
+
+  The mean in float64, as PIL's ImageStat takes it: a float32 sum is inexact above 2**24
+  (65,000 pixels of 255), and a float32 mean may round across the half.
+  """
+  mean = tf.reduce_mean(tf.cast(_grayscale(image), tf.float64))
+  return blend(tf.floor(mean + 0.5), image, factor)
 
 
 def sharpness(image: tf.Tensor, factor) -> tf.Tensor:
@@ -118,15 +123,20 @@ def sharpness(image: tf.Tensor, factor) -> tf.Tensor:
 
 
 def auto_contrast(image: tf.Tensor) -> tf.Tensor:
-  """PIL's ImageOps.autocontrast: each channel stretched to [0, 255]; a flat channel is kept."""
+  """PIL's ImageOps.autocontrast: each channel stretched to [0, 255]; a flat channel is kept.
+
+  PIL's lookup table to the last bit: int(v * scale + offset) in float64, with
+  offset = -low * scale (float32, or (v - low) * scale, is one level off on a few percent
+  of a photo's pixels).
+  """
   per_channel = tf.reshape(image, [-1, 3])
-  low = tf.cast(tf.reduce_min(per_channel, axis=0), tf.float32)
-  high = tf.cast(tf.reduce_max(per_channel, axis=0), tf.float32)
+  low = tf.cast(tf.reduce_min(per_channel, axis=0), tf.float64)
+  high = tf.cast(tf.reduce_max(per_channel, axis=0), tf.float64)
   stretches = high > low
-  low = tf.where(stretches, low, 0.0)
   scale = tf.where(stretches, 255.0 / tf.maximum(high - low, 1.0), 1.0)
-  stretched = ((tf.cast(_rows(image), tf.float32) - _channel_row(low, image))
-               * _channel_row(scale, image))
+  offset = tf.where(stretches, -low * scale, 0.0)
+  stretched = (tf.cast(_rows(image), tf.float64) * _channel_row(scale, image)
+               + _channel_row(offset, image))
   return tf.reshape(tf.cast(tf.clip_by_value(stretched, 0.0, 255.0), tf.uint8), tf.shape(image))
 
 
@@ -182,25 +192,39 @@ def solarize_add(image: tf.Tensor, addition, threshold: int = 128) -> tf.Tensor:
 
 
 def _affine(image: tf.Tensor, matrix, interpolation: str) -> tf.Tensor:
-  """Output pixel (x, y) reads input (a0 x + a1 y + a2, b0 x + b1 y + b2); FILL_VALUE outside.
+  """PIL's Image.transform(AFFINE, matrix): output pixel (x, y) takes the input at
+  (a x' + b y' + c, d x' + e y' + f), x' = x + 1/2, y' = y + 1/2 its centre, for
+  matrix (a, b, c, d, e, f); FILL_VALUE outside.
 
-  `matrix` maps output to input pixel indices. Nearest-neighbour: the pixel whose
-  centre is nearest (rounding half up, as PIL does), one gather from the image with a
-  border of FILL_VALUE, onto which sources outside are clamped. Bilinear: TF's
-  ImageProjectiveTransformV3.
+  Nearest-neighbour: PIL's arithmetic to the last bit (its affine_fixed, which every image
+  under 32768 px takes): the coefficients rounded to 16.16 fixed point, the input pixel
+  the integer part of their fixed-point sum; one gather from the image with a border of
+  FILL_VALUE, onto which sources outside are clamped. Sampling at the exact coordinates
+  instead moves pixels a column or row wherever the fixed-point rounding and the exact
+  value fall on either side of a pixel edge (shear_y(image, 0.12): 3% of the pixels).
+  Bilinear: TF's ImageProjectiveTransformV3, not PIL's bilinear filter.
   """
-  matrix = [tf.cast(value, tf.float32) for value in matrix]
+  a, b, c, d, e, f = (tf.cast(value, tf.float64) for value in matrix)
   if interpolation == "bilinear":
-    transform = tf.concat([tf.stack(matrix), tf.zeros([2])], axis=0)
+    # TF's kernel maps pixel indices: input index = matrix (index + 1/2) - 1/2.
+    transform = tf.cast(tf.stack([a, b, c + (a + b - 1.0) / 2.0, d, e, f + (d + e - 1.0) / 2.0,
+                                  0.0, 0.0]), tf.float32)
     return tf.raw_ops.ImageProjectiveTransformV3(
         images=image[tf.newaxis], transforms=transform[tf.newaxis],
         output_shape=tf.shape(image)[:2], fill_value=float(FILL_VALUE),
         interpolation="BILINEAR", fill_mode="CONSTANT")[0]
+
+  def fixed(value):
+    return tf.cast(tf.floor(value * 65536.0 + 0.5), tf.int32)
+
   height, width = tf.shape(image)[0], tf.shape(image)[1]
-  xs = tf.cast(tf.range(width), tf.float32)[tf.newaxis, :]
-  ys = tf.cast(tf.range(height), tf.float32)[:, tf.newaxis]
-  source_x = tf.cast(tf.floor(matrix[0] * xs + matrix[1] * ys + matrix[2] + 0.5), tf.int32)
-  source_y = tf.cast(tf.floor(matrix[3] * xs + matrix[4] * ys + matrix[5] + 0.5), tf.int32)
+  xs = tf.range(width)[tf.newaxis, :]
+  ys = tf.range(height)[:, tf.newaxis]
+  # In PIL's order: c + a / 2 + b / 2 in float64, rounded once.
+  source_x = tf.bitwise.right_shift(fixed(c + a * 0.5 + b * 0.5) + ys * fixed(b) + xs * fixed(a),
+                                    16)
+  source_y = tf.bitwise.right_shift(fixed(f + d * 0.5 + e * 0.5) + ys * fixed(e) + xs * fixed(d),
+                                    16)
   # Clamping onto the border takes fewer passes over the [H, W] indices than a mask.
   index = ((tf.clip_by_value(source_y, -1, height) + 1) * (width + 2)
            + tf.clip_by_value(source_x, -1, width) + 1)
@@ -211,33 +235,38 @@ def _affine(image: tf.Tensor, matrix, interpolation: str) -> tf.Tensor:
 
 
 def rotate(image: tf.Tensor, degrees, interpolation: str = "nearest") -> tf.Tensor:
-  """Rotated by `degrees` about the image centre (positive: counter-clockwise on screen)."""
-  radians = tf.cast(degrees, tf.float32) * (math.pi / 180.0)
-  height, width = (tf.cast(side - 1, tf.float32) for side in tf.unstack(tf.shape(image)[:2]))
+  """Rotated by `degrees` about the image centre (positive: counter-clockwise on screen):
+  PIL's Image.rotate, its matrix in float64.
+
+  PIL rounds the cosine and sine to 15 decimals, which changes no 16.16 fixed-point
+  coefficient at the angles RandAugment uses (sin 30 degrees: 0.49999999999999994 and 0.5
+  both give 32768).
+  """
+  # PIL's steps: the angle modulo 360, then math.radians, negated.
+  radians = -(tf.math.floormod(tf.cast(degrees, tf.float64), 360.0) * (math.pi / 180.0))
+  height, width = (tf.cast(side, tf.float64) for side in tf.unstack(tf.shape(image)[:2]))
   cos, sin = tf.cos(radians), tf.sin(radians)
-  x_offset = (width - (cos * width - sin * height)) / 2.0
-  y_offset = (height - (sin * width + cos * height)) / 2.0
-  return _affine(image, [cos, -sin, x_offset, sin, cos, y_offset], interpolation)
+  centre_x, centre_y = width / 2.0, height / 2.0
+  return _affine(image, [cos, sin, cos * -centre_x + sin * -centre_y + centre_x,
+                         -sin, cos, -sin * -centre_x + cos * -centre_y + centre_y],
+                 interpolation)
 
 
 def shear_x(image: tf.Tensor, factor, interpolation: str = "nearest") -> tf.Tensor:
-  """Row y shifted by factor * y: PIL's transform (1, factor, 0, 0, 1, 0), which samples at
-  pixel centres, hence the half-pixel term."""
-  factor = tf.cast(factor, tf.float32)
-  return _affine(image, [1.0, factor, factor / 2.0, 0.0, 1.0, 0.0], interpolation)
+  """Row y shifted by factor * y: PIL's transform (1, factor, 0, 0, 1, 0)."""
+  return _affine(image, [1.0, factor, 0.0, 0.0, 1.0, 0.0], interpolation)
 
 
 def shear_y(image: tf.Tensor, factor, interpolation: str = "nearest") -> tf.Tensor:
-  """Column x shifted by factor * x, as shear_x."""
-  factor = tf.cast(factor, tf.float32)
-  return _affine(image, [1.0, 0.0, 0.0, factor, 1.0, factor / 2.0], interpolation)
+  """Column x shifted by factor * x: PIL's transform (1, 0, 0, factor, 1, 0)."""
+  return _affine(image, [1.0, 0.0, 0.0, factor, 1.0, 0.0], interpolation)
 
 
 def _shift(image: tf.Tensor, pixels, axis: int) -> tf.Tensor:
-  """Content moved `pixels` (rounded half up) towards index 0 along `axis`, FILL_VALUE behind:
-  nearest-neighbour translation as a slice and a pad."""
+  """Content moved `pixels` (rounded half up, in float64) towards index 0 along `axis`,
+  FILL_VALUE behind: PIL's nearest-neighbour translation as a slice and a pad."""
   side = tf.shape(image)[axis]
-  shift = tf.clip_by_value(tf.cast(tf.floor(tf.cast(pixels, tf.float32) + 0.5), tf.int32),
+  shift = tf.clip_by_value(tf.cast(tf.floor(tf.cast(pixels, tf.float64) + 0.5), tf.int32),
                            -side, side)
   begin = [0, 0, 0]
   size = [-1, -1, -1]
@@ -288,7 +317,10 @@ def cutout(image: tf.Tensor, centre, half_size) -> tf.Tensor:
 # ---------------------------------------------- RandAugment and AutoAugment
 
 def _fraction(level) -> tf.Tensor:
-  return tf.cast(level, tf.float32) / MAX_LEVEL
+  """level / MAX_LEVEL in float64: the references scale levels in Python floats, and
+  float32 moves some arguments by an ulp (magnitude 9: a factor 1.7199999 for 1.72) and
+  with them pixels across a rounding edge."""
+  return tf.cast(level, tf.float64) / MAX_LEVEL
 
 
 def _truncate(value) -> tf.Tensor:
@@ -353,7 +385,7 @@ def _timm_increasing_ops() -> dict:
   """
   def enhance(op):
     return lambda image, level, randoms: op(
-        image, tf.maximum(0.1, 1.0 + _random_sign(_fraction(level) * 0.9, randoms)))
+        image, tf.maximum(1.0 + _random_sign(_fraction(level) * 0.9, randoms), 0.1))
 
   def signed(op, largest):
     return lambda image, level, randoms: op(
@@ -362,7 +394,7 @@ def _timm_increasing_ops() -> dict:
   def relative(op, axis):
     return lambda image, level, randoms: op(
         image, _random_sign(_fraction(level) * 0.45, randoms)
-        * tf.cast(tf.shape(image)[axis], tf.float32), "bilinear")
+        * tf.cast(tf.shape(image)[axis], tf.float64), "bilinear")
 
   return {
       "AutoContrast": lambda image, level, randoms: auto_contrast(image),
@@ -442,7 +474,7 @@ def _op_switch(ops, image: tf.Tensor):
   ops = list(ops) + [lambda image, level, randoms: image]
   if tf.executing_eagerly():
     return lambda index, image, level, randoms: ops[int(index)](image, level, randoms)
-  signature = (tf.TensorSpec(image.shape, image.dtype), tf.TensorSpec([], tf.float32),
+  signature = (tf.TensorSpec(image.shape, image.dtype), tf.TensorSpec([], tf.float64),
                tf.TensorSpec([OP_RANDOMS], tf.float32))
   branches = [tf.function(op, autograph=False).get_concrete_function(*signature)
               for op in ops]
@@ -486,9 +518,9 @@ def rand_augment(image: tf.Tensor, seed: tf.Tensor, num_layers: int, magnitude: 
   ops = list(RANDAUGMENT_OPS[variant].values())
   # Per layer: the op, whether it applies (timm), its magnitude noise, the op's own.
   draws = tf.random.stateless_uniform([num_layers, 3 + OP_RANDOMS], seed)
-  levels = tf.fill([num_layers], tf.constant(magnitude, tf.float32))
+  levels = tf.fill([num_layers], tf.constant(magnitude, tf.float64))
   if magnitude_std > 0:
-    levels += magnitude_std * tf.math.ndtri(draws[:, 2])
+    levels += magnitude_std * tf.cast(tf.math.ndtri(draws[:, 2]), tf.float64)
   if magnitude_std > 0 or variant == "timm":
     levels = tf.clip_by_value(levels, 0.0, MAX_LEVEL)
   # Model Garden: one more choice that changes nothing.
@@ -518,7 +550,7 @@ def auto_augment(image: tf.Tensor, seed: tf.Tensor, policy: str = "v0") -> tf.Te
   op_indices = tf.constant([[names.index(name) for name, _, _ in step] for step in steps])
   probabilities = tf.constant([[probability for _, probability, _ in step] for step in steps],
                               tf.float32)
-  levels = tf.constant([[float(level) for _, _, level in step] for step in steps])
+  levels = tf.constant([[float(level) for _, _, level in step] for step in steps], tf.float64)
   # The sub-policy, then per step: whether it applies, the op's own.
   draws = tf.random.stateless_uniform([1 + len(steps) * (1 + OP_RANDOMS)], seed)
   choice = tf.cast(draws[0] * len(sub_policies), tf.int32)
