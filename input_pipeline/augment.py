@@ -7,14 +7,26 @@ same seed gives the same image eagerly, in tf.function and in Dataset.map, whate
 the thread or the order, so a seeded run resumed mid-epoch sees the augmentation an
 uninterrupted run saw (build_dataset derives one seed per element).
 
-The ops follow PIL's ImageOps and ImageEnhance, as the TF Model Garden's
-official/vision/ops/augment.py and timm's auto_augment.py do (the colour ops equal
-PIL's to the last bit, the geometric ops its nearest-neighbour transforms), and
-RandAugment and AutoAugment choose and scale them as those two do. Written here
-rather than taken from keras.layers.RandAugment, which draws its strength at random
-instead of using one magnitude, has no Invert or Cutout, and computes all 11 of its
-ops on every image to keep the chosen ones; Keras' layers also draw from a stateful
-seed generator, which a parallel map cannot replay.
+The image ops compute as PIL does (ImageOps, ImageEnhance, Image.transform with
+nearest-neighbour sampling), which timm's auto_augment.py calls: equal to the last bit at
+every level RandAugment and AutoAugment use (tests/test_augment_references.py runs timm's
+own ops); bilinear sampling, timm's variant's, is TF's kernel rather than PIL's filter.
+RandAugment and AutoAugment choose and scale the ops as their references do: variant
+"timm" as timm's rand-...-inc1; variant "model_garden" and AutoAugment as the Model
+Garden's official/vision/ops/augment.py (its ops, its no-op choice, its level-to-argument
+functions and constants). Its ops themselves mostly are not PIL's: ours equal its
+Brightness, Equalize, Invert, SolarizeAdd and Cutout, its Posterize from level 3 and its
+Solarize below level 10, and follow PIL where it differs: its Contrast blends each
+channel with that channel's mean, Color greys with tf.image's weights, Sharpness truncates
+the smoothed image, AutoContrast computes in float32, Posterize keeps 1 bit at levels 0-2
+and Solarize inverts every value at level 10 (uint8 wrap-around), and its geometric ops
+reflect the image into the uncovered area (fill_mode='reflect'), round sample points as
+TF does and shear without the half-pixel term (docs/training.md has the sizes).
+
+Written here rather than taken from keras.layers.RandAugment, which draws its strength at
+random instead of using one magnitude, has no Invert or Cutout, and computes all 11 of its
+ops on every image to keep the chosen ones; Keras' layers also draw from a stateful seed
+generator, which a parallel map cannot replay.
 """
 import functools
 import math
@@ -28,8 +40,9 @@ from input_pipeline import constants
 # Magnitudes run from 0 to MAX_LEVEL (the papers' scale): an op's strength is
 # magnitude / MAX_LEVEL of its largest.
 MAX_LEVEL = 10.0
-# Grey for the pixels a rotation, shear, translation or cutout uncovers (the Model Garden's
-# replace value; timm fills with the mean pixel, 124/116/104, unless told otherwise).
+# Grey for the pixels a rotation, shear, translation or cutout uncovers: timm's default fill
+# (its training transforms pass the mean pixel, 124/116/104) and the Model Garden's replace
+# value, which only its Cutout shows: its geometric ops reflect the image instead.
 FILL_VALUE = 128
 
 RANDAUGMENT_VARIANTS = ("model_garden", "timm")
@@ -339,7 +352,8 @@ OP_RANDOMS = 3
 
 
 def _model_garden_ops(translate_pixels: float, cutout_half_size: float) -> dict:
-  """name -> fn(image, level, randoms): the TPU/Model Garden scaling of each op by level.
+  """name -> fn(image, level, randoms): the TPU/Model Garden ops and their scaling by level
+  (its level_to_arg), the ops PIL's (module docstring).
 
   Posterize keeps level/10 * 4 bits (0 bits, a black image, at level 0) and Solarize
   inverts from level/10 * 256 (everything at 0): their strength falls as the level rises.
@@ -505,7 +519,8 @@ def rand_augment(image: tf.Tensor, seed: tf.Tensor, num_layers: int, magnitude: 
   """RandAugment: `num_layers` ops, each drawn uniformly (with replacement), at `magnitude`.
 
   magnitude_std > 0 adds Gaussian noise of that deviation to the magnitude of each op
-  (timm's `mstd`), clipped to [0, MAX_LEVEL].
+  (timm's `mstd`), clipped to [0, MAX_LEVEL]; the Model Garden's magnitude_std only
+  switches on noise of deviation 1.
   variant "model_garden": its 16 ops plus one more choice that changes nothing, every
   drawn op applied; the magnitude is not clipped without noise (above 10 is stronger).
   variant "timm": timm's `rand-m<magnitude>-mstd<std>-inc1`, 15 ops, each drawn op
