@@ -117,7 +117,7 @@ def contrast(image: tf.Tensor, factor) -> tf.Tensor:
   """PIL's ImageEnhance.Contrast: a blend with the image's mean grey level, rounded.
 
   The mean in float64, as PIL's ImageStat takes it: a float32 sum is inexact above 2**24
-  (65,000 pixels of 255), and a float32 mean may round across the half.
+  (65,794 pixels of 255), and a float32 mean may round across the half.
   """
   mean = tf.reduce_mean(tf.cast(_grayscale(image), tf.float64))
   return blend(tf.floor(mean + 0.5), image, factor)
@@ -139,8 +139,8 @@ def auto_contrast(image: tf.Tensor) -> tf.Tensor:
   """PIL's ImageOps.autocontrast: each channel stretched to [0, 255]; a flat channel is kept.
 
   PIL's lookup table to the last bit: int(v * scale + offset) in float64, with
-  offset = -low * scale (float32, or (v - low) * scale, is one level off on a few percent
-  of a photo's pixels).
+  offset = -low * scale; float32, or (v - low) * scale, truncates some values one level
+  lower or higher.
   """
   per_channel = tf.reshape(image, [-1, 3])
   low = tf.cast(tf.reduce_min(per_channel, axis=0), tf.float64)
@@ -213,9 +213,9 @@ def _affine(image: tf.Tensor, matrix, interpolation: str) -> tf.Tensor:
   under 32768 px takes): the coefficients rounded to 16.16 fixed point, the input pixel
   the integer part of their fixed-point sum; one gather from the image with a border of
   FILL_VALUE, onto which sources outside are clamped. Sampling at the exact coordinates
-  instead moves pixels a column or row wherever the fixed-point rounding and the exact
-  value fall on either side of a pixel edge (shear_y(image, 0.12): 3% of the pixels).
-  Bilinear: TF's ImageProjectiveTransformV3, not PIL's bilinear filter.
+  instead takes the neighbouring pixel wherever the fixed-point sum and the exact value
+  fall on either side of a pixel edge. Bilinear: TF's ImageProjectiveTransformV3, not
+  PIL's bilinear filter.
   """
   a, b, c, d, e, f = (tf.cast(value, tf.float64) for value in matrix)
   if interpolation == "bilinear":
@@ -233,7 +233,7 @@ def _affine(image: tf.Tensor, matrix, interpolation: str) -> tf.Tensor:
   height, width = tf.shape(image)[0], tf.shape(image)[1]
   xs = tf.range(width)[tf.newaxis, :]
   ys = tf.range(height)[:, tf.newaxis]
-  # In PIL's order: c + a / 2 + b / 2 in float64, rounded once.
+  # PIL's offsets, summed in its order in float64, then made fixed point.
   source_x = tf.bitwise.right_shift(fixed(c + a * 0.5 + b * 0.5) + ys * fixed(b) + xs * fixed(a),
                                     16)
   source_y = tf.bitwise.right_shift(fixed(f + d * 0.5 + e * 0.5) + ys * fixed(e) + xs * fixed(d),

@@ -14,7 +14,7 @@ import tensorflow as tf
 from PIL import Image
 
 import image_fixtures
-import torch_fixtures  # noqa: F401  (timm imports after its fixes)
+import torch_fixtures  # noqa: F401  (torchvision fixed up before timm imports it)
 from benchmarks import official
 from input_pipeline import augment
 from timm.data import auto_augment as timm_augment  # noqa: E402
@@ -60,7 +60,8 @@ def _timm(table, name, image, level, sign_draw):
   with mock.patch.object(timm_augment.random, "random", return_value=1.0 - sign_draw):
     args = op.level_fn(level, op.hparams) if op.level_fn else ()
   if name.startswith("Posterize") and args == (0,):
-    # Pillow 10.3 on refuses to keep 0 bits; its mask, and ours, made the image black before.
+    # This Pillow refuses to keep 0 bits; the mask its posterize builds, ~(2**8 - 1) = 0,
+    # makes the image black, as ours does.
     return np.zeros_like(image)
   return np.asarray(op.aug_fn(Image.fromarray(image), *args, **op.kwargs))
 
