@@ -7,10 +7,10 @@ same seed gives the same image eagerly, in tf.function and in Dataset.map, whate
 the thread or the order, so a seeded run resumed mid-epoch sees the augmentation an
 uninterrupted run saw (build_dataset derives one seed per element).
 
-The image ops compute as PIL does (ImageOps, ImageEnhance, Image.transform with
-nearest-neighbour sampling), which timm's auto_augment.py calls: equal to the last bit at
-every level RandAugment and AutoAugment use (tests/test_augment_references.py runs timm's
-own ops); bilinear sampling, timm's variant's, is TF's kernel rather than PIL's filter.
+The image ops compute as PIL does (ImageOps, ImageEnhance, Image.transform with its
+nearest-neighbour and bilinear filters), which timm's auto_augment.py calls: equal to the
+last bit at every level RandAugment and AutoAugment use (tests/test_augment_references.py
+runs timm's own ops).
 RandAugment and AutoAugment choose and scale the ops as their references do: variant
 "timm" as timm's rand-...-inc1; variant "model_garden" and AutoAugment as the Model
 Garden's official/vision/ops/augment.py (its ops, its no-op choice, its level-to-argument
@@ -66,8 +66,8 @@ def split_seed(seed: tf.Tensor, count: int) -> list[tf.Tensor]:
 # ops that broadcast a [3] vector along the channel axis each took several times as
 # long as element-wise ops on same-shaped tensors (benchmarks/README.md). So masks here
 # are arithmetic, the smoothing filter is sums of shifted slices, nearest-neighbour
-# transforms are one gather, and per-channel values apply to the image seen as rows of
-# W x 3 values, where a row vector broadcasts fast.
+# transforms are one gather and bilinear ones four, and per-channel values apply to the
+# image seen as rows of W x 3 values, where a row vector broadcasts fast.
 
 
 def _rows(image: tf.Tensor) -> tf.Tensor:
@@ -204,33 +204,36 @@ def solarize_add(image: tf.Tensor, addition, threshold: int = 128) -> tf.Tensor:
                  tf.uint8)
 
 
+def _float64(value) -> tf.Tensor:
+  """`value` as float64: Python floats directly (tf.cast would round them to float32 first)."""
+  return tf.cast(tf.convert_to_tensor(value, dtype_hint=tf.float64), tf.float64)
+
+
+def _bordered_pixels(image: tf.Tensor) -> tf.Tensor:
+  """[(H + 2) * (W + 2), 3]: the image's pixels in a border of FILL_VALUE, row after row."""
+  return tf.reshape(tf.pad(image, [[1, 1], [1, 1], [0, 0]], constant_values=FILL_VALUE), [-1, 3])
+
+
 def _affine(image: tf.Tensor, matrix, interpolation: str) -> tf.Tensor:
   """PIL's Image.transform(AFFINE, matrix): output pixel (x, y) takes the input at
   (a x' + b y' + c, d x' + e y' + f), x' = x + 1/2, y' = y + 1/2 its centre, for
-  matrix (a, b, c, d, e, f); FILL_VALUE outside.
+  matrix (a, b, c, d, e, f); FILL_VALUE outside. To the last bit for both filters.
 
-  Nearest-neighbour: PIL's arithmetic to the last bit (its affine_fixed, which every image
-  under 32768 px takes): the coefficients rounded to 16.16 fixed point, the input pixel
-  the integer part of their fixed-point sum; one gather from the image with a border of
-  FILL_VALUE, onto which sources outside are clamped. Sampling at the exact coordinates
-  instead takes the neighbouring pixel wherever the fixed-point sum and the exact value
-  fall on either side of a pixel edge. Bilinear: TF's ImageProjectiveTransformV3, not
-  PIL's bilinear filter.
+  Nearest-neighbour, PIL's affine_fixed (which every image under 32768 px takes): the
+  coefficients rounded to 16.16 fixed point, the input pixel the integer part of their
+  fixed-point sum; one gather from the image in a border of FILL_VALUE, onto which sources
+  outside are clamped. Sampling at the exact coordinates instead takes the neighbouring
+  pixel wherever the fixed-point sum and the exact value fall on either side of a pixel
+  edge.
   """
-  a, b, c, d, e, f = (tf.cast(value, tf.float64) for value in matrix)
+  a, b, c, d, e, f = (_float64(value) for value in matrix)
   if interpolation == "bilinear":
-    # TF's kernel maps pixel indices: input index = matrix (index + 1/2) - 1/2.
-    transform = tf.cast(tf.stack([a, b, c + (a + b - 1.0) / 2.0, d, e, f + (d + e - 1.0) / 2.0,
-                                  0.0, 0.0]), tf.float32)
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=image[tf.newaxis], transforms=transform[tf.newaxis],
-        output_shape=tf.shape(image)[:2], fill_value=float(FILL_VALUE),
-        interpolation="BILINEAR", fill_mode="CONSTANT")[0]
+    return _bilinear_affine(image, a, b, c, d, e, f)
+  height, width = tf.shape(image)[0], tf.shape(image)[1]
 
   def fixed(value):
     return tf.cast(tf.floor(value * 65536.0 + 0.5), tf.int32)
 
-  height, width = tf.shape(image)[0], tf.shape(image)[1]
   xs = tf.range(width)[tf.newaxis, :]
   ys = tf.range(height)[:, tf.newaxis]
   # PIL's offsets, summed in its order in float64, then made fixed point.
@@ -241,24 +244,54 @@ def _affine(image: tf.Tensor, matrix, interpolation: str) -> tf.Tensor:
   # Clamping onto the border takes fewer passes over the [H, W] indices than a mask.
   index = ((tf.clip_by_value(source_y, -1, height) + 1) * (width + 2)
            + tf.clip_by_value(source_x, -1, width) + 1)
-  pixels = tf.reshape(tf.pad(image, [[1, 1], [1, 1], [0, 0]], constant_values=FILL_VALUE),
-                      [-1, 3])
   # gather_nd: each lookup costs about 3/4 of tf.gather's (equalize).
-  return tf.gather_nd(pixels, index[..., tf.newaxis])
+  return tf.gather_nd(_bordered_pixels(image), index[..., tf.newaxis])
+
+
+def _bilinear_affine(image: tf.Tensor, a, b, c, d, e, f) -> tf.Tensor:
+  """_affine with PIL's bilinear filter, its float64 arithmetic step for step.
+
+  A point inside the image blends the four pixels around it (less half a pixel; indices
+  clamped to the image) along x, then y, and truncates; a point outside is FILL_VALUE.
+  TF's ImageProjectiveTransformV3 rounds instead and blends the fill into the pixels along
+  the edge of the image, and it took longer than these four gathers.
+  """
+  height, width = tf.shape(image)[0], tf.shape(image)[1]
+  xs = tf.cast(tf.range(width), tf.float64)[tf.newaxis, :] + 0.5
+  ys = tf.cast(tf.range(height), tf.float64)[:, tf.newaxis] + 0.5
+  source_x = a * xs + b * ys + c
+  source_y = d * xs + e * ys + f
+  inside = tf.cast((source_x >= 0.0) & (source_x < tf.cast(width, tf.float64))
+                   & (source_y >= 0.0) & (source_y < tf.cast(height, tf.float64)), tf.int32)
+  source_x -= 0.5
+  source_y -= 0.5
+  left, top = tf.floor(source_x), tf.floor(source_y)
+  x_weight = (source_x - left)[..., tf.newaxis]
+  y_weight = (source_y - top)[..., tf.newaxis]
+  left, top = tf.cast(left, tf.int32), tf.cast(top, tf.int32)
+  # Indices into the bordered pixels; a point outside reads the border's corner four times.
+  columns = [tf.clip_by_value(left + step, 0, width - 1) + 1 for step in (0, 1)]
+  rows = [(tf.clip_by_value(top + step, 0, height - 1) + 1) * (width + 2) for step in (0, 1)]
+  pixels = _bordered_pixels(image)
+
+  def at(row, column):
+    return tf.cast(tf.gather_nd(pixels, ((row + column) * inside)[..., tf.newaxis]), tf.float64)
+
+  top_left, top_right, bottom_left, bottom_right = (at(row, column) for row in rows
+                                                    for column in columns)
+  upper = top_left + (top_right - top_left) * x_weight
+  lower = bottom_left + (bottom_right - bottom_left) * x_weight
+  return tf.cast(upper + (lower - upper) * y_weight, tf.uint8)
 
 
 def rotate(image: tf.Tensor, degrees, interpolation: str = "nearest") -> tf.Tensor:
   """Rotated by `degrees` about the image centre (positive: counter-clockwise on screen):
-  PIL's Image.rotate, its matrix in float64.
-
-  PIL rounds the cosine and sine to 15 decimals, which changes no 16.16 fixed-point
-  coefficient at the angles RandAugment uses (sin 30 degrees: 0.49999999999999994 and 0.5
-  both give 32768).
-  """
-  # PIL's steps: the angle modulo 360, then math.radians, negated.
-  radians = -(tf.math.floormod(tf.cast(degrees, tf.float64), 360.0) * (math.pi / 180.0))
+  PIL's Image.rotate, its matrix in float64."""
+  # PIL's steps: the angle modulo 360, math.radians, negated; the cosine and sine rounded
+  # to 15 decimals (sin 30 degrees becomes 0.5).
+  radians = -(tf.math.floormod(_float64(degrees), 360.0) * (math.pi / 180.0))
   height, width = (tf.cast(side, tf.float64) for side in tf.unstack(tf.shape(image)[:2]))
-  cos, sin = tf.cos(radians), tf.sin(radians)
+  cos, sin = (tf.round(value * 1e15) / 1e15 for value in (tf.cos(radians), tf.sin(radians)))
   centre_x, centre_y = width / 2.0, height / 2.0
   return _affine(image, [cos, sin, cos * -centre_x + sin * -centre_y + centre_x,
                          -sin, cos, -sin * -centre_x + cos * -centre_y + centre_y],
@@ -279,7 +312,7 @@ def _shift(image: tf.Tensor, pixels, axis: int) -> tf.Tensor:
   """Content moved `pixels` (rounded half up, in float64) towards index 0 along `axis`,
   FILL_VALUE behind: PIL's nearest-neighbour translation as a slice and a pad."""
   side = tf.shape(image)[axis]
-  shift = tf.clip_by_value(tf.cast(tf.floor(tf.cast(pixels, tf.float64) + 0.5), tf.int32),
+  shift = tf.clip_by_value(tf.cast(tf.floor(_float64(pixels) + 0.5), tf.int32),
                            -side, side)
   begin = [0, 0, 0]
   size = [-1, -1, -1]
@@ -333,7 +366,7 @@ def _fraction(level) -> tf.Tensor:
   """level / MAX_LEVEL in float64: the references scale levels in Python floats, and
   float32 moves some arguments by an ulp (magnitude 9: a factor 1.7199999 for 1.72) and
   with them pixels across a rounding edge."""
-  return tf.cast(level, tf.float64) / MAX_LEVEL
+  return _float64(level) / MAX_LEVEL
 
 
 def _truncate(value) -> tf.Tensor:

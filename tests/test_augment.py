@@ -122,8 +122,8 @@ def test_colour_ops_equal_pil(name):
     np.testing.assert_array_equal(ours(tf.constant(image)), _pil(image, theirs))
 
 
-# Geometric ops against PIL with nearest-neighbour sampling and the grey fill: equal to the
-# last bit (PIL's 16.16 fixed point).
+# Geometric ops against PIL with the grey fill: equal to the last bit (nearest-neighbour in
+# PIL's 16.16 fixed point, bilinear in its float64 steps).
 GEOMETRY = {
     "rotate_17": (lambda x: augment.rotate(x, 17.0), lambda pil: pil.rotate(17, fillcolor=FILL)),
     "rotate_-23": (lambda x: augment.rotate(x, -23.0),
@@ -136,6 +136,12 @@ GEOMETRY = {
     "rotate_30": (lambda x: augment.rotate(x, 30.0), lambda pil: pil.rotate(30, fillcolor=FILL)),
     "translate_x": (lambda x: augment.translate_x(x, -7.0), _affine((1, 0, -7, 0, 1, 0))),
     "translate_y": (lambda x: augment.translate_y(x, 5.4), _affine((1, 0, 0, 0, 1, 5.4))),
+    "rotate_17_bilinear": (lambda x: augment.rotate(x, 17.0, "bilinear"),
+                           lambda pil: pil.rotate(17, Image.BILINEAR, fillcolor=FILL)),
+    "shear_x_bilinear": (lambda x: augment.shear_x(x, 0.23, "bilinear"),
+                         _affine((1, 0.23, 0, 0, 1, 0), Image.BILINEAR)),
+    "translate_x_bilinear": (lambda x: augment.translate_x(x, -7.3, "bilinear"),
+                             _affine((1, 0, -7.3, 0, 1, 0), Image.BILINEAR)),
 }
 
 
