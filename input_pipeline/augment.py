@@ -7,14 +7,26 @@ same seed gives the same image eagerly, in tf.function and in Dataset.map, whate
 the thread or the order, so a seeded run resumed mid-epoch sees the augmentation an
 uninterrupted run saw (build_dataset derives one seed per element).
 
-The ops follow PIL's ImageOps and ImageEnhance, as the TF Model Garden's
-official/vision/ops/augment.py and timm's auto_augment.py do (the colour ops equal
-PIL's to the last bit, the geometric ops its nearest-neighbour transforms), and
-RandAugment and AutoAugment choose and scale them as those two do. Written here
-rather than taken from keras.layers.RandAugment, which draws its strength at random
-instead of using one magnitude, has no Invert or Cutout, and computes all 11 of its
-ops on every image to keep the chosen ones; Keras' layers also draw from a stateful
-seed generator, which a parallel map cannot replay.
+The image ops compute as PIL does (ImageOps, ImageEnhance, Image.transform with its
+nearest-neighbour and bilinear filters), which timm's auto_augment.py calls: equal to the
+last bit at every level RandAugment and AutoAugment use (tests/test_augment_references.py
+runs timm's own ops).
+RandAugment and AutoAugment choose and scale the ops as their references do: variant
+"timm" as timm's rand-...-inc1; variant "model_garden" and AutoAugment as the Model
+Garden's official/vision/ops/augment.py (its ops, its no-op choice, its level-to-argument
+functions and constants). Its ops themselves mostly are not PIL's: ours equal its
+Brightness, Equalize, Invert, SolarizeAdd and Cutout, its Posterize from level 3 and its
+Solarize below level 10, and follow PIL where it differs: its Contrast blends each
+channel with that channel's mean, Color greys with tf.image's weights, Sharpness truncates
+the smoothed image, AutoContrast computes in float32, Posterize keeps 1 bit at levels 0-2
+and Solarize inverts every value at level 10 (uint8 wrap-around), and its geometric ops
+reflect the image into the uncovered area (fill_mode='reflect'), round sample points as
+TF does and shear without the half-pixel term (docs/training.md has the sizes).
+
+Written here rather than taken from keras.layers.RandAugment, which draws its strength at
+random instead of using one magnitude, has no Invert or Cutout, and computes all 11 of its
+ops on every image to keep the chosen ones; Keras' layers also draw from a stateful seed
+generator, which a parallel map cannot replay.
 """
 import functools
 import math
@@ -28,8 +40,9 @@ from input_pipeline import constants
 # Magnitudes run from 0 to MAX_LEVEL (the papers' scale): an op's strength is
 # magnitude / MAX_LEVEL of its largest.
 MAX_LEVEL = 10.0
-# Grey for the pixels a rotation, shear, translation or cutout uncovers (the Model Garden's
-# replace value; timm fills with the mean pixel, 124/116/104, unless told otherwise).
+# Grey for the pixels a rotation, shear, translation or cutout uncovers: timm's default fill
+# (its training transforms pass the mean pixel, 124/116/104) and the Model Garden's replace
+# value, which only its Cutout shows: its geometric ops reflect the image instead.
 FILL_VALUE = 128
 
 RANDAUGMENT_VARIANTS = ("model_garden", "timm")
@@ -53,8 +66,8 @@ def split_seed(seed: tf.Tensor, count: int) -> list[tf.Tensor]:
 # ops that broadcast a [3] vector along the channel axis each took several times as
 # long as element-wise ops on same-shaped tensors (benchmarks/README.md). So masks here
 # are arithmetic, the smoothing filter is sums of shifted slices, nearest-neighbour
-# transforms are one gather, and per-channel values apply to the image seen as rows of
-# W x 3 values, where a row vector broadcasts fast.
+# transforms are one gather and bilinear ones four, and per-channel values apply to the
+# image seen as rows of W x 3 values, where a row vector broadcasts fast.
 
 
 def _rows(image: tf.Tensor) -> tf.Tensor:
@@ -101,8 +114,13 @@ def color(image: tf.Tensor, factor) -> tf.Tensor:
 
 
 def contrast(image: tf.Tensor, factor) -> tf.Tensor:
-  """PIL's ImageEnhance.Contrast: a blend with the image's mean grey level, rounded."""
-  return blend(tf.floor(tf.reduce_mean(_grayscale(image)) + 0.5), image, factor)
+  """PIL's ImageEnhance.Contrast: a blend with the image's mean grey level, rounded.
+
+  The mean in float64, as PIL's ImageStat takes it: a float32 sum is inexact above 2**24
+  (65,794 pixels of 255), and a float32 mean may round across the half.
+  """
+  mean = tf.reduce_mean(tf.cast(_grayscale(image), tf.float64))
+  return blend(tf.floor(mean + 0.5), image, factor)
 
 
 def sharpness(image: tf.Tensor, factor) -> tf.Tensor:
@@ -118,15 +136,20 @@ def sharpness(image: tf.Tensor, factor) -> tf.Tensor:
 
 
 def auto_contrast(image: tf.Tensor) -> tf.Tensor:
-  """PIL's ImageOps.autocontrast: each channel stretched to [0, 255]; a flat channel is kept."""
+  """PIL's ImageOps.autocontrast: each channel stretched to [0, 255]; a flat channel is kept.
+
+  PIL's lookup table to the last bit: int(v * scale + offset) in float64, with
+  offset = -low * scale; float32, or (v - low) * scale, truncates some values one level
+  lower or higher.
+  """
   per_channel = tf.reshape(image, [-1, 3])
-  low = tf.cast(tf.reduce_min(per_channel, axis=0), tf.float32)
-  high = tf.cast(tf.reduce_max(per_channel, axis=0), tf.float32)
+  low = tf.cast(tf.reduce_min(per_channel, axis=0), tf.float64)
+  high = tf.cast(tf.reduce_max(per_channel, axis=0), tf.float64)
   stretches = high > low
-  low = tf.where(stretches, low, 0.0)
   scale = tf.where(stretches, 255.0 / tf.maximum(high - low, 1.0), 1.0)
-  stretched = ((tf.cast(_rows(image), tf.float32) - _channel_row(low, image))
-               * _channel_row(scale, image))
+  offset = tf.where(stretches, -low * scale, 0.0)
+  stretched = (tf.cast(_rows(image), tf.float64) * _channel_row(scale, image)
+               + _channel_row(offset, image))
   return tf.reshape(tf.cast(tf.clip_by_value(stretched, 0.0, 255.0), tf.uint8), tf.shape(image))
 
 
@@ -181,63 +204,115 @@ def solarize_add(image: tf.Tensor, addition, threshold: int = 128) -> tf.Tensor:
                  tf.uint8)
 
 
-def _affine(image: tf.Tensor, matrix, interpolation: str) -> tf.Tensor:
-  """Output pixel (x, y) reads input (a0 x + a1 y + a2, b0 x + b1 y + b2); FILL_VALUE outside.
+def _float64(value) -> tf.Tensor:
+  """`value` as float64: Python floats directly (tf.cast would round them to float32 first)."""
+  return tf.cast(tf.convert_to_tensor(value, dtype_hint=tf.float64), tf.float64)
 
-  `matrix` maps output to input pixel indices. Nearest-neighbour: the pixel whose
-  centre is nearest (rounding half up, as PIL does), one gather from the image with a
-  border of FILL_VALUE, onto which sources outside are clamped. Bilinear: TF's
-  ImageProjectiveTransformV3.
+
+def _bordered_pixels(image: tf.Tensor) -> tf.Tensor:
+  """[(H + 2) * (W + 2), 3]: the image's pixels in a border of FILL_VALUE, row after row."""
+  return tf.reshape(tf.pad(image, [[1, 1], [1, 1], [0, 0]], constant_values=FILL_VALUE), [-1, 3])
+
+
+def _affine(image: tf.Tensor, matrix, interpolation: str) -> tf.Tensor:
+  """PIL's Image.transform(AFFINE, matrix): output pixel (x, y) takes the input at
+  (a x' + b y' + c, d x' + e y' + f), x' = x + 1/2, y' = y + 1/2 its centre, for
+  matrix (a, b, c, d, e, f); FILL_VALUE outside. To the last bit for both filters.
+
+  Nearest-neighbour, PIL's affine_fixed (which every image under 32768 px takes): the
+  coefficients rounded to 16.16 fixed point, the input pixel the integer part of their
+  fixed-point sum; one gather from the image in a border of FILL_VALUE, onto which sources
+  outside are clamped. Sampling at the exact coordinates instead takes the neighbouring
+  pixel wherever the fixed-point sum and the exact value fall on either side of a pixel
+  edge.
   """
-  matrix = [tf.cast(value, tf.float32) for value in matrix]
+  a, b, c, d, e, f = (_float64(value) for value in matrix)
   if interpolation == "bilinear":
-    transform = tf.concat([tf.stack(matrix), tf.zeros([2])], axis=0)
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=image[tf.newaxis], transforms=transform[tf.newaxis],
-        output_shape=tf.shape(image)[:2], fill_value=float(FILL_VALUE),
-        interpolation="BILINEAR", fill_mode="CONSTANT")[0]
+    return _bilinear_affine(image, a, b, c, d, e, f)
   height, width = tf.shape(image)[0], tf.shape(image)[1]
-  xs = tf.cast(tf.range(width), tf.float32)[tf.newaxis, :]
-  ys = tf.cast(tf.range(height), tf.float32)[:, tf.newaxis]
-  source_x = tf.cast(tf.floor(matrix[0] * xs + matrix[1] * ys + matrix[2] + 0.5), tf.int32)
-  source_y = tf.cast(tf.floor(matrix[3] * xs + matrix[4] * ys + matrix[5] + 0.5), tf.int32)
+
+  def fixed(value):
+    return tf.cast(tf.floor(value * 65536.0 + 0.5), tf.int32)
+
+  xs = tf.range(width)[tf.newaxis, :]
+  ys = tf.range(height)[:, tf.newaxis]
+  # PIL's offsets, summed in its order in float64, then made fixed point.
+  source_x = tf.bitwise.right_shift(fixed(c + a * 0.5 + b * 0.5) + ys * fixed(b) + xs * fixed(a),
+                                    16)
+  source_y = tf.bitwise.right_shift(fixed(f + d * 0.5 + e * 0.5) + ys * fixed(e) + xs * fixed(d),
+                                    16)
   # Clamping onto the border takes fewer passes over the [H, W] indices than a mask.
   index = ((tf.clip_by_value(source_y, -1, height) + 1) * (width + 2)
            + tf.clip_by_value(source_x, -1, width) + 1)
-  pixels = tf.reshape(tf.pad(image, [[1, 1], [1, 1], [0, 0]], constant_values=FILL_VALUE),
-                      [-1, 3])
   # gather_nd: each lookup costs about 3/4 of tf.gather's (equalize).
-  return tf.gather_nd(pixels, index[..., tf.newaxis])
+  return tf.gather_nd(_bordered_pixels(image), index[..., tf.newaxis])
+
+
+def _bilinear_affine(image: tf.Tensor, a, b, c, d, e, f) -> tf.Tensor:
+  """_affine with PIL's bilinear filter, its float64 arithmetic step for step.
+
+  A point inside the image blends the four pixels around it (less half a pixel; indices
+  clamped to the image) along x, then y, and truncates; a point outside is FILL_VALUE.
+  TF's ImageProjectiveTransformV3 rounds instead and blends the fill into the pixels along
+  the edge of the image, and it took longer than these four gathers.
+  """
+  height, width = tf.shape(image)[0], tf.shape(image)[1]
+  xs = tf.cast(tf.range(width), tf.float64)[tf.newaxis, :] + 0.5
+  ys = tf.cast(tf.range(height), tf.float64)[:, tf.newaxis] + 0.5
+  source_x = a * xs + b * ys + c
+  source_y = d * xs + e * ys + f
+  inside = tf.cast((source_x >= 0.0) & (source_x < tf.cast(width, tf.float64))
+                   & (source_y >= 0.0) & (source_y < tf.cast(height, tf.float64)), tf.int32)
+  source_x -= 0.5
+  source_y -= 0.5
+  left, top = tf.floor(source_x), tf.floor(source_y)
+  x_weight = (source_x - left)[..., tf.newaxis]
+  y_weight = (source_y - top)[..., tf.newaxis]
+  left, top = tf.cast(left, tf.int32), tf.cast(top, tf.int32)
+  # Indices into the bordered pixels; a point outside reads the border's corner four times.
+  columns = [tf.clip_by_value(left + step, 0, width - 1) + 1 for step in (0, 1)]
+  rows = [(tf.clip_by_value(top + step, 0, height - 1) + 1) * (width + 2) for step in (0, 1)]
+  pixels = _bordered_pixels(image)
+
+  def at(row, column):
+    return tf.cast(tf.gather_nd(pixels, ((row + column) * inside)[..., tf.newaxis]), tf.float64)
+
+  top_left, top_right, bottom_left, bottom_right = (at(row, column) for row in rows
+                                                    for column in columns)
+  upper = top_left + (top_right - top_left) * x_weight
+  lower = bottom_left + (bottom_right - bottom_left) * x_weight
+  return tf.cast(upper + (lower - upper) * y_weight, tf.uint8)
 
 
 def rotate(image: tf.Tensor, degrees, interpolation: str = "nearest") -> tf.Tensor:
-  """Rotated by `degrees` about the image centre (positive: counter-clockwise on screen)."""
-  radians = tf.cast(degrees, tf.float32) * (math.pi / 180.0)
-  height, width = (tf.cast(side - 1, tf.float32) for side in tf.unstack(tf.shape(image)[:2]))
-  cos, sin = tf.cos(radians), tf.sin(radians)
-  x_offset = (width - (cos * width - sin * height)) / 2.0
-  y_offset = (height - (sin * width + cos * height)) / 2.0
-  return _affine(image, [cos, -sin, x_offset, sin, cos, y_offset], interpolation)
+  """Rotated by `degrees` about the image centre (positive: counter-clockwise on screen):
+  PIL's Image.rotate, its matrix in float64."""
+  # PIL's steps: the angle modulo 360, math.radians, negated; the cosine and sine rounded
+  # to 15 decimals (sin 30 degrees becomes 0.5).
+  radians = -(tf.math.floormod(_float64(degrees), 360.0) * (math.pi / 180.0))
+  height, width = (tf.cast(side, tf.float64) for side in tf.unstack(tf.shape(image)[:2]))
+  cos, sin = (tf.round(value * 1e15) / 1e15 for value in (tf.cos(radians), tf.sin(radians)))
+  centre_x, centre_y = width / 2.0, height / 2.0
+  return _affine(image, [cos, sin, cos * -centre_x + sin * -centre_y + centre_x,
+                         -sin, cos, -sin * -centre_x + cos * -centre_y + centre_y],
+                 interpolation)
 
 
 def shear_x(image: tf.Tensor, factor, interpolation: str = "nearest") -> tf.Tensor:
-  """Row y shifted by factor * y: PIL's transform (1, factor, 0, 0, 1, 0), which samples at
-  pixel centres, hence the half-pixel term."""
-  factor = tf.cast(factor, tf.float32)
-  return _affine(image, [1.0, factor, factor / 2.0, 0.0, 1.0, 0.0], interpolation)
+  """Row y shifted by factor * y: PIL's transform (1, factor, 0, 0, 1, 0)."""
+  return _affine(image, [1.0, factor, 0.0, 0.0, 1.0, 0.0], interpolation)
 
 
 def shear_y(image: tf.Tensor, factor, interpolation: str = "nearest") -> tf.Tensor:
-  """Column x shifted by factor * x, as shear_x."""
-  factor = tf.cast(factor, tf.float32)
-  return _affine(image, [1.0, 0.0, 0.0, factor, 1.0, factor / 2.0], interpolation)
+  """Column x shifted by factor * x: PIL's transform (1, 0, 0, factor, 1, 0)."""
+  return _affine(image, [1.0, 0.0, 0.0, factor, 1.0, 0.0], interpolation)
 
 
 def _shift(image: tf.Tensor, pixels, axis: int) -> tf.Tensor:
-  """Content moved `pixels` (rounded half up) towards index 0 along `axis`, FILL_VALUE behind:
-  nearest-neighbour translation as a slice and a pad."""
+  """Content moved `pixels` (rounded half up, in float64) towards index 0 along `axis`,
+  FILL_VALUE behind: PIL's nearest-neighbour translation as a slice and a pad."""
   side = tf.shape(image)[axis]
-  shift = tf.clip_by_value(tf.cast(tf.floor(tf.cast(pixels, tf.float32) + 0.5), tf.int32),
+  shift = tf.clip_by_value(tf.cast(tf.floor(_float64(pixels) + 0.5), tf.int32),
                            -side, side)
   begin = [0, 0, 0]
   size = [-1, -1, -1]
@@ -288,7 +363,10 @@ def cutout(image: tf.Tensor, centre, half_size) -> tf.Tensor:
 # ---------------------------------------------- RandAugment and AutoAugment
 
 def _fraction(level) -> tf.Tensor:
-  return tf.cast(level, tf.float32) / MAX_LEVEL
+  """level / MAX_LEVEL in float64: the references scale levels in Python floats, and
+  float32 moves some arguments by an ulp (magnitude 9: a factor 1.7199999 for 1.72) and
+  with them pixels across a rounding edge."""
+  return _float64(level) / MAX_LEVEL
 
 
 def _truncate(value) -> tf.Tensor:
@@ -307,7 +385,8 @@ OP_RANDOMS = 3
 
 
 def _model_garden_ops(translate_pixels: float, cutout_half_size: float) -> dict:
-  """name -> fn(image, level, randoms): the TPU/Model Garden scaling of each op by level.
+  """name -> fn(image, level, randoms): the TPU/Model Garden ops and their scaling by level
+  (its level_to_arg), the ops PIL's (module docstring).
 
   Posterize keeps level/10 * 4 bits (0 bits, a black image, at level 0) and Solarize
   inverts from level/10 * 256 (everything at 0): their strength falls as the level rises.
@@ -353,7 +432,7 @@ def _timm_increasing_ops() -> dict:
   """
   def enhance(op):
     return lambda image, level, randoms: op(
-        image, tf.maximum(0.1, 1.0 + _random_sign(_fraction(level) * 0.9, randoms)))
+        image, tf.maximum(1.0 + _random_sign(_fraction(level) * 0.9, randoms), 0.1))
 
   def signed(op, largest):
     return lambda image, level, randoms: op(
@@ -362,7 +441,7 @@ def _timm_increasing_ops() -> dict:
   def relative(op, axis):
     return lambda image, level, randoms: op(
         image, _random_sign(_fraction(level) * 0.45, randoms)
-        * tf.cast(tf.shape(image)[axis], tf.float32), "bilinear")
+        * tf.cast(tf.shape(image)[axis], tf.float64), "bilinear")
 
   return {
       "AutoContrast": lambda image, level, randoms: auto_contrast(image),
@@ -442,7 +521,7 @@ def _op_switch(ops, image: tf.Tensor):
   ops = list(ops) + [lambda image, level, randoms: image]
   if tf.executing_eagerly():
     return lambda index, image, level, randoms: ops[int(index)](image, level, randoms)
-  signature = (tf.TensorSpec(image.shape, image.dtype), tf.TensorSpec([], tf.float32),
+  signature = (tf.TensorSpec(image.shape, image.dtype), tf.TensorSpec([], tf.float64),
                tf.TensorSpec([OP_RANDOMS], tf.float32))
   branches = [tf.function(op, autograph=False).get_concrete_function(*signature)
               for op in ops]
@@ -473,7 +552,8 @@ def rand_augment(image: tf.Tensor, seed: tf.Tensor, num_layers: int, magnitude: 
   """RandAugment: `num_layers` ops, each drawn uniformly (with replacement), at `magnitude`.
 
   magnitude_std > 0 adds Gaussian noise of that deviation to the magnitude of each op
-  (timm's `mstd`), clipped to [0, MAX_LEVEL].
+  (timm's `mstd`), clipped to [0, MAX_LEVEL]; the Model Garden's magnitude_std only
+  switches on noise of deviation 1.
   variant "model_garden": its 16 ops plus one more choice that changes nothing, every
   drawn op applied; the magnitude is not clipped without noise (above 10 is stronger).
   variant "timm": timm's `rand-m<magnitude>-mstd<std>-inc1`, 15 ops, each drawn op
@@ -486,9 +566,9 @@ def rand_augment(image: tf.Tensor, seed: tf.Tensor, num_layers: int, magnitude: 
   ops = list(RANDAUGMENT_OPS[variant].values())
   # Per layer: the op, whether it applies (timm), its magnitude noise, the op's own.
   draws = tf.random.stateless_uniform([num_layers, 3 + OP_RANDOMS], seed)
-  levels = tf.fill([num_layers], tf.constant(magnitude, tf.float32))
+  levels = tf.fill([num_layers], tf.constant(magnitude, tf.float64))
   if magnitude_std > 0:
-    levels += magnitude_std * tf.math.ndtri(draws[:, 2])
+    levels += magnitude_std * tf.cast(tf.math.ndtri(draws[:, 2]), tf.float64)
   if magnitude_std > 0 or variant == "timm":
     levels = tf.clip_by_value(levels, 0.0, MAX_LEVEL)
   # Model Garden: one more choice that changes nothing.
@@ -518,7 +598,7 @@ def auto_augment(image: tf.Tensor, seed: tf.Tensor, policy: str = "v0") -> tf.Te
   op_indices = tf.constant([[names.index(name) for name, _, _ in step] for step in steps])
   probabilities = tf.constant([[probability for _, probability, _ in step] for step in steps],
                               tf.float32)
-  levels = tf.constant([[float(level) for _, _, level in step] for step in steps])
+  levels = tf.constant([[float(level) for _, _, level in step] for step in steps], tf.float64)
   # The sub-policy, then per step: whether it applies, the op's own.
   draws = tf.random.stateless_uniform([1 + len(steps) * (1 + OP_RANDOMS)], seed)
   choice = tf.cast(draws[0] * len(sub_policies), tf.int32)

@@ -1,11 +1,12 @@
 """An exponential moving average of every model weight, BatchNorm statistics included.
 
 After each training step, average -= (1 - decay) * (average - weight), with decay
-min(decay, (1 + n) / (10 + n)) after n updates when warming up (the num_updates rule of
-tf.train.ExponentialMovingAverage and the Model Garden's dynamic decay). Averaging the
-moving statistics too is what timm's ModelEma and the Model Garden's
-`trainable_weights_only=False` do, so the averaged network normalizes with statistics
-averaged alike.
+min(decay, (1 + n) / (10 + n)) after n updates when warming up, the averages starting
+from the weights: tf.train.ExponentialMovingAverage with num_updates = n. Not the Model
+Garden's dynamic decay, which counts optimizer steps (its first update already uses
+2 / 11) and starts its averages at zero. Averaging the moving statistics too is what
+timm's ModelEma and the Model Garden's `trainable_weights_only=False` do, so the averaged
+network normalizes with statistics averaged alike.
 
 Our own rather than Keras' `use_ema` (trainable weights only, no warm-up, no way to
 evaluate the average without overwriting the weights) or tf.train.ExponentialMovingAverage

@@ -234,7 +234,7 @@ flags.DEFINE_enum("randaugment_variant", _DATA.randaugment_variant,
                   list(augment.RANDAUGMENT_VARIANTS),
                   "RandAugment ops and scaling: model_garden (16 ops and a no-op, every drawn op "
                   "applied) or timm (its rand-...-inc1: 15 ops growing with the magnitude, each "
-                  "applied with probability 0.5).")
+                  "applied with probability 0.5). Ops as PIL's; 9 unlike the Model Garden's: docs/training.md.")
 flags.DEFINE_float("random_erasing_probability", _DATA.random_erasing_probability,
                    "Random erasing: probability of one rectangle of per-pixel noise per image "
                    "(timm's reprob, e.g. 0.25); 0: off.")
