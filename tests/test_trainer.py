@@ -97,7 +97,7 @@ def test_replica_copies_of_moving_statistics_agree_and_evaluation_uses_them(colo
   for variable, copy in zip(trainer.moving_statistics(), restored.moving_statistics()):
     assert [np.array_equal(c.numpy(), copy.numpy()) for c in variable.values] == [True, True]
   assert any(np.array_equal(value, restored.moving_statistics()[0].numpy())
-             for value in saved.values() if value.shape == (8,))
+             for value in saved.values() if np.shape(value) == (8,))
   single_eval = restored.evaluate()
   assert stats["eval_examples"] == single_eval["examples"] == 12
   assert stats["eval_loss"] == pytest.approx(single_eval["loss"], abs=1e-5)
