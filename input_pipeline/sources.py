@@ -352,13 +352,15 @@ def _tfds_data_sets(data_dir: str) -> list[str]:
 
 
 def infer_source(data_dir: str, train_file_pattern: str = constants.IMAGENET_TRAIN_PATTERN):
-  """(source, tfds_name) for what data_dir holds: TFRecord shards matching
-  train_file_pattern -> imagenet; one prepared TFDS data set -> tfds; images in class
-  subfolders or with Kaggle names -> folder. ValueError when it holds none of these."""
+  """(source, tfds_name) for what data_dir holds: TFRecord shards (train_file_pattern,
+  train-*-of-* or *.tfrecord*) -> imagenet; one prepared TFDS data set -> tfds; images in
+  class subfolders or with Kaggle names -> folder. ValueError when it holds none of these."""
   if not data_dir or not tf.io.gfile.isdir(data_dir):
     raise ValueError("data_dir must be an existing folder (of images, TFRecord shards or TFDS "
                      f"data sets). Received: {data_dir!r}")
-  if tf.io.gfile.glob(os.path.join(data_dir, train_file_pattern)):
+  # Shards that the pattern misses still mean TFRecords: the imagenet source then names it.
+  if any(tf.io.gfile.glob(os.path.join(data_dir, pattern))
+         for pattern in (train_file_pattern, "train-*-of-*", "*.tfrecord*")):
     return "imagenet", None
   data_sets = _tfds_data_sets(data_dir)
   if len(data_sets) > 1:
