@@ -77,10 +77,22 @@ def _predict(experiment, flag_values):
   return {"source": source, "images": len(predictions), "failed": len(failed)}
 
 
+def _train(experiment, flag_values, evaluate):
+  """Trains after the last checks: the step's memory (--check_memory), then --clean."""
+  strategy = distribute.build_strategy(experiment.runtime)
+  if flag_values.check_memory:
+    # Before the model and model_dir: a run that cannot fit costs seconds and writes nothing.
+    memory.check_train_step(experiment, strategy)
+  if flag_values.clean:
+    # After every check: a mistake deletes nothing.
+    run_state.clean(experiment.train.model_dir)
+  return run_lib.train_and_evaluate(experiment, evaluate=evaluate, strategy=strategy)
+
+
 # mode -> function(ExperimentConfig, flag values) -> stats.
 MODES = {
-    "train_and_eval": lambda experiment, _: run_lib.train_and_evaluate(experiment, evaluate=True),
-    "train": lambda experiment, _: run_lib.train_and_evaluate(experiment, evaluate=False),
+    "train_and_eval": lambda experiment, flag_values: _train(experiment, flag_values, True),
+    "train": lambda experiment, flag_values: _train(experiment, flag_values, False),
     "eval": lambda experiment, _: run_lib.evaluate_checkpoint(experiment),
     "continuous_eval": lambda experiment, flag_values: continuous_eval.continuous_evaluate(
         experiment, timeout_s=flag_values.continuous_eval_timeout),
@@ -910,14 +922,8 @@ def run(flag_values=FLAGS):
                        f"delete the run it acts on. Received: --mode={mode} --clean")
     experiment = experiment_from_flags(flag_values)
     apply_process_settings(flag_values)
-    if flag_values.check_memory and mode in TRAIN_MODES:
-      # Before anything is built or written: a run that cannot fit costs seconds.
-      memory.check_train_step(experiment)
   except ValueError as error:
     raise app.UsageError(str(error)) from error
-  if flag_values.clean:
-    # After the flags are known to be good: a mistake deletes nothing.
-    run_state.clean(flag_values.model_dir)
   stats = MODES[mode](experiment, flag_values)
   # The evaluation report has its own log line and files (model_dir/eval/).
   left_out = {"history", *(f"eval_{name}" for name in progress.REPORT_FIELDS)}

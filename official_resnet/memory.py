@@ -19,7 +19,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from official_resnet import distribute
 from official_resnet import models
 
 GiB = 2**30
@@ -36,10 +35,11 @@ _FLOAT32_BYTES = 4
 
 @dataclasses.dataclass(frozen=True)
 class StepMemory:
-  """A train step's memory: `replicas` on `device` ("CPU" or "GPU"), each with its share of
-  the global batch."""
+  """A train step's memory: `replicas` on this host's `device` ("CPU" or "GPU"), each with
+  its share of the global batch over `global_replicas` (other hosts' too)."""
   device: str
   replicas: int
+  global_replicas: int
   parameters: int
   # Layer outputs of one example, summed, and the bytes of each (the compute dtype).
   activations_per_example: int
@@ -49,7 +49,7 @@ class StepMemory:
 
   def per_replica_bytes(self, batch_size):
     """One replica's activations, weights, gradients, optimizer slots and average."""
-    per_replica_batch = -(-batch_size // self.replicas)
+    per_replica_batch = -(-batch_size // self.global_replicas)
     return (per_replica_batch * self.activations_per_example * self.activation_bytes
             + self.parameters * self.weight_copies * _FLOAT32_BYTES)
 
@@ -62,24 +62,26 @@ class StepMemory:
   def largest_batch(self, available_bytes):
     """The largest global batch that fits `available_bytes` (a multiple of the replicas, and
     of 8 per replica when that large), or None when even one example per replica does not."""
+    replicas = self.global_replicas
     fixed = self.bytes_needed(0)
-    per_example = self.bytes_needed(self.replicas) - fixed
-    largest = (available_bytes - fixed) // per_example * self.replicas
-    if largest < self.replicas:
+    largest = (available_bytes - fixed) // (self.bytes_needed(replicas) - fixed) * replicas
+    if largest < replicas:
       return None
-    step = 8 * self.replicas if largest >= 8 * self.replicas else self.replicas
+    step = 8 * replicas if largest >= 8 * replicas else replicas
     return int(largest // step * step)
 
 
-def estimate(model_config, optimizer_name, ema, device, replicas):
+def estimate(model_config, optimizer_name, ema, device, replicas, global_replicas=None):
   """The StepMemory of training `model_config` with that optimizer (ema: with a weight
-  average) on `replicas` replicas of `device`."""
+  average) on `replicas` replicas of `device` here, of `global_replicas` (default:
+  `replicas`) in all."""
   with keras.StatelessScope():
     model = models.build_model(model_config)
   activations = sum(int(np.prod(layer.output.shape[1:])) for layer in model.layers)
   compute_dtype = keras.mixed_precision.DTypePolicy(model_config.dtype_policy).compute_dtype
   return StepMemory(
-      device=device, replicas=replicas, parameters=model.count_params(),
+      device=device, replicas=replicas, global_replicas=global_replicas or replicas,
+      parameters=model.count_params(),
       activations_per_example=activations,
       activation_bytes=_FLOAT32_BYTES if compute_dtype == "float32" else 2,
       weight_copies=2 + _OPTIMIZER_SLOTS[optimizer_name] + int(ema))
@@ -155,7 +157,7 @@ def check_fits(step_memory, batch_size, available, total, what):
     return
   fits = step_memory.largest_batch(available)
   advice = (f"--batch_size={fits} fits (about {_gib(step_memory.bytes_needed(fits))})"
-            if fits else f"not even --batch_size={step_memory.replicas} fits: use a smaller "
+            if fits else f"not even --batch_size={step_memory.global_replicas} fits: use a smaller "
             "--image_size or --architecture")
   raise ValueError(
       f"batch_size={batch_size} needs about {_gib(needed)} for a train step ({details}), more "
@@ -163,25 +165,22 @@ def check_fits(step_memory, batch_size, available, total, what):
       "--nocheck_memory runs it anyway. Nothing was written.")
 
 
-def check_train_step(experiment):
-  """Refuses (ValueError) a train step of `experiment` that cannot fit the machine, or each
-  GPU, before anything of the run is built. TPUs, and GPUs nvidia-smi cannot read, are not
-  checked (logged)."""
-  runtime = experiment.runtime
-  if runtime.distribution_strategy == "tpu":
+def check_train_step(experiment, strategy):
+  """Refuses (ValueError) a train step of `experiment` under `strategy` that cannot fit the
+  machine, or each GPU; call it before the model is built. TPUs, and GPUs nvidia-smi cannot
+  read, are not checked (logged)."""
+  if isinstance(strategy, tf.distribute.TPUStrategy):
     logging.info("Memory: not checked on a TPU.")
     return
-  device = "GPU" if runtime.num_gpus else "CPU"
-  replicas = runtime.num_gpus or (len(tf.config.list_logical_devices("CPU"))
-                                  if runtime.distribution_strategy == "mirrored" else 1)
+  try:
+    replicas = len(strategy.extended.worker_devices)
+  except RuntimeError:  # The default strategy (off): one replica, and no device list.
+    replicas = 1
+  device = "GPU" if experiment.runtime.num_gpus else "CPU"
   batch_size = experiment.data.batch_size
-  if runtime.distribution_strategy == "multi_worker_mirrored":
-    spec = distribute.cluster_resolver(runtime).cluster_spec().as_dict()
-    workers = max(1, sum(len(spec.get(job, ())) for job in ("chief", "worker")))
-    # This host's replicas take their share of the global batch.
-    batch_size = -(-batch_size // workers)
   step_memory = estimate(experiment.model, experiment.train.optimizer.name,
-                         experiment.train.ema_decay is not None, device, replicas)
+                         experiment.train.ema_decay is not None, device, replicas,
+                         strategy.num_replicas_in_sync)
   if device == "GPU":
     free_and_total = gpu_memory()
     if free_and_total is None:

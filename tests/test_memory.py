@@ -1,6 +1,6 @@
 """The train step's memory: estimated before anything is built, checked against a measured
 peak, and a run that cannot fit refused in seconds with a batch size that fits."""
-import os
+import dataclasses
 import re
 import subprocess
 import sys
@@ -26,12 +26,13 @@ MEASURED_MAIN = textwrap.dedent("""
 """)
 
 
-def _estimate(args, device="CPU", replicas=1):
+def _estimate(args):
+  """The StepMemory of the command's train step on one CPU replica."""
   with flagsaver.flagsaver():
     cli_fixtures.parse(*args)
     experiment = main.experiment_from_flags()
   return memory.estimate(experiment.model, experiment.train.optimizer.name,
-                         experiment.train.ema_decay is not None, device, replicas)
+                         experiment.train.ema_decay is not None, "CPU", 1)
 
 
 @pytest.mark.slow
@@ -82,7 +83,7 @@ def test_a_run_that_cannot_fit_is_refused_in_seconds_with_a_batch_that_fits(tmp_
 
 
 def test_largest_batch_and_the_message_on_gpus():
-  step_memory = memory.StepMemory(device="GPU", replicas=2, parameters=2**20,
+  step_memory = memory.StepMemory(device="GPU", replicas=2, global_replicas=2, parameters=2**20,
                                   activations_per_example=2**20, activation_bytes=4,
                                   weight_copies=4)
   # Per GPU: 16 MiB of weights and copies, 4 MiB per example of its half of the batch.
@@ -90,6 +91,9 @@ def test_largest_batch_and_the_message_on_gpus():
   assert step_memory.largest_batch(16 * 2**20 + 100 * 4 * 2**20) == 192  # 200 -> a multiple of 16
   assert step_memory.largest_batch(16 * 2**20 + 5 * 4 * 2**20) == 10  # < 16: a multiple of 2
   assert step_memory.largest_batch(16 * 2**20) is None
+  # One of the two replicas on this host's CPU: TensorFlow's share and its half of the batch.
+  one_of_two = dataclasses.replace(step_memory, device="CPU", replicas=1)
+  assert one_of_two.bytes_needed(64) == memory.RUNTIME_BYTES + 16 * 2**20 + 32 * 4 * 2**20
   with pytest.raises(ValueError, match=r"batch_size=64 needs about 144 MiB for a train step \(2 GPU "
                                        r"replicas, each 128 MiB of activations and 16 MiB of "
                                        r"weights, gradients and optimizer slots\), more than the "
