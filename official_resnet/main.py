@@ -433,7 +433,7 @@ FLAG_FIELDS = {
     "conv_padding": ("model.conv_padding",), "eval_resize_size": ("data.eval_resize_size",),
     "eval_resize_method": ("data.eval_resize_method",),
     "source": ("data.source",), "use_synthetic_data": ("data.source",),
-    "data_dir": ("data.data_dir",), "tfds_name": ("data.tfds_name",),
+    "data_dir": ("data.data_dir", "data.source"), "tfds_name": ("data.tfds_name",),
     "train_split": ("data.train_split",), "eval_split": ("data.eval_split",),
     "train_file_pattern": ("data.train_file_pattern",),
     "eval_file_pattern": ("data.eval_file_pattern",), "label_offset": ("data.label_offset",),
@@ -703,12 +703,16 @@ def _warn_without_weights(f, weights, phases, latest_checkpoint):
 
 def _source_and_tfds_name(f, saved):
   """--source (--use_synthetic_data: synthetic), else the run's in --model_dir, else what
-  --data_dir holds; synthetic without --data_dir (said in one line)."""
+  --data_dir holds; synthetic without --data_dir (said in one line).
+
+  A --data_dir given to a run of synthetic images says what it holds, so that the run
+  refuses it (FLAG_FIELDS: --data_dir sets data.source too).
+  """
   if f.use_synthetic_data:
     return "synthetic", f.tfds_name
   if f.source:
     return f.source, f.tfds_name
-  if saved is not None:
+  if saved is not None and not (f.data_dir and saved.data.source == "synthetic"):
     return saved.data.source, f.tfds_name or saved.data.tfds_name
   if f.tfds_name:
     return "tfds", f.tfds_name

@@ -162,9 +162,17 @@ def test_the_source_follows_what_data_dir_holds(tmp_path):
     sources.infer_source(str(tmp_path / "empty"))
 
 
-def test_without_data_dir_the_images_are_synthetic_and_it_says_so(tmp_path, caplog):
+def test_without_data_dir_the_images_are_synthetic_and_it_says_so(colours, tmp_path, caplog):
   with flagsaver.flagsaver():
-    cli_fixtures.parse(f"--model_dir={tmp_path}")
+    cli_fixtures.parse(f"--model_dir={tmp_path}", "--num_classes=4")
     caplog.set_level(logging.INFO, logger="absl")
-    assert main.experiment_from_flags().data.source == "synthetic"
-  assert "No --data_dir: synthetic images (--source=synthetic)." in caplog.text
+    experiment = main.experiment_from_flags()
+    assert experiment.data.source == "synthetic"
+    assert "No --data_dir: synthetic images (--source=synthetic)." in caplog.text
+    # A --data_dir given later to that run does not pass for its synthetic images.
+    run_state.write_run_config(str(tmp_path), experiment.model, experiment.data,
+                               ("0", "1", "2", "3"), experiment.train, experiment.runtime)
+    cli_fixtures.parse(f"--model_dir={tmp_path}", f"--data_dir={colours}")
+    with pytest.raises(ValueError, match=r"--data_dir asks for source='folder', the run has "
+                                         r"'synthetic'"):
+      main.experiment_from_flags()
