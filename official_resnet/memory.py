@@ -22,8 +22,8 @@ import tensorflow as tf
 from official_resnet import models
 
 GiB = 2**30
-# TensorFlow, Keras, Python and a small model's traced step, measured as the peak resident
-# memory of short CPU runs minus their activations (0.65-0.8 GiB); the upper end.
+# What TensorFlow, Keras, Python and the traced step hold besides activations and weights:
+# the upper end of short CPU runs' peaks less those (docs/training.md, "Memory").
 RUNTIME_BYTES = int(0.75 * GiB)
 # How far above a run's measured peak the estimate may lie (tests/test_memory.py).
 ESTIMATE_FACTOR = 1.5
