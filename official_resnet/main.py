@@ -852,7 +852,7 @@ def experiment_from_flags(flag_values=FLAGS):
     experiment = run_state.with_saved_run(experiment, saved, f.model_dir, settable,
                                           _given_fields(f, left_out=unread), finished=finished)
     if finished:
-      _check_finished_run_length(experiment, finished)
+      _check_finished_run_length(experiment, saved, finished)
   _warn_without_weights(f, weights, experiment.train.resolved_phases(), latest_checkpoint)
   return experiment
 
@@ -860,10 +860,12 @@ def experiment_from_flags(flag_values=FLAGS):
 TRAIN_MODES = ("train", "train_and_eval")
 
 
-def _check_finished_run_length(experiment, finished):
-  """Logs the schedule of a finished run made longer, in one line; refuses a shorter one.
+def _check_finished_run_length(experiment, saved, finished):
+  """Logs the schedule of a finished run made longer, in one line; refuses a shorter one,
+  and a run length a run in phases does not take.
 
-  finished: the run's stats.json, whose steps_per_epoch the new length is counted in.
+  saved: the run's RunConfig; finished: its stats.json, whose steps_per_epoch the new
+  length is counted in.
   """
   steps_per_epoch, done = finished["steps_per_epoch"], finished["step"]
   batch_size = experiment.data.batch_size
@@ -876,6 +878,15 @@ def _check_finished_run_length(experiment, finished):
         "Give a larger --train_epochs (or --train_steps) to extend it, or use a new --model_dir. "
         f"Received: {total} steps ({total / steps_per_epoch:.4g} epochs). Nothing was written.")
   if total == done:
+    lengths = [(train.train_epochs, train.train_steps) for train in (experiment.train, saved.train)]
+    if experiment.train.phases and lengths[0] != lengths[1]:
+      raise ValueError(
+          f"model_dir {experiment.train.model_dir} holds a run in phases "
+          f"{[phase.name for phase in experiment.train.phases]}, whose lengths --train_epochs "
+          "and --train_steps alone do not set. Give its --phases with longer --phase_epochs or "
+          "--phase_steps (one phase: its --trainable with the longer --train_epochs) to "
+          "extend it. Received: train_epochs="
+          f"{lengths[0][0]}, train_steps={lengths[0][1]}. Nothing was written.")
     return
   schedules = "; ".join(
       f"phase {phase.name!r} steps {phase.start_step}-{phase.end_step}: {config.schedule.name}, "

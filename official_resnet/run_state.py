@@ -41,8 +41,8 @@ TRAIN_RECIPE_FIELDS = ("train_epochs", "train_steps", "phases", "schedule", "opt
 # The recipe fields that say how long the run trains (phases: their lengths).
 RUN_LENGTH_FIELDS = ("train_epochs", "train_steps")
 # What a command that trains may change on a run that has trained all its steps: where the
-# data is, and how training runs, checkpoints and reports; not what the steps do. (Runtime
-# fields and the model fields a resumed run may change are allowed too.)
+# data is, and how training runs, checkpoints and reports; not what the steps do. (The
+# runtime and the model fields a resumed run may change may change too.)
 MAY_CHANGE_WHEN_FINISHED = (
     "data.data_dir", "data.train_file_pattern", "data.eval_file_pattern", "data.eval_split",
     "data.cache", "data.eval_cache", "data.experimental_slack", "data.private_threads",
@@ -207,6 +207,11 @@ def _is_run_defining(section, name):
   return section == "data" and name in _RUN_DEFINING_DATA_FIELDS
 
 
+def _may_change_when_finished(section, name):
+  return (section == "runtime" or f"{section}.{name}" in MAY_CHANGE_WHEN_FINISHED
+          or (section == "model" and name in _RESUMABLE_MODEL_FIELDS))
+
+
 def _without_length(name, value):
   """A TRAIN_RECIPE_FIELDS value with the run's length left out (phases keep the rest)."""
   if name == "phases":
@@ -261,8 +266,7 @@ def with_saved_run(requested, saved, model_dir, settable, given, finished=None):
       elif key not in given:
         changes[field.name] = theirs
       elif _is_run_defining(section, field.name) or (
-          finished and section != "runtime" and key not in MAY_CHANGE_WHEN_FINISHED
-          and not (section == "model" and field.name in _RESUMABLE_MODEL_FIELDS)):
+          finished and not _may_change_when_finished(section, field.name)):
         refused.append(asks)
       else:
         logging.info("--%s: %s=%r instead of the run's %r.", given[key], field.name, ours, theirs)

@@ -107,6 +107,22 @@ def test_a_finished_run_is_kept_whole_by_reruns_and_extended_only_on_request(col
 
 
 @pytest.mark.slow
+def test_a_finished_run_in_phases_is_extended_by_its_phases(colours, tmp_path, caplog):
+  model_dir = tmp_path / "run"
+  head = [*_flags(colours, str(model_dir), train_epochs=1), "--trainable=head"]
+  assert _run(caplog, head)["step"] == 2
+  record = _record(model_dir)
+  # The run's length alone, as a user extending it would type.
+  error = _refused(caplog, [f"--model_dir={model_dir}", "--train_epochs=2"])
+  assert "holds a run in phases ['head'], whose lengths --train_epochs and --train_steps alone " \
+         "do not set" in error
+  assert _record(model_dir) == record
+  extended = _run(caplog, [*_flags(colours, str(model_dir), train_epochs=2), "--trainable=head"])
+  assert (extended["start_step"], extended["step"]) == (2, 4)
+  assert "phase 'head' steps 0-4: constant" in caplog.text
+
+
+@pytest.mark.slow
 def test_ctrl_c_then_resume_keeps_every_evaluation(colours, tmp_path, caplog):
   model_dir = tmp_path / "run"
   # 16 steps, an evaluation every 2.
