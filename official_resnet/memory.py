@@ -75,8 +75,9 @@ def estimate(model_config, optimizer_name, ema, device, replicas, global_replica
   """The StepMemory of training `model_config` with that optimizer (ema: with a weight
   average) on `replicas` replicas of `device` here, of `global_replicas` (default:
   `replicas`) in all."""
+  # At the training size: a model that takes any size has no layer shapes of its own.
   with keras.StatelessScope():
-    model = models.build_model(model_config)
+    model = models.build_model(dataclasses.replace(model_config, any_input_size=False))
   activations = sum(int(np.prod(layer.output.shape[1:])) for layer in model.layers)
   compute_dtype = keras.mixed_precision.DTypePolicy(model_config.dtype_policy).compute_dtype
   return StepMemory(
