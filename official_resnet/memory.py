@@ -27,8 +27,8 @@ GiB = 2**30
 RUNTIME_BYTES = int(0.75 * GiB)
 # How far above a run's measured peak the estimate may lie (tests/test_memory.py).
 ESTIMATE_FACTOR = 1.5
-# float32 copies of each weight a train step holds besides the weight itself: its gradient,
-# the optimizer's slots, the weight average.
+# The optimizer's float32 slots per weight: momentum; Adam's, LAMB's and RMSprop's (with
+# momentum) two.
 _OPTIMIZER_SLOTS = {"sgd": 1, "lars": 1, "rmsprop": 2, "adam": 2, "adamw": 2, "lamb": 2}
 _FLOAT32_BYTES = 4
 
@@ -116,21 +116,23 @@ def host_memory():
 
 
 def gpu_memory():
-  """(free, total) bytes of the GPU with the least free memory (nvidia-smi); None when
-  nvidia-smi cannot tell."""
+  """Bytes of memory of the smallest visible GPU (nvidia-smi); None when nvidia-smi cannot tell.
+
+  The total, not what is free: by the time the strategy exists, TensorFlow has reserved
+  most of each GPU for itself.
+  """
   try:
-    result = subprocess.run(["nvidia-smi", "--query-gpu=memory.free,memory.total",
+    result = subprocess.run(["nvidia-smi", "--query-gpu=memory.total",
                              "--format=csv,noheader,nounits"], capture_output=True, text=True,
                             timeout=20, check=True)
-  except (OSError, subprocess.SubprocessError):
+    totals = [int(line) * 2**20 for line in result.stdout.split()]
+  except (OSError, subprocess.SubprocessError, ValueError):
     return None
   visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-  rows = [[int(value) * 2**20 for value in line.split(",")]
-          for line in result.stdout.strip().splitlines() if line.strip()]
   if visible:
     indices = [int(index) for index in visible.split(",") if index.strip().isdigit()]
-    rows = [rows[index] for index in indices if index < len(rows)] or rows
-  return min(rows, key=lambda row: row[0]) if rows else None
+    totals = [totals[index] for index in indices if index < len(totals)] or totals
+  return min(totals) if totals else None
 
 
 def _gib(num_bytes):
@@ -183,11 +185,11 @@ def check_train_step(experiment, strategy):
                          experiment.train.ema_decay is not None, device, replicas,
                          strategy.num_replicas_in_sync)
   if device == "GPU":
-    free_and_total = gpu_memory()
-    if free_and_total is None:
+    total = gpu_memory()
+    if total is None:
       logging.info("Memory: nvidia-smi cannot tell the GPUs' memory; the train step (about "
                    "%s per GPU) is not checked.", _gib(step_memory.bytes_needed(batch_size)))
       return
-    check_fits(step_memory, batch_size, *free_and_total, "each GPU")
+    check_fits(step_memory, batch_size, total, total, "each GPU")
   else:
     check_fits(step_memory, batch_size, *host_memory(), "this machine")
