@@ -1,6 +1,8 @@
 """The train step's memory: estimated before anything is built, checked against a measured
 peak, and a run that cannot fit refused in seconds with a batch size that fits."""
 import dataclasses
+import logging
+import os
 import re
 import resource
 import subprocess
@@ -9,10 +11,12 @@ import textwrap
 
 from absl.testing import flagsaver
 import pytest
+import tensorflow as tf
 
 from official_resnet import main
 from official_resnet import memory
 import cli_fixtures
+import trainer_fixtures as fixtures
 
 GiB = memory.GiB
 
@@ -104,3 +108,27 @@ def test_largest_batch_and_the_message_on_gpus():
     memory.check_fits(step_memory, 64, 56 * 2**20, 80 * GiB, "each GPU")
   with pytest.raises(ValueError, match=r"not even --batch_size=2 fits: use a smaller --image_size"):
     memory.check_fits(step_memory, 64, 16 * 2**20, 80 * GiB, "each GPU")
+
+
+def test_on_a_gpu_the_step_must_fit_the_smallest_visible_gpu(tmp_path, monkeypatch, caplog):
+  # nvidia-smi as on a machine with an 80 GiB and a 100 MiB GPU.
+  fake = tmp_path / "bin" / "nvidia-smi"
+  fake.parent.mkdir()
+  fake.write_text("#!/bin/sh\nprintf '81920\\n100\\n'\n")
+  fake.chmod(0o755)
+  monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+  experiment = fixtures.experiment(tmp_path, batch_size=64)
+  on_gpu = dataclasses.replace(experiment, runtime=dataclasses.replace(experiment.runtime,
+                                                                       num_gpus=1))
+  strategy = tf.distribute.get_strategy()
+  assert memory.gpu_memory() == 100 * 2**20
+  monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+  caplog.set_level(logging.INFO, logger="absl")
+  memory.check_train_step(on_gpu, strategy)
+  assert "Memory: the train step needs about" in caplog.text and "each GPU has 80.0 GiB" in caplog.text
+  monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+  with pytest.raises(ValueError, match=r"batch_size=4096 needs about \d+ MiB for a train step \(1 "
+                                       r"GPU replica, each .* more than the 100 MiB each GPU has "
+                                       r"available \(of 100 MiB\); --batch_size=\d+ fits"):
+    memory.check_train_step(dataclasses.replace(on_gpu, data=dataclasses.replace(
+        on_gpu.data, batch_size=4096)), strategy)
