@@ -798,10 +798,8 @@ class Trainer:
       logging.info("Step %d already reaches the %d steps to train: nothing trained, nothing "
                    "written (a larger --train_epochs extends the run; --mode=eval evaluates it).",
                    start_step, self.total_steps)
-      stats_path = os.path.join(self.model_dir, run_state.STATS_FILE)
-      if tf.io.gfile.exists(stats_path):
-        return run_state.read_stats(self.model_dir)
-      return self._stats(start_step, [], progress.MetricSums(), time.time() - began)
+      return (run_state.finished_stats(self.model_dir)
+              or self._stats(start_step, [], progress.MetricSums(), time.time() - began))
     skipped_before = bad_data.SKIPPED_IMAGES.snapshot()
     self._warn_about_schedules()
     manager = self._checkpoint_manager()
