@@ -2,7 +2,6 @@
 the data source a --data_dir implies, and refused runs that leave no folder behind."""
 import json
 import logging
-import os
 import re
 import signal
 import subprocess
