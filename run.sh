@@ -1,21 +1,47 @@
 #!/usr/bin/env bash
 # The README's commands. Each one creates and fills .venv on first use and reuses it after.
+# Paths given to demo, main and tensorboard mean what they mean in the caller's directory:
+# only `test` runs inside the repository.
 set -euo pipefail
-cd "$(dirname "$0")"
+REPO=$(cd "$(dirname "$0")" && pwd)
 
-VENV=.venv
-STAMP="$VENV/.installed-$(sha1sum setup.py | cut -c1-12)"
+VENV=$REPO/.venv
+SETUP_HASH=$(sha1sum "$REPO/setup.py" | cut -c1-12)
+# What is installed for this setup.py: the package (demo, main, tensorboard), or the package
+# with the test extras (torch, torchvision, timm, pytest), which earlier versions always installed.
+RUN_STAMP=$VENV/.installed-run-$SETUP_HASH
+TEST_STAMP=$VENV/.installed-$SETUP_HASH
 
+# ensure_venv [test]: install the package, with the test extras when asked, unless this
+# setup.py's install is already there.
 ensure_venv() {
+  local extras=${1:-} stamp=$RUN_STAMP
+  [ -z "$extras" ] || stamp=$TEST_STAMP
   if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
   fi
-  # Reinstall only when setup.py changed since the last install.
-  if [ ! -f "$STAMP" ]; then
-    "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -e ".[test]"
-    rm -f "$VENV"/.installed-*
-    touch "$STAMP"
+  if [ -f "$stamp" ] || { [ -z "$extras" ] && [ -f "$TEST_STAMP" ]; }; then
+    return
+  fi
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -e "$REPO${extras:+[$extras]}"
+  # Stamps of an older setup.py go; the new one says what is installed now.
+  for old in "$VENV"/.installed-*; do
+    case $old in *-"$SETUP_HASH") ;; *) rm -f "$old" ;; esac
+  done
+  touch "$stamp"
+}
+
+# The official tensorflow/models code the parity tests and benchmarks compare against, in
+# .official (benchmarks/official.py's INSTALL command, run in the repository); installed
+# again when that command changes.
+ensure_official() {
+  local install stamp
+  install=$(cd "$REPO" && .venv/bin/python -c 'from benchmarks import official; print(official.INSTALL)')
+  stamp=$REPO/.official/.installed-$(echo "$install" | sha1sum | cut -c1-12)
+  if [ ! -f "$stamp" ]; then
+    (cd "$REPO" && $install)
+    mkdir -p "$REPO/.official" && touch "$stamp"
   fi
 }
 
@@ -46,7 +72,9 @@ case "$cmd" in
     exec "$VENV/bin/tensorboard" "$@"
     ;;
   test)
-    ensure_venv
+    ensure_venv test
+    ensure_official
+    cd "$REPO"
     # TF logs C++ INFO lines per op otherwise; warnings and errors still show.
     export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-1}
     # The whole suite runs in one pytest process per core plus one (at most 4): many tests

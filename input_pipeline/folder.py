@@ -24,7 +24,7 @@ class ImageFolder:
   labels: tuple[int, ...]
 
 
-def _is_image(name: str) -> bool:
+def is_image(name: str) -> bool:
   return not name.startswith(".") and name.lower().endswith(constants.IMAGE_EXTENSIONS)
 
 
@@ -37,7 +37,7 @@ def images_under(directory: str) -> list[str]:
   for parent, subdirs, files in tf.io.gfile.walk(directory):
     subdirs[:] = [d for d in subdirs if not d.startswith(".")]
     relative_parent = os.path.relpath(parent, directory)
-    found.extend(os.path.normpath(os.path.join(relative_parent, f)) for f in files if _is_image(f))
+    found.extend(os.path.normpath(os.path.join(relative_parent, f)) for f in files if is_image(f))
   return sorted(found)
 
 
@@ -53,7 +53,7 @@ def _flat_class(name: str, root: str) -> str:
 def _list_layout(root: str) -> list[tuple[str, str]]:
   """(path relative to root, class name) for every image under root, in either layout."""
   entries = [e for e in sorted(tf.io.gfile.listdir(root)) if not e.startswith(".")]
-  flat = [e for e in entries if _is_image(e) and not tf.io.gfile.isdir(os.path.join(root, e))]
+  flat = [e for e in entries if is_image(e) and not tf.io.gfile.isdir(os.path.join(root, e))]
   subfolders = [e.rstrip("/") for e in entries if tf.io.gfile.isdir(os.path.join(root, e))]
   by_class = [(os.path.join(d, p), d) for d in subfolders
               for p in images_under(os.path.join(root, d))]

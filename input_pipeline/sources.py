@@ -332,5 +332,49 @@ _SOURCES = {
 }
 
 
+def _holds_an_image(directory: str) -> bool:
+  """Whether an image file lies anywhere below `directory`; stops at the first one."""
+  for _, subdirs, files in tf.io.gfile.walk(directory):
+    subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+    if any(folder.is_image(name) for name in files):
+      return True
+  return False
+
+
+def _tfds_data_sets(data_dir: str) -> list[str]:
+  """The TFDS data sets prepared in data_dir ("name" or "name/config"), by their dataset_info.json."""
+  found = set()
+  for depth in (2, 3):  # name/version/ or name/config/version/
+    pattern = os.path.join(data_dir, *["*"] * depth, "dataset_info.json")
+    for path in tf.io.gfile.glob(pattern):
+      found.add("/".join(os.path.relpath(path, data_dir).split(os.sep)[:depth - 1]))
+  return sorted(found)
+
+
+def infer_source(data_dir: str, train_file_pattern: str = constants.IMAGENET_TRAIN_PATTERN):
+  """(source, tfds_name) for what data_dir holds: TFRecord shards (train_file_pattern,
+  train-*-of-* or *.tfrecord*) -> imagenet; one prepared TFDS data set -> tfds; images in
+  class subfolders or with Kaggle names -> folder. ValueError when it holds none of these."""
+  if not data_dir or not tf.io.gfile.isdir(data_dir):
+    raise ValueError("data_dir must be an existing folder (of images, TFRecord shards or TFDS "
+                     f"data sets). Received: {data_dir!r}")
+  # Shards that the pattern misses still mean TFRecords: the imagenet source then names it.
+  if any(tf.io.gfile.glob(os.path.join(data_dir, pattern))
+         for pattern in (train_file_pattern, "train-*-of-*", "*.tfrecord*")):
+    return "imagenet", None
+  data_sets = _tfds_data_sets(data_dir)
+  if len(data_sets) > 1:
+    raise ValueError(f"data_dir holds several TFDS data sets {data_sets}: give --tfds_name. "
+                     f"Received: data_dir={data_dir!r}")
+  if data_sets:
+    return "tfds", data_sets[0]
+  if _holds_an_image(data_dir):
+    return "folder", None
+  raise ValueError(
+      "data_dir must hold images (one subfolder per class, or <class>.<id>.jpg names), "
+      f"TFRecord shards matching {train_file_pattern!r} or a prepared TFDS data set; or give "
+      f"--source. Received: data_dir={data_dir!r}")
+
+
 def make_source(config: DataConfig, training: bool) -> Source:
   return _SOURCES[config.source](config, training)

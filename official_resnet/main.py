@@ -26,12 +26,14 @@ import tensorflow as tf
 
 from input_pipeline import augment
 from input_pipeline import constants
+from input_pipeline import sources
 from input_pipeline.config import DataConfig
 from input_pipeline.config import SOURCES
 from official_resnet import config as config_lib
 from official_resnet import continuous_eval
 from official_resnet import distribute
 from official_resnet import initial_weights
+from official_resnet import memory
 from official_resnet import official_flags
 from official_resnet import predict
 from official_resnet import progress
@@ -76,10 +78,22 @@ def _predict(experiment, flag_values):
   return {"source": source, "images": len(predictions), "failed": len(failed)}
 
 
+def _train(experiment, flag_values, evaluate):
+  """Trains after the last checks: the step's memory (--check_memory), then --clean."""
+  strategy = distribute.build_strategy(experiment.runtime)
+  if flag_values.check_memory:
+    # Before the model and model_dir: a run that cannot fit costs seconds and writes nothing.
+    memory.check_train_step(experiment, strategy)
+  if flag_values.clean:
+    # After every check: a mistake deletes nothing.
+    run_state.clean(experiment.train.model_dir)
+  return run_lib.train_and_evaluate(experiment, evaluate=evaluate, strategy=strategy)
+
+
 # mode -> function(ExperimentConfig, flag values) -> stats.
 MODES = {
-    "train_and_eval": lambda experiment, _: run_lib.train_and_evaluate(experiment, evaluate=True),
-    "train": lambda experiment, _: run_lib.train_and_evaluate(experiment, evaluate=False),
+    "train_and_eval": lambda experiment, flag_values: _train(experiment, flag_values, True),
+    "train": lambda experiment, flag_values: _train(experiment, flag_values, False),
     "eval": lambda experiment, _: run_lib.evaluate_checkpoint(experiment),
     "continuous_eval": lambda experiment, flag_values: continuous_eval.continuous_evaluate(
         experiment, timeout_s=flag_values.continuous_eval_timeout),
@@ -125,6 +139,9 @@ flags.DEFINE_string("loss_scale", None,
                     "loss scale, as the official flag. Ignored (logged) without --dtype=fp16.")
 flags.DEFINE_boolean("enable_xla", _RUNTIME.enable_xla, "Compile the model's steps with XLA.")
 flags.DEFINE_boolean("use_synthetic_data", False, "Same as --source=synthetic.")
+flags.DEFINE_boolean("check_memory", True,
+                     "Before training, estimate the train step's memory and refuse a run that "
+                     "cannot fit the machine (or each GPU), naming a batch size that fits.")
 flags.DEFINE_integer("log_steps", _TRAIN.log_steps, "Steps between log lines and TensorBoard scalars.",
                      lower_bound=1)
 flags.DEFINE_integer("steps_per_loop", None,
@@ -183,7 +200,10 @@ flags.DEFINE_boolean("normalize_in_model", False,
                      "The pipeline outputs raw uint8 pixels and the model normalizes them.")
 
 # Data.
-flags.DEFINE_enum("source", _DATA.source, list(SOURCES), "Where the images come from.")
+flags.DEFINE_enum("source", None, list(SOURCES),
+                  "Where the images come from. Default: the run's in --model_dir, else what "
+                  "--data_dir holds (class folders or <class>.<id>.jpg images: folder; TFRecord "
+                  "shards: imagenet; a prepared TFDS data set: tfds); synthetic without --data_dir.")
 flags.DEFINE_string("tfds_name", None, "source=tfds: the TFDS data set, e.g. cats_vs_dogs.")
 flags.DEFINE_string("train_split", _DATA.train_split, "Training split (tfds; folder subfolder).")
 flags.DEFINE_string("eval_split", _DATA.eval_split, "Evaluation split (tfds; folder subfolder).")
@@ -419,7 +439,7 @@ FLAG_FIELDS = {
     "eval_resize_size": ("data.eval_resize_size",),
     "eval_resize_method": ("data.eval_resize_method",),
     "source": ("data.source",), "use_synthetic_data": ("data.source",),
-    "data_dir": ("data.data_dir",), "tfds_name": ("data.tfds_name",),
+    "data_dir": ("data.data_dir", "data.source"), "tfds_name": ("data.tfds_name",),
     "train_split": ("data.train_split",), "eval_split": ("data.eval_split",),
     "train_file_pattern": ("data.train_file_pattern",),
     "eval_file_pattern": ("data.eval_file_pattern",), "label_offset": ("data.label_offset",),
@@ -688,6 +708,31 @@ def _warn_without_weights(f, weights, phases, latest_checkpoint):
         ", and frozen layers keep their random initialization" if frozen else "")
 
 
+def _source_and_tfds_name(f, saved):
+  """--source (--use_synthetic_data: synthetic), else the run's in --model_dir, else what
+  --data_dir holds; synthetic without --data_dir (said in one line).
+
+  A --data_dir given to a run of synthetic images says what it holds, so that the run
+  refuses it (FLAG_FIELDS: --data_dir sets data.source too).
+  """
+  if f.use_synthetic_data:
+    return "synthetic", f.tfds_name
+  if f.source:
+    return f.source, f.tfds_name
+  if saved is not None and not (f.data_dir and saved.data.source == "synthetic"):
+    return saved.data.source, f.tfds_name or saved.data.tfds_name
+  if f.tfds_name:
+    return "tfds", f.tfds_name
+  if not f.data_dir:
+    logging.info("No --data_dir: synthetic images (--source=synthetic).")
+    return "synthetic", None
+  source, tfds_name = sources.infer_source(f.data_dir, f.train_file_pattern)
+  logging.info("--data_dir=%s holds %s: --source=%s.", f.data_dir,
+               {"folder": "images", "imagenet": "TFRecord shards",
+                "tfds": f"the TFDS data set {tfds_name}"}[source], source)
+  return source, tfds_name
+
+
 def _saved_run(f):
   """The RunConfig of the run in --model_dir that this command acts on; None for a new run."""
   if f.clean or (f.mode == "predict" and f.export_dir):
@@ -744,10 +789,11 @@ def experiment_from_flags(flag_values=FLAGS):
   if f.tf_gpu_thread_mode:
     private_threads = official_flags.datasets_private_threads(
         f.per_gpu_thread_count, num_gpus, private_threads, os.cpu_count() or 1)
+  source, tfds_name = _source_and_tfds_name(f, saved)
   data = DataConfig(
-      source="synthetic" if f.use_synthetic_data else f.source, data_dir=f.data_dir,
+      source=source, data_dir=f.data_dir,
       train_file_pattern=f.train_file_pattern, eval_file_pattern=f.eval_file_pattern,
-      tfds_name=f.tfds_name, train_split=f.train_split, eval_split=f.eval_split,
+      tfds_name=tfds_name, train_split=f.train_split, eval_split=f.eval_split,
       image_size=f.image_size, num_classes=f.num_classes, label_offset=f.label_offset,
       batch_size=f.batch_size, normalization=normalization,
       output_dtype="uint8" if f.normalize_in_model else "float32",
@@ -809,10 +855,57 @@ def experiment_from_flags(flag_values=FLAGS):
     settable = {field for fields in FLAG_FIELDS.values() for field in fields}
     # A resumed run keeps what its weights implied, whatever weights flag the command repeats.
     unread = WEIGHTS_FLAGS if resumed else ()
+    finished = (run_state.finished_stats(f.model_dir)
+                if saved.train is not None and f.mode in TRAIN_MODES else None)
     experiment = run_state.with_saved_run(experiment, saved, f.model_dir, settable,
-                                          _given_fields(f, left_out=unread))
+                                          _given_fields(f, left_out=unread), finished=finished)
+    if finished:
+      _check_finished_run_length(experiment, saved, finished)
   _warn_without_weights(f, weights, experiment.train.resolved_phases(), latest_checkpoint)
   return experiment
+
+
+TRAIN_MODES = ("train", "train_and_eval")
+
+
+def _check_finished_run_length(experiment, saved, finished):
+  """Logs the schedule of a finished run made longer, in one line; refuses a shorter one,
+  and a run length a run in phases does not take.
+
+  saved: the run's RunConfig; finished: its stats.json, whose steps_per_epoch the new
+  length is counted in.
+  """
+  steps_per_epoch, done = finished["steps_per_epoch"], finished["step"]
+  batch_size = experiment.data.batch_size
+  phases = trainer.resolve_phases(experiment.train, batch_size, steps_per_epoch)
+  total = phases[-1].end_step
+  if total < done:
+    raise ValueError(
+        f"model_dir {experiment.train.model_dir} holds a run that has trained all its {done} "
+        f"steps ({done / steps_per_epoch:.4g} epochs); a run is made longer, never shorter. "
+        "Give a larger --train_epochs (or --train_steps) to extend it, or use a new --model_dir. "
+        f"Received: {total} steps ({total / steps_per_epoch:.4g} epochs). Nothing was written.")
+  if total == done:
+    lengths = [(train.train_epochs, train.train_steps) for train in (experiment.train, saved.train)]
+    if experiment.train.phases and lengths[0] != lengths[1]:
+      raise ValueError(
+          f"model_dir {experiment.train.model_dir} holds a run in phases "
+          f"{[phase.name for phase in experiment.train.phases]}, whose lengths --train_epochs "
+          "and --train_steps alone do not set. Give its --phases with longer --phase_epochs or "
+          "--phase_steps (one phase: its --trainable with the longer --train_epochs) to "
+          "extend it. Received: train_epochs="
+          f"{lengths[0][0]}, train_steps={lengths[0][1]}. Nothing was written.")
+    return
+  schedules = "; ".join(
+      f"phase {phase.name!r} steps {phase.start_step}-{phase.end_step}: {config.schedule.name}, "
+      f"peak learning rate {config.schedule.peak_learning_rate(batch_size):.4g}"
+      for phase, config in zip(phases, experiment.train.resolved_phases()))
+  going_on = next(phase for phase in phases if phase.start_step <= done < phase.end_step)
+  rate = float(going_on.schedule(done - going_on.start_step))
+  logging.info("Extending the finished run from step %d (%.4g epochs) to %d (%.4g epochs), the "
+               "schedule now spanning the new length (%s): training goes on at step %d with "
+               "learning rate %.4g.", done, done / steps_per_epoch, total,
+               total / steps_per_epoch, schedules, done, rate)
 
 
 def _mode(f):
@@ -847,16 +940,13 @@ def run(flag_values=FLAGS):
   """Runs --mode with the parsed flags and returns its stats."""
   try:
     mode = _mode(flag_values)
-    if flag_values.clean and mode not in ("train", "train_and_eval"):
+    if flag_values.clean and mode not in TRAIN_MODES:
       raise ValueError(f"--clean deletes model_dir before training; --mode={mode} would "
                        f"delete the run it acts on. Received: --mode={mode} --clean")
     experiment = experiment_from_flags(flag_values)
     apply_process_settings(flag_values)
   except ValueError as error:
     raise app.UsageError(str(error)) from error
-  if flag_values.clean:
-    # After the flags are known to be good: a mistake deletes nothing.
-    run_state.clean(flag_values.model_dir)
   stats = MODES[mode](experiment, flag_values)
   # The evaluation report has its own log line and files (model_dir/eval/).
   left_out = {"history", *(f"eval_{name}" for name in progress.REPORT_FIELDS)}

@@ -3,7 +3,9 @@
 The lock is an flock on that file, not an O_EXCL file checked with os.kill: the
 kernel drops an flock when its process dies, even by kill -9, so a file a dead
 trainer left behind never blocks, and a reused pid cannot pass for the holder.
-Remote model_dirs (gs://...) have no flock; they are not locked.
+Remote model_dirs (gs://...) have no flock; they are not locked. The folders the lock
+creates are removed with it when nothing else was written in them, so a run refused
+after taking the lock (its data, its classes) leaves no folder behind.
 """
 import fcntl
 import json
@@ -35,6 +37,27 @@ def _holder_text(path):
     return "a process that has not written its name yet"
 
 
+def _outermost_missing(path):
+  """The outermost folder of `path` that does not exist yet; None when `path` exists."""
+  path, missing = os.path.abspath(path), None
+  while not os.path.exists(path):
+    missing, path = path, os.path.dirname(path)
+  return missing
+
+
+def _remove_empty_folders(path, outermost):
+  """Removes `path` and its parents up to `outermost` while they are empty."""
+  path = os.path.abspath(path)
+  while True:
+    try:
+      os.rmdir(path)
+    except OSError:  # Not empty: the run wrote something.
+      return
+    if path == outermost:
+      return
+    path = os.path.dirname(path)
+
+
 class RunLock:
   """Context manager holding model_dir's lock; RunLockedError when a live process holds it."""
 
@@ -42,11 +65,14 @@ class RunLock:
     self.model_dir = model_dir
     self.path = lock_path(model_dir)
     self._fd = None
+    # The outermost folder acquire() created, removed by release() when left empty.
+    self._created = None
 
   def acquire(self):
     if "://" in self.model_dir:
       logging.info("model_dir %s is remote: not locked against a second trainer.", self.model_dir)
       return self
+    self._created = _outermost_missing(self.model_dir)
     os.makedirs(self.model_dir, exist_ok=True)
     while True:
       fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -83,6 +109,8 @@ class RunLock:
     os.unlink(self.path)
     os.close(self._fd)
     self._fd = None
+    if self._created is not None:
+      _remove_empty_folders(self.model_dir, self._created)
 
   def __enter__(self):
     return self.acquire()

@@ -282,7 +282,8 @@ class Trainer:
     if self.ema is not None and not latest:
       # The average starts at the weights training starts from, loaded ones included.
       self.ema.reset()
-    if write_config and self.is_chief:
+    # A run with nothing left to train keeps its files as they are.
+    if write_config and self.is_chief and self.current_step() < self.total_steps:
       run_state.write_run_config(self.model_dir, self.config.model, self.config.data,
                                  self.class_names, self.config.train, self.config.runtime)
     return self.current_step()
@@ -793,6 +794,12 @@ class Trainer:
   def _train(self, evaluate, stop_request, profiler):
     began = time.time()
     start_step = self.current_step()
+    if start_step >= self.total_steps:
+      logging.info("Step %d already reaches the %d steps to train: nothing trained, nothing "
+                   "written (a larger --train_epochs extends the run; --mode=eval evaluates it).",
+                   start_step, self.total_steps)
+      return (run_state.finished_stats(self.model_dir)
+              or self._stats(start_step, [], progress.MetricSums(), time.time() - began))
     skipped_before = bad_data.SKIPPED_IMAGES.snapshot()
     self._warn_about_schedules()
     manager = self._checkpoint_manager()
@@ -865,14 +872,9 @@ class Trainer:
             reporter.evaluate(end, last_metrics)
             entry.update(progress.eval_fields(last_metrics, with_report=False))
           history.append(entry)
+          if self.is_chief:
+            run_state.append_history(self.model_dir, entry)
       self._save(manager)
-    if not history:
-      logging.info("Step %d already reaches the %d steps to train.", start_step, self.total_steps)
-      if evaluate:
-        last_metrics = self._evaluate_and_keep_best(start_step, best)
-        reporter.evaluate(start_step, last_metrics)
-        history.append({"step": start_step, "epoch": start_step / self.steps_per_epoch,
-                        **progress.eval_fields(last_metrics, with_report=False)})
     reporter.close()
     profiler.close()
     stats = self._stats(start_step, history, steady, time.time() - began)
@@ -880,6 +882,8 @@ class Trainer:
       stats.update(progress.eval_fields(last_metrics))
     stats.update(bad_data.SKIPPED_IMAGES.since(skipped_before))
     if self.is_chief:
+      # This command's stats, with the history of every run in model_dir.
+      stats["history"] = run_state.read_history(self.model_dir)
       run_state.write_stats(self.model_dir, stats)
     return stats
 

@@ -2,6 +2,8 @@
 two-worker clusters on localhost, and the two-worker test's global batches."""
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 
@@ -61,6 +63,18 @@ def run_pair(commands, envs, timeout=600):
   for worker, log in zip(workers, logs):
     assert worker.returncode == 0, log[-3000:]
   return logs
+
+
+def signal_at_step(process, step, target=None, signum=signal.SIGTERM):
+  """Reads `process`'s log until it reports `step`, signals `target` (default: it), returns the log."""
+  lines = []
+  for line in process.stderr:
+    lines.append(line)
+    if re.search(rf"\] step {step}/\d+: loss", line):
+      (target or process).send_signal(signum)
+      break
+  _, rest = process.communicate(timeout=300)
+  return "".join(lines) + rest
 
 
 BAD_STEP, BAD_ROW = 2, 5  # global batch 2, row 5: replica 1, i.e. the second worker

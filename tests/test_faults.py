@@ -197,18 +197,6 @@ def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path, caplog):
 PREEMPT_STEPS = 16
 
 
-def _signal_at_step(process, step, target=None, signum=signal.SIGTERM):
-  """Reads `process`'s log until it reports `step`, signals `target` (default: it), returns the log."""
-  lines = []
-  for line in process.stderr:
-    lines.append(line)
-    if re.search(rf"\] step {step}/\d+: loss", line):
-      (target or process).send_signal(signum)
-      break
-  _, rest = process.communicate(timeout=300)
-  return "".join(lines) + rest
-
-
 def _variables(model_dir):
   """Weights, optimizer slots and counters of the latest checkpoint (not how many saves it took)."""
   reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(model_dir)))
@@ -254,7 +242,7 @@ def test_sigterm_checkpoints_exits_75_and_the_same_command_resumes(two_images, u
   flag_list = _preempt_flags(two_images, tmp_path)
   first = subprocess.Popen([sys.executable, "-m", "official_resnet.main", *flag_list], cwd=REPO,
                            env=cli_fixtures.subprocess_env(), stderr=subprocess.PIPE, text=True)
-  log = _signal_at_step(first, at_step)
+  log = cli_fixtures.signal_at_step(first, at_step)
   assert first.returncode == trainer_lib.EXIT_PREEMPTED == 75, log[-3000:]
   stopped = re.search(rf"Stopped by SIGTERM at step (\d+) of {PREEMPT_STEPS} with a checkpoint", log)
   assert stopped, log[-3000:]
@@ -295,7 +283,7 @@ def test_sigterm_to_one_of_two_tf_config_workers_stops_both_and_the_command_resu
     return logs
 
   chief, worker = start_pair(model_dir, f"--export_dir={export_dir}")
-  log = _signal_at_step(chief, at_step, target=worker)
+  log = cli_fixtures.signal_at_step(chief, at_step, target=worker)
   worker_log = worker.communicate(timeout=300)[1]
   # The worker got the signal; the chief learns of it through the all-reduce and stops too.
   assert (chief.returncode, worker.returncode) == (75, 75), log[-2000:] + worker_log[-2000:]

@@ -204,7 +204,9 @@ def test_best_checkpoint_keeps_the_best_of_a_scripted_sequence(colours, tmp_path
   assert json.loads((tmp_path / "best" / "best.json").read_text())["metrics"]["top_1_accuracy"] == 0.9
   with pytest.raises(ValueError, match=r"keeps the best 'top_1_accuracy'; a resumed run must keep "
                                        r"the same metric.*Received: best_metric='loss'"):
-    run(dataclasses.replace(longer, train=dataclasses.replace(longer.train, best_metric="loss")), [])
+    # One step more: a run with nothing left to train would not get that far.
+    run(dataclasses.replace(longer, train=dataclasses.replace(longer.train, best_metric="loss",
+                                                              train_steps=9)), [])
   assert best_checkpoint.is_better("loss", 0.5, 0.6) and not best_checkpoint.is_better("loss", 0.7, 0.6)
 
 
