@@ -488,6 +488,10 @@ FLAG_FIELDS = {
         "train_crop_area_range", "train_crop_aspect_range", "color_jitter", "autoaugment",
         "randaugment_layers", "randaugment_magnitude", "randaugment_magnitude_std",
         "randaugment_variant", "random_erasing_probability", "random_erasing_area_range")},
+    # What each command exports (config.json does not keep it).
+    "export_dir": ("export.export_dir",), "enable_checkpoint_and_export": ("export.export_dir",),
+    "export_format": ("export.formats",), "top_k": ("export.top_k",),
+    "export_weights": ("export.weights",), "export_checkpoint": ("export.checkpoint",),
 }
 # Settings never taken from a run: where the command runs and where the run is kept.
 COMMAND_FIELDS = ("model.include_top", "model.fused_batch_norm", "train.model_dir",
