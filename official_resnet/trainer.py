@@ -48,6 +48,7 @@ from official_resnet import losses
 from official_resnet import mixing
 from official_resnet import models
 from official_resnet import optimizers
+from official_resnet import private_apis
 from official_resnet import profiling
 from official_resnet import progress
 from official_resnet import run_state
@@ -432,29 +433,6 @@ class Trainer:
     poison = tf.where(bad_replicas > 0, np.nan, 0.0)
     return [gradient + tf.cast(poison, gradient.dtype) for gradient in gradients]
 
-  def _apply_if(self, apply_update, gradients, variables):
-    """optimizer.apply when `apply_update` (equal on every replica), else nothing at all.
-
-    Keras' LossScaleOptimizer skips the same way: the cond in replica context where
-    the strategy needs no merge_call, else in cross-replica context.
-    """
-    optimizer = self.optimizer
-
-    def apply(gradients):
-      optimizer.apply(gradients, variables)
-
-    if tf.__internal__.distribute.strategy_supports_no_merge_call():
-      tf.cond(apply_update, lambda: apply(gradients), lambda: None)
-      return
-
-    def cross_replica(distribution, gradients, apply_update):
-      apply_update = distribution.experimental_local_results(apply_update)[0]
-      tf.cond(apply_update,
-              lambda: distribution.extended.call_for_each_replica(apply, args=(gradients,)),
-              lambda: None)
-
-    tf.distribute.get_replica_context().merge_call(cross_replica, args=(gradients, apply_update))
-
   def _make_agree_to_stop(self):
     """bool(local stop request) -> whether any worker asked to stop; all workers get the same answer."""
     if distribute.num_workers(self.strategy) == 1:
@@ -570,7 +548,7 @@ class Trainer:
         gradients = self._agree_on_finite(gradients)
         optimizer.apply(clipped(gradients), variables)
       elif skip:
-        self._apply_if(all_finite, clipped(gradients), variables)
+        private_apis.apply_if(optimizer, all_finite, clipped(gradients), variables)
       else:
         optimizer.apply(clipped(gradients), variables)
       # The bad-replica count rides after the sums in their all-reduce: no extra collective
