@@ -1,4 +1,4 @@
-"""Every use of a private TensorFlow or Keras internal outside official_resnet/models/, in one place.
+"""Every private TensorFlow or Keras internal official_resnet uses (but models/), in one place.
 
 Each was checked on TensorFlow 2.21.0 with Keras 3.15.1; tests/test_private_apis.py runs each
 one and fails, naming it, when an upgrade moves or changes it. Where a public API appears

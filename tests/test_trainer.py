@@ -11,6 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 from official_resnet import config as config_lib
+from official_resnet import continuous_eval
 from official_resnet import losses
 from official_resnet import models
 from official_resnet import run as run_lib
@@ -190,13 +191,28 @@ def test_checkpoints_config_and_tensorboard_on_disk(learned):
       for class_name in saved.class_names}
 
 
-def test_eval_mode_reproduces_the_last_evaluation(learned):
+def test_eval_modes_reproduce_the_last_evaluation_and_build_no_optimizer(learned, monkeypatch):
   experiment, _, stats = learned
+  built = []
+  construct = keras.optimizers.Optimizer.__init__
+
+  def counted(optimizer, *args, **kwargs):
+    built.append(type(optimizer).__name__)
+    construct(optimizer, *args, **kwargs)
+
+  monkeypatch.setattr(keras.optimizers.Optimizer, "__init__", counted)
   evaluated = run_lib.evaluate_checkpoint(experiment)
   assert evaluated["step"] == 60
   assert evaluated["eval_loss"] == pytest.approx(stats["eval_loss"], abs=1e-5)
   assert evaluated["eval_examples"] == 32
   assert run_state.read_stats(experiment.train.model_dir, run_state.EVAL_STATS_FILE) == evaluated
+  watched = continuous_eval.continuous_evaluate(experiment, timeout_s=1)
+  assert watched["evaluated_steps"] == [60] and watched["finished"]
+  assert watched["eval_loss"] == pytest.approx(stats["eval_loss"], abs=1e-5)
+  assert built == []
+  # The count sees the optimizer a trainer builds.
+  trainer_lib.Trainer(experiment)
+  assert built == ["SGD"]
 
 
 def test_init_checkpoint_loads_the_backbone_or_everything(learned, tmp_path):
@@ -251,7 +267,7 @@ def test_a_resumed_epoch_continues_the_same_data_order(tmp_path):
   trainer = trainer_lib.Trainer(experiment)
 
   def labels(epoch, offset, batches):
-    iterator = iter(trainer.train_dataset(epoch, offset))
+    iterator = iter(trainer.train_input.dataset(epoch, offset))
     return [next(iterator)[1].numpy().tolist() for _ in range(batches)]
 
   whole_epoch = labels(1, 0, 4)
@@ -273,7 +289,7 @@ def test_cached_training_records_are_read_from_storage_once_for_every_epoch(tmp_
         experiment, data=dataclasses.replace(experiment.data, cache=cache)))
 
   def whole_set(trainer, epoch):  # One batch: all 8 training images.
-    images, labels = next(iter(trainer.train_dataset(epoch)))
+    images, labels = next(iter(trainer.train_input.dataset(epoch)))
     return images.numpy(), labels.numpy()
 
   cached = trainer("cached", cache=True)
@@ -384,7 +400,7 @@ def test_uint8_batches_normalized_on_device_update_like_the_float32_pipeline(col
     experiment = fixtures.experiment(tmp_path / name, colours, batch_size=BATCH, train_steps=2,
                                      architecture="vgg16", normalize_on_device=on_device)
     trainer = trainer_lib.Trainer(experiment)
-    batch_images = next(iter(trainer.train_dataset(0, 0)))[0]
+    batch_images = next(iter(trainer.train_input.dataset(0, 0)))[0]
     trainer.restore_or_initialize()
     stats = trainer.train(evaluate=False)
     return trainer, batch_images, [w.numpy() for w in trainer.model.weights], stats
