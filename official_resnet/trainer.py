@@ -5,7 +5,7 @@ weights) and the checkpoint of all of it, built under a strategy; the rest is in
 parts, the Model Garden's split (official/core/base_trainer.py, orbit's Controller):
 
     train/phases.py         the run's classes, steps per epoch and phases; freezing
-    train/inputs.py         each epoch's training batches, positioned at a global step
+    train/inputs.py         the training batches over all epochs, from a global step
     train/step.py           the train step (make_train_function)
     train/evaluator.py      evaluation; built alone, it needs no optimizer
     train/checkpointing.py  restore(), the one way to read a checkpoint; saving

@@ -1,6 +1,6 @@
 """The loop around a Trainer: phases, pieces of steps, and what the host does between them.
 
-Each phase runs in pieces that end at epoch ends and evaluation points. A piece runs
+Each phase runs in pieces that end at evaluation points. A piece runs
 either the custom loop (the train function called for up to steps_per_loop steps at a
 time over a distributed iterator) or Keras' own fit on one host. Between calls the
 controller logs, checkpoints, profiles and asks every worker whether one received a
@@ -82,8 +82,7 @@ class Controller:
       train_function = (trainer.make_train_function()
                         if self._config.training_loop == "custom" else None)
       while (step := trainer.current_step()) < phase.end_step:
-        end = min(phase.end_step, _next_multiple(step, self._steps_per_epoch),
-                  _next_multiple(step, self._eval_every()))
+        end = min(phase.end_step, _next_multiple(step, self._eval_every()))
         if train_function is None:
           self._run_fit(step, end)
         else:
@@ -154,10 +153,9 @@ class Controller:
     steps_per_loop = self._config.steps_per_loop or self._steps_per_epoch
     while step < end:
       # A call stops where the host has something to do: log, checkpoint, profile, piece
-      # end, and where the epoch's data ends.
+      # end. The data runs on across epoch ends.
       stop = min(end, step + steps_per_loop, _next_multiple(step, self._config.log_steps),
                  _next_multiple(step, self._checkpoint_every()),
-                 _next_multiple(step, self._steps_per_epoch),
                  self._profiler.next_boundary(step) or end)
       iterator = train_input.iterator(step)
       began = time.perf_counter()
@@ -169,8 +167,7 @@ class Controller:
 
   def _run_fit(self, start, end):
     trainer = self._trainer
-    epoch, offset = divmod(start, self._steps_per_epoch)
-    dataset = trainer.train_input.dataset(epoch, offset)
+    dataset = trainer.train_input.dataset(start)
     callback = _FitSteps(trainer, self._on_steps, trainer.config.data.batch_size)
     trainer.model.fit(dataset, steps_per_epoch=end - start, epochs=1, verbose=0,
                       callbacks=[callback])
