@@ -680,7 +680,7 @@ def train_batches(item, config, data_dir, trainer=None):
   from input_pipeline import build_dataset  # pylint: disable=import-outside-toplevel
   data = _data_config(item, config, data_dir)
   if trainer is not None:
-    data = dataclasses.replace(data, output_dtype=trainer.train_data_config().output_dtype)
+    data = dataclasses.replace(data, output_dtype=trainer.train_input.data_config.output_dtype)
   dataset = build_dataset(data, training=True)
   if item.input == "synthetic":
     dataset = dataset.take(1).cache().repeat()
@@ -803,7 +803,7 @@ def _added_work(trainer, item, config, data_dir):
   from input_pipeline import preprocessing  # pylint: disable=import-outside-toplevel
   from official_resnet import mixing  # pylint: disable=import-outside-toplevel
   images, labels = next(iter(train_batches(item, config, data_dir, trainer)))
-  images = preprocessing.normalize(images, trainer.train_data_config().normalization)
+  images = preprocessing.normalize(images, trainer.train_input.data_config.normalization)
   size, num_classes = config.image_size, trainer.config.model.num_classes
 
   @tf.function

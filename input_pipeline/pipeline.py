@@ -123,40 +123,24 @@ def _end_of_pass(action, element_spec) -> tf.data.Dataset:
   return tf.data.Dataset.range(1).map(run).filter(lambda *_: tf.constant(False))
 
 
-def _read_records(source, config: DataConfig, training: bool, input_context) -> tf.data.Dataset:
+def _read_records(source, config: DataConfig, training: bool, input_context,
+                  seed) -> tf.data.Dataset:
   # This pipeline's records: sharded by file when every pipeline gets a file,
-  # else by record; file order shuffled; files read in parallel (see sources).
-  dataset = source.read(sources.Shard.from_context(input_context), training, config.seed)
+  # else by record; file order shuffled by `seed`; files read in parallel (see sources).
+  dataset = source.read(sources.Shard.from_context(input_context), training, seed)
   if config.cache if training else config.eval_cache:
     # Keep the encoded records in memory after the first pass: later passes skip storage.
     dataset = dataset.cache()
   return dataset
 
 
-def read_records(config: DataConfig, training: bool, input_context=None) -> tf.data.Dataset:
-  """This pipeline's encoded records, as build_dataset reads them (cached when config asks).
-
-  tf.data keeps a cache with the dataset object, so a caller that builds several datasets
-  (one per epoch) reads storage once only by passing the same records to each.
-  """
-  return _read_records(sources.make_source(config, training), config, training, input_context)
-
-
-def build_dataset(config: DataConfig, training: bool, input_context=None,
-                  records: tf.data.Dataset | None = None) -> tf.data.Dataset:
-  """Batches of (images [B, S, S, 3], labels int32 [B]) for one input pipeline.
-
-  B = config.batch_size / replicas in sync; S = image_size in training, eval_size in
-  evaluation. Training: shuffled, endless, full batches. Eval: one pass, each example
-  of this pipeline's shard once, the last batch possibly smaller. Images that fail to
-  decode are skipped and counted (bad_data.SKIPPED_IMAGES). `records`: what read_records
-  gave for the same source and input_context; by default they are read anew.
-  """
+def _batches(config: DataConfig, training: bool, input_context, source, records, seed,
+             base_seed, in_flight) -> tf.data.Dataset:
+  """`records` -> accounted per-replica batches; training: shuffled by `seed` and endless,
+  crops and augmentation drawn from `base_seed`."""
   batch_size = per_replica_batch_size(
       config.batch_size, input_context.num_replicas_in_sync if input_context else 1)
-  source = sources.make_source(config, training)
-  preprocess = _preprocess_fn(config, training, _base_seed(config, input_context))
-  in_flight = bad_data.InFlightNames()
+  preprocess = _preprocess_fn(config, training, base_seed)
 
   def load(index, element):
     element = element if isinstance(element, tuple) else (element,)
@@ -169,11 +153,10 @@ def build_dataset(config: DataConfig, training: bool, input_context=None,
     indices, images, labels = batch
     return in_flight.account(last_index, indices), (images, labels)
 
-  dataset = (records if records is not None
-             else _read_records(source, config, training, input_context))
+  dataset = records
   if training:
     # Mix records across files; the bounded buffer bounds memory however large the data.
-    dataset = dataset.shuffle(config.shuffle_buffer_size, seed=config.seed,
+    dataset = dataset.shuffle(config.shuffle_buffer_size, seed=seed,
                               reshuffle_each_iteration=True)
     # Endless: the trainer counts steps, and no epoch ends on a partial batch.
     dataset = dataset.repeat()
@@ -194,6 +177,80 @@ def build_dataset(config: DataConfig, training: bool, input_context=None,
   if not training:
     # ...and those that failed after the last good one, once the pass has ended.
     dataset = dataset.concatenate(_end_of_pass(in_flight.account_rest, dataset.element_spec))
+  return dataset
+
+
+def build_dataset(config: DataConfig, training: bool, input_context=None) -> tf.data.Dataset:
+  """Batches of (images [B, S, S, 3], labels int32 [B]) for one input pipeline.
+
+  B = config.batch_size / replicas in sync; S = image_size in training, eval_size in
+  evaluation. Training: shuffled, endless, full batches. Eval: one pass, each example
+  of this pipeline's shard once, the last batch possibly smaller. Images that fail to
+  decode are skipped and counted (bad_data.SKIPPED_IMAGES).
+  """
+  source = sources.make_source(config, training)
+  records = _read_records(source, config, training, input_context, config.seed)
+  dataset = _batches(config, training, input_context, source, records, config.seed,
+                     _base_seed(config, input_context), bad_data.InFlightNames())
   # Overlap preparing the next batches with the current training step.
   dataset = dataset.prefetch(tf.data.AUTOTUNE)
   return dataset.with_options(_options(config, training))
+
+
+def epoch_seeds(seed: int, epoch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  """int64 scalars (file order, record shuffle): the seeds of epoch `epoch` of a run seeded
+  with `seed`. Two, since shuffles of equal sizes with one seed would undo each other."""
+  pair = tf.random.experimental.stateless_fold_in(tf.constant([seed, 0], tf.int64),
+                                                  tf.cast(epoch, tf.int64))
+  return tuple(tf.unstack(
+      tf.random.stateless_uniform([2], pair, minval=None, maxval=None, dtype=tf.int64)))
+
+
+def build_train_stream(config: DataConfig, steps_per_epoch: int, input_context=None,
+                       start_step: int = 0) -> tf.data.Dataset:
+  """Training batches for every epoch from global step `start_step` on, as one dataset.
+
+  Epoch e is steps_per_epoch steps' batches of build_dataset's training chain, with the
+  file order, shuffle and crops of its own seeds (epoch_seeds(config.seed, e)), so a run
+  resumed at any step reads what an uninterrupted one reads from there on: in its first
+  epoch it skips the batches of the steps already trained. Without config.seed every
+  epoch draws an order of its own, and a resumed epoch starts over in a new order.
+  Records cached in memory (config.cache) are read from storage once for every epoch, in
+  the file order of config.seed.
+  """
+  if steps_per_epoch < 1:
+    raise ValueError(f"steps_per_epoch must be >= 1. Received: {steps_per_epoch}")
+  source = sources.make_source(config, True)
+  batches_per_step = 1
+  if input_context is not None:
+    batches_per_step = input_context.num_replicas_in_sync // input_context.num_input_pipelines
+  first_epoch, offset = divmod(start_step, steps_per_epoch)
+  first_batches = offset * batches_per_step
+  skipped = first_batches if config.seed is not None else 0
+  run_seed = (config.seed if config.seed is not None
+              else int(np.random.default_rng().integers(2**62)))
+  base_seed = _base_seed(config, input_context)
+  in_flight = bad_data.InFlightNames()
+  cached = (_read_records(source, config, True, input_context, config.seed)
+            if config.cache else None)
+
+  def epoch_batches(epoch):
+    # Traced in a graph of its own, whose seed set_seed sets: tf.random's op-seed handling
+    # compares a global seed of 0 with the op seed by Python `==`, which this tensor refuses.
+    # The epoch's seed alone decides its data, whatever the global seed.
+    tf.random.set_seed(None)
+    file_seed, shuffle_seed = epoch_seeds(run_seed, epoch)
+    records = (cached if cached is not None
+               else _read_records(source, config, True, input_context, file_seed))
+    batches = _batches(config, True, input_context, source, records, shuffle_seed,
+                       tf.random.experimental.stateless_fold_in(base_seed, epoch), in_flight)
+    is_first = tf.equal(epoch, first_epoch)
+    skip = tf.where(is_first, tf.constant(skipped, tf.int64), 0)
+    take = steps_per_epoch * batches_per_step - tf.where(
+        is_first, tf.constant(first_batches, tf.int64), 0)
+    return batches.skip(skip).take(take)
+
+  dataset = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch_batches)
+  # Overlap preparing the next batches with the current training step, across epoch ends.
+  dataset = dataset.prefetch(tf.data.AUTOTUNE)
+  return dataset.with_options(_options(config, True))

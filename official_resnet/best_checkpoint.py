@@ -12,6 +12,8 @@ import os
 from absl import logging
 import tensorflow as tf
 
+from official_resnet import atomic_write
+
 DIRECTORY = "best"
 FILE = "best.json"
 CHECKPOINT_PREFIX = "ckpt"
@@ -90,10 +92,8 @@ class BestCheckpoint:
     best_dir = directory(self.model_dir)
     tf.io.gfile.makedirs(best_dir)
     write(os.path.join(best_dir, name))
-    path = os.path.join(best_dir, FILE)
-    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-      json.dump(self.record, f, indent=2, sort_keys=True)
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+    atomic_write.write_atomically(os.path.join(best_dir, FILE),
+                                  json.dumps(self.record, indent=2, sort_keys=True))
     for stale in tf.io.gfile.glob(os.path.join(best_dir, f"{CHECKPOINT_PREFIX}-*")):
       if not os.path.basename(stale).startswith(f"{name}."):
         tf.io.gfile.remove(stale)

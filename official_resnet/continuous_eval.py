@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from official_resnet import progress
 from official_resnet import run_state
-from official_resnet import trainer as trainer_lib
+from official_resnet.train import evaluator as evaluator_lib
 
 # Strategies that run on one host: every worker of a cluster would have to agree on which
 # checkpoint to evaluate, and an evaluation job does not need more than one host.
@@ -47,8 +47,8 @@ def continuous_evaluate(experiment, strategy=None, timeout_s=None):
   if name not in STRATEGIES:
     raise ValueError(f"mode 'continuous_eval' runs on one host: distribution_strategy must be one "
                      f"of {STRATEGIES}. Received: {name!r}")
-  trainer = trainer_lib.Trainer(experiment, strategy)
-  model_dir, final_step = trainer.model_dir, trainer.total_steps
+  evaluator = evaluator_lib.Evaluator.for_checkpoints(experiment, strategy)
+  model_dir, final_step = evaluator.model_dir, evaluator.plan.total_steps
   entries = evaluations(model_dir)
   done = {entry["step"] for entry in entries}
   result = {"final_step": final_step, "evaluated_steps": []}
@@ -58,27 +58,26 @@ def continuous_evaluate(experiment, strategy=None, timeout_s=None):
     return {**result, "finished": True}
   logging.info("Watching %s for checkpoints up to step %d (%d evaluated before).", model_dir,
                final_step, len(done))
-  reporter = trainer_lib.eval_reporter(trainer)
+  reporter = evaluator.reporter()
   for path in tf.train.checkpoints_iterator(model_dir, timeout=timeout_s):
     try:
-      trainer.checkpoint.restore(path).assert_existing_objects_matched()
+      step = evaluator.restore(path)
     except tf.errors.OpError:
       if _complete(path):
         raise
       logging.warning("%s was deleted before it could be read (--keep_checkpoints); waiting for "
                       "the next one.", path)
       continue
-    step = trainer.current_step()
     if step in done:
       logging.info("%s (step %d) is already evaluated; waiting for a newer checkpoint.", path, step)
     else:
-      metrics = trainer.evaluate(average=True)
-      result.update(trainer_lib.record_evaluation(trainer, reporter, step, metrics))
+      metrics = evaluator.evaluate()
+      result.update(evaluator.record(reporter, step, metrics))
       entries.append({"step": step, "checkpoint": os.path.basename(path),
                       **progress.eval_fields(metrics, with_report=False)})
       done.add(step)
       result["evaluated_steps"].append(step)
-      if trainer.is_chief:
+      if evaluator.is_chief:
         run_state.write_stats(model_dir, {"evaluations": entries},
                               name=run_state.CONTINUOUS_EVAL_FILE)
     if step >= final_step:

@@ -8,12 +8,9 @@ import os
 
 from absl import logging
 import tensorflow as tf
-# Private: MultiWorkerMirroredStrategy has no public way to set its heartbeat timeout.
-from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
-from tensorflow.python.distribute import multi_worker_util
-from tensorflow.python.eager import context as eager_context
 
 from official_resnet import config as config_lib
+from official_resnet import private_apis
 
 _MIRRORED_CROSS_DEVICE_OPS = {
     "nccl": tf.distribute.NcclAllReduce,
@@ -108,23 +105,9 @@ def _mirrored_strategy(runtime):
   return tf.distribute.MirroredStrategy(devices=devices, cross_device_ops=cross_device_ops)
 
 
-def _configure_coordination_service(spec, heartbeat_timeout_s):
-  """What MultiWorkerMirroredStrategy configures itself, with our heartbeat timeout.
-
-  TF's default (10 s) declares a worker dead when its host is busy for 10 s (a CPU-bound
-  input pipeline, tracing on few cores), which aborts every worker's collectives.
-  """
-  jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(spec[job]))
-          for job in ("chief", "worker") if job in spec]
-  eager_context.context().configure_coordination_service(
-      service_type="standalone", service_leader=multi_worker_util.coordination_leader(spec),
-      coordinated_jobs=jobs, heartbeat_timeout_in_ms=int(heartbeat_timeout_s * 1000))
-
-
 def heartbeat_timeout_s():
   """The heartbeat timeout of this process's coordination service; None before it has one."""
-  service = eager_context.context().coordination_service
-  return service.heartbeat_timeout_in_ms / 1000 if service is not None else None
+  return private_apis.heartbeat_timeout_s()
 
 
 def _multi_worker_strategy(runtime):
@@ -132,7 +115,9 @@ def _multi_worker_strategy(runtime):
   spec = resolver.cluster_spec().as_dict()
   # As the strategy does: only chief and worker tasks take part (a single worker has neither).
   if resolver.task_type in ("chief", "worker"):
-    _configure_coordination_service(spec, runtime.heartbeat_timeout_s)
+    # TF's default (10 s) declares a worker dead when its host is busy for 10 s (a CPU-bound
+    # input pipeline, tracing on few cores), which aborts every worker's collectives.
+    private_apis.configure_coordination_service(spec, runtime.heartbeat_timeout_s)
   options = tf.distribute.experimental.CommunicationOptions(
       implementation=_COLLECTIVE_IMPLEMENTATIONS[runtime.all_reduce_alg])
   strategy = tf.distribute.MultiWorkerMirroredStrategy(

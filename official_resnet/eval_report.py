@@ -15,7 +15,7 @@ from PIL import ImageDraw
 from PIL import ImageFont
 from PIL import PngImagePlugin
 
-from official_resnet import run_state
+from official_resnet import atomic_write
 
 # Where the report goes, under model_dir (also the eval TensorBoard folder).
 REPORT_DIR = "eval"
@@ -232,4 +232,4 @@ def write(directory, metrics, png):
   figures = _csv_text([PER_CLASS_FIELDS] + [tuple(row[field] for field in PER_CLASS_FIELDS)
                                             for row in metrics["per_class"]])
   for name, contents in ((MATRIX_CSV, matrix), (PER_CLASS_CSV, figures), (PICTURE, png)):
-    run_state.write_atomically(os.path.join(directory, name), contents)
+    atomic_write.write_atomically(os.path.join(directory, name), contents)

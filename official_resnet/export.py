@@ -42,10 +42,10 @@ from input_pipeline import constants
 from input_pipeline import preprocessing
 from official_resnet import best_checkpoint
 from official_resnet import config as config_lib
-from official_resnet import ema as ema_lib
 from official_resnet import models
 from official_resnet import run_state
 from official_resnet.models import ModelConfig
+from official_resnet.train import checkpointing
 
 SERVING_DEFAULT = "serving_default"
 SERVING_IMAGES = "serving_images"
@@ -322,28 +322,15 @@ def restore_model_dir(model_dir: str, *, weights: str = "auto", checkpoint: str 
     if path is None:
       raise ValueError("`model_dir` must hold a trainer checkpoint (ckpt-<step>). "
                        f"Received: model_dir={model_dir!r}, which has none")
-  has_average = ema_lib.checkpoint_has_average(path)
-  if weights == "ema" and not has_average:
-    raise ValueError(f"weights='ema' needs a checkpoint with an average of the weights (a run "
-                     f"with --ema_decay). Received: {path}, which has none")
   run_config = run_state.read_run_config(model_dir)
   # Checkpoints hold the same variables under every policy and BatchNorm class.
   run_config = dataclasses.replace(
       run_config, model=serving_config(run_config.model, run_config.data.eval_size))
   model = models.build_model(run_config.model)
-  restored = {"model": model}
-  average = None
-  if has_average and weights != "raw":
-    average = ema_lib.state_like(model)
-    restored[ema_lib.CHECKPOINT_KEY] = average
-  status = tf.train.Checkpoint(**restored).restore(path).expect_partial()
-  status.assert_existing_objects_matched()
-  if average is not None:
-    # The average follows model.weights' order, the same under every policy and BatchNorm class.
-    for weight, value in zip(model.weights, average.averages):
-      weight.assign(value)
+  holds_average = checkpointing.restore(path, checkpointing.state_checkpoint(model),
+                                        weights=weights)
   logging.info("Restored %s from %s (%s).", model.name, path,
-               "the average of the weights" if average is not None else "the trained weights")
+               "the average of the weights" if holds_average else "the trained weights")
   return model, run_config
 
 

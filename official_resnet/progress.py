@@ -9,22 +9,13 @@ import keras
 import numpy as np
 from PIL import Image
 import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
+from tensorboard.plugins.image import metadata as image_metadata
 
 from official_resnet import eval_report
 
 # The sums the train and eval loops return, by name. On the device they travel packed in
 # this order (pack_sums), so that one all-reduce carries them all.
 SUM_NAMES = ("loss_sum", "top_1_correct", "top_k_correct", "examples")
-# TF 2.21 installs without tensorboard, which tf.summary.scalar needs; a raw write with
-# the scalars plugin's metadata makes the same event.
-SCALAR_METADATA = summary_pb2.SummaryMetadata(
-    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
-    data_class=summary_pb2.DATA_CLASS_SCALAR)
-# The same for the images plugin: a string tensor [width, height, PNG bytes...].
-IMAGE_METADATA = summary_pb2.SummaryMetadata(
-    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="images"),
-    data_class=summary_pb2.DATA_CLASS_BLOB_SEQUENCE)
 # Eval results too large for every history entry: stats.json keeps the last evaluation's.
 REPORT_FIELDS = ("per_class", "confusion_matrix")
 # Most confused pairs named in the log line of each evaluation.
@@ -124,15 +115,18 @@ class Reporter:
       return
     with self._writer(kind).as_default(step=step):
       for name, value in scalars.items():
-        tf.summary.write(name, tf.constant(value, tf.float32), metadata=SCALAR_METADATA)
+        tf.summary.scalar(name, value)
 
   def _write_image(self, kind, step, name, png):
     if self._writers is None:
       return
     with Image.open(io.BytesIO(png)) as image:
       width, height = image.size
+    # The images plugin's event, with the report's own PNG bytes (tf.summary.image would
+    # encode the picture again, without its text chunks).
     with self._writer(kind).as_default(step=step):
-      tf.summary.write(name, tf.constant([str(width), str(height), png]), metadata=IMAGE_METADATA)
+      tf.summary.write(name, tf.constant([str(width), str(height), png]),
+                       metadata=image_metadata.create_summary_metadata(None, None))
 
   def train(self, step, metrics, learning_rate):
     if not self._active or not metrics:

@@ -10,12 +10,11 @@ initial_weights.start_from:
 """
 import contextlib
 
-import tensorflow as tf
-
 from official_resnet import distribute
 from official_resnet import export
 from official_resnet import run_lock
 from official_resnet import trainer as trainer_lib
+from official_resnet.train import evaluator as evaluator_lib
 
 
 def train_and_evaluate(experiment, evaluate=True, strategy=None):
@@ -61,12 +60,7 @@ def export_model_dir(experiment):
 
 def evaluate_checkpoint(experiment, strategy=None):
   """Evaluates model_dir's latest checkpoint (or init_checkpoint); writes eval_stats.json
-  and the evaluation report (model_dir/eval/)."""
-  trainer = trainer_lib.Trainer(experiment, strategy)
-  if not tf.train.latest_checkpoint(trainer.model_dir) and not experiment.train.init_checkpoint:
-    raise ValueError(
-        "mode 'eval' needs a checkpoint in model_dir or an init_checkpoint. "
-        f"Received: model_dir={trainer.model_dir!r} without checkpoints, init_checkpoint=None")
-  step = trainer.restore_or_initialize(write_config=False, init_scope="all")
-  return trainer_lib.record_evaluation(trainer, trainer_lib.eval_reporter(trainer), step,
-                                       trainer.evaluate(average=True))
+  and the evaluation report (model_dir/eval/). Builds the model alone: no optimizer."""
+  evaluator = evaluator_lib.Evaluator.for_checkpoints(experiment, strategy)
+  step = evaluator.restore_or_initialize()
+  return evaluator.record(evaluator.reporter(), step, evaluator.evaluate())

@@ -17,6 +17,7 @@ from absl import logging
 import tensorflow as tf
 
 from input_pipeline.config import DataConfig
+from official_resnet import atomic_write
 from official_resnet import config as config_lib
 from official_resnet import run_lock
 from official_resnet.models.config import ModelConfig
@@ -93,11 +94,7 @@ def config_path(model_dir):
 
 
 def _write_json(path, payload):
-  tf.io.gfile.makedirs(os.path.dirname(path))
-  # Write then rename, so a crash never leaves a half-written file behind.
-  with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-    json.dump(payload, f, indent=2, sort_keys=True)
-  tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+  atomic_write.write_atomically(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
 def write_run_config(model_dir, model_config, data_config, class_names, train_config=None,
@@ -194,14 +191,6 @@ def finished_stats(model_dir):
 
 # Steps --mode=continuous_eval has evaluated: {"evaluations": [{"step", "checkpoint", eval_*}]}.
 CONTINUOUS_EVAL_FILE = "continuous_eval.json"
-
-
-def write_atomically(path, contents):
-  """Writes `contents` (str or bytes) to `path` under a temporary name, then renames it."""
-  tf.io.gfile.makedirs(os.path.dirname(path))
-  with tf.io.gfile.GFile(path + ".tmp", "wb" if isinstance(contents, bytes) else "w") as f:
-    f.write(contents)
-  tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
 
 
 def _is_run_defining(section, name):

@@ -12,6 +12,7 @@ import image_fixtures
 from input_pipeline import DataConfig
 from input_pipeline import bad_data
 from input_pipeline import build_dataset
+from input_pipeline import build_train_stream
 from input_pipeline import constants
 from input_pipeline import dataset_info
 from input_pipeline import per_replica_batch_size
@@ -203,12 +204,24 @@ def _pixels(dataset, batches):
   return np.concatenate([images.numpy() for images, _ in dataset.take(batches)])
 
 
+def test_the_train_stream_resumes_at_any_step_and_each_epoch_has_its_own_order(records_dir):
+  config = _records_config(records_dir, seed=5, output_dtype="uint8", **AUGMENTED)
+  # 13 records, batches of 4: 3 steps an epoch; three epochs.
+  stream = _pixels(build_train_stream(config, steps_per_epoch=3), 9)
+  for step in (2, 3, 4):  # mid-epoch, at an epoch's start, one step into the next
+    resumed = _pixels(build_train_stream(config, steps_per_epoch=3, start_step=step), 9 - step)
+    np.testing.assert_array_equal(resumed, stream[4 * step:], err_msg=f"step {step}")
+  epochs = np.split(stream, 3)
+  assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
+  with pytest.raises(ValueError, match=r"steps_per_epoch must be >= 1\. Received: 0"):
+    build_train_stream(config, steps_per_epoch=0)
+
+
 @pytest.mark.parametrize("augmentation", [{}, AUGMENTED], ids=["crop_and_flip", "augmented"])
 def test_seeded_training_batches_repeat_and_resume_by_skipping(records_dir, augmentation):
   config = _records_config(records_dir, seed=5, output_dtype="uint8", **augmentation)
   first = _pixels(build_dataset(config, training=True), 6)
-  # The trainer resumes mid-epoch by rebuilding the pipeline and skipping the batches it
-  # trained on: the rest is the same.
+  # A rebuilt pipeline that skips the batches read before gives the rest.
   resumed = _pixels(build_dataset(config, training=True).skip(4), 2)
   np.testing.assert_array_equal(resumed, first[16:])
   other_seed = _pixels(build_dataset(dataclasses.replace(config, seed=6), training=True), 6)

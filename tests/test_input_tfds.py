@@ -1,5 +1,6 @@
 """TFDS source: mocked cats_vs_dogs by name, and a tiny prepared data set for splits and
 sharding."""
+import dataclasses
 import os
 
 import numpy as np
@@ -10,6 +11,7 @@ import tensorflow_datasets as tfds
 import image_fixtures
 from input_pipeline import DataConfig
 from input_pipeline import build_dataset
+from input_pipeline import build_train_stream
 from input_pipeline import dataset_info
 
 SIZE = 32
@@ -67,6 +69,14 @@ def test_prepared_builder_reads_both_splits_with_the_fused_crop(tiny_pets_dir):
   assert sorted(labels) == sorted(i % 2 for i in range(9))
   images, _ = next(iter(build_dataset(config, training=True)))
   assert images.shape == (4, SIZE, SIZE, 3) and np.isfinite(images.numpy()).all()
+  # The training stream seeds TFDS's file shuffling per epoch, and resumes where it stood.
+  seeded = dataclasses.replace(config, seed=3)
+
+  def labels(start_step, steps):
+    stream = build_train_stream(seeded, steps_per_epoch=3, start_step=start_step)
+    return [batch.numpy().tolist() for _, batch in stream.take(steps)]
+
+  assert labels(4, 2) == labels(0, 6)[4:]
 
 
 @pytest.mark.parametrize("pipelines", [2, 3], ids=["by_file", "by_record"])

@@ -12,6 +12,7 @@ import tensorflow as tf
 from PIL import Image
 
 from official_resnet import config as config_lib
+from official_resnet import continuous_eval
 from official_resnet import losses
 from official_resnet import models
 from official_resnet import run as run_lib
@@ -191,13 +192,28 @@ def test_checkpoints_config_and_tensorboard_on_disk(learned):
       for class_name in saved.class_names}
 
 
-def test_eval_mode_reproduces_the_last_evaluation(learned):
+def test_eval_modes_reproduce_the_last_evaluation_and_build_no_optimizer(learned, monkeypatch):
   experiment, _, stats = learned
+  built = []
+  construct = keras.optimizers.Optimizer.__init__
+
+  def counted(optimizer, *args, **kwargs):
+    built.append(type(optimizer).__name__)
+    construct(optimizer, *args, **kwargs)
+
+  monkeypatch.setattr(keras.optimizers.Optimizer, "__init__", counted)
   evaluated = run_lib.evaluate_checkpoint(experiment)
   assert evaluated["step"] == 60
   assert evaluated["eval_loss"] == pytest.approx(stats["eval_loss"], abs=1e-5)
   assert evaluated["eval_examples"] == 32
   assert run_state.read_stats(experiment.train.model_dir, run_state.EVAL_STATS_FILE) == evaluated
+  watched = continuous_eval.continuous_evaluate(experiment, timeout_s=1)
+  assert watched["evaluated_steps"] == [60] and watched["finished"]
+  assert watched["eval_loss"] == pytest.approx(stats["eval_loss"], abs=1e-5)
+  assert built == []
+  # The count sees the optimizer a trainer builds.
+  trainer_lib.Trainer(experiment)
+  assert built == ["SGD"]
 
 
 def test_init_checkpoint_loads_the_backbone_or_everything(learned, tmp_path):
@@ -251,52 +267,55 @@ def test_resume_refuses_another_model_or_other_classes_and_writes_nothing(colour
     trainer_lib.Trainer(wrong_count)
 
 
-def test_a_resumed_epoch_continues_the_same_data_order(tmp_path):
+def test_a_resumed_run_reads_the_stream_on_from_its_step(tmp_path):
   experiment = fixtures.experiment(tmp_path, batch_size=4, seed=5)
   trainer = trainer_lib.Trainer(experiment)
+  assert trainer.steps_per_epoch == 4
 
-  def labels(epoch, offset, batches):
-    iterator = iter(trainer.train_dataset(epoch, offset))
+  def labels(start_step, batches):
+    iterator = iter(trainer.train_input.dataset(start_step))
     return [next(iterator)[1].numpy().tolist() for _ in range(batches)]
 
-  whole_epoch = labels(1, 0, 4)
-  assert labels(1, 2, 2) == whole_epoch[2:]
-  # Each epoch has its own order, the same in every run with this seed.
-  assert labels(0, 0, 4) != whole_epoch
-  assert labels(0, 0, 4) == labels(0, 0, 4)
+  stream = labels(0, 12)
+  # Mid-epoch and at an epoch's start, a resumed run reads what the uninterrupted one read.
+  assert labels(6, 6) == stream[6:]
+  assert labels(4, 8) == stream[4:]
+  # Each epoch is one pass over the 16 examples, in an order of its own, the same in every
+  # run with this seed.
+  epochs = [sum(stream[start:start + 4], []) for start in (0, 4, 8)]
+  assert all(sorted(epoch) == [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4 for epoch in epochs)
+  assert epochs[0] != epochs[1] != epochs[2]
+  assert labels(0, 4) == stream[:4]
 
 
 def test_cached_training_records_are_read_from_storage_once_for_every_epoch(tmp_path):
-  """--training_dataset_cache: later epochs read the records kept in memory, not the files
-  (overwritten with black images here); each epoch keeps its own order, and a fresh
-  trainer (a resumed run) reads the batches of one that went through the earlier epochs."""
-  data = fixtures.write_colour_folder(str(tmp_path / "data"), 2, 1)
-
-  def trainer(name, cache):
-    experiment = fixtures.experiment(tmp_path / name, data, batch_size=8, seed=5)
-    return trainer_lib.Trainer(dataclasses.replace(
+  """--training_dataset_cache: after the first epoch the stream reads the records kept in
+  memory, not the files (overwritten with black images here); without it every epoch
+  reads the files. A resumed run's stream reads what the uninterrupted one read."""
+  for cache in (True, False):
+    data = fixtures.write_colour_folder(str(tmp_path / f"cache_{cache}"), 2, 1)
+    experiment = fixtures.experiment(tmp_path / f"run_{cache}", data, batch_size=8, seed=5)
+    trainer = trainer_lib.Trainer(dataclasses.replace(
         experiment, data=dataclasses.replace(experiment.data, cache=cache)))
+    # One batch a step and one step an epoch: all 8 training images.
+    stream = iter(trainer.train_input.dataset(0))
+    (first_images, first_labels), (second_images, second_labels) = (
+        [tensor.numpy() for tensor in next(stream)] for _ in range(2))
+    assert sorted(second_labels) == sorted(first_labels)
+    assert second_labels.tolist() != first_labels.tolist()
+    resumed_images, resumed_labels = next(iter(trainer.train_input.dataset(1)))
+    np.testing.assert_array_equal(resumed_labels, second_labels)
+    np.testing.assert_array_equal(resumed_images, second_images)
 
-  def whole_set(trainer, epoch):  # One batch: all 8 training images.
-    images, labels = next(iter(trainer.train_dataset(epoch)))
-    return images.numpy(), labels.numpy()
-
-  cached = trainer("cached", cache=True)
-  first_images, first_labels = whole_set(cached, 0)
-  second_images, second_labels = whole_set(cached, 1)
-  assert sorted(second_labels) == sorted(first_labels)
-  assert second_labels.tolist() != first_labels.tolist()
-  resumed_images, resumed_labels = whole_set(trainer("resumed", cache=True), 1)
-  np.testing.assert_array_equal(resumed_labels, second_labels)
-  np.testing.assert_array_equal(resumed_images, second_images)
-
-  for path in glob.glob(os.path.join(data, "train", "*", "*.png")):
-    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(path)
-  # uint8 pixels (the train step normalizes): every colour has a channel of 140 or more.
-  cached_images, _ = whole_set(cached, 2)
-  assert cached_images.dtype == np.uint8 and np.all(cached_images.max(axis=(1, 2, 3)) >= 140)
-  uncached_images, _ = whole_set(trainer("uncached", cache=False), 2)
-  np.testing.assert_array_equal(uncached_images, 0)
+    for path in glob.glob(os.path.join(data, "train", "*", "*.png")):
+      Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(path)
+    # Far enough on that no batch was read before the files changed.
+    later_images = [next(stream)[0].numpy() for _ in range(8)][-1]
+    if cache:
+      # uint8 pixels (the train step normalizes): every colour has a channel of 140 or more.
+      assert later_images.dtype == np.uint8 and np.all(later_images.max(axis=(1, 2, 3)) >= 140)
+    else:
+      np.testing.assert_array_equal(later_images, 0)
 
 
 def test_two_phases_freeze_then_train_and_resume_inside_phase_two(colours, tmp_path):
@@ -389,7 +408,7 @@ def test_uint8_batches_normalized_on_device_update_like_the_float32_pipeline(col
     experiment = fixtures.experiment(tmp_path / name, colours, batch_size=BATCH, train_steps=2,
                                      architecture="vgg16", normalize_on_device=on_device)
     trainer = trainer_lib.Trainer(experiment)
-    batch_images = next(iter(trainer.train_dataset(0, 0)))[0]
+    batch_images = next(iter(trainer.train_input.dataset(0)))[0]
     trainer.restore_or_initialize()
     stats = trainer.train(evaluate=False)
     return trainer, batch_images, [w.numpy() for w in trainer.model.weights], stats

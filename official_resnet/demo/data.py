@@ -6,10 +6,13 @@ background. The class is what is drawn, never a colour or a position, so a
 model has to learn shape features, and those features transfer.
 """
 import dataclasses
+import io
 import os
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from official_resnet import atomic_write
 
 # Pre-training classes: shapes and textures.
 PRETRAIN_CLASSES = ("circle", "square", "triangle", "hstripes", "vstripes", "checker")
@@ -123,6 +126,7 @@ def write_dataset(root, class_names, images_per_class, image_size=64, layout="su
         continue
       # One generator per file: the image depends only on (seed, class, n).
       rng = np.random.default_rng([seed, class_index, n])
-      draw_image(class_name, rng, image_size).save(path + ".tmp", format="JPEG", quality=90)
-      os.replace(path + ".tmp", path)
+      encoded = io.BytesIO()
+      draw_image(class_name, rng, image_size).save(encoded, format="JPEG", quality=90)
+      atomic_write.write_atomically(path, encoded.getvalue())
   return WrittenDataset(root, tuple(class_names), images_per_class * len(class_names))
