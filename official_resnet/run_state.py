@@ -168,8 +168,8 @@ def append_history(model_dir, entry):
   """Adds `entry` to model_dir's history as soon as it is made, so that an interrupted run
   loses none; the history is never replaced, whatever later runs in model_dir do."""
   # Rewritten whole (a few hundred entries at most), as remote file systems cannot append.
-  write_atomically(os.path.join(model_dir, HISTORY_FILE),
-                   json.dumps([*read_history(model_dir), entry], indent=1))
+  atomic_write.write_atomically(os.path.join(model_dir, HISTORY_FILE),
+                                json.dumps([*read_history(model_dir), entry], indent=1))
 
 
 def checkpoint_step(checkpoint_path):
