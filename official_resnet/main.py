@@ -51,6 +51,7 @@ from official_resnet.models.config import HeadConfig
 from official_resnet.models.config import ModelConfig
 from official_resnet.models.config import POOL_PADDINGS
 from official_resnet.models.config import RESNET_VARIANTS
+from official_resnet.train import phases as phases_lib
 
 FLAGS = flags.FLAGS
 
@@ -881,7 +882,7 @@ def _check_finished_run_length(experiment, saved, finished):
   """
   steps_per_epoch, done = finished["steps_per_epoch"], finished["step"]
   batch_size = experiment.data.batch_size
-  phases = trainer.resolve_phases(experiment.train, batch_size, steps_per_epoch)
+  phases = phases_lib.resolve_phases(experiment.train, batch_size, steps_per_epoch)
   total = phases[-1].end_step
   if total < done:
     raise ValueError(
