@@ -10,13 +10,14 @@ from PIL import Image, ImageEnhance, ImageOps
 
 import image_fixtures
 from input_pipeline import augment
+from input_pipeline import image_ops
 from input_pipeline import constants
 
 IMAGE = image_fixtures.image(seed=4, height=40, width=56)
 # Photo-like but not spanning 0-255 in every channel, so AutoContrast and Equalize change it.
 DULL = (IMAGE // 2 + 40).astype(np.uint8)
 SEED = np.array([3, 5], np.int64)
-FILL = (augment.FILL_VALUE,) * 3
+FILL = (image_ops.FILL_VALUE,) * 3
 
 # Every augmentation as the pipeline calls it: fn(image, seed).
 AUGMENTATIONS = {
@@ -95,22 +96,22 @@ def _affine(matrix, resample=Image.NEAREST):
 
 # (our op, PIL's) on the same image: equal to the last bit.
 PIL_PARITY = {
-    "auto_contrast": (augment.auto_contrast, ImageOps.autocontrast),
-    "equalize": (augment.equalize, ImageOps.equalize),
-    "invert": (augment.invert, ImageOps.invert),
-    **{f"posterize_{bits}": (functools.partial(augment.posterize, bits=bits),
+    "auto_contrast": (image_ops.auto_contrast, ImageOps.autocontrast),
+    "equalize": (image_ops.equalize, ImageOps.equalize),
+    "invert": (image_ops.invert, ImageOps.invert),
+    **{f"posterize_{bits}": (functools.partial(image_ops.posterize, bits=bits),
                              functools.partial(ImageOps.posterize, bits=bits))
        for bits in (1, 4, 7)},
-    **{f"solarize_{threshold}": (functools.partial(augment.solarize, threshold=threshold),
+    **{f"solarize_{threshold}": (functools.partial(image_ops.solarize, threshold=threshold),
                                  functools.partial(ImageOps.solarize, threshold=threshold))
        for threshold in (0, 100, 256)},
     **{f"{name}_{factor}": (functools.partial(op, factor=factor),
                             lambda pil, enhancer=enhancer, factor=factor:
                             enhancer(pil).enhance(factor))
-       for name, op, enhancer in (("color", augment.color, ImageEnhance.Color),
-                                  ("contrast", augment.contrast, ImageEnhance.Contrast),
-                                  ("brightness", augment.brightness, ImageEnhance.Brightness),
-                                  ("sharpness", augment.sharpness, ImageEnhance.Sharpness))
+       for name, op, enhancer in (("color", image_ops.color, ImageEnhance.Color),
+                                  ("contrast", image_ops.contrast, ImageEnhance.Contrast),
+                                  ("brightness", image_ops.brightness, ImageEnhance.Brightness),
+                                  ("sharpness", image_ops.sharpness, ImageEnhance.Sharpness))
        for factor in (0.1, 0.5, 1.7)},
 }
 
@@ -125,22 +126,22 @@ def test_colour_ops_equal_pil(name):
 # Geometric ops against PIL with the grey fill: equal to the last bit (nearest-neighbour in
 # PIL's 16.16 fixed point, bilinear in its float64 steps).
 GEOMETRY = {
-    "rotate_17": (lambda x: augment.rotate(x, 17.0), lambda pil: pil.rotate(17, fillcolor=FILL)),
-    "rotate_-23": (lambda x: augment.rotate(x, -23.0),
+    "rotate_17": (lambda x: image_ops.rotate(x, 17.0), lambda pil: pil.rotate(17, fillcolor=FILL)),
+    "rotate_-23": (lambda x: image_ops.rotate(x, -23.0),
                    lambda pil: pil.rotate(-23, fillcolor=FILL)),
-    "shear_x": (lambda x: augment.shear_x(x, 0.23), _affine((1, 0.23, 0, 0, 1, 0))),
-    "shear_y": (lambda x: augment.shear_y(x, -0.27), _affine((1, 0, 0, -0.27, 1, 0))),
+    "shear_x": (lambda x: image_ops.shear_x(x, 0.23), _affine((1, 0.23, 0, 0, 1, 0))),
+    "shear_y": (lambda x: image_ops.shear_y(x, -0.27), _affine((1, 0, 0, -0.27, 1, 0))),
     # AutoAugment v0's first sub-policy; a column half-way in exact arithmetic.
-    "shear_y_0.12": (lambda x: augment.shear_y(x, 0.12), _affine((1, 0, 0, 0.12, 1, 0))),
+    "shear_y_0.12": (lambda x: image_ops.shear_y(x, 0.12), _affine((1, 0, 0, 0.12, 1, 0))),
     # sin(30 degrees) is 0.5 once PIL rounds it: many sample points half-way.
-    "rotate_30": (lambda x: augment.rotate(x, 30.0), lambda pil: pil.rotate(30, fillcolor=FILL)),
-    "translate_x": (lambda x: augment.translate_x(x, -7.0), _affine((1, 0, -7, 0, 1, 0))),
-    "translate_y": (lambda x: augment.translate_y(x, 5.4), _affine((1, 0, 0, 0, 1, 5.4))),
-    "rotate_17_bilinear": (lambda x: augment.rotate(x, 17.0, "bilinear"),
+    "rotate_30": (lambda x: image_ops.rotate(x, 30.0), lambda pil: pil.rotate(30, fillcolor=FILL)),
+    "translate_x": (lambda x: image_ops.translate_x(x, -7.0), _affine((1, 0, -7, 0, 1, 0))),
+    "translate_y": (lambda x: image_ops.translate_y(x, 5.4), _affine((1, 0, 0, 0, 1, 5.4))),
+    "rotate_17_bilinear": (lambda x: image_ops.rotate(x, 17.0, "bilinear"),
                            lambda pil: pil.rotate(17, Image.BILINEAR, fillcolor=FILL)),
-    "shear_x_bilinear": (lambda x: augment.shear_x(x, 0.23, "bilinear"),
+    "shear_x_bilinear": (lambda x: image_ops.shear_x(x, 0.23, "bilinear"),
                          _affine((1, 0.23, 0, 0, 1, 0), Image.BILINEAR)),
-    "translate_x_bilinear": (lambda x: augment.translate_x(x, -7.3, "bilinear"),
+    "translate_x_bilinear": (lambda x: image_ops.translate_x(x, -7.3, "bilinear"),
                              _affine((1, 0, -7.3, 0, 1, 0), Image.BILINEAR)),
 }
 
@@ -154,7 +155,7 @@ def test_geometric_ops_equal_pil(name):
 
 def test_rotation_by_90_degrees_is_a_quarter_turn_counter_clockwise():
   square = image_fixtures.image(seed=6, height=36, width=36)
-  np.testing.assert_array_equal(augment.rotate(square, 90.0), np.rot90(square))
+  np.testing.assert_array_equal(image_ops.rotate(square, 90.0), np.rot90(square))
 
 
 def _either(*candidates):
@@ -170,23 +171,23 @@ TIMM_TRANSLATE_10 = 0.45 * 56
 
 # (variant table, op, level, what the published scaling makes of it: one of these images)
 SCALING = [
-    ("model_garden", "Rotate", 10.0, _either(augment.rotate(IMAGE, 30.0),
-                                             augment.rotate(IMAGE, -30.0))),
-    ("model_garden", "Posterize", 10.0, _either(augment.posterize(IMAGE, 4))),
-    ("model_garden", "Solarize", 5.0, _either(augment.solarize(IMAGE, 128))),
-    ("model_garden", "Contrast", 10.0, _either(augment.contrast(IMAGE, MODEL_GARDEN_ENHANCE_10))),
-    ("model_garden", "ShearX", 10.0, _either(augment.shear_x(IMAGE, 0.3),
-                                             augment.shear_x(IMAGE, -0.3))),
-    ("model_garden", "TranslateY", 0.7, _either(augment.translate_y(IMAGE, 7.0),
-                                                augment.translate_y(IMAGE, -7.0))),
-    ("model_garden", "SolarizeAdd", 10.0, _either(augment.solarize_add(IMAGE, 110))),
-    ("timm", "PosterizeIncreasing", 10.0, _either(augment.posterize(IMAGE, 0))),
-    ("timm", "SolarizeIncreasing", 5.0, _either(augment.solarize(IMAGE, 128))),
-    ("timm", "ColorIncreasing", 10.0, _either(*(augment.color(IMAGE, factor)
+    ("model_garden", "Rotate", 10.0, _either(image_ops.rotate(IMAGE, 30.0),
+                                             image_ops.rotate(IMAGE, -30.0))),
+    ("model_garden", "Posterize", 10.0, _either(image_ops.posterize(IMAGE, 4))),
+    ("model_garden", "Solarize", 5.0, _either(image_ops.solarize(IMAGE, 128))),
+    ("model_garden", "Contrast", 10.0, _either(image_ops.contrast(IMAGE, MODEL_GARDEN_ENHANCE_10))),
+    ("model_garden", "ShearX", 10.0, _either(image_ops.shear_x(IMAGE, 0.3),
+                                             image_ops.shear_x(IMAGE, -0.3))),
+    ("model_garden", "TranslateY", 0.7, _either(image_ops.translate_y(IMAGE, 7.0),
+                                                image_ops.translate_y(IMAGE, -7.0))),
+    ("model_garden", "SolarizeAdd", 10.0, _either(image_ops.solarize_add(IMAGE, 110))),
+    ("timm", "PosterizeIncreasing", 10.0, _either(image_ops.posterize(IMAGE, 0))),
+    ("timm", "SolarizeIncreasing", 5.0, _either(image_ops.solarize(IMAGE, 128))),
+    ("timm", "ColorIncreasing", 10.0, _either(*(image_ops.color(IMAGE, factor)
                                                 for factor in TIMM_ENHANCE_10))),
     ("timm", "TranslateXRel", 10.0, _either(
-        augment.translate_x(IMAGE, TIMM_TRANSLATE_10, "bilinear"),
-        augment.translate_x(IMAGE, -TIMM_TRANSLATE_10, "bilinear"))),
+        image_ops.translate_x(IMAGE, TIMM_TRANSLATE_10, "bilinear"),
+        image_ops.translate_x(IMAGE, -TIMM_TRANSLATE_10, "bilinear"))),
 ]
 
 
@@ -208,9 +209,9 @@ def test_ops_follow_the_published_scaling(variant, name, level, candidates):
     ((0.0, 0.99), (0, 6), (49, 56)),  # clipped at the top right corner
 ])
 def test_cutout_fills_a_clipped_square_of_grey_and_keeps_the_rest(centre, rows, columns):
-  out = augment.cutout(tf.constant(IMAGE), tf.constant(centre), 6).numpy()
+  out = image_ops.cutout(tf.constant(IMAGE), tf.constant(centre), 6).numpy()
   expected = IMAGE.copy()
-  expected[rows[0]:rows[1], columns[0]:columns[1]] = augment.FILL_VALUE
+  expected[rows[0]:rows[1], columns[0]:columns[1]] = image_ops.FILL_VALUE
   np.testing.assert_array_equal(out, expected)
 
 

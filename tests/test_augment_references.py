@@ -17,6 +17,7 @@ import image_fixtures
 import torch_fixtures  # noqa: F401  (torchvision fixed up before timm imports it)
 from benchmarks import official
 from input_pipeline import augment
+from input_pipeline import image_ops
 from timm.data import auto_augment as timm_augment  # noqa: E402
 
 LEVELS = range(11)
@@ -25,7 +26,7 @@ LEVELS = range(11)
 _PHOTOS = [image_fixtures.image(seed, height, width)
            for seed, (height, width) in enumerate([(64, 96), (97, 75), (150, 150)])]
 PHOTOS = _PHOTOS + [np.round(photo * 0.9 + 5).astype(np.uint8) for photo in _PHOTOS]
-FILL = (augment.FILL_VALUE,) * 3
+FILL = (image_ops.FILL_VALUE,) * 3
 # Draws of the op's sign (below 0.5: negative) and, for Cutout, of its centre.
 SIGN_DRAWS = (0.25, 0.75)
 
@@ -100,7 +101,7 @@ def model_garden():
 def _model_garden_op(model_garden, name, image, level, translate_const=100.0, cutout_const=40.0):
   args = model_garden.level_to_arg(cutout_const, translate_const)[name](float(level))
   if name in model_garden.REPLACE_FUNCS:
-    args = (*args, [augment.FILL_VALUE] * 3)
+    args = (*args, [image_ops.FILL_VALUE] * 3)
   return model_garden.NAME_TO_FUNC[name](tf.constant(image), *args).numpy()
 
 
@@ -149,8 +150,8 @@ def test_model_garden_ops_we_do_not_follow_differ_as_the_docs_say(model_garden):
   # TranslateX by 100 px of a 96 px image: it reflects the image into the uncovered part,
   # we fill it with grey.
   np.testing.assert_array_equal(_ours("model_garden", "TranslateX", image, 10, 0.75),
-                                np.full_like(image, augment.FILL_VALUE))
-  assert (_model_garden_op(model_garden, "TranslateX", image, 10) != augment.FILL_VALUE).mean() > 0.9
+                                np.full_like(image, image_ops.FILL_VALUE))
+  assert (_model_garden_op(model_garden, "TranslateX", image, 10) != image_ops.FILL_VALUE).mean() > 0.9
   # Contrast: it blends each channel with that channel's mean, PIL with the grey level's.
   assert not np.array_equal(_ours("model_garden", "Contrast", image, 2, 0.75),
                             _model_garden_op(model_garden, "Contrast", image, 2))
