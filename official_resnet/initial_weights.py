@@ -54,7 +54,8 @@ def weights_info(path) -> weight_sources.WeightsInfo:
     return weight_sources.WeightsInfo(source=path)
   data = run_config.data
   return weight_sources.WeightsInfo(
-      normalization=data.normalization, conv_padding=run_config.model.conv_padding,
+      normalization=data.normalization, variant=run_config.model.variant,
+      conv_padding=run_config.model.conv_padding,
       pool_padding=run_config.model.pool_padding,
       eval_resize=data.eval_resize_size,
       eval_crop=data.image_size if data.eval_resize_size else None,

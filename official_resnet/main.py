@@ -178,7 +178,8 @@ flags.DEFINE_enum("output", "table", list(predict.OUTPUT_FORMATS), "predict: out
 # Model.
 flags.DEFINE_enum("architecture", _MODEL.architecture, list(ARCHITECTURES), "Model architecture.")
 flags.DEFINE_enum("variant", _MODEL.variant, list(RESNET_VARIANTS),
-                  "ResNet variant: v1.5 (official, stride in the 3x3) or v1 (keras.applications).")
+                  "ResNet variant: v1.5 (official, stride in the 3x3) or v1 (keras.applications). "
+                  "Default: the weights' (--pretrained, --init_checkpoint), else v1.5.")
 flags.DEFINE_integer("num_classes", _MODEL.num_classes, "Classes of the data and the logits.", lower_bound=1)
 flags.DEFINE_integer("image_size", _MODEL.image_size, "Square input size in pixels.",
                      lower_bound=constants.MIN_IMAGE_SIZE)
@@ -314,8 +315,8 @@ flags.DEFINE_boolean("normalize_on_device", _TRAIN.normalize_on_device,
 # Transfer learning.
 flags.DEFINE_string("pretrained", None,
                     "Weights to start a new run from: a keras.applications .h5/.weights.h5 file "
-                    "(ResNet: --variant=v1), a torchvision/timm .pth/.pt/.safetensors file "
-                    "(ResNet: --variant=v1.5), or a name: imagenet (keras.applications), "
+                    "(ResNet v1), a torchvision/timm .pth/.pt/.bin/.safetensors file "
+                    "(ResNet v1.5), or a name: imagenet (keras.applications), "
                     "torchvision, torchvision:IMAGENET1K_V2, hf://timm/resnet50.a1_in1k. Our own "
                     "checkpoints go to --init_checkpoint.")
 flags.DEFINE_boolean("expect_weights", False,
@@ -527,8 +528,9 @@ def _loss_scale(f):
 
 
 def _architecture_and_variant(f):
-  """--architecture and --variant, or what the official --model/--resnet_size/--resnet_version ask."""
-  chosen = {"architecture": f.architecture, "variant": f.variant}
+  """--architecture and --variant, or what the official --model/--resnet_size/--resnet_version
+  ask; the variant None when no flag gives it (then the weights say it: _variant)."""
+  chosen = {"architecture": f.architecture, "variant": f.variant if f["variant"].present else None}
   official = official_flags.architecture_and_variant(f.model, f.resnet_size, f.resnet_version)
   for name, value in official.items():
     if f[name].present and f[name].value != value:
@@ -538,6 +540,16 @@ def _architecture_and_variant(f):
                        f"{f[name].value} as well; give one of them.")
     chosen[name] = value
   return chosen["architecture"], chosen["variant"]
+
+
+def _variant(f, architecture, given, info):
+  """The ResNet variant given, else the weights' (logged), else --variant's default."""
+  if given:
+    return given
+  if info.variant and architecture.startswith("resnet"):
+    logging.info("ResNet variant %s, what %s weights are (--variant).", info.variant, info.source)
+    return info.variant
+  return f.variant
 
 
 def _trainable_values(architecture):
@@ -777,9 +789,10 @@ def experiment_from_flags(flag_values=FLAGS):
   saved = _saved_run(f)
   latest_checkpoint = tf.train.latest_checkpoint(f.model_dir)
   resumed = _resumed_checkpoint(saved, latest_checkpoint)
-  architecture, variant = _architecture_and_variant(f)
+  architecture, given_variant = _architecture_and_variant(f)
   weights, weights_info = (_resumed_run_weights(f, saved, resumed) if resumed
-                           else _initial_weights(f, architecture, variant))
+                           else _initial_weights(f, architecture, given_variant))
+  variant = _variant(f, architecture, given_variant, weights_info)
   # An existing run's normalization comes from its config.json, not from weights files;
   # without weights it is --scratch_normalization's.
   normalization = f.normalization or (saved.data.normalization if saved is not None

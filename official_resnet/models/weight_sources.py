@@ -288,7 +288,10 @@ def resolve(name, *, architecture, variant=None, vgg_batch_norm=False, num_class
   elif name == TORCHVISION or name.startswith(f"{TORCHVISION}:"):
     download, info = _torchvision(name, architecture, vgg_batch_norm)
   elif name.startswith(HF_PREFIX) and name.count("/") == 3:
-    return _hub(name, architecture, vgg_batch_norm)
+    path, info = _hub(name, architecture, vgg_batch_norm)
+    if variant:
+      check_variant(info, architecture, variant)
+    return path, info
   else:
     raise ValueError(f"Weights names are {IMAGENET!r}, {TORCHVISION!r}, "
                      f"'{TORCHVISION}:<WEIGHTS>' and '{HF_PREFIX}<org>/<repo>'. Received: {name!r}")
@@ -300,5 +303,6 @@ def resolve(name, *, architecture, variant=None, vgg_batch_norm=False, num_class
 def check_variant(info, architecture, variant):
   """ValueError when a ResNet's variant is not the one its weights were trained as."""
   if architecture.startswith("resnet") and info.variant and info.variant != variant:
-    raise ValueError(f"{info.source} weights are ResNet {info.variant}: add "
-                     f"--variant={info.variant}. Received: --variant={variant}")
+    raise ValueError(f"{info.source} weights are ResNet {info.variant}: leave --variant out "
+                     f"(it follows the weights) or give --variant={info.variant}. "
+                     f"Received: --variant={variant}")
