@@ -56,11 +56,20 @@ FLAGS = flags.FLAGS
 
 
 def _export(experiment, flag_values):
-  del flag_values  # Everything is in experiment.export.
+  """Exports model_dir's run; without a checkpoint there, the weights given (--pretrained,
+  --init_checkpoint) as they are."""
   if not experiment.export.export_dir:
     raise app.UsageError("--mode=export needs --export_dir, the folder that receives the "
                          "numbered versions. Received: --export_dir=None")
-  return {"export_path": run_lib.export_model_dir(experiment)}
+  model_dir = experiment.train.model_dir
+  if tf.train.latest_checkpoint(model_dir):
+    return {"export_path": run_lib.export_model_dir(experiment)}
+  if not experiment.train.init_checkpoint:
+    raise app.UsageError(
+        "--mode=export needs a checkpoint in --model_dir, or weights to export as they are "
+        f"(--pretrained, --init_checkpoint). Received: --model_dir={model_dir} without "
+        f"checkpoints, {' and '.join(_given_weights_flags(flag_values)) or 'no weights flag'}")
+  return {"export_path": run_lib.export_weights(experiment)}
 
 
 def _predict(experiment, flag_values):

@@ -1,9 +1,15 @@
 """torchvision and timm weights: parity with torch itself, refusals, hub names, a frozen transfer."""
 import dataclasses
+import glob
+import logging
 import os
+
+from absl import app
+from absl.testing import flagsaver
 
 import keras
 import numpy as np
+from PIL import Image
 import pytest
 import safetensors.torch
 import tensorflow as tf
@@ -11,16 +17,19 @@ import tensorflow as tf
 from input_pipeline import constants
 from input_pipeline import preprocessing
 from official_resnet import initial_weights
+from official_resnet import main
 from official_resnet import models
 from official_resnet import run_state
 from official_resnet.demo import data as demo_data
 from official_resnet.models import weight_sources
+from cli_fixtures import parse
 import test_recipes
 from torch_fixtures import randomize_batch_norm
 from torch_fixtures import timm
 from torch_fixtures import to_nchw
 from torch_fixtures import torch
 from torch_fixtures import torchvision
+import trainer_fixtures
 
 SIZE = 64  # Weight shapes of ResNet do not depend on the input size; 64 px keeps CPU time low.
 TOLERANCE = 1e-4  # Of the largest output.
@@ -314,3 +323,61 @@ def test_catsdogs_recipe_from_a_torchvision_file_keeps_the_backbone_bit_identica
   assert test_recipes.changed(initial[keras.layers.Dense],
                               test_recipes.weights_of(trainer.model, keras.layers.Dense)) == {
                                   "fc1", "fc2", "predictions"}
+
+
+@pytest.fixture(scope="module")
+def four_colour_classifier(tmp_path_factory):
+  """torchvision's resnet18 for 4 classes (BatchNorm randomised) saved as a .pth, a folder of
+  4 solid colours (2 validation images each), and torch's probabilities for those images."""
+  directory = tmp_path_factory.mktemp("published")
+  torch.manual_seed(8)
+  reference = randomize_batch_norm(torchvision.models.resnet18(weights=None, num_classes=4),
+                                   8).eval()
+  path = str(directory / "resnet18_colours.pth")
+  torch.save(reference.state_dict(), path)
+  data = trainer_fixtures.write_colour_folder(str(directory / "colours"), 2, 2)
+  files = sorted(glob.glob(os.path.join(data, "validation", "*", "*.png")))
+  # Solid images: the eval resize and crop leave every pixel as it is.
+  pixels = np.stack([np.asarray(Image.open(file), np.float32) for file in files])
+  normalized = (pixels / 255 - constants.TORCH_MEANS) / constants.TORCH_STDS
+  with torch.no_grad():
+    logits = reference(to_nchw(normalized.astype(np.float32)))
+  labels = torch.tensor([int(os.path.basename(os.path.dirname(file))[-1]) for file in files])
+  return dict(path=path, data=data, files=files,
+              probabilities=torch.softmax(logits, -1).numpy(),
+              loss=float(torch.nn.functional.cross_entropy(logits, labels)))
+
+
+def test_published_weights_evaluate_and_export_as_published_without_a_checkpoint(
+    four_colour_classifier, tmp_path, caplog):
+  """timm's validate.py habit: --mode=eval (and export) of a weights file, no run needed."""
+  published = four_colour_classifier
+  command = (f"--pretrained={published['path']}", "--architecture=resnet18", "--num_classes=4",
+             "--image_size=32", f"--data_dir={published['data']}", "--batch_size=4",
+             "--distribution_strategy=off", "--num_gpus=0")
+  with flagsaver.flagsaver():
+    parse("--mode=eval", f"--model_dir={tmp_path / 'eval'}", *command)
+    caplog.set_level(logging.INFO, logger="absl")
+    evaluated = main.run()
+    # torch's normalization and padding, the head loaded: torch's own loss on the images.
+    assert f"Normalization torch, what {published['path']} was trained with." in caplog.text
+    assert "ResNet variant v1.5, what torchvision/timm weights are (--variant)." in caplog.text
+    assert evaluated["eval_examples"] == 8
+    assert evaluated["eval_loss"] == pytest.approx(published["loss"], abs=1e-4)
+    export_dir = str(tmp_path / "export")
+    parse("--mode=export", f"--model_dir={tmp_path / 'new'}", f"--export_dir={export_dir}",
+          "--export_format=saved_model", *command)
+    assert main.run()["export_path"] == os.path.join(export_dir, "1")
+    parse("--mode=export", f"--model_dir={tmp_path / 'nothing'}", f"--export_dir={export_dir}")
+    with pytest.raises(app.UsageError, match=r"--mode=export needs a checkpoint in --model_dir, "
+                       r"or weights to export as they are \(--pretrained, --init_checkpoint\)\. "
+                       r"Received: --model_dir=.*nothing without checkpoints, no weights flag"):
+      main.run()
+  assert not os.path.exists(tmp_path / "new")  # Nothing written where no run is.
+  loaded = tf.saved_model.load(os.path.join(export_dir, "1"))
+  encoded = tf.constant([open(file, "rb").read() for file in published["files"]])
+  served = loaded.signatures["serving_default"](images=encoded)
+  np.testing.assert_allclose(served["probabilities"].numpy(), published["probabilities"],
+                             atol=1e-4)
+  with open(os.path.join(export_dir, "1", "assets", constants.LABELS_FILE)) as labels:
+    assert labels.read().split() == ["class0", "class1", "class2", "class3"]
