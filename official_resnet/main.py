@@ -643,7 +643,7 @@ def _any_input_size(f, data):
   return True
 
 
-PRETRAINED_EXTENSIONS = (".h5", ".pth", ".pt", ".safetensors")
+PRETRAINED_EXTENSIONS = (".h5", ".pth", ".pt", ".bin", ".safetensors")
 WEIGHTS_FLAGS = ("pretrained", "init_checkpoint", "pretrained_filepath")
 
 

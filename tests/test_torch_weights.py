@@ -197,7 +197,8 @@ def test_wrong_architecture_missing_key_and_truncated_files_are_refused(torchvis
       content = file.read()
     truncated = tmp_path / f"truncated.{file_format}"
     truncated.write_bytes(content[:len(content) * 2 // 3])
-    _assert_refused(_ours("resnet18"), str(truncated), r"Cannot read .* as PyTorch weights: .*")
+    _assert_refused(_ours("resnet18"), str(truncated), r"^Cannot read .* as PyTorch weights: "
+                    r".*truncated file\?\)\. Received: path=")
 
 
 def test_torchvision_table_is_torchvisions(monkeypatch):
@@ -270,6 +271,23 @@ def test_hub_name_resolves_from_the_cache_with_timms_protocol(tmp_path, monkeypa
   with pytest.raises(ValueError, match=r"Cannot download https://huggingface.co/timm/resnet34.a1_in1k/"
                      r"resolve/main/config.json .*give --pretrained=<folder>/model.safetensors"):
     weight_sources.resolve("hf://timm/resnet34.a1_in1k", architecture="resnet34")
+
+
+def test_timms_pytorch_model_bin_with_its_config(tmp_path):
+  """timm's hub files in the torch.save format: pytorch_model.bin beside config.json."""
+  torch.manual_seed(9)
+  reference = randomize_batch_norm(timm.create_model("resnet18.a1_in1k"), 9).eval()
+  timm.models.save_for_hf(reference, str(tmp_path), safe_serialization=False)
+  path = str(tmp_path / "pytorch_model.bin")
+  config = test_recipes.experiment(f"--pretrained={path}", "--architecture=resnet18")
+  assert (config.data.normalization, config.model.variant, config.model.conv_padding) == (
+      "torch", "v1.5", "symmetric")
+  assert (config.data.eval_resize_size, config.data.eval_resize_method) == (
+      235, "bicubic_antialias")
+  model = _ours("resnet18")
+  models.load_pretrained(model, path)
+  with torch.no_grad():
+    _assert_close(model(_images()).numpy(), reference(to_nchw(_images())))
 
 
 def test_timm_vgg16_head_of_convolutions(tmp_path):
@@ -368,6 +386,14 @@ def test_published_weights_evaluate_and_export_as_published_without_a_checkpoint
     parse("--mode=export", f"--model_dir={tmp_path / 'new'}", f"--export_dir={export_dir}",
           "--export_format=saved_model", *command)
     assert main.run()["export_path"] == os.path.join(export_dir, "1")
+    truncated = tmp_path / "resnet18_colours.safetensors"
+    safetensors.torch.save_file(torch.load(published["path"]), str(truncated))
+    truncated.write_bytes(truncated.read_bytes()[:-1000])
+    parse("--mode=eval", f"--model_dir={tmp_path / 'truncated'}", *command,
+          f"--pretrained={truncated}")
+    with pytest.raises(ValueError, match=r"^Cannot read .* as PyTorch weights: the file holds "
+                       r"\d+ bytes, its header describes \d+ \(truncated file\?\)\."):
+      main.run()
     parse("--mode=export", f"--model_dir={tmp_path / 'nothing'}", f"--export_dir={export_dir}")
     with pytest.raises(app.UsageError, match=r"--mode=export needs a checkpoint in --model_dir, "
                        r"or weights to export as they are \(--pretrained, --init_checkpoint\)\. "

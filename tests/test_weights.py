@@ -397,6 +397,20 @@ def test_the_variant_follows_the_weights_unless_given(tmp_path, monkeypatch, cap
   assert test_recipes.experiment("--architecture=resnet50").model.variant == "v1.5"
 
 
+def test_a_torchvision_file_by_path_is_evaluated_as_by_name(tmp_path):
+  """resnet50-11ad3fa6.pth is torchvision's IMAGENET1K_V2 file: its published 232 resize."""
+  path = str(tmp_path / "resnet50-11ad3fa6.pth")
+  open(path, "wb").close()  # Not read by the settings.
+  config = test_recipes.experiment(f"--pretrained={path}", "--architecture=resnet50")
+  assert (config.data.eval_resize_size, config.data.eval_resize_method) == (
+      232, "bilinear_antialias")
+  assert (config.data.normalization, config.model.conv_padding) == ("torch", "symmetric")
+  renamed = str(tmp_path / "my_resnet50.pth")
+  open(renamed, "wb").close()
+  config = test_recipes.experiment(f"--pretrained={renamed}", "--architecture=resnet50")
+  assert (config.data.eval_resize_size, config.data.eval_resize_method) == (None, "bilinear")
+
+
 def test_export_resizes_encoded_images_as_the_weights_were_evaluated(tmp_path):
   model = _small("resnet18")
   rng = np.random.default_rng(4)

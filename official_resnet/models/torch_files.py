@@ -1,4 +1,4 @@
-"""read_state_dict: the tensors of a PyTorch `.pth`/`.pt` or a `.safetensors` file, without torch.
+"""read_state_dict: the tensors of a PyTorch `.pth`/`.pt`/`.bin` or a `.safetensors` file, without torch.
 
 `torch.save` writes a zip archive (torch >= 1.6) or, before that or with
 `_use_new_zipfile_serialization=False`, one stream of pickles followed by the raw
@@ -11,6 +11,7 @@ global is refused before anything calls it. Tensors come back as numpy arrays.
 """
 import collections
 import dataclasses
+import json
 import os
 import pickle
 import zipfile
@@ -29,8 +30,11 @@ STORAGE_DTYPES = {
 STATE_DICT_KEYS = ("state_dict", "model")
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 ZIP_MAGIC = b"PK\x03\x04"
-TORCH_EXTENSIONS = (".pth", ".pt")
+# torch.save files; .bin is the name the Hugging Face hub gives them (timm's pytorch_model.bin).
+TORCH_EXTENSIONS = (".pth", ".pt", ".bin")
 SAFETENSORS_EXTENSION = ".safetensors"
+# The largest header the safetensors library reads (its MAX_HEADER_SIZE).
+SAFETENSORS_MAX_HEADER = 100_000_000
 
 
 class RefusedPickle(ValueError):
@@ -222,9 +226,33 @@ def _read_torch(path):
   return {name: _materialize(tensor, storages) for name, tensor in _state_dict_of(result).items()}
 
 
+def _check_safetensors_length(path):
+  """ValueError for a file shorter than its header says: 8 bytes of header length, the JSON
+  header, then the data up to the largest end offset. A header that does not parse is
+  left to the library to name."""
+  with open(path, "rb") as file:
+    length_bytes = file.read(8)
+    header_length = int.from_bytes(length_bytes, "little")
+    header = file.read(min(header_length, SAFETENSORS_MAX_HEADER))
+  size = os.path.getsize(path)
+  if len(length_bytes) < 8 or len(header) < min(header_length, SAFETENSORS_MAX_HEADER):
+    raise ValueError(f"the file ends inside its header after {size} bytes (truncated file?)")
+  try:
+    tensors = json.loads(header)
+    data_length = max((entry["data_offsets"][1] for name, entry in tensors.items()
+                       if name != "__metadata__"), default=0)
+  except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+    return
+  expected = 8 + header_length + data_length
+  if size < expected:
+    raise ValueError(f"the file holds {size} bytes, its header describes {expected} "
+                     "(truncated file?)")
+
+
 def _read_safetensors(path):
   # Imported here: only .safetensors files need the package.
   from safetensors import safe_open
+  _check_safetensors_length(path)
   with safe_open(path, framework="numpy") as file:
     return {name: file.get_tensor(name) for name in file.keys()}
 
@@ -234,7 +262,7 @@ def is_torch_file(path) -> bool:
 
 
 def read_state_dict(path) -> dict[str, np.ndarray]:
-  """{parameter name: array} from a `.pth`/`.pt` file of torch.save or a `.safetensors` file.
+  """{parameter name: array} from a `.pth`/`.pt`/`.bin` file of torch.save or a `.safetensors` file.
 
   Raises ValueError in one line for anything else: a pickle naming other objects
   (never called), a truncated or malformed file, a file that holds no state_dict.

@@ -211,9 +211,24 @@ def _torchvision(name, architecture, vgg_batch_norm):
   file, resize = sets[weights_name]
   download = (TORCHVISION_URL + file, os.path.join(torch_cache_dir(), file), "sha256",
               TORCH_HASH.search(file).group(1))
-  return download, dataclasses.replace(
+  return download, _torchvision_info(key, weights_name, resize)
+
+
+def _torchvision_info(key, weights_name, resize):
+  return dataclasses.replace(
       TORCH_INFO, eval_resize=resize, eval_crop=TORCHVISION_PUBLISHED_CROP,
       eval_resize_method="bilinear_antialias", source=f"torchvision {key} {weights_name}")
+
+
+def torchvision_file_info(path):
+  """The WeightsInfo of the torchvision set whose file name `path` has (resnet50-11ad3fa6.pth:
+  resnet50 IMAGENET1K_V2), the same as by name; None for another name."""
+  file_name = os.path.basename(os.fspath(path))
+  for key, sets in TORCHVISION_WEIGHTS.items():
+    for weights_name, (file, resize) in sets.items():
+      if file == file_name:
+        return _torchvision_info(key, weights_name, resize)
+  return None
 
 
 def timm_info(config, source):
