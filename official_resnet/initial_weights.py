@@ -19,6 +19,7 @@ from absl import logging
 from input_pipeline import constants
 from official_resnet import run_state
 from official_resnet.models import torch_files
+from official_resnet.models import torch_weights
 from official_resnet.models import weight_sources
 from official_resnet.models import weights as weights_lib
 
@@ -64,6 +65,14 @@ def weights_info(path) -> weight_sources.WeightsInfo:
       eval_resize=data.eval_resize_size,
       eval_crop=data.image_size if data.eval_resize_size else None,
       eval_resize_method=data.eval_resize_method, source=path)
+
+
+def vgg_layout(path):
+  """The torch_weights.VggLayout of a torch or safetensors VGG file (read from its pickle or
+  header alone); None for other files."""
+  if not torch_files.is_torch_file(path):
+    return None
+  return torch_weights.vgg_layout(torch_files.read_shapes(path))
 
 
 def resolve(weights, *, architecture, variant=None, vgg_batch_norm=False,

@@ -561,6 +561,36 @@ def _variant(f, architecture, given, info):
   return f.variant
 
 
+def _vgg_settings(f, architecture, weights):
+  """(vgg_batch_norm, pooling, head hidden units): the flags', else what a VGG torch file
+  `weights` holds (logged): BatchNorm after its convolutions, and its classic head (pooling
+  none, its hidden widths) when neither --pooling nor --head_hidden_units is given. A
+  --vgg_batch_norm the file contradicts is refused."""
+  hidden_units = _int_list("head_hidden_units", f.head_hidden_units)
+  given = (f.vgg_batch_norm, f.pooling, hidden_units)
+  layout = (initial_weights.vgg_layout(weights)
+            if weights and architecture.startswith("vgg") else None)
+  if layout is None:
+    return given
+  flag = _weights_flag(f)
+  if f["vgg_batch_norm"].present and f.vgg_batch_norm != layout.batch_norm:
+    holds = (f"BatchNorm after each convolution ({layout.batch_norm_key})" if layout.batch_norm
+             else "no BatchNorm")
+    raise ValueError(f"--{flag}: {weights} holds a VGG with {holds}: leave --vgg_batch_norm out "
+                     f"(it follows the weights) or give --{'' if layout.batch_norm else 'no'}"
+                     f"vgg_batch_norm. Received: --{'' if f.vgg_batch_norm else 'no'}"
+                     "vgg_batch_norm")
+  if layout.batch_norm and not f["vgg_batch_norm"].present:
+    logging.info("--vgg_batch_norm: %s has BatchNorm after each convolution (%s).", weights,
+                 layout.batch_norm_key)
+  if layout.hidden_units and not (f["pooling"].present or f["head_hidden_units"].present):
+    units = ",".join(map(str, layout.hidden_units))
+    logging.info("--pooling=none --head_hidden_units=%s: the classic head of %s (%s).", units,
+                 weights, ", ".join(layout.hidden_keys))
+    return layout.batch_norm, "none", layout.hidden_units
+  return layout.batch_norm, f.pooling, hidden_units
+
+
 def _trainable_values(architecture):
   stages = resnet.STAGES if architecture.startswith("resnet") else vgg.STAGES
   return (config_lib.TRAINABLE_ALL, config_lib.TRAINABLE_HEAD, *stages)
@@ -630,11 +660,11 @@ def _augmentation_and_resolution(f):
                                             f.random_erasing_area_range))
 
 
-def _any_input_size(f, data):
+def _any_input_size(pooling, data):
   """Whether the model must take other sizes than --image_size: to evaluate at another."""
   if data.eval_size == data.image_size:
     return False
-  if f.pooling == "none":
+  if pooling == "none":
     raise ValueError(
         f"--eval_image_size={data.eval_size} differs from --image_size={data.image_size}, which "
         "needs a model that takes any image size, and --pooling=none (a flatten head, as "
@@ -802,6 +832,8 @@ def experiment_from_flags(flag_values=FLAGS):
   weights, weights_info = (_resumed_run_weights(f, saved, resumed) if resumed
                            else _initial_weights(f, architecture, given_variant))
   variant = _variant(f, architecture, given_variant, weights_info)
+  vgg_batch_norm, pooling, hidden_units = _vgg_settings(
+      f, architecture, None if resumed else weights)
   # An existing run's normalization comes from its config.json, not from weights files;
   # without weights it is --scratch_normalization's.
   normalization = f.normalization or (saved.data.normalization if saved is not None
@@ -828,16 +860,16 @@ def experiment_from_flags(flag_values=FLAGS):
       **_augmentation_and_resolution(f))
   model = ModelConfig(
       architecture=architecture, variant=variant, num_classes=f.num_classes,
-      image_size=f.image_size, pooling=None if f.pooling == "none" else f.pooling,
-      head=HeadConfig(hidden_units=_int_list("head_hidden_units", f.head_hidden_units),
-                      dropout=f.head_dropout, activation=f.head_activation),
-      base_width=f.base_width, vgg_batch_norm=f.vgg_batch_norm,
+      image_size=f.image_size, pooling=None if pooling == "none" else pooling,
+      head=HeadConfig(hidden_units=hidden_units, dropout=f.head_dropout,
+                      activation=f.head_activation),
+      base_width=f.base_width, vgg_batch_norm=vgg_batch_norm,
       zero_init_residual=f.zero_init_residual, weight_decay=f.weight_decay,
       dtype_policy=config_lib.DTYPE_POLICIES[f.dtype], input_normalization=normalization_in_model,
       data_format=f.data_format, sync_batch_norm=f.sync_batch_norm,
       conv_padding=f.conv_padding or "same",
       pool_padding=f.pool_padding or resnet.VARIANTS[variant]["pool_padding"],
-      any_input_size=_any_input_size(f, data))
+      any_input_size=_any_input_size(pooling, data))
   schedule = config_lib.ScheduleConfig(
       name=f.lr_schedule, base_learning_rate=f.base_learning_rate,
       base_batch_size=f.lr_base_batch_size or None, warmup_epochs=f.warmup_epochs,

@@ -407,3 +407,51 @@ def test_published_weights_evaluate_and_export_as_published_without_a_checkpoint
                              atol=1e-4)
   with open(os.path.join(export_dir, "1", "assets", constants.LABELS_FILE)) as labels:
     assert labels.read().split() == ["class0", "class1", "class2", "class3"]
+
+
+def test_a_vgg_file_says_its_batch_norm_and_classic_head(four_colour_classifier, tmp_path, caplog):
+  """torchvision's vgg16_bn layers at base width 8 with a 32-wide classic head for 4 classes:
+  --architecture=vgg16 alone takes BatchNorm and the head from the file."""
+  widths = [width // 8 if width != "M" else width for width in torchvision.models.vgg.cfgs["D"]]
+  torch.manual_seed(10)
+  reference = torchvision.models.vgg.VGG(
+      torchvision.models.vgg.make_layers(widths, batch_norm=True), num_classes=4,
+      init_weights=False)
+  # At 32 px the map before the head is 1 x 1 x 64 (see _at_test_size).
+  reference.avgpool = torch.nn.Identity()
+  reference.classifier[0] = torch.nn.Linear(64, 32)
+  reference.classifier[3] = torch.nn.Linear(32, 32)
+  reference.classifier[6] = torch.nn.Linear(32, 4)
+  reference = randomize_batch_norm(reference, 10).eval()
+  path = str(tmp_path / "vgg16_bn_small.pth")
+  torch.save(reference.state_dict(), path)
+  published = four_colour_classifier
+  pixels = np.stack([np.asarray(Image.open(file), np.float32) for file in published["files"]])
+  labels = torch.tensor([int(os.path.basename(os.path.dirname(file))[-1])
+                         for file in published["files"]])
+  with torch.no_grad():
+    logits = reference(to_nchw(((pixels / 255 - constants.TORCH_MEANS) / constants.TORCH_STDS)
+                               .astype(np.float32)))
+  with flagsaver.flagsaver():
+    parse("--mode=eval", f"--pretrained={path}", "--architecture=vgg16", "--base_width=8",
+          "--num_classes=4", "--image_size=32", f"--data_dir={published['data']}",
+          "--batch_size=4", "--distribution_strategy=off", "--num_gpus=0",
+          f"--model_dir={tmp_path / 'eval'}")
+    caplog.set_level(logging.INFO, logger="absl")
+    evaluated = main.run()
+  assert (f"--vgg_batch_norm: {path} has BatchNorm after each convolution "
+          "(features.1.running_var)." in caplog.text)
+  assert (f"--pooling=none --head_hidden_units=32,32: the classic head of {path} "
+          "(classifier.0.weight, classifier.3.weight)." in caplog.text)
+  assert evaluated["eval_loss"] == pytest.approx(
+      float(torch.nn.functional.cross_entropy(logits, labels)), abs=1e-4)
+  # Flags given win; a --vgg_batch_norm the file contradicts is named.
+  config = test_recipes.experiment(f"--pretrained={path}", "--architecture=vgg16",
+                                   "--pooling=avg")
+  assert (config.model.vgg_batch_norm, config.model.pooling, config.model.head.hidden_units) == (
+      True, "avg", ())
+  with pytest.raises(ValueError, match=r"^--pretrained: .*vgg16_bn_small.pth holds a VGG with "
+                     r"BatchNorm after each convolution \(features.1.running_var\): leave "
+                     r"--vgg_batch_norm out \(it follows the weights\) or give --vgg_batch_norm\. "
+                     r"Received: --novgg_batch_norm$"):
+    test_recipes.experiment(f"--pretrained={path}", "--architecture=vgg16", "--novgg_batch_norm")

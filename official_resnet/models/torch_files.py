@@ -148,22 +148,29 @@ def _tensors_in(value):
       yield from _tensors_in(item)
 
 
-def _read_zip(path):
+def _open_zip(path):
   try:
-    archive = zipfile.ZipFile(path)
+    return zipfile.ZipFile(path)
   except zipfile.BadZipFile as error:
     raise ValueError(f"a damaged zip archive ({error}; truncated file?)") from error
+
+
+def _zip_pickle(archive):
+  """(the prefix of the archive's entries, what its data.pkl holds)."""
+  pickles = [name for name in archive.namelist() if name.endswith("data.pkl")]
+  if len(pickles) != 1:
+    raise ValueError(f"a zip archive without torch.save's one data.pkl (found {pickles})")
+  with archive.open(pickles[0]) as data_pkl:
+    return pickles[0][:-len("data.pkl")], _unpickle(data_pkl)
+
+
+def _read_zip(path):
+  archive = _open_zip(path)
   with archive:
-    names = archive.namelist()
-    pickles = [name for name in names if name.endswith("data.pkl")]
-    if len(pickles) != 1:
-      raise ValueError(f"a zip archive without torch.save's one data.pkl (found {pickles})")
-    prefix = pickles[0][:-len("data.pkl")]
+    prefix, result = _zip_pickle(archive)
     byteorder_name = f"{prefix}byteorder"
-    byteorder = (archive.read(byteorder_name).decode().strip() if byteorder_name in names
-                 else "little")
-    with archive.open(pickles[0]) as data_pkl:
-      result = _unpickle(data_pkl)
+    byteorder = (archive.read(byteorder_name).decode().strip()
+                 if byteorder_name in archive.namelist() else "little")
     storages = {}
     for tensor in _tensors_in(result):
       storage = tensor.storage
@@ -173,16 +180,21 @@ def _read_zip(path):
   return result, storages
 
 
+def _legacy_pickle(file):
+  """(byte order, the saved object) from the pickles that open the legacy layout."""
+  if _unpickle(file) != LEGACY_MAGIC_NUMBER:
+    raise ValueError("neither a zip archive nor torch's legacy serialization")
+  _unpickle(file)  # Protocol version.
+  sys_info = _unpickle(file)
+  byteorder = "little" if not isinstance(sys_info, dict) or sys_info.get(
+      "little_endian", True) else "big"
+  return byteorder, _unpickle(file)
+
+
 def _read_legacy(path):
   """torch's `_legacy_load` layout: magic, protocol, sys info, the object, storage keys, storages."""
   with open(path, "rb") as file:
-    if _unpickle(file) != LEGACY_MAGIC_NUMBER:
-      raise ValueError("neither a zip archive nor torch's legacy serialization")
-    _unpickle(file)  # Protocol version.
-    sys_info = _unpickle(file)
-    byteorder = "little" if not isinstance(sys_info, dict) or sys_info.get(
-        "little_endian", True) else "big"
-    result = _unpickle(file)
+    byteorder, result = _legacy_pickle(file)
     keys = _unpickle(file)
     by_key = {tensor.storage.key: tensor.storage for tensor in _tensors_in(result)}
     storages = {}
@@ -219,11 +231,24 @@ def _state_dict_of(result):
   return result
 
 
-def _read_torch(path):
+def _is_zip(path):
   with open(path, "rb") as file:
-    is_zip = file.read(len(ZIP_MAGIC)) == ZIP_MAGIC
-  result, storages = _read_zip(path) if is_zip else _read_legacy(path)
+    return file.read(len(ZIP_MAGIC)) == ZIP_MAGIC
+
+
+def _read_torch(path):
+  result, storages = _read_zip(path) if _is_zip(path) else _read_legacy(path)
   return {name: _materialize(tensor, storages) for name, tensor in _state_dict_of(result).items()}
+
+
+def _torch_shapes(path):
+  if _is_zip(path):
+    with _open_zip(path) as archive:
+      result = _zip_pickle(archive)[1]
+  else:
+    with open(path, "rb") as file:
+      result = _legacy_pickle(file)[1]
+  return {name: tensor.shape for name, tensor in _state_dict_of(result).items()}
 
 
 def _check_safetensors_length(path):
@@ -257,6 +282,12 @@ def _read_safetensors(path):
     return {name: file.get_tensor(name) for name in file.keys()}
 
 
+def _safetensors_shapes(path):
+  from safetensors import safe_open
+  with safe_open(path, framework="numpy") as file:
+    return {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}
+
+
 def is_torch_file(path) -> bool:
   return os.fspath(path).endswith(TORCH_EXTENSIONS + (SAFETENSORS_EXTENSION,))
 
@@ -268,7 +299,19 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
   (never called), a truncated or malformed file, a file that holds no state_dict.
   """
   path = os.fspath(path)
-  reader = _read_safetensors if path.endswith(SAFETENSORS_EXTENSION) else _read_torch
+  return _reading(path, _read_safetensors if path.endswith(SAFETENSORS_EXTENSION) else _read_torch)
+
+
+def read_shapes(path) -> dict[str, tuple[int, ...]]:
+  """{parameter name: shape} of the file read_state_dict reads, from its pickle or header
+  alone (no tensor data is read); its errors."""
+  path = os.fspath(path)
+  return _reading(path, _safetensors_shapes if path.endswith(SAFETENSORS_EXTENSION)
+                  else _torch_shapes)
+
+
+def _reading(path, reader):
+  """reader(path), its errors turned into ValueError in one line."""
   try:
     return reader(path)
   except RefusedPickle as error:
