@@ -82,7 +82,7 @@ def _predict(experiment, flag_values):
   print(predict.format_predictions(predictions, flag_values.output), flush=True)
   failed = [prediction.image for prediction in predictions if prediction.error]
   if failed:
-    logging.error("%d of %d images could not be classified: %s", len(failed), len(predictions),
+    logging.error("%d of %d files could not be classified: %s", len(failed), len(predictions),
                   ", ".join(failed))
   return {"source": source, "images": len(predictions), "failed": len(failed)}
 

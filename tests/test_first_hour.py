@@ -154,4 +154,4 @@ def test_predict_names_unreadable_files_and_exits_1(colours, tmp_path, capsys, c
                                       for name in ("0.png", "1.png", "broken.png")]
   assert rows[0][1] == rows[1][1] == "1"
   assert rows[2][1:4] == ["-", "-", "error:"]
-  assert f"1 of 3 images could not be classified: {os.path.join(folder, 'broken.png')}" in caplog.text
+  assert f"1 of 3 files could not be classified: {os.path.join(folder, 'broken.png')}" in caplog.text
