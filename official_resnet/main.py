@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from input_pipeline import augment
 from input_pipeline import constants
+from input_pipeline import folder
 from input_pipeline import sources
 from input_pipeline.config import DataConfig
 from input_pipeline.config import SOURCES
@@ -189,7 +190,9 @@ flags.DEFINE_enum("architecture", _MODEL.architecture, list(ARCHITECTURES), "Mod
 flags.DEFINE_enum("variant", _MODEL.variant, list(RESNET_VARIANTS),
                   "ResNet variant: v1.5 (official, stride in the 3x3) or v1 (keras.applications). "
                   "Default: the weights' (--pretrained, --init_checkpoint), else v1.5.")
-flags.DEFINE_integer("num_classes", _MODEL.num_classes, "Classes of the data and the logits.", lower_bound=1)
+flags.DEFINE_integer("num_classes", _MODEL.num_classes,
+                     "Classes of the data and the logits. Default: the run's in --model_dir, else "
+                     "an image folder's class count, else 1000 (ImageNet).", lower_bound=1)
 flags.DEFINE_integer("image_size", _MODEL.image_size, "Square input size in pixels.",
                      lower_bound=constants.MIN_IMAGE_SIZE)
 flags.DEFINE_integer("base_width", _MODEL.base_width, "Channels of the first stage (64 published).",
@@ -682,7 +685,20 @@ def _given_weights_flags(f):
   return [f"--{name}={f[name].value}" for name in WEIGHTS_FLAGS if f[name].value]
 
 
-def _initial_weights(f, architecture, variant):
+def _num_classes(f, source, saved):
+  """--num_classes; without it, for a new run on an image folder, its classes (logged), as
+  Keras' image_dataset_from_directory and timm count them. A run in --model_dir keeps its own."""
+  if f["num_classes"].present or saved is not None or source != "folder":
+    return f.num_classes
+  classes = folder.list_image_folder(f.data_dir, True, f.validation_fraction, f.train_split,
+                                     f.eval_split).class_names
+  shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
+  logging.info("--num_classes=%d: the classes of --data_dir=%s (%s).", len(classes), f.data_dir,
+               shown)
+  return len(classes)
+
+
+def _initial_weights(f, architecture, variant, num_classes):
   """(file, WeightsInfo) of --pretrained (a named set resolved to its file), --init_checkpoint
   or the official --pretrained_filepath, whichever is given (not two); (None, empty
   WeightsInfo) without."""
@@ -701,7 +717,7 @@ def _initial_weights(f, architecture, variant):
                        "(imagenet, torchvision[:WEIGHTS], hf://ORG/REPO); our checkpoints go to "
                        f"--init_checkpoint. Received: --pretrained={f.pretrained}")
     return initial_weights.resolve(weights, architecture=architecture, variant=variant,
-                                   vgg_batch_norm=f.vgg_batch_norm, num_classes=f.num_classes)
+                                   vgg_batch_norm=f.vgg_batch_norm, num_classes=num_classes)
   except ValueError as error:
     raise ValueError(f"--{_weights_flag(f)}: {error}") from error
 
@@ -829,8 +845,10 @@ def experiment_from_flags(flag_values=FLAGS):
   latest_checkpoint = tf.train.latest_checkpoint(f.model_dir)
   resumed = _resumed_checkpoint(saved, latest_checkpoint)
   architecture, given_variant = _architecture_and_variant(f)
+  source, tfds_name = _source_and_tfds_name(f, saved)
+  num_classes = _num_classes(f, source, saved)
   weights, weights_info = (_resumed_run_weights(f, saved, resumed) if resumed
-                           else _initial_weights(f, architecture, given_variant))
+                           else _initial_weights(f, architecture, given_variant, num_classes))
   variant = _variant(f, architecture, given_variant, weights_info)
   vgg_batch_norm, pooling, hidden_units = _vgg_settings(
       f, architecture, None if resumed else weights)
@@ -843,12 +861,11 @@ def experiment_from_flags(flag_values=FLAGS):
   if f.tf_gpu_thread_mode:
     private_threads = official_flags.datasets_private_threads(
         f.per_gpu_thread_count, num_gpus, private_threads, os.cpu_count() or 1)
-  source, tfds_name = _source_and_tfds_name(f, saved)
   data = DataConfig(
       source=source, data_dir=f.data_dir,
       train_file_pattern=f.train_file_pattern, eval_file_pattern=f.eval_file_pattern,
       tfds_name=tfds_name, train_split=f.train_split, eval_split=f.eval_split,
-      image_size=f.image_size, num_classes=f.num_classes, label_offset=f.label_offset,
+      image_size=f.image_size, num_classes=num_classes, label_offset=f.label_offset,
       batch_size=f.batch_size, normalization=normalization,
       output_dtype="uint8" if f.normalize_in_model else "float32",
       validation_fraction=f.validation_fraction, shuffle_buffer_size=f.shuffle_buffer_size,
@@ -859,7 +876,7 @@ def experiment_from_flags(flag_values=FLAGS):
       eval_resize_method=f.eval_resize_method or "bilinear",
       **_augmentation_and_resolution(f))
   model = ModelConfig(
-      architecture=architecture, variant=variant, num_classes=f.num_classes,
+      architecture=architecture, variant=variant, num_classes=num_classes,
       image_size=f.image_size, pooling=None if pooling == "none" else pooling,
       head=HeadConfig(hidden_units=hidden_units, dropout=f.head_dropout,
                       activation=f.head_activation),
