@@ -567,8 +567,9 @@ def _variant(f, architecture, given, info):
 def _vgg_settings(f, architecture, weights):
   """(vgg_batch_norm, pooling, head hidden units): the flags', else what a VGG torch file
   `weights` holds (logged): BatchNorm after its convolutions, and its classic head (pooling
-  none, its hidden widths) when neither --pooling nor --head_hidden_units is given. A
-  --vgg_batch_norm the file contradicts is refused."""
+  none, its hidden widths) when neither --pooling nor --head_hidden_units is given and the
+  head is loaded (eval, export, --init_checkpoint_scope=all); otherwise a log line says how
+  to keep it. A --vgg_batch_norm the file contradicts is refused."""
   hidden_units = _int_list("head_hidden_units", f.head_hidden_units)
   given = (f.vgg_batch_norm, f.pooling, hidden_units)
   layout = (initial_weights.vgg_layout(weights)
@@ -586,11 +587,17 @@ def _vgg_settings(f, architecture, weights):
   if layout.batch_norm and not f["vgg_batch_norm"].present:
     logging.info("--vgg_batch_norm: %s has BatchNorm after each convolution (%s).", weights,
                  layout.batch_norm_key)
-  if layout.hidden_units and not (f["pooling"].present or f["head_hidden_units"].present):
-    units = ",".join(map(str, layout.hidden_units))
+  if not layout.hidden_units or f["pooling"].present or f["head_hidden_units"].present:
+    return layout.batch_norm, f.pooling, hidden_units
+  units = ",".join(map(str, layout.hidden_units))
+  if f.mode in ("eval", "export") or _init_checkpoint_scope(f) == "all":
     logging.info("--pooling=none --head_hidden_units=%s: the classic head of %s (%s).", units,
                  weights, ", ".join(layout.hidden_keys))
     return layout.batch_norm, "none", layout.hidden_units
+  logging.info("%s has a classic head (%s), which --init_checkpoint_scope=%s leaves out: the "
+               "model gets a new head. --pooling=none --head_hidden_units=%s builds the file's "
+               "(its weights load with --init_checkpoint_scope=all).", weights,
+               ", ".join(layout.hidden_keys), _init_checkpoint_scope(f), units)
   return layout.batch_norm, f.pooling, hidden_units
 
 

@@ -445,11 +445,25 @@ def test_a_vgg_file_says_its_batch_norm_and_classic_head(four_colour_classifier,
           "(classifier.0.weight, classifier.3.weight)." in caplog.text)
   assert evaluated["eval_loss"] == pytest.approx(
       float(torch.nn.functional.cross_entropy(logits, labels)), abs=1e-4)
-  # Flags given win; a --vgg_batch_norm the file contradicts is named.
-  config = test_recipes.experiment(f"--pretrained={path}", "--architecture=vgg16",
-                                   "--pooling=avg")
+  # Training with the default scope, which keeps no head: a new one, and how to keep the file's.
+  caplog.clear()
+  with caplog.at_level(logging.INFO, logger="absl"):
+    config = test_recipes.experiment(f"--pretrained={path}", "--architecture=vgg16",
+                                     "--verbosity=0")
   assert (config.model.vgg_batch_norm, config.model.pooling, config.model.head.hidden_units) == (
       True, "avg", ())
+  assert (f"{path} has a classic head (classifier.0.weight, classifier.3.weight), which "
+          "--init_checkpoint_scope=backbone leaves out: the model gets a new head. --pooling=none "
+          "--head_hidden_units=32,32 builds the file's (its weights load with "
+          "--init_checkpoint_scope=all)." in caplog.text)
+  config = test_recipes.experiment(f"--pretrained={path}", "--architecture=vgg16",
+                                   "--init_checkpoint_scope=all")
+  assert (config.model.pooling, config.model.head.hidden_units) == (None, (32, 32))
+  # Flags given win; a --vgg_batch_norm the file contradicts is named.
+  config = test_recipes.experiment(f"--pretrained={path}", "--architecture=vgg16",
+                                   "--init_checkpoint_scope=all", "--pooling=max")
+  assert (config.model.vgg_batch_norm, config.model.pooling, config.model.head.hidden_units) == (
+      True, "max", ())
   with pytest.raises(ValueError, match=r"^--pretrained: .*vgg16_bn_small.pth holds a VGG with "
                      r"BatchNorm after each convolution \(features.1.running_var\): leave "
                      r"--vgg_batch_norm out \(it follows the weights\) or give --vgg_batch_norm\. "
