@@ -150,7 +150,8 @@ def test_the_command_says_truncated_once_and_counts_what_it_skips(model_dir, pho
   out, err = capfd.readouterr()
   assert (stats["images"], stats["failed"]) == (3, 2)
   rows = {line.split()[0]: " ".join(line.split()[1:]) for line in out.splitlines()[1:]}
-  assert rows[str(folder / "cut.jpg")] == "- - error: a truncated JPEG: the file ends before the image does"
+  assert rows[str(folder / "cut.jpg")] == (
+      "- - error: a truncated JPEG: the file ends before the image does")
   assert rows[str(notes)] == "- - error: not a JPEG, PNG, GIF, BMP or WebP image"
   assert rows[str(folder / "a.jpg")].startswith("1 ")
   # Said once, without the decoder's own lines.

@@ -363,8 +363,8 @@ def test_pretrained_name_sets_what_travels_and_the_variant_is_checked(tmp_path, 
   assert (config.data.normalization, config.model.conv_padding, config.model.pool_padding) == (
       "caffe", "same", "symmetric")
   with pytest.raises(ValueError, match=r"torchvision resnet50 IMAGENET1K_V2 weights are ResNet "
-                     r"v1.5: leave --variant out \(it follows the weights\) or give --variant=v1.5\. "
-                     r"Received: --variant=v1"):
+                     r"v1.5: leave --variant out \(it follows the weights\) or give "
+                     r"--variant=v1.5\. Received: --variant=v1"):
     test_recipes.experiment("--pretrained=torchvision", "--variant=v1")
 
 

@@ -1,4 +1,4 @@
-"""read_state_dict: the tensors of a PyTorch `.pth`/`.pt`/`.bin` or a `.safetensors` file, without torch.
+"""read_state_dict: the tensors of a PyTorch `.pth`/`.pt`/`.bin` or `.safetensors` file, no torch.
 
 `torch.save` writes a zip archive (torch >= 1.6) or, before that or with
 `_use_new_zipfile_serialization=False`, one stream of pickles followed by the raw
