@@ -28,8 +28,8 @@ def is_image(name: str) -> bool:
   return not name.startswith(".") and name.lower().endswith(constants.IMAGE_EXTENSIONS)
 
 
-def images_under(directory: str) -> list[str]:
-  """Image paths below `directory` (recursively), relative to it, sorted.
+def files_under(directory: str) -> list[str]:
+  """File paths below `directory` (recursively), relative to it, sorted.
 
   Hidden files and folders (a leading dot: .git, macOS' ._ files) are left out.
   """
@@ -37,8 +37,14 @@ def images_under(directory: str) -> list[str]:
   for parent, subdirs, files in tf.io.gfile.walk(directory):
     subdirs[:] = [d for d in subdirs if not d.startswith(".")]
     relative_parent = os.path.relpath(parent, directory)
-    found.extend(os.path.normpath(os.path.join(relative_parent, f)) for f in files if is_image(f))
+    found.extend(os.path.normpath(os.path.join(relative_parent, f)) for f in files
+                 if not f.startswith("."))
   return sorted(found)
+
+
+def images_under(directory: str) -> list[str]:
+  """The image files of files_under(directory)."""
+  return [path for path in files_under(directory) if is_image(os.path.basename(path))]
 
 
 def _flat_class(name: str, root: str) -> str:

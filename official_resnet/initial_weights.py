@@ -19,6 +19,7 @@ from absl import logging
 from input_pipeline import constants
 from official_resnet import run_state
 from official_resnet.models import torch_files
+from official_resnet.models import torch_weights
 from official_resnet.models import weight_sources
 from official_resnet.models import weights as weights_lib
 
@@ -33,9 +34,10 @@ def weights_info(path) -> weight_sources.WeightsInfo:
   """What the weights at `path` were trained with, as far as the file says.
 
   A .h5 file counts as keras.applications weights (a .weights.h5 file only for the
-  normalization); a .pth/.pt/.safetensors file as torchvision or timm weights (torch
+  normalization); a .pth/.pt/.bin/.safetensors file as torchvision or timm weights (torch
   normalization, symmetric padding), with timm's preprocessing when its config.json lies
-  beside it; a checkpoint of ours says it in its model_dir's config.json, when that is there.
+  beside it, and a torchvision set's published eval when it has that set's file name; a
+  checkpoint of ours says it in its model_dir's config.json, when that is there.
   """
   path = weights_lib.resolve_path(path)
   if path.endswith(".weights.h5"):
@@ -45,20 +47,32 @@ def weights_info(path) -> weight_sources.WeightsInfo:
     return weight_sources.KERAS_APPLICATIONS_INFO
   if torch_files.is_torch_file(path):
     timm_config = os.path.join(os.path.dirname(path), TIMM_CONFIG_FILE)
-    if path.endswith(torch_files.SAFETENSORS_EXTENSION) and os.path.isfile(timm_config):
-      return weight_sources.read_timm_config(timm_config, path)[1]
-    return weight_sources.TORCH_INFO
+    if os.path.isfile(timm_config):
+      config, info = weight_sources.read_timm_config(timm_config, path)
+      # Another config.json (a run of ours keeps one in its model_dir) says nothing here.
+      if "pretrained_cfg" in config:
+        return info
+    return weight_sources.torchvision_file_info(path) or weight_sources.TORCH_INFO
   try:
     run_config = run_state.read_run_config(os.path.dirname(path))
   except FileNotFoundError:
     return weight_sources.WeightsInfo(source=path)
   data = run_config.data
   return weight_sources.WeightsInfo(
-      normalization=data.normalization, conv_padding=run_config.model.conv_padding,
+      normalization=data.normalization, variant=run_config.model.variant,
+      conv_padding=run_config.model.conv_padding,
       pool_padding=run_config.model.pool_padding,
       eval_resize=data.eval_resize_size,
       eval_crop=data.image_size if data.eval_resize_size else None,
       eval_resize_method=data.eval_resize_method, source=path)
+
+
+def vgg_layout(path):
+  """The torch_weights.VggLayout of a torch or safetensors VGG file (read from its pickle or
+  header alone); None for other files."""
+  if not torch_files.is_torch_file(path):
+    return None
+  return torch_weights.vgg_layout(torch_files.read_shapes(path))
 
 
 def resolve(weights, *, architecture, variant=None, vgg_batch_norm=False,

@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from input_pipeline import augment
 from input_pipeline import constants
+from input_pipeline import folder
 from input_pipeline import sources
 from input_pipeline.config import DataConfig
 from input_pipeline.config import SOURCES
@@ -57,11 +58,20 @@ FLAGS = flags.FLAGS
 
 
 def _export(experiment, flag_values):
-  del flag_values  # Everything is in experiment.export.
+  """Exports model_dir's run; without a checkpoint there, the weights given (--pretrained,
+  --init_checkpoint) as they are."""
   if not experiment.export.export_dir:
     raise app.UsageError("--mode=export needs --export_dir, the folder that receives the "
                          "numbered versions. Received: --export_dir=None")
-  return {"export_path": run_lib.export_model_dir(experiment)}
+  model_dir = experiment.train.model_dir
+  if tf.train.latest_checkpoint(model_dir):
+    return {"export_path": run_lib.export_model_dir(experiment)}
+  if not experiment.train.init_checkpoint:
+    raise app.UsageError(
+        "--mode=export needs a checkpoint in --model_dir, or weights to export as they are "
+        f"(--pretrained, --init_checkpoint). Received: --model_dir={model_dir} without "
+        f"checkpoints, {' and '.join(_given_weights_flags(flag_values)) or 'no weights flag'}")
+  return {"export_path": run_lib.export_weights(experiment)}
 
 
 def _predict(experiment, flag_values):
@@ -74,7 +84,7 @@ def _predict(experiment, flag_values):
   print(predict.format_predictions(predictions, flag_values.output), flush=True)
   failed = [prediction.image for prediction in predictions if prediction.error]
   if failed:
-    logging.error("%d of %d images could not be classified: %s", len(failed), len(predictions),
+    logging.error("%d of %d files could not be classified: %s", len(failed), len(predictions),
                   ", ".join(failed))
   return {"source": source, "images": len(predictions), "failed": len(failed)}
 
@@ -179,8 +189,11 @@ flags.DEFINE_enum("output", "table", list(predict.OUTPUT_FORMATS), "predict: out
 # Model.
 flags.DEFINE_enum("architecture", _MODEL.architecture, list(ARCHITECTURES), "Model architecture.")
 flags.DEFINE_enum("variant", _MODEL.variant, list(RESNET_VARIANTS),
-                  "ResNet variant: v1.5 (official, stride in the 3x3) or v1 (keras.applications).")
-flags.DEFINE_integer("num_classes", _MODEL.num_classes, "Classes of the data and the logits.", lower_bound=1)
+                  "ResNet variant: v1.5 (official, stride in the 3x3) or v1 (keras.applications). "
+                  "Default: the weights' (--pretrained, --init_checkpoint), else v1.5.")
+flags.DEFINE_integer("num_classes", _MODEL.num_classes,
+                     "Classes of the data and the logits. Default: the run's in --model_dir, else "
+                     "an image folder's class count, else 1000 (ImageNet).", lower_bound=1)
 flags.DEFINE_integer("image_size", _MODEL.image_size, "Square input size in pixels.",
                      lower_bound=constants.MIN_IMAGE_SIZE)
 flags.DEFINE_integer("base_width", _MODEL.base_width, "Channels of the first stage (64 published).",
@@ -315,8 +328,8 @@ flags.DEFINE_boolean("normalize_on_device", _TRAIN.normalize_on_device,
 # Transfer learning.
 flags.DEFINE_string("pretrained", None,
                     "Weights to start a new run from: a keras.applications .h5/.weights.h5 file "
-                    "(ResNet: --variant=v1), a torchvision/timm .pth/.pt/.safetensors file "
-                    "(ResNet: --variant=v1.5), or a name: imagenet (keras.applications), "
+                    "(ResNet v1), a torchvision/timm .pth/.pt/.bin/.safetensors file "
+                    "(ResNet v1.5), or a name: imagenet (keras.applications), "
                     "torchvision, torchvision:IMAGENET1K_V2, hf://timm/resnet50.a1_in1k. Our own "
                     "checkpoints go to --init_checkpoint.")
 flags.DEFINE_boolean("expect_weights", False,
@@ -532,8 +545,9 @@ def _loss_scale(f):
 
 
 def _architecture_and_variant(f):
-  """--architecture and --variant, or what the official --model/--resnet_size/--resnet_version ask."""
-  chosen = {"architecture": f.architecture, "variant": f.variant}
+  """--architecture and --variant, or what the official --model/--resnet_size/--resnet_version
+  ask; the variant None when no flag gives it (then the weights say it: _variant)."""
+  chosen = {"architecture": f.architecture, "variant": f.variant if f["variant"].present else None}
   official = official_flags.architecture_and_variant(f.model, f.resnet_size, f.resnet_version)
   for name, value in official.items():
     if f[name].present and f[name].value != value:
@@ -543,6 +557,53 @@ def _architecture_and_variant(f):
                        f"{f[name].value} as well; give one of them.")
     chosen[name] = value
   return chosen["architecture"], chosen["variant"]
+
+
+def _variant(f, architecture, given, info):
+  """The ResNet variant given, else the weights' (logged), else --variant's default."""
+  if given:
+    return given
+  if info.variant and architecture.startswith("resnet"):
+    logging.info("ResNet variant %s, what %s weights are (--variant).", info.variant, info.source)
+    return info.variant
+  return f.variant
+
+
+def _vgg_settings(f, architecture, weights):
+  """(vgg_batch_norm, pooling, head hidden units): the flags', else what a VGG torch file
+  `weights` holds (logged): BatchNorm after its convolutions, and its classic head (pooling
+  none, its hidden widths) when neither --pooling nor --head_hidden_units is given and the
+  head is loaded (eval, export, --init_checkpoint_scope=all); otherwise a log line says how
+  to keep it. A --vgg_batch_norm the file contradicts is refused."""
+  hidden_units = _int_list("head_hidden_units", f.head_hidden_units)
+  given = (f.vgg_batch_norm, f.pooling, hidden_units)
+  layout = (initial_weights.vgg_layout(weights)
+            if weights and architecture.startswith("vgg") else None)
+  if layout is None:
+    return given
+  flag = _weights_flag(f)
+  if f["vgg_batch_norm"].present and f.vgg_batch_norm != layout.batch_norm:
+    holds = (f"BatchNorm after each convolution ({layout.batch_norm_key})" if layout.batch_norm
+             else "no BatchNorm")
+    raise ValueError(f"--{flag}: {weights} holds a VGG with {holds}: leave --vgg_batch_norm out "
+                     f"(it follows the weights) or give --{'' if layout.batch_norm else 'no'}"
+                     f"vgg_batch_norm. Received: --{'' if f.vgg_batch_norm else 'no'}"
+                     "vgg_batch_norm")
+  if layout.batch_norm and not f["vgg_batch_norm"].present:
+    logging.info("--vgg_batch_norm: %s has BatchNorm after each convolution (%s).", weights,
+                 layout.batch_norm_key)
+  if not layout.hidden_units or f["pooling"].present or f["head_hidden_units"].present:
+    return layout.batch_norm, f.pooling, hidden_units
+  units = ",".join(map(str, layout.hidden_units))
+  if f.mode in ("eval", "export") or _init_checkpoint_scope(f) == "all":
+    logging.info("--pooling=none --head_hidden_units=%s: the classic head of %s (%s).", units,
+                 weights, ", ".join(layout.hidden_keys))
+    return layout.batch_norm, "none", layout.hidden_units
+  logging.info("%s has a classic head (%s), which --init_checkpoint_scope=%s leaves out: the "
+               "model gets a new head. --pooling=none --head_hidden_units=%s builds the file's "
+               "(its weights load with --init_checkpoint_scope=all).", weights,
+               ", ".join(layout.hidden_keys), _init_checkpoint_scope(f), units)
+  return layout.batch_norm, f.pooling, hidden_units
 
 
 def _trainable_values(architecture):
@@ -614,11 +675,11 @@ def _augmentation_and_resolution(f):
                                             f.random_erasing_area_range))
 
 
-def _any_input_size(f, data):
+def _any_input_size(pooling, data):
   """Whether the model must take other sizes than --image_size: to evaluate at another."""
   if data.eval_size == data.image_size:
     return False
-  if f.pooling == "none":
+  if pooling == "none":
     raise ValueError(
         f"--eval_image_size={data.eval_size} differs from --image_size={data.image_size}, which "
         "needs a model that takes any image size, and --pooling=none (a flatten head, as "
@@ -627,7 +688,7 @@ def _any_input_size(f, data):
   return True
 
 
-PRETRAINED_EXTENSIONS = (".h5", ".pth", ".pt", ".safetensors")
+PRETRAINED_EXTENSIONS = (".h5", ".pth", ".pt", ".bin", ".safetensors")
 WEIGHTS_FLAGS = ("pretrained", "init_checkpoint", "pretrained_filepath")
 
 
@@ -636,7 +697,20 @@ def _given_weights_flags(f):
   return [f"--{name}={f[name].value}" for name in WEIGHTS_FLAGS if f[name].value]
 
 
-def _initial_weights(f, architecture, variant):
+def _num_classes(f, source, saved):
+  """--num_classes; without it, for a new run on an image folder, its classes (logged), as
+  Keras' image_dataset_from_directory and timm count them. A run in --model_dir keeps its own."""
+  if f["num_classes"].present or saved is not None or source != "folder":
+    return f.num_classes
+  classes = folder.list_image_folder(f.data_dir, True, f.validation_fraction, f.train_split,
+                                     f.eval_split).class_names
+  shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
+  logging.info("--num_classes=%d: the classes of --data_dir=%s (%s).", len(classes), f.data_dir,
+               shown)
+  return len(classes)
+
+
+def _initial_weights(f, architecture, variant, num_classes):
   """(file, WeightsInfo) of --pretrained (a named set resolved to its file), --init_checkpoint
   or the official --pretrained_filepath, whichever is given (not two); (None, empty
   WeightsInfo) without."""
@@ -655,7 +729,7 @@ def _initial_weights(f, architecture, variant):
                        "(imagenet, torchvision[:WEIGHTS], hf://ORG/REPO); our checkpoints go to "
                        f"--init_checkpoint. Received: --pretrained={f.pretrained}")
     return initial_weights.resolve(weights, architecture=architecture, variant=variant,
-                                   vgg_batch_norm=f.vgg_batch_norm, num_classes=f.num_classes)
+                                   vgg_batch_norm=f.vgg_batch_norm, num_classes=num_classes)
   except ValueError as error:
     raise ValueError(f"--{_weights_flag(f)}: {error}") from error
 
@@ -782,9 +856,14 @@ def experiment_from_flags(flag_values=FLAGS):
   saved = _saved_run(f)
   latest_checkpoint = tf.train.latest_checkpoint(f.model_dir)
   resumed = _resumed_checkpoint(saved, latest_checkpoint)
-  architecture, variant = _architecture_and_variant(f)
+  architecture, given_variant = _architecture_and_variant(f)
+  source, tfds_name = _source_and_tfds_name(f, saved)
+  num_classes = _num_classes(f, source, saved)
   weights, weights_info = (_resumed_run_weights(f, saved, resumed) if resumed
-                           else _initial_weights(f, architecture, variant))
+                           else _initial_weights(f, architecture, given_variant, num_classes))
+  variant = _variant(f, architecture, given_variant, weights_info)
+  vgg_batch_norm, pooling, hidden_units = _vgg_settings(
+      f, architecture, None if resumed else weights)
   # An existing run's normalization comes from its config.json, not from weights files;
   # without weights it is --scratch_normalization's.
   normalization = f.normalization or (saved.data.normalization if saved is not None
@@ -794,12 +873,11 @@ def experiment_from_flags(flag_values=FLAGS):
   if f.tf_gpu_thread_mode:
     private_threads = official_flags.datasets_private_threads(
         f.per_gpu_thread_count, num_gpus, private_threads, os.cpu_count() or 1)
-  source, tfds_name = _source_and_tfds_name(f, saved)
   data = DataConfig(
       source=source, data_dir=f.data_dir,
       train_file_pattern=f.train_file_pattern, eval_file_pattern=f.eval_file_pattern,
       tfds_name=tfds_name, train_split=f.train_split, eval_split=f.eval_split,
-      image_size=f.image_size, num_classes=f.num_classes, label_offset=f.label_offset,
+      image_size=f.image_size, num_classes=num_classes, label_offset=f.label_offset,
       batch_size=f.batch_size, normalization=normalization,
       output_dtype="uint8" if f.normalize_in_model else "float32",
       validation_fraction=f.validation_fraction, shuffle_buffer_size=f.shuffle_buffer_size,
@@ -810,17 +888,17 @@ def experiment_from_flags(flag_values=FLAGS):
       eval_resize_method=f.eval_resize_method or "bilinear",
       **_augmentation_and_resolution(f))
   model = ModelConfig(
-      architecture=architecture, variant=variant, num_classes=f.num_classes,
-      image_size=f.image_size, pooling=None if f.pooling == "none" else f.pooling,
-      head=HeadConfig(hidden_units=_int_list("head_hidden_units", f.head_hidden_units),
-                      dropout=f.head_dropout, activation=f.head_activation),
-      base_width=f.base_width, vgg_batch_norm=f.vgg_batch_norm,
+      architecture=architecture, variant=variant, num_classes=num_classes,
+      image_size=f.image_size, pooling=None if pooling == "none" else pooling,
+      head=HeadConfig(hidden_units=hidden_units, dropout=f.head_dropout,
+                      activation=f.head_activation),
+      base_width=f.base_width, vgg_batch_norm=vgg_batch_norm,
       zero_init_residual=f.zero_init_residual, weight_decay=f.weight_decay,
       dtype_policy=config_lib.DTYPE_POLICIES[f.dtype], input_normalization=normalization_in_model,
       data_format=f.data_format, sync_batch_norm=f.sync_batch_norm,
       conv_padding=f.conv_padding or "same",
       pool_padding=f.pool_padding or resnet.VARIANTS[variant]["pool_padding"],
-      any_input_size=_any_input_size(f, data))
+      any_input_size=_any_input_size(pooling, data))
   schedule = config_lib.ScheduleConfig(
       name=f.lr_schedule, base_learning_rate=f.base_learning_rate,
       base_batch_size=f.lr_base_batch_size or None, warmup_epochs=f.warmup_epochs,

@@ -23,6 +23,11 @@ from official_resnet import export
 
 OUTPUT_FORMATS = ("table", "json")
 DEFAULT_BATCH_SIZE = 32
+# What the eval preprocessing decodes, and the bytes each format's files open with.
+IMAGE_FORMATS = "JPEG, PNG, GIF, BMP or WebP"
+IMAGE_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"),
+                    (b"GIF89a", "GIF"), (b"BM", "BMP"))
+JPEG_START_OF_SCAN, JPEG_END_OF_IMAGE = b"\xff\xda", b"\xff\xd9"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,23 +47,59 @@ class Prediction:
 
 def image_paths(images: Sequence[str]) -> list[str]:
   """Files as given; folders expanded, recursively and sorted, to their image files
-  (input_pipeline.folder's listing: hidden files and folders left out)."""
+  (input_pipeline.folder's listing: hidden files and folders left out). The other files
+  of the folders are counted in one log line."""
   if isinstance(images, str) or not images:
     raise ValueError("`images` must be a non-empty list of files or folders. "
                      f"Received: images={images!r}")
-  paths = []
+  paths, others = [], []
   for path in images:
     if tf.io.gfile.isdir(path):
-      found = [os.path.join(path, name) for name in folder.images_under(path)]
+      files = [os.path.join(path, name) for name in folder.files_under(path)]
+      found = [file for file in files if folder.is_image(os.path.basename(file))]
       if not found:
         raise ValueError(f"Folder {path!r} holds no {'/'.join(constants.IMAGE_EXTENSIONS)} "
                          f"files. Received: images={list(images)!r}")
       paths.extend(found)
+      others.extend(file for file in files if file not in found)
     elif tf.io.gfile.exists(path):
       paths.append(path)
     else:
       raise ValueError(f"`images` must name existing files or folders. Received: {path!r}")
+  if others:
+    logging.info("Skipped %d file%s without an image extension (%s) in the folders: %s%s.",
+                 len(others), "s" if len(others) > 1 else "", "/".join(constants.IMAGE_EXTENSIONS),
+                 ", ".join(others[:3]), ", ..." if len(others) > 3 else "")
   return paths
+
+
+def image_format(content: bytes) -> str | None:
+  """The format name of encoded image bytes by their signature; None for none of IMAGE_FORMATS."""
+  if content[:4] == b"RIFF" and content[8:12] == b"WEBP":
+    return "WebP"
+  return next((name for signature, name in IMAGE_SIGNATURES if content.startswith(signature)),
+              None)
+
+
+def content_problem(content: bytes) -> str | None:
+  """Why `content` is no image to classify, from its bytes alone; None when it may be one.
+
+  A JPEG's end-of-image marker follows its last scan (the scan's data never holds it), a
+  PNG ends with its IEND chunk: a file cut short lacks them. Catching that here says
+  "truncated" instead of the decoder's words, and keeps the decoder's warnings off stderr.
+  """
+  if not content:
+    return "an empty file"
+  name = image_format(content)
+  if name is None:
+    return f"not a {IMAGE_FORMATS} image"
+  if name == "JPEG":
+    last_scan = content.rfind(JPEG_START_OF_SCAN)
+    if last_scan < 0 or JPEG_END_OF_IMAGE not in content[last_scan:]:
+      return "a truncated JPEG: the file ends before the image does"
+  if name == "PNG" and b"IEND" not in content:
+    return "a truncated PNG: the file ends before the image does"
+  return None
 
 
 def _read_labels(saved_model_dir):
@@ -102,12 +143,14 @@ def _op_message(error):
 
 
 def _read(path):
-  """(bytes, None), or (None, the reason) for a file that cannot be read."""
+  """(bytes, None), or (None, the reason) for a file that cannot be read or is no image."""
   try:
     with tf.io.gfile.GFile(path, "rb") as f:
-      return f.read(), None
+      content = f.read()
   except (OSError, tf.errors.OpError) as error:
     return None, f"cannot be read ({getattr(error, 'message', None) or error})"
+  problem = content_problem(content)
+  return (None, problem) if problem else (content, None)
 
 
 def _probabilities(classify, contents):
@@ -121,7 +164,8 @@ def _probabilities(classify, contents):
       try:
         results.append(classify(tf.constant([content])).numpy()[0])
       except tf.errors.InvalidArgumentError as error:
-        results.append(f"not a JPEG, PNG, GIF or BMP image ({_op_message(error)})")
+        results.append(f"a {image_format(content)} image that does not decode "
+                       f"({_op_message(error)})")
     return results
 
 
@@ -129,8 +173,8 @@ def predict(source: str, images: Sequence[str], top_k: int = config_lib.DEFAULT_
             batch_size: int = DEFAULT_BATCH_SIZE) -> list[Prediction]:
   """The top_k classes of every image in `images` (files or folders), in path order.
 
-  A file that cannot be read or decoded gets a Prediction with `error` set (and
-  a warning naming it); the others are classified as usual.
+  A file that cannot be read or decoded gets a Prediction with `error` set (the
+  reason, said once, in the table or JSON); the others are classified as usual.
   """
   config_lib.check_top_k(top_k)
   if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -153,7 +197,6 @@ def predict(source: str, images: Sequence[str], top_k: int = config_lib.DEFAULT_
 def _prediction(path, result, class_names, k):
   """The Prediction of `path` from its probabilities, or from the reason it failed (a str)."""
   if isinstance(result, str):
-    logging.warning("Not classified: %s: %s", path, result)
     return Prediction(path, (), error=result)
   # Stable sort: ties keep the lower class id first, as tf.math.top_k does.
   best = np.argsort(-result, kind="stable")[:k]

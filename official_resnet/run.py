@@ -10,8 +10,12 @@ initial_weights.start_from:
 """
 import contextlib
 
+from absl import logging
+
+import input_pipeline
 from official_resnet import distribute
 from official_resnet import export
+from official_resnet import models
 from official_resnet import run_lock
 from official_resnet import trainer as trainer_lib
 from official_resnet.train import evaluator as evaluator_lib
@@ -56,6 +60,26 @@ def export_model_dir(experiment):
       experiment.train.model_dir, export_config.export_dir, formats=export_config.formats,
       top_k=export_config.top_k, weights=export_config.weights,
       checkpoint=export_config.checkpoint)
+
+
+def export_weights(experiment):
+  """Exports experiment.train.init_checkpoint as it is, head included, without training (the
+  weights as published, with the settings experiment has from them); returns the version
+  directory written.
+
+  Class names come from the data (--data_dir), else they are the class numbers.
+  """
+  export_config = experiment.export
+  model_config = export.serving_config(experiment.model, experiment.data.eval_size)
+  model = models.build_model(model_config)
+  models.load_pretrained(model, experiment.train.init_checkpoint, load_head=True)
+  class_names = input_pipeline.dataset_info(experiment.data, training=True).class_names
+  if experiment.data.source == "synthetic":
+    logging.info("Class names 0..%d (the class numbers): give --data_dir to name them as the "
+                 "data does.", len(class_names) - 1)
+  return export.export_model(model, model_config, experiment.data, class_names,
+                             export_config.export_dir, formats=export_config.formats,
+                             top_k=export_config.top_k)
 
 
 def evaluate_checkpoint(experiment, strategy=None):

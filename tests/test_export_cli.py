@@ -97,8 +97,10 @@ def test_export_and_predict_refuse_missing_inputs_and_write_nothing(trained, tmp
   os.makedirs(empty_model_dir)
   cases = [
       (dict(mode="export", model_dir=model_dir), app.UsageError, r"--mode=export needs --export_dir"),
-      (dict(mode="export", model_dir=empty_model_dir, export_dir=export_dir), ValueError,
-       r"`model_dir` must hold a trainer checkpoint"),
+      (dict(mode="export", model_dir=empty_model_dir, export_dir=export_dir), app.UsageError,
+       r"--mode=export needs a checkpoint in --model_dir, or weights to export as they are "
+       r"\(--pretrained, --init_checkpoint\)\. Received: --model_dir=.*no_checkpoints without "
+       r"checkpoints, no weights flag"),
       (dict(mode="export", model_dir=model_dir, export_dir=export_dir, export_format="onnx"),
        app.UsageError, r"export_format must be a non-empty subset of \('saved_model', 'keras', "
                        r"'tflite'\). Received: \('onnx',\)"),

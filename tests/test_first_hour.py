@@ -154,4 +154,26 @@ def test_predict_names_unreadable_files_and_exits_1(colours, tmp_path, capsys, c
                                       for name in ("0.png", "1.png", "broken.png")]
   assert rows[0][1] == rows[1][1] == "1"
   assert rows[2][1:4] == ["-", "-", "error:"]
-  assert f"1 of 3 images could not be classified: {os.path.join(folder, 'broken.png')}" in caplog.text
+  assert f"1 of 3 files could not be classified: {os.path.join(folder, 'broken.png')}" in caplog.text
+
+
+def test_num_classes_follows_the_class_folders_unless_given(tmp_path, caplog):
+  """Keras' image_dataset_from_directory habit: 10 digit folders, no --num_classes."""
+  data = image_fixtures.write_digit_folder(str(tmp_path / "digits"), per_class=4, size=32)
+  model_dir = str(tmp_path / "run")
+  command = [f"--data_dir={data}", "--architecture=resnet18", "--image_size=32",
+             "--base_width=8", "--batch_size=8", f"--model_dir={model_dir}", "--train_steps=1",
+             "--mode=train", "--distribution_strategy=off", "--num_gpus=0"]
+  with flagsaver.flagsaver():
+    parse_logging_info(caplog, *command)
+    stats = main.run()
+  assert (f"--num_classes=10: the classes of --data_dir={data} (0, 1, 2, 3, 4, ...)."
+          in caplog.text)
+  assert stats["step"] == 1
+  assert run_state.read_run_config(model_dir).model.num_classes == 10
+  # A given value is the user's (and checked against the data where the run starts).
+  with flagsaver.flagsaver():
+    parse(*command, f"--model_dir={tmp_path / 'other'}", "--num_classes=5")
+    with pytest.raises(ValueError, match=r"num_classes must equal the 10 classes of the training "
+                       r"data\. Received: 5"):
+      main.run()

@@ -1,7 +1,10 @@
 """Prediction from a trainer's model_dir and from an export, as a table and as JSON."""
 import io
 import json
+import logging
 import os
+
+from absl.testing import flagsaver
 
 import keras
 import numpy as np
@@ -12,14 +15,17 @@ from PIL import Image
 from input_pipeline import DataConfig
 from input_pipeline import preprocessing
 from official_resnet import export
+from official_resnet import main
 from official_resnet import models
 from official_resnet import predict
 from official_resnet import run_state
+from cli_fixtures import parse
 from test_export import unsaturate
 
 IMAGE_SIZE = 32
 CLASS_NAMES = ("cat", "dog", "horse")
-DATA_CONFIG = DataConfig(source="folder", image_size=IMAGE_SIZE, normalization="torch")
+DATA_CONFIG = DataConfig(source="folder", image_size=IMAGE_SIZE, normalization="torch",
+                         num_classes=len(CLASS_NAMES))
 MODEL_CONFIG = models.ModelConfig(architecture="resnet18", base_width=8, image_size=IMAGE_SIZE,
                                   num_classes=len(CLASS_NAMES))
 
@@ -117,12 +123,44 @@ def test_unreadable_files_are_named_and_the_others_still_predicted(model_dir, ph
     np.testing.assert_allclose([s.probability for s in got.top_k],
                                [s.probability for s in want.top_k], atol=1e-6)
   fake, gone = mixed[2:]
-  assert fake.top_k == () and fake.error.startswith(
-      "not a JPEG, PNG, GIF or BMP image (Unknown image file format")
+  assert fake.top_k == () and fake.error == "not a JPEG, PNG, GIF, BMP or WebP image"
   assert gone.top_k == () and gone.error.startswith("cannot be read (")
   lines = predict.format_predictions(mixed, "table").splitlines()
   assert lines[-2].split()[:4] == [str(folder / "fake.jpg"), "-", "-", "error:"]
   assert json.loads(predict.format_predictions(mixed, "json"))[3]["error"] == gone.error
+
+
+def test_the_command_says_truncated_once_and_counts_what_it_skips(model_dir, photos, tmp_path,
+                                                                  capfd, caplog):
+  """--mode=predict as typed: a JPEG cut short, a text file named on the command line and a
+  text file inside the folder."""
+  folder = tmp_path / "mixed"
+  folder.mkdir()
+  jpeg = (photos / "folder" / "a.JPG").read_bytes()
+  (folder / "a.jpg").write_bytes(jpeg)
+  (folder / "cut.jpg").write_bytes(jpeg[:len(jpeg) // 2])
+  (folder / "readme.txt").write_text("scanned on Monday")
+  notes = tmp_path / "notes.txt"
+  notes.write_text("not an image")
+  with flagsaver.flagsaver():
+    parse("--mode=predict", f"--model_dir={model_dir[1]}", f"--images={folder},{notes}",
+          "--top_k=1")
+    caplog.set_level(logging.INFO, logger="absl")
+    stats = main.run()
+  out, err = capfd.readouterr()
+  assert (stats["images"], stats["failed"]) == (3, 2)
+  rows = {line.split()[0]: " ".join(line.split()[1:]) for line in out.splitlines()[1:]}
+  assert rows[str(folder / "cut.jpg")] == (
+      "- - error: a truncated JPEG: the file ends before the image does")
+  assert rows[str(notes)] == "- - error: not a JPEG, PNG, GIF, BMP or WebP image"
+  assert rows[str(folder / "a.jpg")].startswith("1 ")
+  # Said once, without the decoder's own lines.
+  assert (out + err + caplog.text).count("truncated") == 1
+  assert "Premature end" not in err and "jpeg" not in err.lower()
+  assert (f"Skipped 1 file without an image extension (.jpg/.jpeg/.png/.gif/.bmp/.webp) in the "
+          f"folders: {folder / 'readme.txt'}." in caplog.text)
+  assert (f"2 of 3 files could not be classified: {folder / 'cut.jpg'}, {notes}"
+          in caplog.text)
 
 
 def test_bad_arguments_raise_before_loading_a_model(photos, tmp_path):

@@ -111,7 +111,7 @@ def test_two_phase_recipe_builds_both_phases():
     (["--phase_epochs=1,2"], r"--phase_epochs applies with --phases. Received: --phase_epochs=1,2"),
     (["--trainable=block3"], r"--trainable must be one of .* Received: 'block3'"),
     (["--pretrained=/weights/resnet50_model_dir"],
-     r"--pretrained: must be a weights file \(.h5, .pth, .pt, .safetensors\) or a name "
+     r"--pretrained: must be a weights file \(.h5, .pth, .pt, .bin, .safetensors\) or a name "
      r"\(imagenet, torchvision\[:WEIGHTS\], hf://ORG/REPO\); our checkpoints go to "
      r"--init_checkpoint. Received: --pretrained=/weights/resnet50_model_dir"),
     (["--pretrained=torchvision:IMAGENET1K_V9", "--architecture=resnet50"],

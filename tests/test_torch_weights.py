@@ -1,9 +1,15 @@
 """torchvision and timm weights: parity with torch itself, refusals, hub names, a frozen transfer."""
 import dataclasses
+import glob
+import logging
 import os
+
+from absl import app
+from absl.testing import flagsaver
 
 import keras
 import numpy as np
+from PIL import Image
 import pytest
 import safetensors.torch
 import tensorflow as tf
@@ -11,16 +17,19 @@ import tensorflow as tf
 from input_pipeline import constants
 from input_pipeline import preprocessing
 from official_resnet import initial_weights
+from official_resnet import main
 from official_resnet import models
 from official_resnet import run_state
 from official_resnet.demo import data as demo_data
 from official_resnet.models import weight_sources
+from cli_fixtures import parse
 import test_recipes
 from torch_fixtures import randomize_batch_norm
 from torch_fixtures import timm
 from torch_fixtures import to_nchw
 from torch_fixtures import torch
 from torch_fixtures import torchvision
+import trainer_fixtures
 
 SIZE = 64  # Weight shapes of ResNet do not depend on the input size; 64 px keeps CPU time low.
 TOLERANCE = 1e-4  # Of the largest output.
@@ -188,7 +197,8 @@ def test_wrong_architecture_missing_key_and_truncated_files_are_refused(torchvis
       content = file.read()
     truncated = tmp_path / f"truncated.{file_format}"
     truncated.write_bytes(content[:len(content) * 2 // 3])
-    _assert_refused(_ours("resnet18"), str(truncated), r"Cannot read .* as PyTorch weights: .*")
+    _assert_refused(_ours("resnet18"), str(truncated), r"^Cannot read .* as PyTorch weights: "
+                    r".*truncated file\?\)\. Received: path=")
 
 
 def test_torchvision_table_is_torchvisions(monkeypatch):
@@ -263,6 +273,23 @@ def test_hub_name_resolves_from_the_cache_with_timms_protocol(tmp_path, monkeypa
     weight_sources.resolve("hf://timm/resnet34.a1_in1k", architecture="resnet34")
 
 
+def test_timms_pytorch_model_bin_with_its_config(tmp_path):
+  """timm's hub files in the torch.save format: pytorch_model.bin beside config.json."""
+  torch.manual_seed(9)
+  reference = randomize_batch_norm(timm.create_model("resnet18.a1_in1k"), 9).eval()
+  timm.models.save_for_hf(reference, str(tmp_path), safe_serialization=False)
+  path = str(tmp_path / "pytorch_model.bin")
+  config = test_recipes.experiment(f"--pretrained={path}", "--architecture=resnet18")
+  assert (config.data.normalization, config.model.variant, config.model.conv_padding) == (
+      "torch", "v1.5", "symmetric")
+  assert (config.data.eval_resize_size, config.data.eval_resize_method) == (
+      235, "bicubic_antialias")
+  model = _ours("resnet18")
+  models.load_pretrained(model, path)
+  with torch.no_grad():
+    _assert_close(model(_images()).numpy(), reference(to_nchw(_images())))
+
+
 def test_timm_vgg16_head_of_convolutions(tmp_path):
   """timm's VGG head is convolutions (pre_logits.fc1 over the whole map, fc2 1 x 1) and head.fc.
 
@@ -314,3 +341,131 @@ def test_catsdogs_recipe_from_a_torchvision_file_keeps_the_backbone_bit_identica
   assert test_recipes.changed(initial[keras.layers.Dense],
                               test_recipes.weights_of(trainer.model, keras.layers.Dense)) == {
                                   "fc1", "fc2", "predictions"}
+
+
+@pytest.fixture(scope="module")
+def four_colour_classifier(tmp_path_factory):
+  """torchvision's resnet18 for 4 classes (BatchNorm randomised) saved as a .pth, a folder of
+  4 solid colours (2 validation images each), and torch's probabilities for those images."""
+  directory = tmp_path_factory.mktemp("published")
+  torch.manual_seed(8)
+  reference = randomize_batch_norm(torchvision.models.resnet18(weights=None, num_classes=4),
+                                   8).eval()
+  path = str(directory / "resnet18_colours.pth")
+  torch.save(reference.state_dict(), path)
+  data = trainer_fixtures.write_colour_folder(str(directory / "colours"), 2, 2)
+  files = sorted(glob.glob(os.path.join(data, "validation", "*", "*.png")))
+  # Solid images: the eval resize and crop leave every pixel as it is.
+  pixels = np.stack([np.asarray(Image.open(file), np.float32) for file in files])
+  normalized = (pixels / 255 - constants.TORCH_MEANS) / constants.TORCH_STDS
+  with torch.no_grad():
+    logits = reference(to_nchw(normalized.astype(np.float32)))
+  labels = torch.tensor([int(os.path.basename(os.path.dirname(file))[-1]) for file in files])
+  return dict(path=path, data=data, files=files,
+              probabilities=torch.softmax(logits, -1).numpy(),
+              loss=float(torch.nn.functional.cross_entropy(logits, labels)))
+
+
+def test_published_weights_evaluate_and_export_as_published_without_a_checkpoint(
+    four_colour_classifier, tmp_path, caplog):
+  """timm's validate.py habit: --mode=eval (and export) of a weights file, no run needed."""
+  published = four_colour_classifier
+  command = (f"--pretrained={published['path']}", "--architecture=resnet18", "--num_classes=4",
+             "--image_size=32", f"--data_dir={published['data']}", "--batch_size=4",
+             "--distribution_strategy=off", "--num_gpus=0")
+  with flagsaver.flagsaver():
+    parse("--mode=eval", f"--model_dir={tmp_path / 'eval'}", *command)
+    caplog.set_level(logging.INFO, logger="absl")
+    evaluated = main.run()
+    # torch's normalization and padding, the head loaded: torch's own loss on the images.
+    assert f"Normalization torch, what {published['path']} was trained with." in caplog.text
+    assert "ResNet variant v1.5, what torchvision/timm weights are (--variant)." in caplog.text
+    assert evaluated["eval_examples"] == 8
+    assert evaluated["eval_loss"] == pytest.approx(published["loss"], abs=1e-4)
+    export_dir = str(tmp_path / "export")
+    parse("--mode=export", f"--model_dir={tmp_path / 'new'}", f"--export_dir={export_dir}",
+          "--export_format=saved_model", *command)
+    assert main.run()["export_path"] == os.path.join(export_dir, "1")
+    truncated = tmp_path / "resnet18_colours.safetensors"
+    safetensors.torch.save_file(torch.load(published["path"]), str(truncated))
+    truncated.write_bytes(truncated.read_bytes()[:-1000])
+    parse("--mode=eval", f"--model_dir={tmp_path / 'truncated'}", *command,
+          f"--pretrained={truncated}")
+    with pytest.raises(ValueError, match=r"^Cannot read .* as PyTorch weights: the file holds "
+                       r"\d+ bytes, its header describes \d+ \(truncated file\?\)\."):
+      main.run()
+    parse("--mode=export", f"--model_dir={tmp_path / 'nothing'}", f"--export_dir={export_dir}")
+    with pytest.raises(app.UsageError, match=r"--mode=export needs a checkpoint in --model_dir, "
+                       r"or weights to export as they are \(--pretrained, --init_checkpoint\)\. "
+                       r"Received: --model_dir=.*nothing without checkpoints, no weights flag"):
+      main.run()
+  assert not os.path.exists(tmp_path / "new")  # Nothing written where no run is.
+  loaded = tf.saved_model.load(os.path.join(export_dir, "1"))
+  encoded = tf.constant([open(file, "rb").read() for file in published["files"]])
+  served = loaded.signatures["serving_default"](images=encoded)
+  np.testing.assert_allclose(served["probabilities"].numpy(), published["probabilities"],
+                             atol=1e-4)
+  with open(os.path.join(export_dir, "1", "assets", constants.LABELS_FILE)) as labels:
+    assert labels.read().split() == ["class0", "class1", "class2", "class3"]
+
+
+def test_a_vgg_file_says_its_batch_norm_and_classic_head(four_colour_classifier, tmp_path, caplog):
+  """torchvision's vgg16_bn layers at base width 8 with a 32-wide classic head for 4 classes:
+  --architecture=vgg16 alone takes BatchNorm and the head from the file."""
+  widths = [width // 8 if width != "M" else width for width in torchvision.models.vgg.cfgs["D"]]
+  torch.manual_seed(10)
+  reference = torchvision.models.vgg.VGG(
+      torchvision.models.vgg.make_layers(widths, batch_norm=True), num_classes=4,
+      init_weights=False)
+  # At 32 px the map before the head is 1 x 1 x 64 (see _at_test_size).
+  reference.avgpool = torch.nn.Identity()
+  reference.classifier[0] = torch.nn.Linear(64, 32)
+  reference.classifier[3] = torch.nn.Linear(32, 32)
+  reference.classifier[6] = torch.nn.Linear(32, 4)
+  reference = randomize_batch_norm(reference, 10).eval()
+  path = str(tmp_path / "vgg16_bn_small.pth")
+  torch.save(reference.state_dict(), path)
+  published = four_colour_classifier
+  pixels = np.stack([np.asarray(Image.open(file), np.float32) for file in published["files"]])
+  labels = torch.tensor([int(os.path.basename(os.path.dirname(file))[-1])
+                         for file in published["files"]])
+  with torch.no_grad():
+    logits = reference(to_nchw(((pixels / 255 - constants.TORCH_MEANS) / constants.TORCH_STDS)
+                               .astype(np.float32)))
+  with flagsaver.flagsaver():
+    parse("--mode=eval", f"--pretrained={path}", "--architecture=vgg16", "--base_width=8",
+          "--num_classes=4", "--image_size=32", f"--data_dir={published['data']}",
+          "--batch_size=4", "--distribution_strategy=off", "--num_gpus=0",
+          f"--model_dir={tmp_path / 'eval'}")
+    caplog.set_level(logging.INFO, logger="absl")
+    evaluated = main.run()
+  assert (f"--vgg_batch_norm: {path} has BatchNorm after each convolution "
+          "(features.1.running_var)." in caplog.text)
+  assert (f"--pooling=none --head_hidden_units=32,32: the classic head of {path} "
+          "(classifier.0.weight, classifier.3.weight)." in caplog.text)
+  assert evaluated["eval_loss"] == pytest.approx(
+      float(torch.nn.functional.cross_entropy(logits, labels)), abs=1e-4)
+  # Training with the default scope, which keeps no head: a new one, and how to keep the file's.
+  caplog.clear()
+  with caplog.at_level(logging.INFO, logger="absl"):
+    config = test_recipes.experiment(f"--pretrained={path}", "--architecture=vgg16",
+                                     "--verbosity=0")
+  assert (config.model.vgg_batch_norm, config.model.pooling, config.model.head.hidden_units) == (
+      True, "avg", ())
+  assert (f"{path} has a classic head (classifier.0.weight, classifier.3.weight), which "
+          "--init_checkpoint_scope=backbone leaves out: the model gets a new head. --pooling=none "
+          "--head_hidden_units=32,32 builds the file's (its weights load with "
+          "--init_checkpoint_scope=all)." in caplog.text)
+  config = test_recipes.experiment(f"--pretrained={path}", "--architecture=vgg16",
+                                   "--init_checkpoint_scope=all")
+  assert (config.model.pooling, config.model.head.hidden_units) == (None, (32, 32))
+  # Flags given win; a --vgg_batch_norm the file contradicts is named.
+  config = test_recipes.experiment(f"--pretrained={path}", "--architecture=vgg16",
+                                   "--init_checkpoint_scope=all", "--pooling=max")
+  assert (config.model.vgg_batch_norm, config.model.pooling, config.model.head.hidden_units) == (
+      True, "max", ())
+  with pytest.raises(ValueError, match=r"^--pretrained: .*vgg16_bn_small.pth holds a VGG with "
+                     r"BatchNorm after each convolution \(features.1.running_var\): leave "
+                     r"--vgg_batch_norm out \(it follows the weights\) or give --vgg_batch_norm\. "
+                     r"Received: --novgg_batch_norm$"):
+    test_recipes.experiment(f"--pretrained={path}", "--architecture=vgg16", "--novgg_batch_norm")

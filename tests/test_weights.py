@@ -4,6 +4,7 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import logging
 import os
 import re
 
@@ -362,8 +363,52 @@ def test_pretrained_name_sets_what_travels_and_the_variant_is_checked(tmp_path, 
   assert (config.data.normalization, config.model.conv_padding, config.model.pool_padding) == (
       "caffe", "same", "symmetric")
   with pytest.raises(ValueError, match=r"torchvision resnet50 IMAGENET1K_V2 weights are ResNet "
-                     r"v1.5: add --variant=v1.5. Received: --variant=v1"):
+                     r"v1.5: leave --variant out \(it follows the weights\) or give "
+                     r"--variant=v1.5\. Received: --variant=v1"):
     test_recipes.experiment("--pretrained=torchvision", "--variant=v1")
+
+
+def test_the_variant_follows_the_weights_unless_given(tmp_path, monkeypatch, caplog):
+  """The README's `--architecture=resnet50 --pretrained=imagenet`: keras.applications' v1."""
+  monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+  (tmp_path / "models").mkdir()
+  content = b"keras.applications resnet50 weights"
+  (tmp_path / "models" / "top.h5").write_bytes(content)
+  monkeypatch.setitem(weight_sources.KERAS_APPLICATIONS, "resnet50",
+                      ("resnet/top.h5", hashlib.md5(content).hexdigest(), "resnet/notop.h5", ""))
+  with caplog.at_level(logging.INFO, logger="absl"):
+    config = test_recipes.experiment("--architecture=resnet50", "--pretrained=imagenet",
+                                     "--verbosity=0")
+  assert (config.model.variant, config.model.pool_padding) == ("v1", "symmetric")
+  assert ("ResNet variant v1, what keras.applications resnet50 weights are (--variant)."
+          in caplog.text)
+  # A file by path says the same; a torch file its v1.5.
+  h5_path = str(tmp_path / "models" / "top.h5")
+  assert test_recipes.experiment(f"--pretrained={h5_path}").model.variant == "v1"
+  pth_path = str(tmp_path / "resnet50.pth")
+  open(pth_path, "wb").close()
+  assert test_recipes.experiment(f"--pretrained={pth_path}").model.variant == "v1.5"
+  # A variant the user gives is checked, not replaced.
+  with pytest.raises(ValueError, match=r"^--pretrained: keras.applications resnet50 weights are "
+                     r"ResNet v1: leave --variant out \(it follows the weights\) or give "
+                     r"--variant=v1\. Received: --variant=v1.5$"):
+    test_recipes.experiment("--architecture=resnet50", "--pretrained=imagenet", "--variant=v1.5")
+  # Without weights: the official v1.5.
+  assert test_recipes.experiment("--architecture=resnet50").model.variant == "v1.5"
+
+
+def test_a_torchvision_file_by_path_is_evaluated_as_by_name(tmp_path):
+  """resnet50-11ad3fa6.pth is torchvision's IMAGENET1K_V2 file: its published 232 resize."""
+  path = str(tmp_path / "resnet50-11ad3fa6.pth")
+  open(path, "wb").close()  # Not read by the settings.
+  config = test_recipes.experiment(f"--pretrained={path}", "--architecture=resnet50")
+  assert (config.data.eval_resize_size, config.data.eval_resize_method) == (
+      232, "bilinear_antialias")
+  assert (config.data.normalization, config.model.conv_padding) == ("torch", "symmetric")
+  renamed = str(tmp_path / "my_resnet50.pth")
+  open(renamed, "wb").close()
+  config = test_recipes.experiment(f"--pretrained={renamed}", "--architecture=resnet50")
+  assert (config.data.eval_resize_size, config.data.eval_resize_method) == (None, "bilinear")
 
 
 def test_export_resizes_encoded_images_as_the_weights_were_evaluated(tmp_path):
@@ -416,8 +461,8 @@ def test_a_python_run_starting_from_weights_takes_what_they_imply(tmp_path):
   assert started.data.eval_resize_size is None  # a file by path publishes no eval resize
   kept = initial_weights.start_from(base, path, keep={"data.normalization"})
   assert (kept.data.normalization, kept.model.conv_padding) == ("rgb_mean", "symmetric")
-  with pytest.raises(ValueError, match=r"weights are ResNet v1.5: add --variant=v1.5\. "
-                     r"Received: --variant=v1"):
+  with pytest.raises(ValueError, match=r"weights are ResNet v1.5: leave --variant out .* "
+                     r"give --variant=v1.5\. Received: --variant=v1"):
     initial_weights.start_from(
         dataclasses.replace(base, model=dataclasses.replace(base.model, variant="v1")), path)
 

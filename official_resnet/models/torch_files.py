@@ -1,4 +1,4 @@
-"""read_state_dict: the tensors of a PyTorch `.pth`/`.pt` or a `.safetensors` file, without torch.
+"""read_state_dict: the tensors of a PyTorch `.pth`/`.pt`/`.bin` or `.safetensors` file, no torch.
 
 `torch.save` writes a zip archive (torch >= 1.6) or, before that or with
 `_use_new_zipfile_serialization=False`, one stream of pickles followed by the raw
@@ -11,6 +11,7 @@ global is refused before anything calls it. Tensors come back as numpy arrays.
 """
 import collections
 import dataclasses
+import json
 import os
 import pickle
 import zipfile
@@ -29,8 +30,11 @@ STORAGE_DTYPES = {
 STATE_DICT_KEYS = ("state_dict", "model")
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 ZIP_MAGIC = b"PK\x03\x04"
-TORCH_EXTENSIONS = (".pth", ".pt")
+# torch.save files; .bin is the name the Hugging Face hub gives them (timm's pytorch_model.bin).
+TORCH_EXTENSIONS = (".pth", ".pt", ".bin")
 SAFETENSORS_EXTENSION = ".safetensors"
+# The largest header the safetensors library reads (its MAX_HEADER_SIZE).
+SAFETENSORS_MAX_HEADER = 100_000_000
 
 
 class RefusedPickle(ValueError):
@@ -144,22 +148,29 @@ def _tensors_in(value):
       yield from _tensors_in(item)
 
 
-def _read_zip(path):
+def _open_zip(path):
   try:
-    archive = zipfile.ZipFile(path)
+    return zipfile.ZipFile(path)
   except zipfile.BadZipFile as error:
     raise ValueError(f"a damaged zip archive ({error}; truncated file?)") from error
+
+
+def _zip_pickle(archive):
+  """(the prefix of the archive's entries, what its data.pkl holds)."""
+  pickles = [name for name in archive.namelist() if name.endswith("data.pkl")]
+  if len(pickles) != 1:
+    raise ValueError(f"a zip archive without torch.save's one data.pkl (found {pickles})")
+  with archive.open(pickles[0]) as data_pkl:
+    return pickles[0][:-len("data.pkl")], _unpickle(data_pkl)
+
+
+def _read_zip(path):
+  archive = _open_zip(path)
   with archive:
-    names = archive.namelist()
-    pickles = [name for name in names if name.endswith("data.pkl")]
-    if len(pickles) != 1:
-      raise ValueError(f"a zip archive without torch.save's one data.pkl (found {pickles})")
-    prefix = pickles[0][:-len("data.pkl")]
+    prefix, result = _zip_pickle(archive)
     byteorder_name = f"{prefix}byteorder"
-    byteorder = (archive.read(byteorder_name).decode().strip() if byteorder_name in names
-                 else "little")
-    with archive.open(pickles[0]) as data_pkl:
-      result = _unpickle(data_pkl)
+    byteorder = (archive.read(byteorder_name).decode().strip()
+                 if byteorder_name in archive.namelist() else "little")
     storages = {}
     for tensor in _tensors_in(result):
       storage = tensor.storage
@@ -169,16 +180,21 @@ def _read_zip(path):
   return result, storages
 
 
+def _legacy_pickle(file):
+  """(byte order, the saved object) from the pickles that open the legacy layout."""
+  if _unpickle(file) != LEGACY_MAGIC_NUMBER:
+    raise ValueError("neither a zip archive nor torch's legacy serialization")
+  _unpickle(file)  # Protocol version.
+  sys_info = _unpickle(file)
+  byteorder = "little" if not isinstance(sys_info, dict) or sys_info.get(
+      "little_endian", True) else "big"
+  return byteorder, _unpickle(file)
+
+
 def _read_legacy(path):
   """torch's `_legacy_load` layout: magic, protocol, sys info, the object, storage keys, storages."""
   with open(path, "rb") as file:
-    if _unpickle(file) != LEGACY_MAGIC_NUMBER:
-      raise ValueError("neither a zip archive nor torch's legacy serialization")
-    _unpickle(file)  # Protocol version.
-    sys_info = _unpickle(file)
-    byteorder = "little" if not isinstance(sys_info, dict) or sys_info.get(
-        "little_endian", True) else "big"
-    result = _unpickle(file)
+    byteorder, result = _legacy_pickle(file)
     keys = _unpickle(file)
     by_key = {tensor.storage.key: tensor.storage for tensor in _tensors_in(result)}
     storages = {}
@@ -215,18 +231,61 @@ def _state_dict_of(result):
   return result
 
 
-def _read_torch(path):
+def _is_zip(path):
   with open(path, "rb") as file:
-    is_zip = file.read(len(ZIP_MAGIC)) == ZIP_MAGIC
-  result, storages = _read_zip(path) if is_zip else _read_legacy(path)
+    return file.read(len(ZIP_MAGIC)) == ZIP_MAGIC
+
+
+def _read_torch(path):
+  result, storages = _read_zip(path) if _is_zip(path) else _read_legacy(path)
   return {name: _materialize(tensor, storages) for name, tensor in _state_dict_of(result).items()}
+
+
+def _torch_shapes(path):
+  if _is_zip(path):
+    with _open_zip(path) as archive:
+      result = _zip_pickle(archive)[1]
+  else:
+    with open(path, "rb") as file:
+      result = _legacy_pickle(file)[1]
+  return {name: tensor.shape for name, tensor in _state_dict_of(result).items()}
+
+
+def _check_safetensors_length(path):
+  """ValueError for a file shorter than its header says: 8 bytes of header length, the JSON
+  header, then the data up to the largest end offset. A header that does not parse is
+  left to the library to name."""
+  with open(path, "rb") as file:
+    length_bytes = file.read(8)
+    header_length = int.from_bytes(length_bytes, "little")
+    header = file.read(min(header_length, SAFETENSORS_MAX_HEADER))
+  size = os.path.getsize(path)
+  if len(length_bytes) < 8 or len(header) < min(header_length, SAFETENSORS_MAX_HEADER):
+    raise ValueError(f"the file ends inside its header after {size} bytes (truncated file?)")
+  try:
+    tensors = json.loads(header)
+    data_length = max((entry["data_offsets"][1] for name, entry in tensors.items()
+                       if name != "__metadata__"), default=0)
+  except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+    return
+  expected = 8 + header_length + data_length
+  if size < expected:
+    raise ValueError(f"the file holds {size} bytes, its header describes {expected} "
+                     "(truncated file?)")
 
 
 def _read_safetensors(path):
   # Imported here: only .safetensors files need the package.
   from safetensors import safe_open
+  _check_safetensors_length(path)
   with safe_open(path, framework="numpy") as file:
     return {name: file.get_tensor(name) for name in file.keys()}
+
+
+def _safetensors_shapes(path):
+  from safetensors import safe_open
+  with safe_open(path, framework="numpy") as file:
+    return {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}
 
 
 def is_torch_file(path) -> bool:
@@ -234,13 +293,25 @@ def is_torch_file(path) -> bool:
 
 
 def read_state_dict(path) -> dict[str, np.ndarray]:
-  """{parameter name: array} from a `.pth`/`.pt` file of torch.save or a `.safetensors` file.
+  """{parameter name: array} from a `.pth`/`.pt`/`.bin` file of torch.save or a `.safetensors` file.
 
   Raises ValueError in one line for anything else: a pickle naming other objects
   (never called), a truncated or malformed file, a file that holds no state_dict.
   """
   path = os.fspath(path)
-  reader = _read_safetensors if path.endswith(SAFETENSORS_EXTENSION) else _read_torch
+  return _reading(path, _read_safetensors if path.endswith(SAFETENSORS_EXTENSION) else _read_torch)
+
+
+def read_shapes(path) -> dict[str, tuple[int, ...]]:
+  """{parameter name: shape} of the file read_state_dict reads, from its pickle or header
+  alone (no tensor data is read); its errors."""
+  path = os.fspath(path)
+  return _reading(path, _safetensors_shapes if path.endswith(SAFETENSORS_EXTENSION)
+                  else _torch_shapes)
+
+
+def _reading(path, reader):
+  """reader(path), its errors turned into ValueError in one line."""
   try:
     return reader(path)
   except RefusedPickle as error:

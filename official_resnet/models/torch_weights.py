@@ -25,6 +25,7 @@ and [H, W, C] here, so its rows are reordered; timm's fc1 is a convolution over
 the whole 7x7 map, the same dense layer with its kernel in H,W,C order already.
 """
 import collections
+import dataclasses
 import re
 
 import keras
@@ -42,6 +43,9 @@ HEAD_NAMES = {
 STEM_NAMES = {"conv1": "conv1_conv", "bn1": "conv1_bn"}
 RESNET_BLOCK = re.compile(r"layer(\d+)\.(\d+)\.(conv|bn)(\d)")
 RESNET_DOWNSAMPLE = re.compile(r"layer(\d+)\.(\d+)\.downsample\.([01])")
+VGG_BATCH_NORM_KEY = re.compile(r"features\.\d+\.running_var")
+# The hidden layers of VGG's classic head: torchvision's, timm's.
+VGG_HIDDEN_LAYERS = (("classifier.0", "classifier.3"), ("pre_logits.fc1", "pre_logits.fc2"))
 # torch parameter -> our variable, per kind of layer.
 VARIABLE_NAMES = {
     "batch_norm": {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
@@ -68,6 +72,31 @@ def _model_vgg_feature_names(layer_names):
     return {}
   depth = 19 if "block3_conv4" in layer_names else 16
   return vgg_feature_names(depth, "block1_conv1_bn" in layer_names)
+
+
+@dataclasses.dataclass(frozen=True)
+class VggLayout:
+  """What a VGG state_dict holds, beyond the depth."""
+  # BatchNorm after each convolution (torchvision's vgg*_bn, timm's vgg*_bn).
+  batch_norm: bool
+  # Widths of the classic head's hidden layers (4096, 4096); () when the file has none.
+  hidden_units: tuple[int, ...]
+  # The key that shows each, for messages.
+  batch_norm_key: str | None
+  hidden_keys: tuple[str, ...]
+
+
+def vgg_layout(shapes):
+  """The VggLayout of a state_dict's {name: shape}; None when it holds no VGG `features`."""
+  if not any(name.startswith("features.") for name in shapes):
+    return None
+  batch_norm_key = next((name for name in shapes if VGG_BATCH_NORM_KEY.fullmatch(name)), None)
+  for layers in VGG_HIDDEN_LAYERS:
+    keys = tuple(f"{layer}.weight" for layer in layers)
+    if all(key in shapes for key in keys):
+      return VggLayout(batch_norm_key is not None, tuple(shapes[key][0] for key in keys),
+                       batch_norm_key, keys)
+  return VggLayout(batch_norm_key is not None, (), batch_norm_key, ())
 
 
 def layer_name(module, vgg_features):

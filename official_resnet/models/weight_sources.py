@@ -211,9 +211,24 @@ def _torchvision(name, architecture, vgg_batch_norm):
   file, resize = sets[weights_name]
   download = (TORCHVISION_URL + file, os.path.join(torch_cache_dir(), file), "sha256",
               TORCH_HASH.search(file).group(1))
-  return download, dataclasses.replace(
+  return download, _torchvision_info(key, weights_name, resize)
+
+
+def _torchvision_info(key, weights_name, resize):
+  return dataclasses.replace(
       TORCH_INFO, eval_resize=resize, eval_crop=TORCHVISION_PUBLISHED_CROP,
       eval_resize_method="bilinear_antialias", source=f"torchvision {key} {weights_name}")
+
+
+def torchvision_file_info(path):
+  """The WeightsInfo of the torchvision set whose file name `path` has (resnet50-11ad3fa6.pth:
+  resnet50 IMAGENET1K_V2), the same as by name; None for another name."""
+  file_name = os.path.basename(os.fspath(path))
+  for key, sets in TORCHVISION_WEIGHTS.items():
+    for weights_name, (file, resize) in sets.items():
+      if file == file_name:
+        return _torchvision_info(key, weights_name, resize)
+  return None
 
 
 def timm_info(config, source):
@@ -288,7 +303,10 @@ def resolve(name, *, architecture, variant=None, vgg_batch_norm=False, num_class
   elif name == TORCHVISION or name.startswith(f"{TORCHVISION}:"):
     download, info = _torchvision(name, architecture, vgg_batch_norm)
   elif name.startswith(HF_PREFIX) and name.count("/") == 3:
-    return _hub(name, architecture, vgg_batch_norm)
+    path, info = _hub(name, architecture, vgg_batch_norm)
+    if variant:
+      check_variant(info, architecture, variant)
+    return path, info
   else:
     raise ValueError(f"Weights names are {IMAGENET!r}, {TORCHVISION!r}, "
                      f"'{TORCHVISION}:<WEIGHTS>' and '{HF_PREFIX}<org>/<repo>'. Received: {name!r}")
@@ -300,5 +318,6 @@ def resolve(name, *, architecture, variant=None, vgg_batch_norm=False, num_class
 def check_variant(info, architecture, variant):
   """ValueError when a ResNet's variant is not the one its weights were trained as."""
   if architecture.startswith("resnet") and info.variant and info.variant != variant:
-    raise ValueError(f"{info.source} weights are ResNet {info.variant}: add "
-                     f"--variant={info.variant}. Received: --variant={variant}")
+    raise ValueError(f"{info.source} weights are ResNet {info.variant}: leave --variant out "
+                     f"(it follows the weights) or give --variant={info.variant}. "
+                     f"Received: --variant={variant}")

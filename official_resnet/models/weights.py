@@ -4,7 +4,7 @@ Four sources, one matching rule set:
 - legacy `.h5` (what keras.applications distributes, with or without top) and
   our trainer's checkpoints (a `ckpt-N` prefix or a model_dir): matched by
   layer name;
-- a torchvision or timm state_dict, `.pth`/`.pt` of torch.save or `.safetensors`:
+- a torchvision or timm state_dict, `.pth`/`.pt`/`.bin` of torch.save or `.safetensors`:
   read without torch and without running pickled code (torch_files), its names
   and layouts turned into our layers' (torch_weights), then matched by layer name;
 - Keras 3 `.weights.h5`: it stores no layer names (keys are per-class counters
@@ -226,7 +226,7 @@ def resolve_path(path):
   if tf.io.gfile.exists(f"{path}.index"):
     return path
   raise ValueError("`path` must be a keras.applications .h5 or .weights.h5 file, a torchvision "
-                   "or timm .pth, .pt or .safetensors file, a checkpoint prefix or a model_dir "
+                   "or timm .pth, .pt, .bin or .safetensors file, a checkpoint prefix or a model_dir "
                    f"holding checkpoints. Received: path={path!r}")
 
 
