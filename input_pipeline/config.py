@@ -56,6 +56,9 @@ class DataConfig:
   # The train crop's fraction of the image and its width / height (sample_distorted_bounding_box).
   train_crop_area_range: tuple[float, float] = constants.CROP_AREA_RANGE
   train_crop_aspect_range: tuple[float, float] = constants.CROP_ASPECT_RATIO_RANGE
+  # The official recipe's random horizontal flip of each training crop; off where a mirror
+  # image is another class or no image at all (digits, text).
+  random_flip: bool = True
   # Eval resizes the shorter side to eval size / this, then crops the centre; applies
   # when eval_resize_size, which sets that side itself, is None.
   eval_crop_fraction: float = constants.EVAL_CROP_FRACTION
@@ -101,6 +104,7 @@ class DataConfig:
     check(0.0 <= self.validation_fraction < 1.0, "validation_fraction", "in [0, 1)")
     check(self.shuffle_buffer_size >= 1, "shuffle_buffer_size", ">= 1")
     check(self.synthetic_num_examples >= 1, "synthetic_num_examples", ">= 1")
+    check(isinstance(self.random_flip, bool), "random_flip", "True or False")
     check(self.private_threads is None or self.private_threads >= 1, "private_threads",
           "None or >= 1")
     check(self.eval_image_size is None or self.eval_image_size >= constants.MIN_IMAGE_SIZE,

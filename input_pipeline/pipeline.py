@@ -79,7 +79,7 @@ def _preprocess_fn(config: DataConfig, training: bool, base_seed: tf.Tensor):
       crop_seed, augment_seed = augment.split_seed(seed, 2)
       image = preprocessing.preprocess_for_train(
           example["image"], example["bbox"], config.image_size, crop_seed,
-          config.train_crop_area_range, config.train_crop_aspect_range)
+          config.train_crop_area_range, config.train_crop_aspect_range, config.random_flip)
       if config.augments:
         # The ops are defined on integer pixels, as PIL's are.
         image = _augment(config, preprocessing.to_uint8(image), augment_seed)

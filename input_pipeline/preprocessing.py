@@ -164,11 +164,14 @@ def central_crop(image: tf.Tensor, size: int) -> tf.Tensor:
 @tf.function(reduce_retracing=True)
 def preprocess_for_train(image_bytes: tf.Tensor, bbox: tf.Tensor, image_size: int,
                          seed: tf.Tensor, area_range=constants.CROP_AREA_RANGE,
-                         aspect_ratio_range=constants.CROP_ASPECT_RATIO_RANGE) -> tf.Tensor:
-  """Encoded image -> float32 [S, S, 3] in [0, 255]: random crop, flip, resize."""
+                         aspect_ratio_range=constants.CROP_ASPECT_RATIO_RANGE,
+                         flip: bool = True) -> tf.Tensor:
+  """Encoded image -> float32 [S, S, 3] in [0, 255]: random crop, flip (unless `flip` is
+  False: digits, text), resize. The crop of a seed is the same either way."""
   crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   image = decode_and_random_crop(image_bytes, bbox, crop_seed, area_range, aspect_ratio_range)
-  image = random_flip(image, flip_seed)
+  if flip:
+    image = random_flip(image, flip_seed)
   image = resize(image, image_size, image_size)
   image.set_shape([image_size, image_size, CHANNELS])
   return image

@@ -252,6 +252,10 @@ flags.DEFINE_list("train_crop_aspect_range", [str(v) for v in _DATA.train_crop_a
 flags.DEFINE_float("eval_crop_fraction", _DATA.eval_crop_fraction,
                    "Evaluation and export: the shorter side is resized to the eval size / this, "
                    "then the centre is cropped (timm's crop_pct; 1: no margin).")
+flags.DEFINE_boolean("random_flip", _DATA.random_flip,
+                     "The random horizontal flip of each training crop (the official recipe's; "
+                     "timm: --hflip 0.5). --norandom_flip for digits, text and other images "
+                     "whose mirror image is not the same class.")
 flags.DEFINE_float("color_jitter", _DATA.color_jitter,
                    "Brightness, contrast and saturation each scaled by a factor in [1-x, 1+x] "
                    "(timm: 0.4); 0: off.")
@@ -499,8 +503,8 @@ FLAG_FIELDS = {
     "eval_image_size": ("data.eval_image_size", "model.any_input_size", "data.eval_resize_size"),
     "eval_crop_fraction": ("data.eval_crop_fraction", "data.eval_resize_size"),
     **{name: (f"data.{name}",) for name in (
-        "train_crop_area_range", "train_crop_aspect_range", "color_jitter", "autoaugment",
-        "randaugment_layers", "randaugment_magnitude", "randaugment_magnitude_std",
+        "train_crop_area_range", "train_crop_aspect_range", "random_flip", "color_jitter",
+        "autoaugment", "randaugment_layers", "randaugment_magnitude", "randaugment_magnitude_std",
         "randaugment_variant", "random_erasing_probability", "random_erasing_area_range")},
     # What each command exports (config.json does not keep it).
     "export_dir": ("export.export_dir",), "enable_checkpoint_and_export": ("export.export_dir",),
@@ -665,7 +669,7 @@ def _augmentation_and_resolution(f):
       eval_image_size=f.eval_image_size,
       train_crop_area_range=_float_list("train_crop_area_range", f.train_crop_area_range),
       train_crop_aspect_range=_float_list("train_crop_aspect_range", f.train_crop_aspect_range),
-      eval_crop_fraction=f.eval_crop_fraction, color_jitter=f.color_jitter,
+      random_flip=f.random_flip, eval_crop_fraction=f.eval_crop_fraction, color_jitter=f.color_jitter,
       autoaugment=f.autoaugment, randaugment_layers=f.randaugment_layers,
       randaugment_magnitude=f.randaugment_magnitude,
       randaugment_magnitude_std=f.randaugment_magnitude_std,

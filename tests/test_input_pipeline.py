@@ -268,17 +268,22 @@ def test_eval_batches_come_at_the_eval_size_and_crop_fraction(records_dir):
     np.testing.assert_array_equal(image, expected)
 
 
-def test_train_crop_ranges_reach_the_crops(records_dir):
+def test_train_crop_ranges_and_the_flip_switch_reach_the_crops(records_dir):
   # The whole image (40x56, aspect 1.4) is the only crop of area 1 and aspect 1.3-1.5: every
-  # training image is the image, flipped or not, resized.
+  # training image is the image, flipped or not, resized; never flipped with random_flip off.
   config = _records_config(records_dir, seed=1, output_dtype="uint8",
                            train_crop_area_range=(1.0, 1.0), train_crop_aspect_range=(1.3, 1.5))
-  images, labels = next(iter(build_dataset(config, training=True)))
-  for image, label in zip(images.numpy(), labels.numpy()):
-    decoded = preprocessing.decode_image(photos.encode(image_fixtures.image(int(label))))
-    candidates = [preprocessing.to_uint8(preprocessing.resize(whole, SIZE, SIZE)).numpy()
-                  for whole in (decoded, decoded[:, ::-1])]
-    assert any(np.array_equal(image, candidate) for candidate in candidates)
+  flips = {True: [], False: []}
+  for random_flip in flips:
+    images, labels = next(iter(build_dataset(dataclasses.replace(config, random_flip=random_flip),
+                                             training=True)))
+    for image, label in zip(images.numpy(), labels.numpy()):
+      decoded = preprocessing.decode_image(photos.encode(image_fixtures.image(int(label))))
+      as_is, mirrored = [preprocessing.to_uint8(preprocessing.resize(whole, SIZE, SIZE)).numpy()
+                         for whole in (decoded, decoded[:, ::-1])]
+      assert np.array_equal(image, as_is) or np.array_equal(image, mirrored)
+      flips[random_flip].append(not np.array_equal(image, as_is))
+  assert any(flips[True]) and not any(flips[False])
 
 
 def test_cache_keeps_records_after_the_files_are_gone(tmp_path):

@@ -156,6 +156,27 @@ def test_seeded_crops_and_flips_repeat_for_a_seed_and_differ_across_seeds():
   assert len({image.tobytes() for image in first}) == 8
 
 
+def test_random_flip_mirrors_some_crops_and_no_flip_none():
+  """--norandom_flip (digits, text): each seed's crop as it is; with the flip, the same crop,
+  mirrored for some seeds."""
+  encoded = photos.encode(image_fixtures.image(seed=6, height=64, width=80))
+  mirrored = []
+  for index in range(8):
+    seed = tf.constant([index, 2], tf.int64)
+    crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))[0]
+    window = preprocessing.decode_and_random_crop(encoded, NO_BOX, crop_seed,
+                                                  constants.CROP_AREA_RANGE,
+                                                  constants.CROP_ASPECT_RATIO_RANGE)
+    crop, mirror = (preprocessing.resize(image, SIZE, SIZE).numpy()
+                    for image in (window, window[:, ::-1]))
+    unflipped = preprocessing.preprocess_for_train(encoded, NO_BOX, SIZE, seed, flip=False)
+    np.testing.assert_array_equal(unflipped.numpy(), crop)
+    flipped = preprocessing.preprocess_for_train(encoded, NO_BOX, SIZE, seed).numpy()
+    assert np.array_equal(flipped, crop) != np.array_equal(flipped, mirror)
+    mirrored.append(np.array_equal(flipped, mirror))
+  assert 0 < sum(mirrored) < 8
+
+
 def test_crop_windows_cover_the_record_bounding_box():
   height, width = 300, 400
   ymin, xmin, ymax, xmax = 0.5, 0.6, 0.9, 0.95

@@ -236,3 +236,9 @@ def test_a_trainer_warns_when_the_run_is_unlike_its_weights(shapes_run, catsdogs
     trainer_lib.Trainer(config).restore_or_initialize(write_config=False)
   assert (f"This run differs from what {shapes_run} implies: data.normalization='unit' (the "
           "weights' 'torch'). initial_weights.start_from sets what weights imply.") in caplog.text
+
+
+def test_the_flip_is_on_by_default_and_off_for_digits_and_text():
+  """--norandom_flip: timm's --hflip 0, the Model Garden's aug_rand_hflip=False."""
+  assert experiment().data.random_flip is True
+  assert experiment("--norandom_flip").data.random_flip is False
