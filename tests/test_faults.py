@@ -173,6 +173,7 @@ LOCK_HOLDER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path, caplog):
   holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(tmp_path)], cwd=REPO,
                             env=cli_fixtures.subprocess_env(), stdout=subprocess.PIPE, text=True)
