@@ -1,11 +1,15 @@
 """Shared by the command-line tests: flags, subprocesses with the repository on their path,
-two-worker clusters on localhost, and the two-worker test's global batches."""
+signals at a step (to a subprocess or in-process), two-worker clusters on localhost, and the
+two-worker test's global batches."""
+import contextlib
 import json
+import logging
 import os
 import re
 import signal
 import socket
 import subprocess
+import threading
 
 from absl import flags
 import numpy as np
@@ -75,6 +79,28 @@ def signal_at_step(process, step, target=None, signum=signal.SIGTERM):
       break
   _, rest = process.communicate(timeout=300)
   return "".join(lines) + rest
+
+
+@contextlib.contextmanager
+def signal_self_at_step(step, signum=signal.SIGTERM):
+  """Inside: this process sends itself `signum` when a run logs step `step` (absl INFO logs
+  must be on), as a user would; the trainer's handler gets it between two steps."""
+  # Python runs signal handlers in the main thread only (so does the trainer's).
+  assert threading.current_thread() is threading.main_thread()
+  reported = re.compile(rf"step {step}/\d+: loss")
+
+  class SignalAtStep(logging.Handler):
+    def emit(self, record):
+      if reported.match(record.getMessage()):
+        os.kill(os.getpid(), signum)
+
+  handler = SignalAtStep()
+  logger = logging.getLogger("absl")
+  logger.addHandler(handler)
+  try:
+    yield
+  finally:
+    logger.removeHandler(handler)
 
 
 BAD_STEP, BAD_ROW = 2, 5  # global batch 2, row 5: replica 1, i.e. the second worker
