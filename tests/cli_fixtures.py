@@ -2,6 +2,7 @@
 signals at a step (to a subprocess or in-process), two-worker clusters on localhost, and the
 two-worker test's global batches."""
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ import threading
 
 from absl import flags
 import numpy as np
+import tensorflow as tf
 
 import trainer_fixtures as fixtures
 
@@ -101,6 +103,29 @@ def signal_self_at_step(step, signum=signal.SIGTERM):
     yield
   finally:
     logger.removeHandler(handler)
+
+
+def checkpoint_steps(model_dir):
+  """The steps of the trainer checkpoints in `model_dir`, in order."""
+  return sorted(int(path.rsplit("-", 1)[1][:-len(".index")])
+                for path in glob.glob(os.path.join(model_dir, "ckpt-*.index")))
+
+
+def _variables(model_dir):
+  """Weights, optimizer slots and counters of the latest checkpoint (not how many saves it took)."""
+  reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(model_dir)))
+  return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+          if key.endswith("VARIABLE_VALUE") and not key.startswith("save_counter/")}
+
+
+def assert_same_variables(model_dir, reference_dir, atol, rtol=0):
+  """The latest checkpoints of both runs hold the same variables, values within the bounds;
+  returns their keys."""
+  resumed, reference = _variables(model_dir), _variables(reference_dir)
+  assert resumed.keys() == reference.keys()
+  for key, value in reference.items():
+    np.testing.assert_allclose(resumed[key], value, atol=atol, rtol=rtol, err_msg=key)
+  return list(reference)
 
 
 BAD_STEP, BAD_ROW = 2, 5  # global batch 2, row 5: replica 1, i.e. the second worker

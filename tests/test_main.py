@@ -1,12 +1,12 @@
-"""The command line: flagfiles, flag errors, a subprocess run, multi-worker processes, kill -9 and resume."""
+"""The command line: flagfiles, flag errors, a subprocess run, two worker processes.
+
+kill -9 and resume: test_preemption.py."""
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 from absl import app
 from absl import flags
@@ -201,50 +201,3 @@ def test_two_workers_match_one_process_with_two_replicas(tmp_path):
   assert results[0]["confusion_matrix"] == results[1]["confusion_matrix"]
   assert results[0]["confusion_matrix"] == reference_eval["confusion_matrix"]
   assert np.sum(results[0]["confusion_matrix"]) == 12
-
-
-@pytest.mark.slow
-def test_kill_9_then_the_same_command_resumes_to_the_same_weights(tmp_path):
-  # Two images, a global batch of two: whichever order the pipeline reads them in, a step
-  # changes only in the last bit (where a kernel puts each image), so runs can match closely.
-  data = fixtures.write_colour_folder(str(tmp_path / "data"), 1, 1, num_classes=2)
-  steps = 20
-  args = dict(train_steps=steps, checkpoint_steps=4, steps_per_loop=1, log_steps=4, mode="train",
-              num_classes=2, batch_size=2)
-  with flagsaver.flagsaver():
-    parse(*colour_flags(data, str(tmp_path / "reference"), **args))
-    reference_stats = main.run()
-  assert reference_stats["step"] == steps
-
-  model_dir = tmp_path / "interrupted"
-  command = [sys.executable, "-m", "official_resnet.main",
-             *colour_flags(data, str(model_dir), **args)]
-  first = subprocess.Popen(command, cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-  deadline = time.time() + 300
-  while tf.train.latest_checkpoint(str(model_dir)) is None:
-    assert first.poll() is None and time.time() < deadline, "the run ended before a checkpoint"
-    time.sleep(0.05)
-  first.send_signal(signal.SIGKILL)
-  assert first.wait() == -signal.SIGKILL
-  killed_at = int(tf.train.latest_checkpoint(str(model_dir)).rsplit("-", 1)[1])
-  assert 4 <= killed_at < steps
-  assert not os.path.exists(model_dir / run_state.STATS_FILE)
-
-  second = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
-                          timeout=300)
-  assert second.returncode == 0, second.stderr[-3000:]
-  assert f"Resumed from {model_dir}/ckpt-{killed_at} at step {killed_at}" in second.stderr
-  stats = run_state.read_stats(str(model_dir))
-  assert (stats["start_step"], stats["step"]) == (killed_at, steps)
-  # Weights, optimizer slots and counters all end where the uninterrupted run's did.
-  resumed = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(model_dir)))
-  reference = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / "reference")))
-  keys = reference.get_variable_to_shape_map()
-  assert keys == resumed.get_variable_to_shape_map()
-  # Keras 3 keeps SGD's momentum buffers in the optimizer's _variables.
-  assert any(key.startswith("optimizer/_variables/") for key in keys)
-  for key in (key for key in keys if key.endswith("VARIABLE_VALUE")):
-    np.testing.assert_allclose(resumed.get_tensor(key), reference.get_tensor(key), atol=1e-6,
-                               rtol=0, err_msg=key)
-
