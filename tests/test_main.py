@@ -161,7 +161,7 @@ def test_two_workers_match_one_process_with_two_replicas(tmp_path):
   one batch under --nan_policy=skip: both workers must skip that step, moving statistics
   included, as if the batch had never been there. Both coordination services get the
   --heartbeat_timeout asked for. Checked in-process instead: a cluster from TF_CONFIG
-  (test_distribute.py; as a command, test_faults.py's two-worker SIGTERM test) and
+  (test_distribute.py; as a command, test_multi_worker.py's SIGTERM test) and
   synchronized BatchNorm over two replicas (test_trainer.py).
   """
   data = fixtures.write_colour_folder(str(tmp_path / "data"), 2, 3)
