@@ -46,7 +46,7 @@ ensure_official() {
 }
 
 usage() {
-  echo "usage: ./run.sh demo [--quick] [--out_dir=DIR] | ./run.sh test [pytest args...]" >&2
+  echo "usage: ./run.sh demo [--quick] [--out_dir=DIR] | ./run.sh test [fast] [pytest args...]" >&2
   echo "       ./run.sh main --flag=value ... | ./run.sh tensorboard --logdir=MODEL_DIR" >&2
   exit 2
 }
@@ -77,15 +77,22 @@ case "$cmd" in
     cd "$REPO"
     # TF logs C++ INFO lines per op otherwise; warnings and errors still show.
     export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-1}
-    # The whole suite runs in one pytest process per core plus one (at most 4): many tests
-    # wait on the subprocesses they start, and the extra process keeps the cores busier
-    # (2 cores: 1.89 busy on average against 1.78 with two). A test file per process, so
-    # its module fixtures are built once; with arguments, one process. The 15 slowest
-    # tests are listed at the end: where to look first when the suite grows slower.
+    # The whole suite (no arguments) and the fast tier (`fast`: no test that starts a
+    # process or a cluster, see pytest.ini) run in one pytest process per core plus one
+    # (at most 4): many tests wait on the subprocesses they start, and the extra process
+    # keeps the cores busier (2 cores: 1.89 busy on average against 1.78 with two). A test
+    # file per process, so its module fixtures are built once, the long files first
+    # (tests/conftest.py); with other arguments, one process. The 15 slowest tests are
+    # listed at the end: where to look first when the suite grows slower.
+    tier=()
+    if [ "${1:-}" = fast ]; then
+      shift; tier=(-m "not slow")
+    fi
     if [ $# -eq 0 ]; then
       workers=$(( $(nproc) + 1 )); [ "$workers" -le 4 ] || workers=4
-      set -- -n "$workers" --dist loadfile --durations=15
+      set -- -n "$workers" --dist loadfile --no-loadscope-reorder --durations=15
     fi
+    set -- "${tier[@]}" "$@"
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
   *) usage ;;

@@ -1,14 +1,20 @@
 """Shared by the command-line tests: flags, subprocesses with the repository on their path,
-two-worker clusters on localhost, and the two-worker test's global batches."""
+signals at a step (to a subprocess or in-process), two-worker clusters on localhost, and the
+two-worker test's global batches."""
+import contextlib
+import glob
 import json
+import logging
 import os
 import re
 import signal
 import socket
 import subprocess
+import threading
 
 from absl import flags
 import numpy as np
+import tensorflow as tf
 
 import trainer_fixtures as fixtures
 
@@ -75,6 +81,51 @@ def signal_at_step(process, step, target=None, signum=signal.SIGTERM):
       break
   _, rest = process.communicate(timeout=300)
   return "".join(lines) + rest
+
+
+@contextlib.contextmanager
+def signal_self_at_step(step, signum=signal.SIGTERM):
+  """Inside: this process sends itself `signum` when a run logs step `step` (absl INFO logs
+  must be on), as a user would; the trainer's handler gets it between two steps."""
+  # Python runs signal handlers in the main thread only (so does the trainer's).
+  assert threading.current_thread() is threading.main_thread()
+  reported = re.compile(rf"step {step}/\d+: loss")
+
+  class SignalAtStep(logging.Handler):
+    def emit(self, record):
+      if reported.match(record.getMessage()):
+        os.kill(os.getpid(), signum)
+
+  handler = SignalAtStep()
+  logger = logging.getLogger("absl")
+  logger.addHandler(handler)
+  try:
+    yield
+  finally:
+    logger.removeHandler(handler)
+
+
+def checkpoint_steps(model_dir):
+  """The steps of the trainer checkpoints in `model_dir`, in order."""
+  return sorted(int(path.rsplit("-", 1)[1][:-len(".index")])
+                for path in glob.glob(os.path.join(model_dir, "ckpt-*.index")))
+
+
+def _variables(model_dir):
+  """Weights, optimizer slots and counters of the latest checkpoint (not how many saves it took)."""
+  reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(model_dir)))
+  return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+          if key.endswith("VARIABLE_VALUE") and not key.startswith("save_counter/")}
+
+
+def assert_same_variables(model_dir, reference_dir, atol, rtol=0):
+  """The latest checkpoints of both runs hold the same variables, values within the bounds;
+  returns their keys."""
+  resumed, reference = _variables(model_dir), _variables(reference_dir)
+  assert resumed.keys() == reference.keys()
+  for key, value in reference.items():
+    np.testing.assert_allclose(resumed[key], value, atol=atol, rtol=rtol, err_msg=key)
+  return list(reference)
 
 
 BAD_STEP, BAD_ROW = 2, 5  # global batch 2, row 5: replica 1, i.e. the second worker

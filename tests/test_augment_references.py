@@ -20,6 +20,10 @@ from input_pipeline import augment
 from input_pipeline import image_ops
 from timm.data import auto_augment as timm_augment  # noqa: E402
 
+# Op by op at every level against two references: the whole suite's. The fast tier keeps
+# test_augment.py's checks of the same ops (dtypes, shapes, seeds, published scaling).
+pytestmark = pytest.mark.slow
+
 LEVELS = range(11)
 # Photos of several sizes, each also slightly hazy: no channel spans 0-255, so AutoContrast
 # and Equalize have work to do.

@@ -183,6 +183,7 @@ def test_train_items_feed_the_step_what_trainer_train_feeds_it(tmp_path):
   assert results["examples"] == 4 and 0 < results["loss_sum"] < 100  # a finite loss
 
 
+@pytest.mark.slow
 def test_quick_run_writes_a_consistent_report(tmp_path):
   config = dataclasses.replace(train_step.QUICK_CONFIG, work_dir=str(tmp_path / "work"))
   items = [Item("conv_ceiling"), Item("train", steps_per_loop=2),

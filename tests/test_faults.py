@@ -1,10 +1,11 @@
-"""Faults a run survives: signals (single and multi-worker), divergence, a second trainer, user errors."""
+"""Faults a run survives: non-finite steps, divergence, a second trainer, user errors.
+
+Signals and kill -9: test_preemption.py (a command), test_run_record.py (Ctrl-C, in-process),
+test_multi_worker.py (two workers)."""
 import dataclasses
-import glob
 import json
 import logging
 import os
-import random
 import re
 import signal
 import socket
@@ -116,11 +117,6 @@ def _constant(rate):
   return config_lib.ScheduleConfig(name="constant", base_learning_rate=rate, base_batch_size=None)
 
 
-def _checkpoint_steps(model_dir):
-  return sorted(int(path.rsplit("-", 1)[1][:-len(".index")])
-                for path in glob.glob(os.path.join(model_dir, "ckpt-*.index")))
-
-
 def test_divergence_stops_and_the_last_good_checkpoint_evaluates(tmp_path, colours):
   phases = (config_lib.PhaseConfig("calm", steps=4, schedule=_constant(LEARNING_RATE)),
             config_lib.PhaseConfig("wild", steps=8, schedule=_constant(1e6)))
@@ -136,7 +132,7 @@ def test_divergence_stops_and_the_last_good_checkpoint_evaluates(tmp_path, colou
   bad_step, latest = int(match.group(1)), match.group(2)
   assert 5 <= bad_step <= 12
   # Every second step saved up to the bad one, nothing after it.
-  assert _checkpoint_steps(tmp_path) == list(range(2, bad_step, 2))
+  assert cli_fixtures.checkpoint_steps(tmp_path) == list(range(2, bad_step, 2))
   assert latest == tf.train.latest_checkpoint(str(tmp_path))
   assert not os.path.exists(tmp_path / run_state.STATS_FILE)
   assert not os.path.exists(run_lock.lock_path(str(tmp_path)))
@@ -145,7 +141,7 @@ def test_divergence_stops_and_the_last_good_checkpoint_evaluates(tmp_path, colou
     if key.endswith("VARIABLE_VALUE") and reader.get_variable_to_dtype_map()[key].is_floating:
       assert np.all(np.isfinite(reader.get_tensor(key))), key
   stats = run_lib.evaluate_checkpoint(experiment)
-  assert stats["step"] == _checkpoint_steps(tmp_path)[-1]
+  assert stats["step"] == cli_fixtures.checkpoint_steps(tmp_path)[-1]
   assert stats["eval_examples"] == 12 and np.isfinite(stats["eval_loss"])
 
 
@@ -173,6 +169,7 @@ LOCK_HOLDER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path, caplog):
   holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(tmp_path)], cwd=REPO,
                             env=cli_fixtures.subprocess_env(), stdout=subprocess.PIPE, text=True)
@@ -190,135 +187,6 @@ def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path, caplog):
     assert (mine["pid"], mine["host"]) == (os.getpid(), socket.gethostname())
   assert f'"pid": {holder.pid}' in caplog.text and "Taking over" in caplog.text
   assert not os.listdir(tmp_path)
-
-
-# ------------------------------------------------------------------------------ signals
-
-PREEMPT_STEPS = 16
-
-
-def _variables(model_dir):
-  """Weights, optimizer slots and counters of the latest checkpoint (not how many saves it took)."""
-  reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(model_dir)))
-  return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
-          if key.endswith("VARIABLE_VALUE") and not key.startswith("save_counter/")}
-
-
-def _assert_same_variables(model_dir, reference_dir, atol, rtol=0):
-  resumed, reference = _variables(model_dir), _variables(reference_dir)
-  assert resumed.keys() == reference.keys()
-  for key, value in reference.items():
-    np.testing.assert_allclose(resumed[key], value, atol=atol, rtol=rtol, err_msg=key)
-
-
-@pytest.fixture(scope="module")
-def two_images(tmp_path_factory):
-  # As in test_main's kill -9 test: two images, a global batch of two, so runs match closely.
-  return fixtures.write_colour_folder(str(tmp_path_factory.mktemp("two")), 1, 1, num_classes=2)
-
-
-def _preempt_flags(data, model_dir):
-  # checkpoint_steps past the end: the only checkpoint before the last is the signal's.
-  return cli_fixtures.colour_flags(data, str(model_dir), train_steps=PREEMPT_STEPS,
-                                checkpoint_steps=1000, steps_per_loop=1, log_steps=1,
-                                mode="train", num_classes=2, batch_size=2)
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(two_images, tmp_path_factory):
-  model_dir = tmp_path_factory.mktemp("uninterrupted")
-  with flagsaver.flagsaver():
-    cli_fixtures.parse(*_preempt_flags(two_images, model_dir))
-    assert main.run()["step"] == PREEMPT_STEPS
-  return model_dir
-
-
-@pytest.mark.slow
-def test_sigterm_checkpoints_exits_75_and_the_same_command_resumes(two_images, uninterrupted,
-                                                                   tmp_path):
-  # One step drawn once: which step does not matter to the code (test_main's kill -9 test
-  # stops at another), and each draw costs two processes.
-  at_step = random.Random(0).randrange(2, PREEMPT_STEPS // 2)
-  flag_list = _preempt_flags(two_images, tmp_path)
-  first = subprocess.Popen([sys.executable, "-m", "official_resnet.main", *flag_list], cwd=REPO,
-                           env=cli_fixtures.subprocess_env(), stderr=subprocess.PIPE, text=True)
-  log = cli_fixtures.signal_at_step(first, at_step)
-  assert first.returncode == trainer_lib.EXIT_PREEMPTED == 75, log[-3000:]
-  stopped = re.search(rf"Stopped by SIGTERM at step (\d+) of {PREEMPT_STEPS} with a checkpoint", log)
-  assert stopped, log[-3000:]
-  stopped_at = int(stopped.group(1))
-  assert at_step <= stopped_at < PREEMPT_STEPS
-  assert _checkpoint_steps(tmp_path) == [stopped_at]
-  assert not os.path.exists(tmp_path / run_state.STATS_FILE)
-  assert not os.path.exists(run_lock.lock_path(str(tmp_path)))
-  assert "Traceback" not in log
-
-  with flagsaver.flagsaver():
-    cli_fixtures.parse(*flag_list)
-    stats = main.run()
-  assert (stats["start_step"], stats["step"]) == (stopped_at, PREEMPT_STEPS)
-  _assert_same_variables(tmp_path, uninterrupted, atol=1e-6)
-
-
-@pytest.mark.slow
-def test_sigterm_to_one_of_two_tf_config_workers_stops_both_and_the_command_resumes(tmp_path):
-  """The cluster command of the README (the smoke flagfile, ResNet-18 with BatchNorm, under
-  multi_worker_mirrored with TF_CONFIG): a signal to one worker stops both at one
-  checkpoint; the same command resumes both, finishes, evaluates and exports."""
-  steps, at_step = 16, 4
-  model_dir, export_dir = tmp_path / "model", tmp_path / "export"
-
-  def start_pair(model_dir, *extra):
-    hosts = [f"localhost:{port}" for port in cli_fixtures.free_ports(2)]
-    command = [sys.executable, "-m", "official_resnet.main", f"--flagfile={cli_fixtures.SMOKE}",
-               f"--model_dir={model_dir}", "--distribution_strategy=multi_worker_mirrored",
-               "--steps_per_loop=1", "--log_steps=1", "--checkpoint_steps=1000", *extra]
-    return [subprocess.Popen(command, cwd=REPO, env=cli_fixtures.cluster_env(hosts, index),
-                             stderr=subprocess.PIPE, text=True) for index in range(2)]
-
-  def finish(pair):
-    logs = [process.communicate(timeout=300)[1] for process in pair]
-    for process, log in zip(pair, logs):
-      assert process.returncode == 0, log[-3000:]
-    return logs
-
-  chief, worker = start_pair(model_dir, f"--export_dir={export_dir}")
-  log = cli_fixtures.signal_at_step(chief, at_step, target=worker)
-  worker_log = worker.communicate(timeout=300)[1]
-  # The worker got the signal; the chief learns of it through the all-reduce and stops too.
-  assert (chief.returncode, worker.returncode) == (75, 75), log[-2000:] + worker_log[-2000:]
-  for process_log in (log, worker_log):
-    assert "2 replicas in sync" in process_log
-  stopped = re.search(rf"Stopped by another worker's signal at step (\d+) of {steps}", log)
-  assert stopped, log[-3000:]
-  stopped_at = int(stopped.group(1))
-  assert f"Stopped by SIGTERM at step {stopped_at} of {steps}" in worker_log
-  assert at_step <= stopped_at < steps
-  assert _checkpoint_steps(model_dir) == [stopped_at]
-  assert not os.path.exists(model_dir / run_state.STATS_FILE) and not os.path.exists(export_dir)
-
-  logs = finish(start_pair(model_dir, f"--export_dir={export_dir}"))
-  for process_log in logs:
-    assert f"Resumed from {model_dir}/ckpt-{stopped_at} at step {stopped_at}" in process_log
-  # The chief alone reports progress.
-  assert f"step {steps}/{steps}: loss" in logs[0] and f"step {steps}/{steps}" not in logs[1]
-  stats = run_state.read_stats(str(model_dir))
-  assert (stats["start_step"], stats["step"], stats["num_replicas"], stats["eval_examples"]) == (
-      stopped_at, steps, 2, 128)
-  # The chief exported the trained model; the other worker left nothing behind.
-  assert os.listdir(export_dir) == ["1"] and not os.listdir(model_dir / "worker_tmp")
-  assert "serving_default" in tf.saved_model.load(str(export_dir / "1")).signatures
-
-  # The reference is an uninterrupted pair, not one process. Each BatchNorm replica
-  # normalizes its worker's own images, which one process would not split so; and a
-  # last-bit difference (one process sums a batch's gradients in another order) can move
-  # every position of a feature map across a ReLU at once and grow from there (the
-  # synchronized-BatchNorm test in test_trainer.py measures it). The stopped and the
-  # uninterrupted pair split and order every batch alike; they differ only in when the
-  # workers' moving statistics were averaged (also at the stop), a linear average either
-  # way, so in the last bits (measured up to 2.9e-6 on a moving mean near 1.6).
-  finish(start_pair(tmp_path / "uninterrupted"))
-  _assert_same_variables(model_dir, tmp_path / "uninterrupted", atol=1e-5, rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------- user errors

@@ -45,6 +45,7 @@ def test_generated_records_are_photo_sized_jpegs(data_dir):
   assert [os.path.getmtime(f) for f in files] == mtimes
 
 
+@pytest.mark.slow
 def test_worker_processes_write_the_records_the_calling_process_writes(data_dir, tmp_path,
                                                                        monkeypatch):
   # Large sets are encoded by spawned workers; this small one too, with the threshold lowered.

@@ -1,12 +1,12 @@
-"""The command line: flagfiles, flag errors, a subprocess run, multi-worker processes, kill -9 and resume."""
+"""The command line: flagfiles, flag errors, a subprocess run, two worker processes.
+
+kill -9 and resume: test_preemption.py."""
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 from absl import app
 from absl import flags
@@ -19,7 +19,7 @@ from official_resnet import config as config_lib
 from official_resnet import main
 from official_resnet import run_state
 from official_resnet import trainer as trainer_lib
-from cli_fixtures import (FLAGS, REPO, SMOKE, cluster_env, colour_flags, free_ports,
+from cli_fixtures import (FLAGS, REPO, SMOKE, colour_flags, free_ports,
                           global_batches, parse, run_pair, subprocess_env)
 import trainer_fixtures as fixtures
 
@@ -153,117 +153,51 @@ DIRECT_WORKER = textwrap.dedent("""
                **metrics}, open(sys.argv[-1] + ".json", "w"))
 """)
 @pytest.mark.slow
-@pytest.mark.parametrize("cluster,batch_norm", [("worker_hosts", "per_replica"),
-                                                ("tf_config", "synchronized")])
-def test_two_workers_match_one_process(tmp_path, cluster, batch_norm):
-  """Two multi_worker_mirrored processes train a ResNet-18 on the same global batches as one
-  process does, then evaluate.
+def test_two_workers_match_one_process_with_two_replicas(tmp_path):
+  """Two multi_worker_mirrored processes (a cluster from --worker_hosts) train a ResNet-18 on
+  the same global batches as one process with two replicas (mirrored), then evaluate.
 
-  per_replica (the default BatchNorm): each replica normalizes its own half, so the
-  reference is one process with two replicas given the same halves (mirrored); worker 2
-  also gets a NaN pixel in one batch under --nan_policy=skip, and both workers must skip
-  that step, moving statistics included, as if the batch had never been there. Both
-  clusters' coordination services get the heartbeat timeout asked for (default or flag).
-  synchronized (--sync_batch_norm): the reference is one replica on the whole batch;
-  the bound is that of the in-process test of two replicas, for the same reason (float32
-  sums in another order, grown by BatchNorm's 1/sigma over the steps).
+  Each BatchNorm replica normalizes its own half, in both. Worker 2 also gets a NaN pixel in
+  one batch under --nan_policy=skip: both workers must skip that step, moving statistics
+  included, as if the batch had never been there. Both coordination services get the
+  --heartbeat_timeout asked for. Checked in-process instead: a cluster from TF_CONFIG
+  (test_distribute.py; as a command, test_multi_worker.py's SIGTERM test) and
+  synchronized BatchNorm over two replicas (test_trainer.py).
   """
   data = fixtures.write_colour_folder(str(tmp_path / "data"), 2, 3)
   script = tmp_path / "worker.py"
   script.write_text(DIRECT_WORKER)
   common = colour_flags(data, str(tmp_path / "multi"), architecture="resnet18",
-                        normalize_on_device=False, nan_policy="skip",
-                        sync_batch_norm=batch_norm == "synchronized")
-  kind, reference_kind, reference_strategy = (
-      ("nan", "clean_without_bad", "mirrored") if batch_norm == "per_replica"
-      else ("clean", "clean", "off"))
-  ports = free_ports(2)
-  hosts = [f"localhost:{port}" for port in ports]
-  if cluster == "worker_hosts":
-    flags_per_worker = [[f"--worker_hosts={','.join(hosts)}", f"--task_index={index}"]
-                        for index in range(2)]
-    envs = [subprocess_env()] * 2
-    heartbeat_timeout_s = config_lib.RuntimeConfig().heartbeat_timeout_s
-  else:
-    heartbeat_timeout_s = 300.0
-    flags_per_worker = [[f"--heartbeat_timeout={heartbeat_timeout_s}"]] * 2
-    envs = [cluster_env(hosts, index) for index in range(2)]
+                        normalize_on_device=False, nan_policy="skip")
+  hosts = ",".join(f"localhost:{port}" for port in free_ports(2))
+  heartbeat_timeout_s = 300.0
   run_pair([[sys.executable, str(script), *common, "--distribution_strategy=multi_worker_mirrored",
-             *flags_per_worker[index], kind, str(tmp_path / f"worker{index}")]
-            for index in range(2)], envs)
+             f"--worker_hosts={hosts}", f"--task_index={index}",
+             f"--heartbeat_timeout={heartbeat_timeout_s}", "nan", str(tmp_path / f"worker{index}")]
+            for index in range(2)], [subprocess_env()] * 2)
 
   with flagsaver.flagsaver():
-    parse(*common, f"--distribution_strategy={reference_strategy}")
+    parse(*common, "--distribution_strategy=mirrored")
     experiment = main.experiment_from_flags()
-  reference = fixtures.train_on_batches(experiment, *global_batches(reference_kind))
+  reference = fixtures.train_on_batches(experiment, *global_batches("clean_without_bad"))
   reference_eval = reference.evaluate()
   results = [json.loads((tmp_path / f"worker{i}.json").read_text()) for i in range(2)]
   assert [(r["replicas"], r["chief"]) for r in results] == [(2, True), (2, False)]
   assert [r["heartbeat_timeout_s"] for r in results] == [heartbeat_timeout_s] * 2
-  expected_updates = 3 if kind == "nan" else 4
-  assert [(r["step"], r["updates"]) for r in results] == [(4, expected_updates)] * 2
+  assert [(r["step"], r["updates"]) for r in results] == [(4, 3)] * 2
   weights = [np.load(tmp_path / f"worker{i}.npz") for i in range(2)]
-  tolerance = dict(atol=1e-6, rtol=1e-6) if batch_norm == "per_replica" else dict(atol=5e-5,
-                                                                                  rtol=1e-4)
   for index, expected in enumerate(reference.model.weights):
     first, second = (w[f"arr_{index}"] for w in weights)
     # Moving statistics included: the workers' copies were synced before evaluation.
     np.testing.assert_array_equal(first, second, err_msg=expected.path)
     assert np.all(np.isfinite(first)), expected.path
-    np.testing.assert_allclose(first, expected.numpy(), err_msg=expected.path, **tolerance)
+    np.testing.assert_allclose(first, expected.numpy(), atol=1e-6, rtol=1e-6,
+                               err_msg=expected.path)
   # Each worker evaluates its shard of the 12 images; together, every image once.
   assert [r["examples"] for r in results] == [12, 12] == [reference_eval["examples"]] * 2
   assert results[0]["loss"] == results[1]["loss"] == pytest.approx(reference_eval["loss"],
                                                                     abs=1e-4)
   # The confusion matrix is summed over both workers, not one worker's shard.
   assert results[0]["confusion_matrix"] == results[1]["confusion_matrix"]
+  assert results[0]["confusion_matrix"] == reference_eval["confusion_matrix"]
   assert np.sum(results[0]["confusion_matrix"]) == 12
-  if batch_norm == "per_replica":
-    assert results[0]["confusion_matrix"] == reference_eval["confusion_matrix"]
-
-
-@pytest.mark.slow
-def test_kill_9_then_the_same_command_resumes_to_the_same_weights(tmp_path):
-  # Two images, a global batch of two: whichever order the pipeline reads them in, a step
-  # changes only in the last bit (where a kernel puts each image), so runs can match closely.
-  data = fixtures.write_colour_folder(str(tmp_path / "data"), 1, 1, num_classes=2)
-  steps = 20
-  args = dict(train_steps=steps, checkpoint_steps=4, steps_per_loop=1, log_steps=4, mode="train",
-              num_classes=2, batch_size=2)
-  with flagsaver.flagsaver():
-    parse(*colour_flags(data, str(tmp_path / "reference"), **args))
-    reference_stats = main.run()
-  assert reference_stats["step"] == steps
-
-  model_dir = tmp_path / "interrupted"
-  command = [sys.executable, "-m", "official_resnet.main",
-             *colour_flags(data, str(model_dir), **args)]
-  first = subprocess.Popen(command, cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-  deadline = time.time() + 300
-  while tf.train.latest_checkpoint(str(model_dir)) is None:
-    assert first.poll() is None and time.time() < deadline, "the run ended before a checkpoint"
-    time.sleep(0.05)
-  first.send_signal(signal.SIGKILL)
-  assert first.wait() == -signal.SIGKILL
-  killed_at = int(tf.train.latest_checkpoint(str(model_dir)).rsplit("-", 1)[1])
-  assert 4 <= killed_at < steps
-  assert not os.path.exists(model_dir / run_state.STATS_FILE)
-
-  second = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
-                          timeout=300)
-  assert second.returncode == 0, second.stderr[-3000:]
-  assert f"Resumed from {model_dir}/ckpt-{killed_at} at step {killed_at}" in second.stderr
-  stats = run_state.read_stats(str(model_dir))
-  assert (stats["start_step"], stats["step"]) == (killed_at, steps)
-  # Weights, optimizer slots and counters all end where the uninterrupted run's did.
-  resumed = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(model_dir)))
-  reference = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / "reference")))
-  keys = reference.get_variable_to_shape_map()
-  assert keys == resumed.get_variable_to_shape_map()
-  # Keras 3 keeps SGD's momentum buffers in the optimizer's _variables.
-  assert any(key.startswith("optimizer/_variables/") for key in keys)
-  for key in (key for key in keys if key.endswith("VARIABLE_VALUE")):
-    np.testing.assert_allclose(resumed.get_tensor(key), reference.get_tensor(key), atol=1e-6,
-                               rtol=0, err_msg=key)
-

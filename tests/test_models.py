@@ -136,7 +136,10 @@ def _count_trainable(model):
   return sum(int(np.prod(variable.shape)) for variable in model.trainable_variables)
 
 
-@pytest.mark.parametrize("architecture", KERAS_APPLICATIONS_PARAMS)
+# The deep ResNets build two 45-60M parameter models each: slow, as in the battery.
+@pytest.mark.parametrize("architecture", [
+    pytest.param(name, marks=pytest.mark.slow) if name in ("resnet101", "resnet152") else name
+    for name in KERAS_APPLICATIONS_PARAMS])
 def test_parameter_counts_equal_keras_applications(architecture):
   # keras.applications VGG has the flatten -> 4096 -> 4096 head.
   vgg_top = dict(pooling=None, head=models.HeadConfig((4096, 4096)))

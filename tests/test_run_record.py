@@ -4,8 +4,6 @@ import json
 import logging
 import re
 import signal
-import subprocess
-import sys
 
 from absl.testing import flagsaver
 import pytest
@@ -121,25 +119,28 @@ def test_a_finished_run_in_phases_is_extended_by_its_phases(colours, tmp_path, c
   assert "phase 'head' steps 0-4: constant" in caplog.text
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # 16 steps and 8 evaluations, in two runs
 def test_ctrl_c_then_resume_keeps_every_evaluation(colours, tmp_path, caplog):
+  # In-process: the trainer's handler is the command's (test_preemption.py runs the command).
   model_dir = tmp_path / "run"
   # 16 steps, an evaluation every 2.
   command = _flags(colours, str(model_dir), train_epochs=8, steps_per_loop=1, log_steps=1)
-  first = subprocess.Popen([sys.executable, "-m", "official_resnet.main", *command],
-                           cwd=cli_fixtures.REPO, env=cli_fixtures.subprocess_env(),
-                           stderr=subprocess.PIPE, text=True)
-  log = cli_fixtures.signal_at_step(first, 5, signum=signal.SIGINT)
-  assert first.returncode == trainer_lib.EXIT_PREEMPTED, log[-3000:]
-  first_evaluations = [int(step) for step in re.findall(r"\] eval at step (\d+): loss", log)]
-  assert first_evaluations[:2] == [2, 4]
+  with flagsaver.flagsaver(), cli_fixtures.signal_self_at_step(5, signum=signal.SIGINT):
+    cli_fixtures.parse(*command)
+    caplog.set_level(logging.INFO, logger="absl")
+    with pytest.raises(SystemExit) as exit_info:
+      main.main(["official_resnet.main"])
+  assert exit_info.value.code == trainer_lib.EXIT_PREEMPTED
+  assert "Stopped by SIGINT at step 5 of 16 with a checkpoint" in caplog.text
+  first_evaluations = [int(step) for step in re.findall(r"eval at step (\d+): loss", caplog.text)]
+  assert first_evaluations == [2, 4]
   assert not (model_dir / run_state.STATS_FILE).exists()
   assert _eval_steps(run_state.read_history(str(model_dir))) == first_evaluations
 
   resumed = _run(caplog, command)
   assert resumed["step"] == 16
   resumed_evaluations = [int(step) for step in re.findall(r"eval at step (\d+): loss", caplog.text)]
-  # Every evaluation either process made, in order, with its metrics.
+  # Every evaluation either run made, in order, with its metrics.
   history = run_state.read_stats(str(model_dir))["history"]
   assert _eval_steps(history) == first_evaluations + resumed_evaluations
   assert resumed_evaluations[-1] == 16 and resumed["history"] == history

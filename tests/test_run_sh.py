@@ -60,6 +60,11 @@ def test_demo_and_main_install_what_runs_and_test_adds_the_test_extras(tmp_path)
   assert calls[:2] == [upgrade_pip, (str(home), f"-m pip install --quiet -e {repo}[test]")]
   assert calls[-3:] == [read_install, (str(repo), official_install), (str(repo), "-m pytest -x")]
   assert _run(tmp_path, home, "test")[-1][1].startswith("-m pytest -n ")
+  # The fast tier: the whole suite's processes, without the tests marked slow.
+  fast = _run(tmp_path, home, "test", "fast")[-1][1]
+  assert fast.startswith("-m pytest -m not slow -n ")
+  assert fast.endswith(" --dist loadfile --no-loadscope-reorder --durations=15")
+  assert _run(tmp_path, home, "test", "fast", "-x")[-1] == (str(repo), "-m pytest -m not slow -x")
   assert _run(tmp_path, home, "test", "-x") == [read_install, (str(repo), "-m pytest -x")]
   # Another official install command (a package added to it) installs the official code again.
   with open(repo / "benchmarks" / "official.py", "a") as module:
