@@ -366,6 +366,7 @@ def four_colour_classifier(tmp_path_factory):
               loss=float(torch.nn.functional.cross_entropy(logits, labels)))
 
 
+@pytest.mark.slow
 def test_published_weights_evaluate_and_export_as_published_without_a_checkpoint(
     four_colour_classifier, tmp_path, caplog):
   """timm's validate.py habit: --mode=eval (and export) of a weights file, no run needed."""
