@@ -1042,9 +1042,8 @@ def _run_item(spec_path):
   configure_threads(config)
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   result = {"status": "ok", **measure(item, config, spec["data_dir"])}
-  usage = resource.getrusage(resource.RUSAGE_SELF)
-  # ru_maxrss is in KiB on Linux.
-  result["peak_rss_bytes"] = usage.ru_maxrss * 1024
+  from official_resnet import memory  # pylint: disable=import-outside-toplevel
+  result["peak_rss_bytes"] = memory.peak_resident_bytes()
   result["device"] = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
   with open(spec["result_path"], "w") as f:
     json.dump(result, f)

@@ -88,6 +88,17 @@ def estimate(model_config, optimizer_name, ema, device, replicas, global_replica
       weight_copies=2 + _OPTIMIZER_SLOTS[optimizer_name] + int(ema))
 
 
+def peak_resident_bytes():
+  """This process' peak resident memory: /proc's VmHWM, its own memory's. Not getrusage's
+  ru_maxrss, into which Linux carries the peak of the image a process had before exec (a
+  child of a 2 GiB process reports 2 GiB from its first line)."""
+  with open("/proc/self/status") as status:
+    for line in status:
+      if line.startswith("VmHWM:"):
+        return int(line.split()[1]) * 1024
+  raise OSError("/proc/self/status has no VmHWM line")
+
+
 def _read_int(path):
   try:
     with open(path) as f:
