@@ -4,119 +4,139 @@ Scripts written for the official resnet_ctl_imagenet_main.py (its flags come fro
 official/utils/flags and common.define_keras_flags) run unchanged. main.py defines
 these flags and reads them; this module holds what they mean, without FLAGS:
 
-- IMPLEMENTED: flags with the official effect (main.py applies each);
+- IMPLEMENTED: flags with the official effect (cli/ applies each);
 - INERT: flags accepted with one log line saying what the official code would
   have done and why nothing does it here;
 - the official model names (--model, --resnet_size, --resnet_version) as our
   --architecture and --variant;
 - the environment the official code sets for --tf_gpu_thread_mode.
 """
-import dataclasses
+from official_resnet.cli.table import flag
 
+# What travels with the weights (normalization, padding, eval resize): the settings each
+# weights flag sets, ours (cli/flag_table.py) and the official --pretrained_filepath.
+WEIGHTS_FIELDS = ("data.normalization", "train.init_checkpoint", "model.conv_padding",
+                  "model.pool_padding", "data.eval_resize_size", "data.eval_resize_method")
 
-@dataclasses.dataclass(frozen=True)
-class OfficialFlag:
-  """One official flag: its absl type ("bool", "string", "integer"), default and help."""
-  kind: str
-  default: object
-  help: str
-
-
-IMPLEMENTED = {
-    "skip_eval": OfficialFlag("bool", False, "Train without evaluating (train_and_eval -> train)."),
-    "clean": OfficialFlag("bool", False,
-                          "Train modes: delete what model_dir holds first (refused while a trainer "
-                          "runs there)."),
-    "pretrained_filepath": OfficialFlag(
-        "string", "", "Weights to start from, the whole model by default (official load_weights): "
-        "--init_checkpoint with --init_checkpoint_scope=all unless that is given."),
-    "enable_checkpoint_and_export": OfficialFlag(
-        "bool", False, "Export a SavedModel to model_dir/saved_model/<N> when training ends "
-        "(unless --export_dir says where); checkpoints are written either way."),
-    "profile_steps": OfficialFlag(
-        "string", None, "first,last: trace these training steps (1-based) with the TensorBoard "
-        "profiler into model_dir/train, e.g. 2,4."),
-    "eval_dataset_cache": OfficialFlag("bool", False,
-                                       "Keep the evaluation records in memory after the first pass."),
-    "tf_data_experimental_slack": OfficialFlag(
-        "bool", False, "Training input: tf.data's experimental_slack option."),
-    "tf_gpu_thread_mode": OfficialFlag(
-        "string", None, "GPU kernel launch threads, e.g. gpu_private: sets TF_GPU_THREAD_MODE "
-        "(and TF_GPU_THREAD_COUNT), as the official code does."),
-    "per_gpu_thread_count": OfficialFlag(
-        "integer", 0, "Threads per GPU with --tf_gpu_thread_mode (0: 2, the official default)."),
-    "batchnorm_spatial_persistent": OfficialFlag(
-        "bool", True, "When given: true sets TF_USE_CUDNN_BATCHNORM_SPATIAL_PERSISTENT=1 for "
-        "cuDNN's batch norm, false unsets it (official default true; here only when given)."),
-    "use_tf_function": OfficialFlag(
-        "bool", True, "false runs the train and eval steps eagerly "
-        "(tf.config.run_functions_eagerly), for debugging."),
-    "run_eagerly": OfficialFlag("bool", False, "Same as --use_tf_function=false."),
-    "model": OfficialFlag("string", None,
-                          "Official model preset: resnet50_v1.5 (= --architecture=resnet50 "
-                          "--variant=v1.5)."),
-    "resnet_size": OfficialFlag("string", None,
-                                "Official ResNet depth, 18/34/50/101/152 (= --architecture=resnetN)."),
-    "resnet_version": OfficialFlag(
-        "string", None, "Official ResNet version: 1 (stride in the 3x3, = --variant=v1.5); "
-        "2 (pre-activation) is not built here."),
-}
+IMPLEMENTED = (
+    flag("skip_eval", "boolean", False,
+         help="Train without evaluating (train_and_eval -> train)."),
+    flag("clean", "boolean", False,
+         help="Train modes: delete what model_dir holds first (refused while a trainer runs "
+              "there)."),
+    flag("pretrained_filepath", "string", "", sets=WEIGHTS_FIELDS,
+         help="Weights to start from, the whole model by default (official load_weights): "
+              "--init_checkpoint with --init_checkpoint_scope=all unless that is given."),
+    flag("enable_checkpoint_and_export", "boolean", False, sets=("export.export_dir",),
+         help="Export a SavedModel to model_dir/saved_model/<N> when training ends (unless "
+              "--export_dir says where); checkpoints are written either way."),
+    flag("profile_steps", "string", None, sets=("train.profile_steps",),
+         help="first,last: trace these training steps (1-based) with the TensorBoard profiler "
+              "into model_dir/train, e.g. 2,4."),
+    flag("eval_dataset_cache", "boolean", False, sets=("data.eval_cache",),
+         help="Keep the evaluation records in memory after the first pass."),
+    flag("tf_data_experimental_slack", "boolean", False, sets=("data.experimental_slack",),
+         help="Training input: tf.data's experimental_slack option."),
+    flag("tf_gpu_thread_mode", "string", None,
+         help="GPU kernel launch threads, e.g. gpu_private: sets TF_GPU_THREAD_MODE (and "
+              "TF_GPU_THREAD_COUNT), as the official code does."),
+    flag("per_gpu_thread_count", "integer", 0,
+         help="Threads per GPU with --tf_gpu_thread_mode (0: 2, the official default)."),
+    flag("batchnorm_spatial_persistent", "boolean", True,
+         help="When given: true sets TF_USE_CUDNN_BATCHNORM_SPATIAL_PERSISTENT=1 for cuDNN's "
+              "batch norm, false unsets it (official default true; here only when given)."),
+    flag("use_tf_function", "boolean", True,
+         help="false runs the train and eval steps eagerly (tf.config.run_functions_eagerly), "
+              "for debugging."),
+    flag("run_eagerly", "boolean", False,
+         help="Same as --use_tf_function=false."),
+    flag("model", "string", None, sets=("model.architecture", "model.variant"),
+         help="Official model preset: resnet50_v1.5 (= --architecture=resnet50 --variant=v1.5)."),
+    flag("resnet_size", "string", None, sets=("model.architecture",),
+         help="Official ResNet depth, 18/34/50/101/152 (= --architecture=resnetN)."),
+    flag("resnet_version", "string", None, sets=("model.variant",),
+         help="Official ResNet version: 1 (stride in the 3x3, = --variant=v1.5); 2 "
+              "(pre-activation) is not built here."),
+)
 
 _BENCHMARK_REASON = ("would log or upload benchmark results (PerfZero, BigQuery); there is no "
                      "benchmark logger here: stats.json and the log lines hold the figures")
 INERT = {
-    "enable_eager": (OfficialFlag("bool", False, "Accepted; TF 2 is eager already."),
-                     "would enable eager execution; TF 2 runs eagerly already, and the steps "
-                     "are tf.functions (--use_tf_function=false runs them eagerly)"),
+    "enable_eager": (
+        flag("enable_eager", "boolean", False, help="Accepted; TF 2 is eager already."),
+        "would enable eager execution; TF 2 runs eagerly already, and the steps are tf.functions "
+        "(--use_tf_function=false runs them eagerly)"),
     "set_learning_phase_to_train": (
-        OfficialFlag("bool", True, "Accepted; Keras 3 has no global learning phase."),
+        flag("set_learning_phase_to_train", "boolean", True,
+             help="Accepted; Keras 3 has no global learning phase."),
         "would set Keras' global learning phase; Keras 3 has none: every call passes training="),
     "explicit_gpu_placement": (
-        OfficialFlag("bool", False, "Accepted; TF places the steps itself."),
-        "would wrap a strategy-less run in tf.device('/GPU:0'); TF already places it on the "
-        "first GPU, and --distribution_strategy=one_device pins it"),
+        flag("explicit_gpu_placement", "boolean", False,
+             help="Accepted; TF places the steps itself."),
+        "would wrap a strategy-less run in tf.device('/GPU:0'); TF already places it on the first "
+        "GPU, and --distribution_strategy=one_device pins it"),
     "use_trivial_model": (
-        OfficialFlag("bool", False, "Accepted; no trivial model here."),
-        "would train a one-layer model to time the input; time the input with "
-        "python -m benchmarks.pipeline instead"),
+        flag("use_trivial_model", "boolean", False, help="Accepted; no trivial model here."),
+        "would train a one-layer model to time the input; time the input with python -m "
+        "benchmarks.pipeline instead"),
     "report_accuracy_metrics": (
-        OfficialFlag("bool", True, "Accepted; accuracy is always reported."),
+        flag("report_accuracy_metrics", "boolean", True,
+             help="Accepted; accuracy is always reported."),
         "would switch the accuracy metrics on or off; here top-1/top-5 come from each step's "
         "logits at no extra cost and are always reported"),
-    "use_tensor_lr": (OfficialFlag("bool", True, "Accepted; the rate is always a tensor."),
-                      "would choose a tensor learning rate over a callback; the schedule here is "
-                      "always a tensor function of the step"),
+    "use_tensor_lr": (
+        flag("use_tensor_lr", "boolean", True, help="Accepted; the rate is always a tensor."),
+        "would choose a tensor learning rate over a callback; the schedule here is always a "
+        "tensor function of the step"),
     "use_tf_while_loop": (
-        OfficialFlag("bool", True, "Accepted; the train function always loops in the graph."),
+        flag("use_tf_while_loop", "boolean", True,
+             help="Accepted; the train function always loops in the graph."),
         "would choose a tf.while_loop over a Python loop for --steps_per_loop steps; the train "
         "function here always runs them in a tf.while_loop"),
     "single_l2_loss_op": (
-        OfficialFlag("bool", False, "Accepted; L2 is added per layer."),
+        flag("single_l2_loss_op", "boolean", False, help="Accepted; L2 is added per layer."),
         "would sum the L2 loss in one op over every non-BatchNorm weight; here the layers' "
-        "regularizers add it (--weight_decay): every conv kernel, the dense kernel and its "
-        "bias, the same sum"),
+        "regularizers add it (--weight_decay): every conv kernel, the dense kernel and its bias, "
+        "the same sum"),
     "enable_get_next_as_optional": (
-        OfficialFlag("bool", False, "Accepted; evaluation handles partial batches already."),
-        "would let the distributed iterator end on a partial batch; evaluation here already "
-        "sees every image once, and training input never ends"),
+        flag("enable_get_next_as_optional", "boolean", False,
+             help="Accepted; evaluation handles partial batches already."),
+        "would let the distributed iterator end on a partial batch; evaluation here already sees "
+        "every image once, and training input never ends"),
     "fp16_implementation": (
-        OfficialFlag("string", "keras", "Accepted; --dtype=fp16 uses the Keras mixed policy."),
-        "would choose 'graph_rewrite' (TF 1's mixed-precision graph rewrite, gone from "
-        "TF 2.21) or 'keras'; --dtype=fp16 here is always the Keras mixed_float16 policy"),
-    "benchmark_logger_type": (OfficialFlag("string", "BaseBenchmarkLogger", "Accepted; no logger."),
-                              _BENCHMARK_REASON),
-    "benchmark_test_id": (OfficialFlag("string", None, "Accepted; no logger."), _BENCHMARK_REASON),
-    "benchmark_log_dir": (OfficialFlag("string", None, "Accepted; no logger."), _BENCHMARK_REASON),
-    "gcp_project": (OfficialFlag("string", None, "Accepted; no upload."), _BENCHMARK_REASON),
-    "bigquery_data_set": (OfficialFlag("string", "test_benchmark", "Accepted; no upload."),
-                          _BENCHMARK_REASON),
-    "bigquery_run_table": (OfficialFlag("string", "benchmark_run", "Accepted; no upload."),
-                           _BENCHMARK_REASON),
+        flag("fp16_implementation", "string", "keras",
+             help="Accepted; --dtype=fp16 uses the Keras mixed policy."),
+        "would choose 'graph_rewrite' (TF 1's mixed-precision graph rewrite, gone from TF 2.21) "
+        "or 'keras'; --dtype=fp16 here is always the Keras mixed_float16 policy"),
+    "benchmark_logger_type": (
+        flag("benchmark_logger_type", "string", "BaseBenchmarkLogger", help="Accepted; no logger."),
+        _BENCHMARK_REASON),
+    "benchmark_test_id": (
+        flag("benchmark_test_id", "string", None, help="Accepted; no logger."),
+        _BENCHMARK_REASON),
+    "benchmark_log_dir": (
+        flag("benchmark_log_dir", "string", None, help="Accepted; no logger."),
+        _BENCHMARK_REASON),
+    "gcp_project": (
+        flag("gcp_project", "string", None, help="Accepted; no upload."),
+        _BENCHMARK_REASON),
+    "bigquery_data_set": (
+        flag("bigquery_data_set", "string", "test_benchmark", help="Accepted; no upload."),
+        _BENCHMARK_REASON),
+    "bigquery_run_table": (
+        flag("bigquery_run_table", "string", "benchmark_run", help="Accepted; no upload."),
+        _BENCHMARK_REASON),
     "bigquery_run_status_table": (
-        OfficialFlag("string", "benchmark_run_status", "Accepted; no upload."), _BENCHMARK_REASON),
-    "bigquery_metric_table": (OfficialFlag("string", "benchmark_metric", "Accepted; no upload."),
-                              _BENCHMARK_REASON),
+        flag("bigquery_run_status_table", "string", "benchmark_run_status",
+             help="Accepted; no upload."),
+        _BENCHMARK_REASON),
+    "bigquery_metric_table": (
+        flag("bigquery_metric_table", "string", "benchmark_metric", help="Accepted; no upload."),
+        _BENCHMARK_REASON),
 }
+
+# The rows of every official flag, for the flag table.
+FLAGS = (*IMPLEMENTED, *(row for row, _ in INERT.values()))
 
 # --model presets -> (architecture, variant).
 MODEL_PRESETS = {"resnet50_v1.5": ("resnet50", "v1.5")}

@@ -19,6 +19,8 @@ from official_resnet import config as config_lib
 from official_resnet import main
 from official_resnet import run_state
 from official_resnet import trainer as trainer_lib
+from official_resnet.cli import flag_table
+from official_resnet.cli import table
 from cli_fixtures import (FLAGS, REPO, SMOKE, colour_flags, free_ports,
                           global_batches, parse, run_pair, subprocess_env)
 import trainer_fixtures as fixtures
@@ -105,14 +107,44 @@ def test_normalize_in_model_hands_the_normalization_to_the_model(tmp_path):
 def test_each_setting_comes_from_a_flag_or_from_the_command_alone():
   """A run's config.json completes a command only where FLAG_FIELDS knows the flag of a field;
   the export settings come from each command's flags."""
-  settable = {field for fields in main.FLAG_FIELDS.values() for field in fields}
+  settable = {field for fields in flag_table.FLAG_FIELDS.values() for field in fields}
   experiment = config_lib.ExperimentConfig()
   every_field = {f"{section.name}.{field.name}" for section in dataclasses.fields(experiment)
                  for field in dataclasses.fields(getattr(experiment, section.name))}
-  # A new config field needs its flag in FLAG_FIELDS, or its name in COMMAND_FIELDS.
-  assert every_field - settable - set(main.COMMAND_FIELDS) == set()
-  assert settable | set(main.COMMAND_FIELDS) <= every_field
-  assert [name for name in main.FLAG_FIELDS if name not in FLAGS] == []
+  # A new config field needs a flag row that sets it, or its name in COMMAND_FIELDS.
+  assert every_field - settable - set(flag_table.COMMAND_FIELDS) == set()
+  assert settable | set(flag_table.COMMAND_FIELDS) <= every_field
+
+
+def test_the_flag_table_declares_every_flag_of_ours():
+  """No flag is defined beside the table: every flag an official_resnet module defines is a
+  row of flag_table.GROUPS (ours or official_flags'), each row defined once."""
+  names = [row.name for row in table.rows(flag_table.GROUPS)]
+  assert len(names) == len(set(names))
+  defined = {flag.name for module, module_flags in FLAGS.flags_by_module_dict().items()
+             if module.startswith("official_resnet") for flag in module_flags}
+  assert defined == set(names)
+  assert flag_table.FLAG_FIELDS["adamw_weight_decay"] == ("train.optimizer",)
+
+
+def test_helpshort_groups_the_flags_most_used_first(capsys):
+  """--helpshort: the usage, then the flags by what they set, the run's first; the official
+  names and absl's own flags only in --helpfull."""
+  with pytest.raises(SystemExit) as exit_info:
+    main.parse_flags(["main.py", "--helpshort"])
+  shown = capsys.readouterr().out
+  assert exit_info.value.code == 0
+  assert shown.startswith("Usage: ./run.sh main")
+  titles = [group.title for group in flag_table.GROUPS if group.in_short_help]
+  positions = [shown.index(f"\n{title}:\n") for title in titles]
+  assert positions == sorted(positions)
+  run_group = shown[positions[0]:positions[1]]
+  for name in ("mode", "model_dir", "data_dir", "batch_size", "train_epochs"):
+    assert f"\n  --{name}: " in run_group
+  assert "\n  --[no]random_flip: The random horizontal flip" in shown
+  for hidden in ("enable_eager", "resnet_size", "verbosity", "FLAG_FIELDS"):
+    assert hidden not in shown
+  assert len(shown.splitlines()) < 300
 
 
 @pytest.mark.slow

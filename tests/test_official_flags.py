@@ -145,13 +145,13 @@ def test_an_official_style_flagfile_runs(tmp_path, caplog):
 
 
 def test_every_official_flag_parses_and_each_inert_one_says_why(caplog):
-  inert = [f"--{name}={'true' if flag.kind == 'bool' else 'x'}"
+  inert = [f"--{name}={'true' if flag.kind == 'boolean' else 'x'}"
            for name, (flag, _) in official_flags.INERT.items()]
   with flagsaver.flagsaver():
     parse_logging_info(caplog, *inert, "--num_gpus=0")
     main.experiment_from_flags()
   for name, (_, reason) in official_flags.INERT.items():
-    value = "true" if official_flags.INERT[name][0].kind == "bool" else "x"
+    value = "true" if official_flags.INERT[name][0].kind == "boolean" else "x"
     assert f"--{name}={value} {reason}; nothing changes." in caplog.text
   # Every official flag of common.define_keras_flags and resnet_ctl_imagenet_main.py is defined.
   official = ("data_dir model_dir clean train_epochs epochs_between_evals batch_size num_gpus "
