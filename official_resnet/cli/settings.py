@@ -49,7 +49,10 @@ def _given_fields(f, left_out=()):
 def experiment_from_flags(flag_values):
   """The ExperimentConfig the flags describe; ValueError naming the flag when they do not fit.
 
-  When --model_dir holds a run to act on, settings no given flag sets are the run's.
+  Each setting is, from the highest layer down: the flag given that sets it; the run in
+  --model_dir it acts on (run_state.with_saved_run); what the weights it starts from imply
+  (initial_weights.follow_weights); the flag's default. A resumed run reads no weights
+  file: its checkpoint holds every weight and its config.json what they implied.
   """
   f = flag_values
   _log_inert_flags(f)
@@ -67,8 +70,11 @@ def experiment_from_flags(flag_values):
   architecture, given_variant = flag_parsing.architecture_and_variant(f)
   source, tfds_name = flag_parsing.source_and_tfds_name(f, saved)
   num_classes = flag_parsing.num_classes(f, source, saved)
-  weights, weights_info = (weights_flags.resumed_run_weights(f, saved, resumed) if resumed
-                           else weights_flags.weights_to_start_from(f, architecture, given_variant, num_classes))
+  if resumed:
+    weights, weights_info = weights_flags.resumed_run_weights(f, saved, resumed)
+  else:
+    weights, weights_info = weights_flags.weights_to_start_from(f, architecture, given_variant,
+                                                                num_classes)
   variant = weights_flags.variant(f, architecture, given_variant, weights_info)
   vgg_batch_norm, pooling, hidden_units = weights_flags.vgg_settings(
       f, architecture, None if resumed else weights)
@@ -123,7 +129,8 @@ def experiment_from_flags(flag_values):
       epochs_between_evals=f.epochs_between_evals, steps_per_loop=f.steps_per_loop,
       log_steps=f.log_steps, checkpoint_steps=f.checkpoint_steps,
       keep_checkpoints=f.keep_checkpoints, label_smoothing=f.label_smoothing,
-      optimizer=optimizer, schedule=schedule, phases=flag_parsing.phases(f, schedule), init_checkpoint=weights,
+      optimizer=optimizer, schedule=schedule, phases=flag_parsing.phases(f, schedule),
+      init_checkpoint=weights,
       init_checkpoint_scope=weights_flags.init_checkpoint_scope(f), training_loop=f.training_loop,
       enable_tensorboard=f.enable_tensorboard, nan_policy=f.nan_policy,
       normalize_on_device=f.normalize_on_device,
@@ -152,7 +159,8 @@ def experiment_from_flags(flag_values):
                                           _given_fields(f, left_out=unread), finished=finished)
     if finished:
       _check_finished_run_length(experiment, saved, finished)
-  weights_flags.warn_without_weights(f, weights, experiment.train.resolved_phases(), latest_checkpoint)
+  weights_flags.warn_without_weights(f, weights, experiment.train.resolved_phases(),
+                                     latest_checkpoint)
   return experiment
 
 
