@@ -1,15 +1,12 @@
-"""Every private TensorFlow or Keras internal official_resnet uses (but models/), in one place.
+"""Every private TensorFlow or Keras internal official_resnet uses, in one place.
 
 Each was checked on TensorFlow 2.21.0 with Keras 3.15.1; tests/test_private_apis.py runs each
 one and fails, naming it, when an upgrade moves or changes it. Where a public API appears
 that does the same, the function here goes and its callers use that.
-
-(models/layers.py's FusedBatchNormalization still overrides Keras' private
-BatchNormalization._moments and reads _reduction_axes; it moves here with that module's
-next change.)
 """
 import tensorflow as tf
 from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+from tensorflow.core.protobuf import trackable_object_graph_pb2
 from tensorflow.python.distribute import multi_worker_util
 from tensorflow.python.eager import context as eager_context
 
@@ -63,3 +60,16 @@ def apply_if(optimizer, apply_update, gradients, variables):
             lambda: None)
 
   tf.distribute.get_replica_context().merge_call(cross_replica, args=(gradients, apply_update))
+
+
+# Where tf.train.Checkpoint stores its object graph (TF 2.21.0's base.OBJECT_GRAPH_PROTO_KEY).
+OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+
+
+def checkpoint_object_graph(reader):
+  """The TrackableObjectGraph proto of the checkpoint `reader` (tf.train.load_checkpoint) reads:
+  each object's children by local name and its variables' full names and checkpoint keys.
+  No public API lists which layer a stored variable belongs to (TF 2.21.0)."""
+  graph = trackable_object_graph_pb2.TrackableObjectGraph()
+  graph.ParseFromString(reader.get_tensor(OBJECT_GRAPH_KEY))
+  return graph

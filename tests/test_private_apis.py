@@ -58,3 +58,26 @@ def test_apply_if_applies_or_leaves_everything_as_it_was(replicas):
   # Each replica's gradient share is summed: 0.5 * replicas.
   np.testing.assert_allclose(variable.numpy(), np.array([1.0, 2.0]) - 0.5 * replicas)
   assert int(optimizer.iterations.numpy()) == 1
+
+
+def test_a_checkpoints_object_graph_names_each_layers_variables(tmp_path):
+  """checkpoint_object_graph: the trainer's tf.train.Checkpoint(model=...) keeps the model's
+  layers under model/_operations, each with its variables' full names and checkpoint keys
+  (what models/weights.py loads a checkpoint by)."""
+  inputs = keras.Input((4,))
+  model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(
+      keras.layers.Dense(5, name="hidden")(inputs)))
+  prefix = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
+  reader = tf.train.load_checkpoint(prefix)
+  graph = private_apis.checkpoint_object_graph(reader)
+
+  def child(node_id, name):
+    return next(c.node_id for c in graph.nodes[node_id].children if c.local_name == name)
+
+  operations = graph.nodes[child(child(0, "model"), "_operations")].children
+  stored = {attribute.full_name: reader.get_tensor(attribute.checkpoint_key)
+            for operation in operations
+            for variable in graph.nodes[operation.node_id].children
+            for attribute in graph.nodes[variable.node_id].attributes}
+  assert sorted(stored) == ["hidden/bias", "hidden/kernel", "logits/bias", "logits/kernel"]
+  np.testing.assert_array_equal(stored["logits/kernel"], model.get_layer("logits").kernel.numpy())

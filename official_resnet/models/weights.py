@@ -27,8 +27,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from tensorflow.core.protobuf import trackable_object_graph_pb2
 
+from official_resnet import private_apis
 from official_resnet.models import torch_files
 from official_resnet.models import torch_weights
 
@@ -37,7 +37,6 @@ LAYER_KINDS = {keras.layers.Conv2D: "conv", keras.layers.BatchNormalization: "ba
 # Keras 3 .weights.h5 group names: snake-cased class name plus a counter.
 WEIGHTS_H5_KINDS = {"conv2d": "conv", "batch_normalization": "batch_norm",
                     "fused_batch_normalization": "batch_norm", "dense": "dense"}
-OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,8 +117,7 @@ def _checkpoint_entries(prefix):
   and where their values are stored.
   """
   reader = tf.train.load_checkpoint(prefix)
-  graph = trackable_object_graph_pb2.TrackableObjectGraph()
-  graph.ParseFromString(reader.get_tensor(OBJECT_GRAPH_KEY))
+  graph = private_apis.checkpoint_object_graph(reader)
   model_node = _child(graph, 0, "model")
   operations_node = None if model_node is None else _child(graph, model_node, "_operations")
   if operations_node is None:
