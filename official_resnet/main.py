@@ -8,6 +8,11 @@ name in flag_table.MODES); a new mode is one function and one entry. Modes that 
 existing run (eval, export, predict, and training in a model_dir that holds one) take every
 setting not given as a flag from the run's config.json.
 """
+if __name__ == "__main__":
+  # Before tensorflow is imported: its start-up lines go to fd 2 from C++ (tf_noise.py).
+  from official_resnet import tf_noise
+  tf_noise.filter_stderr()
+
 import json
 import os
 import sys
