@@ -30,6 +30,7 @@ from official_resnet import predict
 from official_resnet import progress
 from official_resnet import run as run_lib
 from official_resnet import run_lock
+from official_resnet import run_summary
 from official_resnet import run_state
 from official_resnet import trainer
 from official_resnet.cli import flag_table
@@ -154,6 +155,8 @@ def run(flag_values=FLAGS):
   # The evaluation report has its own log line and files (model_dir/eval/).
   left_out = {"history", *(f"eval_{name}" for name in progress.REPORT_FIELDS)}
   logging.info("Run stats: %s", json.dumps({k: v for k, v in stats.items() if k not in left_out}))
+  if mode in settings.TRAIN_MODES:
+    logging.info("%s", run_summary.render(stats, experiment))
   return stats
 
 

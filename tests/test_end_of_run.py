@@ -1,8 +1,12 @@
-"""What a command shows a user: TF's known noise dropped from stderr, its real lines kept;
-TensorBoard scalars and the best checkpoint by default."""
+"""What a command shows a user: TF's known noise dropped from stderr, its real lines kept; the
+summary at the end of training; TensorBoard scalars and the best checkpoint by default."""
+import glob
 import io
+import json
+import logging
 import os
 import re
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -10,9 +14,14 @@ import textwrap
 from absl import flags
 from absl.testing import flagsaver
 import pytest
+import tensorflow as tf
 
+from official_resnet import best_checkpoint
 from official_resnet import main
+from official_resnet import run_state
+from official_resnet import run_summary
 from official_resnet import tf_noise
+import trainer_fixtures as fixtures
 from cli_fixtures import REPO, parse, subprocess_env
 
 FLAGS = flags.FLAGS
@@ -141,3 +150,95 @@ def test_tensorboard_and_best_checkpoint_are_on_by_default(tmp_path):
     off = main.experiment_from_flags().train
   assert (default.enable_tensorboard, default.best_metric) == (True, "top_1_accuracy")
   assert (off.enable_tensorboard, off.best_metric) == (False, None)
+
+
+def _summary(log):
+  """The summary's lines, from the log line that opens it to the end of the log."""
+  return log[log.index("] Run summary:\n"):].split("\n", 1)[1].splitlines()
+
+
+def test_training_without_evaluation_keeps_no_best_checkpoint(tmp_path, caplog):
+  """--mode=train: no evaluation, so no best checkpoint; the summary says so."""
+  model_dir = str(tmp_path / "run")
+  with flagsaver.flagsaver():
+    parse("--mode=train", "--source=synthetic", "--synthetic_num_examples=16", "--num_classes=4",
+          "--image_size=32", "--architecture=resnet18", "--base_width=8", "--batch_size=8",
+          "--train_steps=2", "--distribution_strategy=off", "--num_gpus=0",
+          f"--model_dir={model_dir}")
+    # After parsing, which sets absl's level from --verbosity.
+    caplog.set_level(logging.INFO, logger="absl")
+    main.run()
+  summary = caplog.text[caplog.text.index("Run summary:"):]
+  assert "top-1: not evaluated (--mode=train or --skip_eval)" in summary
+  assert f"checkpoints: {model_dir} (latest: ckpt-2)" in summary
+  assert "best checkpoint" not in summary
+  assert not os.path.exists(best_checkpoint.directory(model_dir))
+  # Synthetic images: no files to predict on, so the command asks for the user's.
+  assert f"--images={run_summary.IMAGES_PLACEHOLDER}" in summary
+
+
+def _scalar_tags(directory):
+  tags = set()
+  for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
+    for record in tf.data.TFRecordDataset(path):
+      event = tf.compat.v1.Event.FromString(record.numpy())
+      tags.update(value.tag for value in event.summary.value
+                  if value.metadata.plugin_data.plugin_name == "scalars")
+  return tags
+
+
+@pytest.mark.slow
+def test_the_readme_command_ends_with_a_summary_whose_paths_and_commands_work(tmp_path):
+  """The README's folder command, as a user types it: the summary names the best and last
+  top-1, files that exist, and next commands that run; TensorBoard has the scalars; none
+  of TF's known noise shows."""
+  data = fixtures.write_colour_folder(str(tmp_path / "colours"), 8, 4, seed=1, noise=40.0)
+  model_dir, export_dir = str(tmp_path / "runs" / "colours"), str(tmp_path / "exports")
+  env = {name: value for name, value in subprocess_env().items()
+         if name != "TF_CPP_MIN_LOG_LEVEL"}
+  command = [sys.executable, "-m", "official_resnet.main", f"--data_dir={data}",
+             "--image_size=32", "--architecture=resnet18", "--base_width=8",
+             f"--model_dir={model_dir}", "--train_epochs=4", "--epochs_between_evals=1",
+             "--batch_size=8", f"--export_dir={export_dir}"]
+  result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  log = result.stderr
+  assert log.index("] Run stats: ") < log.index("] Run summary:")
+  noise = re.compile("|".join(tf_noise.noise_patterns()))
+  assert [line for line in log.splitlines() if noise.search(line)] == []
+
+  stats = run_state.read_stats(model_dir)
+  accuracies = [(entry["eval_top_1_accuracy"], entry["step"]) for entry in stats["history"]]
+  assert [step for _, step in accuracies] == [4, 8, 12, 16]
+  best_value = max(value for value, _ in accuracies)
+  best_step = next(step for value, step in accuracies if value == best_value)
+  record = best_checkpoint.read(model_dir)
+  assert (record["step"], record["value"]) == (best_step, best_value)
+  summary = _summary(log)
+  assert summary[:5] == [
+      f"  top-1: best {best_value:.4f} at step {best_step}, last {accuracies[-1][0]:.4f} at step 16",
+      f"  checkpoints: {model_dir} (latest: ckpt-16)",
+      f"  best checkpoint: {model_dir}/best/ckpt-{best_step} (top_1_accuracy {best_value:.4g} at "
+      f"step {best_step}; --export_checkpoint=best exports it)",
+      f"  export: {export_dir}/1",
+      f"  TensorBoard scalars: {model_dir}/train, {model_dir}/eval"]
+  for path in (f"{model_dir}/ckpt-16.index", f"{model_dir}/best/ckpt-{best_step}.index",
+               f"{export_dir}/1/saved_model.pb"):
+    assert os.path.isfile(path), path
+  assert {"loss", "top_1_accuracy", "learning_rate"} <= _scalar_tags(f"{model_dir}/train")
+  assert {"loss", "top_1_accuracy", "top_5_accuracy"} <= _scalar_tags(f"{model_dir}/eval")
+
+  assert summary[5:] == [
+      "Next:",
+      f"  ./run.sh main --mode=eval --model_dir={model_dir}",
+      f"  ./run.sh main --mode=export --model_dir={model_dir} --export_dir={export_dir}",
+      f"  ./run.sh main --mode=predict --model_dir={model_dir} --images={data}/validation",
+      f"  ./run.sh tensorboard --logdir={model_dir}"]
+  # The predict command as printed, `./run.sh main` being python -m official_resnet.main.
+  predict = shlex.split(summary[8])[2:]
+  predicted = subprocess.run([sys.executable, "-m", "official_resnet.main", *predict], cwd=REPO,
+                             env=env, capture_output=True, text=True, timeout=300)
+  assert predicted.returncode == 0, predicted.stderr[-3000:]
+  assert json.loads(predicted.stderr.split("Run stats: ", 1)[1].splitlines()[0]) == {
+      "source": model_dir, "images": 16, "failed": 0}
+  assert "Run summary" not in predicted.stderr
