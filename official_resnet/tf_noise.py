@@ -82,8 +82,14 @@ def filter_stderr():
   sys.stderr.flush()
   read_end, write_end = os.pipe()
   original = os.dup(2)
-  child = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__)], stdin=read_end,
-                           stdout=original, stderr=original)
+  try:
+    child = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__)], stdin=read_end,
+                             stdout=original, stderr=original)
+  except OSError:
+    # No filter is better than no command: stderr stays as it was.
+    for descriptor in (read_end, write_end, original):
+      os.close(descriptor)
+    return False
   os.dup2(write_end, 2)
   os.close(write_end)
   os.close(read_end)

@@ -344,8 +344,8 @@ _LOGS_FLAGS = (
     flag("best_metric", "enum", _TRAIN.best_metric, sets=("train.best_metric",),
          enum_values=[*config_lib.BEST_METRICS, "none"],
          help="Keep the checkpoint with the best value of this eval metric in model_dir/best "
-              "(best.json beside it) when the run evaluates. Default: top_1_accuracy; none: "
-              "not kept."),
+              "(best.json beside it): by default the best top-1 of a run that evaluates; "
+              "none: keep none."),
     flag("nan_policy", "enum", _TRAIN.nan_policy, sets=("train.nan_policy",),
          enum_values=list(config_lib.NAN_POLICIES),
          help="A step whose loss (fp32/bf16: or gradients) is NaN or Inf: stop the run, keeping "
