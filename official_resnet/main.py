@@ -8,6 +8,11 @@ name in flag_table.MODES); a new mode is one function and one entry. Modes that 
 existing run (eval, export, predict, and training in a model_dir that holds one) take every
 setting not given as a flag from the run's config.json.
 """
+if __name__ == "__main__":
+  # Before tensorflow is imported: its start-up lines go to fd 2 from C++ (tf_noise.py).
+  from official_resnet import tf_noise
+  tf_noise.filter_stderr()
+
 import json
 import os
 import sys
@@ -25,6 +30,7 @@ from official_resnet import predict
 from official_resnet import progress
 from official_resnet import run as run_lib
 from official_resnet import run_lock
+from official_resnet import run_summary
 from official_resnet import run_state
 from official_resnet import trainer
 from official_resnet.cli import flag_table
@@ -149,6 +155,8 @@ def run(flag_values=FLAGS):
   # The evaluation report has its own log line and files (model_dir/eval/).
   left_out = {"history", *(f"eval_{name}" for name in progress.REPORT_FIELDS)}
   logging.info("Run stats: %s", json.dumps({k: v for k, v in stats.items() if k not in left_out}))
+  if mode in settings.TRAIN_MODES:
+    logging.info("%s", run_summary.render(stats, experiment))
   return stats
 
 

@@ -46,7 +46,7 @@ def _experiment(model_dir, data, **overrides):
 def trained(data, tmp_path_factory):
   """train_and_eval, 8 steps, evaluated at steps 4 and 8, with TensorBoard."""
   experiment = _experiment(tmp_path_factory.mktemp("run"), data, train_steps=8, steps_per_loop=4,
-                           epochs_between_evals=1, enable_tensorboard=True)
+                           epochs_between_evals=1)
   return experiment, run_lib.train_and_evaluate(experiment)
 
 

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from official_resnet import best_checkpoint
 from official_resnet import config as config_lib
 from official_resnet import continuous_eval
 from official_resnet import losses
@@ -147,7 +148,7 @@ def learned(tmp_path_factory):
   model_dir = tmp_path_factory.mktemp("learned")
   experiment = fixtures.experiment(
       model_dir, root, batch_size=16, train_steps=60, steps_per_loop=5, epochs_between_evals=5,
-      enable_tensorboard=True, keep_checkpoints=2, checkpoint_steps=20)
+      keep_checkpoints=2, checkpoint_steps=20)
   trainer, stats = train(experiment)
   return experiment, trainer, stats
 
@@ -166,11 +167,18 @@ def test_learnable_set_reaches_well_above_chance(learned):
 
 
 def test_checkpoints_config_and_tensorboard_on_disk(learned):
-  experiment, trainer, _ = learned
+  """The defaults keep TensorBoard scalars and the best top-1's checkpoint."""
+  experiment, trainer, stats = learned
   model_dir = experiment.train.model_dir
   # Every 20 steps, the last 2 kept.
   assert sorted(os.path.basename(p) for p in glob.glob(f"{model_dir}/ckpt-*.index")) == [
       "ckpt-40.index", "ckpt-60.index"]
+  accuracies = [entry["eval_top_1_accuracy"] for entry in stats["history"]]
+  best = best_checkpoint.read(model_dir)
+  best_step = stats["history"][accuracies.index(max(accuracies))]["step"]
+  assert (best["metric"], best["value"], best["step"]) == ("top_1_accuracy", max(accuracies),
+                                                           best_step)
+  assert os.path.exists(os.path.join(model_dir, "best", f"ckpt-{best_step}.index"))
   saved = run_state.read_run_config(model_dir)
   assert saved.model == experiment.model and saved.data == experiment.data
   assert saved.train == experiment.train and saved.runtime == experiment.runtime

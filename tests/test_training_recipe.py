@@ -110,7 +110,7 @@ def test_resumed_run_ends_where_the_uninterrupted_run_ends(averaged, tmp_path):
     np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-5)
 
 
-def test_exports_hold_the_average_unless_told_otherwise(averaged):
+def test_exports_hold_the_average_unless_told_otherwise(averaged, tmp_path):
   experiment, trainer, _, _ = averaged
   model_dir = experiment.train.model_dir
   # export_from_model_dir and --mode=predict build their model with restore_model_dir.
@@ -123,8 +123,18 @@ def test_exports_hold_the_average_unless_told_otherwise(averaged):
   with pytest.raises(ValueError,
                      match=r"^checkpoint must be one of \('latest', 'best'\)\. Received: 'first'$"):
     export.restore_model_dir(model_dir, checkpoint="first")
-  with pytest.raises(ValueError, match=r"must hold a best checkpoint .* Received: model_dir="):
-    export.restore_model_dir(model_dir, checkpoint="best")
+  # A run that evaluates keeps its best top-1 by default: model_dir/best holds its step's
+  # checkpoint, the average included, as model_dir's checkpoint of that step does.
+  best = best_checkpoint.read(model_dir)
+  assert best["metric"] == "top_1_accuracy"
+  for path in glob.glob(os.path.join(model_dir, f"ckpt-{best['step']}.*")) + [
+      os.path.join(model_dir, run_state.CONFIG_FILE)]:
+    shutil.copy(path, tmp_path)
+  (tmp_path / "checkpoint").write_text(f'model_checkpoint_path: "ckpt-{best["step"]}"\n')
+  best_model, _ = export.restore_model_dir(model_dir, checkpoint="best")
+  step_model, _ = export.restore_model_dir(str(tmp_path))
+  for restored, expected in zip(best_model.weights, step_model.weights):
+    np.testing.assert_array_equal(restored.numpy(), expected.numpy())
 
 
 def test_export_of_a_run_without_average_refuses_ema(colours, tmp_path):
@@ -140,6 +150,8 @@ def test_export_of_a_run_without_average_refuses_ema(colours, tmp_path):
   model, _ = export.restore_model_dir(str(tmp_path))
   for restored, weight in zip(model.weights, trainer.model.weights):
     np.testing.assert_array_equal(restored.numpy(), weight.numpy())
+  with pytest.raises(ValueError, match=r"must hold a best checkpoint .* Received: model_dir="):
+    export.restore_model_dir(str(tmp_path), checkpoint="best")
 
 
 def test_clipping_bounds_the_update_summed_over_replicas(colours, tmp_path):
@@ -223,11 +235,16 @@ def test_recipe_settings_are_checked(tmp_path):
   with pytest.raises(ValueError, match=r"best_metric must be one of \('top_1_accuracy', "
                                        r"'top_5_accuracy', 'loss'\). Received: 'accuracy'"):
     fixtures.experiment(tmp_path, best_metric="accuracy")
-  with pytest.raises(ValueError, match=r"export_checkpoint='best' needs a best checkpoint"):
-    experiment = fixtures.experiment(tmp_path)
-    run_lib.train_and_evaluate(dataclasses.replace(
-        experiment, export=dataclasses.replace(experiment.export, export_dir=str(tmp_path / "e"),
-                                               checkpoint="best")))
+  # The best checkpoint is kept by default, but only by a run that evaluates.
+  for best_metric, evaluate in ((None, True), ("top_1_accuracy", False)):
+    with pytest.raises(ValueError, match=r"export_checkpoint='best' needs a best checkpoint.*"
+                                         rf"Received: best_metric={best_metric!r}, "
+                                         rf"evaluate={evaluate}"):
+      experiment = fixtures.experiment(tmp_path, best_metric=best_metric)
+      run_lib.train_and_evaluate(dataclasses.replace(
+          experiment, export=dataclasses.replace(experiment.export,
+                                                 export_dir=str(tmp_path / "e"),
+                                                 checkpoint="best")), evaluate=evaluate)
   assert not os.listdir(tmp_path)
 
 

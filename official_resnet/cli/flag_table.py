@@ -335,15 +335,17 @@ _LOGS_FLAGS = (
          help="Steps per call of the compiled train function (custom loop); default one epoch."),
     flag("enable_tensorboard", "boolean", _TRAIN.enable_tensorboard,
          sets=("train.enable_tensorboard",),
-         help="Write TensorBoard scalars to model_dir/train and model_dir/eval."),
+         help="Write TensorBoard scalars to model_dir/train and model_dir/eval "
+              "(--noenable_tensorboard: none)."),
     flag("checkpoint_steps", "integer", None, sets=("train.checkpoint_steps",), lower_bound=1,
          help="Steps between checkpoints; default one epoch."),
     flag("keep_checkpoints", "integer", _TRAIN.keep_checkpoints, sets=("train.keep_checkpoints",),
          lower_bound=1, help="Checkpoints kept in model_dir."),
     flag("best_metric", "enum", _TRAIN.best_metric, sets=("train.best_metric",),
-         enum_values=list(config_lib.BEST_METRICS),
+         enum_values=[*config_lib.BEST_METRICS, "none"],
          help="Keep the checkpoint with the best value of this eval metric in model_dir/best "
-              "(best.json beside it). Default: None, not kept."),
+              "(best.json beside it): by default the best top-1 of a run that evaluates; "
+              "none: keep none."),
     flag("nan_policy", "enum", _TRAIN.nan_policy, sets=("train.nan_policy",),
          enum_values=list(config_lib.NAN_POLICIES),
          help="A step whose loss (fp32/bf16: or gradients) is NaN or Inf: stop the run, keeping "

@@ -138,7 +138,8 @@ def experiment_from_flags(flag_values):
       loss=f.loss, bce_target_threshold=f.bce_target_threshold, mixup_alpha=f.mixup_alpha,
       cutmix_alpha=f.cutmix_alpha, mix_prob=f.mix_prob, mix_switch_prob=f.mix_switch_prob,
       mix_mode=f.mix_mode, gradient_clip_norm=f.gradient_clip_norm, ema_decay=f.ema_decay,
-      ema_warmup=f.ema_warmup, best_metric=f.best_metric)
+      ema_warmup=f.ema_warmup,
+      best_metric=None if f.best_metric == "none" else f.best_metric)
   export_dir = f.export_dir
   if f.enable_checkpoint_and_export and not export_dir:
     export_dir = os.path.join(f.model_dir, "saved_model")

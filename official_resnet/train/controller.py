@@ -49,7 +49,7 @@ class Controller:
                                        active=trainer.is_chief,
                                        tensorboard=self._config.enable_tensorboard)
     self._best = None
-    if self._config.best_metric:
+    if self._config.best_metric and evaluate:
       self._best = best_checkpoint.BestCheckpoint(trainer.model_dir, self._config.best_metric,
                                                   trainer.is_chief)
     self._phase_ends = {phase.end_step for phase in trainer.plan.phases}
