@@ -1,11 +1,10 @@
-"""The command line: flagfiles, flag errors, a subprocess run.
+"""The command line in-process: flagfiles, flag errors, the flag table, the smoke config.
 
-kill -9 and resume: test_preemption.py; two workers: test_multi_worker.py."""
+As processes: kill -9 and resume (test_preemption.py), two workers (test_multi_worker.py)."""
 import dataclasses
 import json
+import logging
 import os
-import subprocess
-import sys
 
 from absl import app
 from absl import flags
@@ -19,7 +18,7 @@ from official_resnet import run_state
 from official_resnet import trainer as trainer_lib
 from official_resnet.cli import flag_table
 from official_resnet.cli import table
-from cli_fixtures import FLAGS, REPO, SMOKE, parse, subprocess_env
+from cli_fixtures import FLAGS, REPO, SMOKE, parse
 
 @pytest.mark.parametrize("name,strategy,dtype,batch_size,peak_learning_rate", [
     ("imagenet_resnet50_gpu.cfg", "mirrored", "fp16", 1024, 0.4),
@@ -143,18 +142,19 @@ def test_helpshort_groups_the_flags_most_used_first(capsys):
   assert len(shown.splitlines()) < 300
 
 
-@pytest.mark.slow
-def test_smoke_config_runs_as_a_command(tmp_path):
-  command = [sys.executable, "-m", "official_resnet.main", f"--flagfile={SMOKE}",
-             f"--model_dir={tmp_path}"]
-  result = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
-                          timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert "step 16/16: loss" in result.stderr and "examples/s" in result.stderr
+@pytest.mark.slow  # 8 s: the fast tier trains in test_trainer.py
+def test_smoke_config_trains_evaluates_and_reports(tmp_path, caplog):
+  """configs/smoke.cfg, in-process through main.main (the command as a process: the kill -9
+  test of test_preemption.py and the workers of test_multi_worker.py)."""
+  with flagsaver.flagsaver():
+    parse(f"--flagfile={SMOKE}", f"--model_dir={tmp_path}")
+    caplog.set_level(logging.INFO, logger="absl")
+    main.main(["official_resnet.main"])
+  assert "step 16/16: loss" in caplog.text and "examples/s" in caplog.text
   stats = run_state.read_stats(str(tmp_path))
   assert (stats["step"], stats["epochs"], stats["eval_examples"]) == (16, 4.0, 128)
   # The stats file holds what the run logged (and the history the log leaves out).
-  logged = json.loads(result.stderr.split("Run stats: ", 1)[1].splitlines()[0])
+  logged = json.loads(caplog.text.split("Run stats: ", 1)[1].splitlines()[0])
   assert logged == {key: value for key, value in stats.items() if key in logged}
   assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-16")
   run_config = run_state.read_run_config(str(tmp_path))
