@@ -106,12 +106,13 @@ def test_kill_9_then_the_same_command_resumes_from_the_last_checkpoint(colours, 
   process = subprocess.Popen([sys.executable, "-m", "official_resnet.main",
                               *_flags(colours, model_dir)], cwd=cli_fixtures.REPO,
                              env=cli_fixtures.subprocess_env(), stderr=subprocess.PIPE, text=True)
-  # Killed once it has logged step 5: its last checkpoint is step 4's (saved after that step's
-  # log line), at the end of epoch 2; no handler runs, nothing else is saved.
-  log = cli_fixtures.signal_at_step(process, 5, signum=signal.SIGKILL)
+  # Killed once it has logged step 3: its last checkpoint is step 2's (saved after that step's
+  # log line; a later one if this process read the log late), at an epoch's end; no handler
+  # runs, nothing else is saved.
+  log = cli_fixtures.signal_at_step(process, 3, signum=signal.SIGKILL)
   assert process.returncode == -signal.SIGKILL, log[-3000:]
   killed_at = cli_fixtures.checkpoint_steps(model_dir)[-1]
-  assert killed_at in (4, 6)
+  assert killed_at in (2, 4, 6)
   assert cli_fixtures.checkpoint_steps(model_dir) == list(range(2, killed_at + 1, 2))
   assert not (model_dir / run_state.STATS_FILE).exists()
   # The lock of the killed process is left behind; the same command takes it over.
