@@ -81,9 +81,10 @@ case "$cmd" in
     # process or a cluster, see pytest.ini) run in one pytest process per core plus one
     # (at most 4): many tests wait on the subprocesses they start, and the extra process
     # keeps the cores busier (2 cores: 1.89 busy on average against 1.78 with two). A test
-    # file per process, so its module fixtures are built once, the long files first
-    # (tests/conftest.py); with other arguments, one process. The 15 slowest tests are
-    # listed at the end: where to look first when the suite grows slower.
+    # file per process, so its module fixtures are built once, the longest files first (by
+    # the test times of the last run, kept in .pytest_cache: tests/conftest.py); with other
+    # arguments, one process. The 15 slowest tests are listed at the end: where to look
+    # first when the suite grows slower.
     tier=()
     if [ "${1:-}" = fast ]; then
       shift; tier=(-m "not slow")

@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import threading
 
 from absl import flags
@@ -58,17 +57,6 @@ def free_ports(count):
 def cluster_env(hosts, index):
   return dict(subprocess_env(), TF_CONFIG=json.dumps(
       {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}))
-
-
-def run_pair(commands, envs, timeout=600):
-  """Runs two worker processes to their end; returns their logs (stdout and stderr)."""
-  workers = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
-             for command, env in zip(commands, envs)]
-  logs = [worker.communicate(timeout=timeout)[0] for worker in workers]
-  for worker, log in zip(workers, logs):
-    assert worker.returncode == 0, log[-3000:]
-  return logs
 
 
 def signal_at_step(process, step, target=None, signum=signal.SIGTERM):
@@ -128,17 +116,12 @@ def assert_same_variables(model_dir, reference_dir, atol, rtol=0):
   return list(reference)
 
 
-BAD_STEP, BAD_ROW = 2, 5  # global batch 2, row 5: replica 1, i.e. the second worker
-
-
-def global_batches(kind):
-  """Four global batches of 8 normalized photo-like 32 px images ("clean", "nan": one NaN
-  pixel on the second worker in batch BAD_STEP, "clean_without_bad": that batch left out)."""
-  images, labels = fixtures.photo_batches(4, 8, seed=7)
-  images = images.astype(np.float32) / 127.5 - 1.0  # --normalization=unit
-  if kind == "nan":
-    images[BAD_STEP, BAD_ROW, 3, 3, 0] = np.nan
-  if kind == "clean_without_bad":
-    keep = [step for step in range(4) if step != BAD_STEP]
-    images, labels = images[keep], labels[keep]
+def global_batches(steps, bad_step=None):
+  """`steps` global batches of 8 normalized photo-like 32 px images (--normalization=unit);
+  with `bad_step`, one NaN pixel in that global step's batch, in row 5: the second of two
+  replicas (or workers)."""
+  images, labels = fixtures.photo_batches(steps, 8, seed=7)
+  images = images.astype(np.float32) / 127.5 - 1.0
+  if bad_step is not None:
+    images[bad_step - 1, 5, 3, 3, 0] = np.nan
   return images, labels

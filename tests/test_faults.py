@@ -1,7 +1,7 @@
 """Faults a run survives: non-finite steps, divergence, a second trainer, user errors.
 
-Signals and kill -9: test_preemption.py (a command), test_run_record.py (Ctrl-C, in-process),
-test_multi_worker.py (two workers)."""
+Signals and kill -9: test_preemption.py (SIGTERM in-process, kill -9 as a command),
+test_run_record.py (Ctrl-C, in-process), test_multi_worker.py (two workers)."""
 import dataclasses
 import json
 import logging

@@ -1,17 +1,14 @@
-"""The command line: flagfiles, flag errors, a subprocess run, two worker processes.
+"""The command line in-process: flagfiles, flag errors, the flag table, the smoke config.
 
-kill -9 and resume: test_preemption.py."""
+As processes: kill -9 and resume (test_preemption.py), two workers (test_multi_worker.py)."""
 import dataclasses
 import json
+import logging
 import os
-import subprocess
-import sys
-import textwrap
 
 from absl import app
 from absl import flags
 from absl.testing import flagsaver
-import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -21,9 +18,7 @@ from official_resnet import run_state
 from official_resnet import trainer as trainer_lib
 from official_resnet.cli import flag_table
 from official_resnet.cli import table
-from cli_fixtures import (FLAGS, REPO, SMOKE, colour_flags, free_ports,
-                          global_batches, parse, run_pair, subprocess_env)
-import trainer_fixtures as fixtures
+from cli_fixtures import FLAGS, REPO, SMOKE, parse
 
 @pytest.mark.parametrize("name,strategy,dtype,batch_size,peak_learning_rate", [
     ("imagenet_resnet50_gpu.cfg", "mirrored", "fp16", 1024, 0.4),
@@ -147,89 +142,21 @@ def test_helpshort_groups_the_flags_most_used_first(capsys):
   assert len(shown.splitlines()) < 300
 
 
-@pytest.mark.slow
-def test_smoke_config_runs_as_a_command(tmp_path):
-  command = [sys.executable, "-m", "official_resnet.main", f"--flagfile={SMOKE}",
-             f"--model_dir={tmp_path}"]
-  result = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
-                          timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert "step 16/16: loss" in result.stderr and "examples/s" in result.stderr
+@pytest.mark.slow  # 8 s: the fast tier trains in test_trainer.py
+def test_smoke_config_trains_evaluates_and_reports(tmp_path, caplog):
+  """configs/smoke.cfg, in-process through main.main (the command as a process: the kill -9
+  test of test_preemption.py and the workers of test_multi_worker.py)."""
+  with flagsaver.flagsaver():
+    parse(f"--flagfile={SMOKE}", f"--model_dir={tmp_path}")
+    caplog.set_level(logging.INFO, logger="absl")
+    main.main(["official_resnet.main"])
+  assert "step 16/16: loss" in caplog.text and "examples/s" in caplog.text
   stats = run_state.read_stats(str(tmp_path))
   assert (stats["step"], stats["epochs"], stats["eval_examples"]) == (16, 4.0, 128)
   # The stats file holds what the run logged (and the history the log leaves out).
-  logged = json.loads(result.stderr.split("Run stats: ", 1)[1].splitlines()[0])
+  logged = json.loads(caplog.text.split("Run stats: ", 1)[1].splitlines()[0])
   assert logged == {key: value for key, value in stats.items() if key in logged}
   assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-16")
   run_config = run_state.read_run_config(str(tmp_path))
   assert (run_config.model.architecture, run_config.model.base_width) == ("resnet18", 8)
   assert run_config.data.source == "synthetic"
-
-
-# Trains the flags' Trainer on the test's global batches, evaluates, saves what is compared.
-DIRECT_WORKER = textwrap.dedent("""
-    import json, sys
-    import numpy as np
-    from absl import flags
-    from official_resnet import distribute, main
-    import cli_fixtures
-    import trainer_fixtures as fixtures
-    flags.FLAGS(sys.argv[:-2])
-    images, labels = cli_fixtures.global_batches(sys.argv[-2])
-    trainer = fixtures.train_on_batches(main.experiment_from_flags(), images, labels)
-    metrics = trainer.evaluate()
-    np.savez(sys.argv[-1] + ".npz", *[w.numpy() for w in trainer.model.weights])
-    json.dump({"replicas": trainer.strategy.num_replicas_in_sync, "chief": trainer.is_chief,
-               "heartbeat_timeout_s": distribute.heartbeat_timeout_s(),
-               "step": trainer.current_step(), "updates": int(trainer.optimizer.iterations.numpy()),
-               **metrics}, open(sys.argv[-1] + ".json", "w"))
-""")
-@pytest.mark.slow
-def test_two_workers_match_one_process_with_two_replicas(tmp_path):
-  """Two multi_worker_mirrored processes (a cluster from --worker_hosts) train a ResNet-18 on
-  the same global batches as one process with two replicas (mirrored), then evaluate.
-
-  Each BatchNorm replica normalizes its own half, in both. Worker 2 also gets a NaN pixel in
-  one batch under --nan_policy=skip: both workers must skip that step, moving statistics
-  included, as if the batch had never been there. Both coordination services get the
-  --heartbeat_timeout asked for. Checked in-process instead: a cluster from TF_CONFIG
-  (test_distribute.py; as a command, test_multi_worker.py's SIGTERM test) and
-  synchronized BatchNorm over two replicas (test_trainer.py).
-  """
-  data = fixtures.write_colour_folder(str(tmp_path / "data"), 2, 3)
-  script = tmp_path / "worker.py"
-  script.write_text(DIRECT_WORKER)
-  common = colour_flags(data, str(tmp_path / "multi"), architecture="resnet18",
-                        normalize_on_device=False, nan_policy="skip")
-  hosts = ",".join(f"localhost:{port}" for port in free_ports(2))
-  heartbeat_timeout_s = 300.0
-  run_pair([[sys.executable, str(script), *common, "--distribution_strategy=multi_worker_mirrored",
-             f"--worker_hosts={hosts}", f"--task_index={index}",
-             f"--heartbeat_timeout={heartbeat_timeout_s}", "nan", str(tmp_path / f"worker{index}")]
-            for index in range(2)], [subprocess_env()] * 2)
-
-  with flagsaver.flagsaver():
-    parse(*common, "--distribution_strategy=mirrored")
-    experiment = main.experiment_from_flags()
-  reference = fixtures.train_on_batches(experiment, *global_batches("clean_without_bad"))
-  reference_eval = reference.evaluate()
-  results = [json.loads((tmp_path / f"worker{i}.json").read_text()) for i in range(2)]
-  assert [(r["replicas"], r["chief"]) for r in results] == [(2, True), (2, False)]
-  assert [r["heartbeat_timeout_s"] for r in results] == [heartbeat_timeout_s] * 2
-  assert [(r["step"], r["updates"]) for r in results] == [(4, 3)] * 2
-  weights = [np.load(tmp_path / f"worker{i}.npz") for i in range(2)]
-  for index, expected in enumerate(reference.model.weights):
-    first, second = (w[f"arr_{index}"] for w in weights)
-    # Moving statistics included: the workers' copies were synced before evaluation.
-    np.testing.assert_array_equal(first, second, err_msg=expected.path)
-    assert np.all(np.isfinite(first)), expected.path
-    np.testing.assert_allclose(first, expected.numpy(), atol=1e-6, rtol=1e-6,
-                               err_msg=expected.path)
-  # Each worker evaluates its shard of the 12 images; together, every image once.
-  assert [r["examples"] for r in results] == [12, 12] == [reference_eval["examples"]] * 2
-  assert results[0]["loss"] == results[1]["loss"] == pytest.approx(reference_eval["loss"],
-                                                                    abs=1e-4)
-  # The confusion matrix is summed over both workers, not one worker's shard.
-  assert results[0]["confusion_matrix"] == results[1]["confusion_matrix"]
-  assert results[0]["confusion_matrix"] == reference_eval["confusion_matrix"]
-  assert np.sum(results[0]["confusion_matrix"]) == 12

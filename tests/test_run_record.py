@@ -121,7 +121,7 @@ def test_a_finished_run_in_phases_is_extended_by_its_phases(colours, tmp_path, c
 
 @pytest.mark.slow  # 16 steps and 8 evaluations, in two runs
 def test_ctrl_c_then_resume_keeps_every_evaluation(colours, tmp_path, caplog):
-  # In-process: the trainer's handler is the command's (test_preemption.py runs the command).
+  # In-process: the trainer's handler is the command's (test_preemption.py: exact resume).
   model_dir = tmp_path / "run"
   # 16 steps, an evaluation every 2.
   command = _flags(colours, str(model_dir), train_epochs=8, steps_per_loop=1, log_steps=1)

@@ -280,8 +280,8 @@ def test_a_resumed_run_reads_the_stream_on_from_its_step(tmp_path):
   trainer = trainer_lib.Trainer(experiment)
   assert trainer.steps_per_epoch == 4
 
-  def labels(start_step, batches):
-    iterator = iter(trainer.train_input.dataset(start_step))
+  def labels(start_step, batches, context=None):
+    iterator = iter(trainer.train_input.dataset(start_step, context))
     return [next(iterator)[1].numpy().tolist() for _ in range(batches)]
 
   stream = labels(0, 12)
@@ -294,6 +294,15 @@ def test_a_resumed_run_reads_the_stream_on_from_its_step(tmp_path):
   assert all(sorted(epoch) == [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4 for epoch in epochs)
   assert epochs[0] != epochs[1] != epochs[2]
   assert labels(0, 4) == stream[:4]
+  # Two replicas, fed by one pipeline (mirrored: a batch for each replica a step) or by one
+  # pipeline a worker (the second worker's here), resume mid-epoch the same way. (At an
+  # epoch's start nothing is skipped, whatever the replicas.)
+  for pipelines, pipeline in ((1, 0), (2, 1)):
+    context = tf.distribute.InputContext(pipelines, pipeline, num_replicas_in_sync=2)
+    per_step = 2 // pipelines
+    replica_stream = labels(0, 8 * per_step, context)
+    assert len(replica_stream[0]) == 2  # each replica's half of the global batch
+    assert labels(6, 2 * per_step, context) == replica_stream[6 * per_step:]
 
 
 def test_cached_training_records_are_read_from_storage_once_for_every_epoch(tmp_path):
@@ -332,10 +341,12 @@ def test_two_phases_freeze_then_train_and_resume_inside_phase_two(colours, tmp_p
             config_lib.PhaseConfig("all", steps=2, schedule=dataclasses.replace(
                 constant, base_learning_rate=0.02), trainable="block3"))
   # VGG16 without BatchNorm: reading the same images in another order changes its update
-  # by float rounding only, so the resumed run can be compared closely.
+  # by float rounding only, so the resumed run can be compared closely. No seed: each
+  # epoch (here all 8 images, one step) reads them in an order of its own, the resumed
+  # run restarts its data in a new one, and the order of one batch does not matter.
   experiment = fixtures.experiment(tmp_path / "whole", colours, batch_size=BATCH, phases=phases,
                                    checkpoint_steps=1, keep_checkpoints=10, epochs_between_evals=2,
-                                   architecture="vgg16")
+                                   architecture="vgg16", seed=None)
   whole = trainer_lib.Trainer(experiment)
   initial = {w.path: w.numpy() for w in whole.model.weights}
   whole.restore_or_initialize()

@@ -81,27 +81,42 @@ def photo_batches(steps, batch_size, size=32, seed=0, solid=False):
   return images, labels
 
 
-def distributed_batches(strategy, images, labels):
-  """An iterator giving each replica its slice of every global batch, on every worker.
-
-  Replica r of the cluster gets rows [r * B/R, (r + 1) * B/R) of global batch step, whichever
-  process it is in, so runs with any split into replicas and workers see the same data.
-  """
+def replica_batches(images, labels, context=None):
+  """The batches one input pipeline reads from global batches [steps, batch, ...]: under
+  `context` (a tf.distribute.InputContext; None: one pipeline, one replica), replica r of the
+  cluster gets rows [r * B/R, (r + 1) * B/R) of each global batch, whichever process it is
+  in, so runs with any split into replicas and workers see the same data. A pipeline feeding
+  several replicas gives them their slices in turn, step by step."""
   steps, batch_size = labels.shape
+  replicas = context.num_replicas_in_sync if context else 1
+  local = replicas // context.num_input_pipelines if context else 1
+  first = context.input_pipeline_id * local if context else 0
+  rows = batch_size // replicas
 
-  def per_replica(context):
-    replicas = context.num_replicas_in_sync
-    local = replicas // context.num_input_pipelines
-    first = context.input_pipeline_id * local
-    rows = batch_size // replicas
+  def slices(values):
+    values = values.reshape(steps, replicas, rows, *values.shape[2:])[:, first:first + local]
+    return values.reshape(steps * local, rows, *values.shape[3:])
 
-    def slices(values):
-      values = values.reshape(steps, replicas, rows, *values.shape[2:])[:, first:first + local]
-      return values.reshape(steps * local, rows, *values.shape[3:])
+  return tf.data.Dataset.from_tensor_slices((slices(images), slices(labels)))
 
-    return tf.data.Dataset.from_tensor_slices((slices(images), slices(labels)))
 
-  return iter(strategy.distribute_datasets_from_function(per_replica))
+def distributed_batches(strategy, images, labels):
+  """An iterator giving each replica its slice of every global batch, on every worker
+  (replica_batches)."""
+  return iter(strategy.distribute_datasets_from_function(
+      lambda context: replica_batches(images, labels, context)))
+
+
+def train_stream_of(images, labels):
+  """A stand-in for input_pipeline.build_train_stream that reads the given global batches
+  (replica_batches) from global step `start_step` on, whatever the data config says."""
+  def build_train_stream(config, steps_per_epoch, input_context=None, start_step=0):
+    del config, steps_per_epoch  # The batches are the stream.
+    local = (input_context.num_replicas_in_sync // input_context.num_input_pipelines
+             if input_context else 1)
+    return replica_batches(images, labels, input_context).skip(start_step * local)
+
+  return build_train_stream
 
 
 def train_on_batches(experiment, images, labels):
