@@ -99,20 +99,25 @@ class Clock:
   """This process's training time: elapsed since it began, and the time left at the rate it
   measured itself.
 
-  The rate counts from the end of the first call (its tracing and compilation left out)
-  over the steps this process ran, wall time between calls (checkpoints, evaluations)
-  included, so the steps a resumed run trained before never enter it.
+  The rate counts from the start of the second call over the steps this process ran, so
+  the first call's tracing and compilation, the host's first work after it (the first
+  checkpoint's save) and the steps a resumed run trained before never enter it. Wall time
+  between calls (checkpoints, evaluations) counts.
   """
 
   def __init__(self, total_steps, now=time.monotonic):
     self._total_steps = total_steps
     self._now = now
     self._began = now()
+    self._calls = 0
     self._rate_from = None
 
-  def after_call(self, step):
-    if self._rate_from is None:
+  def before_call(self, step):
+    """Before each call of the train function from `step`: the second sets where the rate
+    counts from."""
+    if self._calls == 1:
       self._rate_from = (step, self._now())
+    self._calls += 1
 
   def remaining(self, step):
     """Seconds left to the last step at the measured rate; None before a rate is known."""
@@ -153,12 +158,13 @@ class TerminalBar:
     return True
 
   def _columns(self):
+    """$COLUMNS, else the terminal's width; 80 when neither says (a bare pty says 0)."""
+    if os.environ.get("COLUMNS", "").isdigit():
+      return int(os.environ["COLUMNS"])
     try:
-      columns = os.get_terminal_size(self._stream.fileno()).columns
+      return os.get_terminal_size(self._stream.fileno()).columns or 80
     except (OSError, ValueError):
-      columns = 0
-    # A terminal that does not say its size (a bare pty) reads as 0 columns.
-    return columns or 80
+      return 80
 
   def draw(self, text):
     # A line wider than the terminal wraps, and "\r" would go back to its last row only.
@@ -234,17 +240,18 @@ class Reporter:
   scalars and report picture. Each evaluation also writes its report (eval_report) to
   model_dir/eval. The progress bar shows only when stderr (where the log goes) is a
   terminal and `progress_bar`. Inside stage(label) every line and the bar name the stage.
+  `clock` (a Clock of total_steps) times the run from now when not given.
   """
 
   def __init__(self, model_dir, total_steps, active=True, tensorboard=False, progress_bar=True,
-               steps_per_epoch=None):
+               steps_per_epoch=None, clock=None):
     self._active = active
     self._model_dir = model_dir
     self._writers = {} if (active and tensorboard) else None
     self._total_steps = total_steps
     self._steps_per_epoch = steps_per_epoch
     self._label = f"[{_stage_label}] " if _stage_label else ""
-    self._clock = Clock(total_steps)
+    self._clock = clock or Clock(total_steps)
     self._bar = None
     if active and progress_bar and sys.stderr.isatty():
       self._bar = TerminalBar(sys.stderr)
@@ -275,13 +282,13 @@ class Reporter:
                        metadata=image_metadata.create_summary_metadata(None, None))
 
   def _epoch(self, step):
-    """"epoch 2/5" from step 101 to step 200 of 500 steps at 100 a epoch."""
+    """"epoch 2/5" from step 101 to step 200 of 500 steps, 100 an epoch."""
     epochs = math.ceil(self._total_steps / self._steps_per_epoch)
     return f"epoch {max(1, math.ceil(step / self._steps_per_epoch))}/{epochs}"
 
-  def after_call(self, step):
-    """After each call of the train function, before the lines of its step."""
-    self._clock.after_call(step)
+  def before_call(self, step):
+    """Before each call of the train function from `step` (Clock.before_call)."""
+    self._clock.before_call(step)
 
   def train(self, step, window, learning_rate):
     """The log line of the steps in `window` (a MetricSums), ending at `step`."""

@@ -21,6 +21,7 @@ and the finished runs (and says so), an interrupted run resumes, and other
 settings start fresh runs beside the old ones.
 """
 import argparse
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -34,10 +35,17 @@ from absl import logging
 
 from official_resnet import export
 from official_resnet import main as main_lib
+from official_resnet import progress
 from official_resnet import run_state
 from official_resnet.demo import data as demo_data
 
 DEFAULT_OUT_DIR = "demo_out"
+# The demo's stages: what each does, and the short name its log lines and bar carry.
+STAGES = (("writing the generated images", "images"),
+          ("pre-training on 6 shape classes", "pre-training"),
+          ("transfer to cat/dog with a frozen backbone, then export", "transfer"),
+          ("the same model from scratch, for comparison", "from scratch"),
+          ("predicting held-out JPEGs through the SavedModel in a new process", "predict"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +82,15 @@ def fingerprint(config: DemoConfig) -> str:
   return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
 
 
+@contextlib.contextmanager
+def stage(number, detail=""):
+  """Logs "Demo stage i/5: <what>" and names the stage in the lines and bars inside."""
+  what, name = STAGES[number - 1]
+  logging.info("Demo stage %d/%d: %s%s", number, len(STAGES), what, detail)
+  with progress.stage(f"demo {number}/{len(STAGES)} {name}"):
+    yield
+
+
 def write_data(config: DemoConfig, data_dir: str):
   """The three image sets, in folders named by what decides their content."""
   size, seed = config.image_size, config.seed
@@ -93,7 +110,7 @@ def write_data(config: DemoConfig, data_dir: str):
 
 
 def run_main(args):
-  """official_resnet.main's run() on its own copy of the flags: stats as the command returns them."""
+  """official_resnet.main's run() on its own copy of the flags: the stats the command returns."""
   flag_values = copy.deepcopy(main_lib.FLAGS)
   flag_values.unparse_flags()
   flag_values(["official_resnet.main", *args])
@@ -115,7 +132,8 @@ def train_step(name, model_dir, args, export_dir=None):
   if stats is not None and (export_dir is None or export.latest_version_dir(export_dir)):
     logging.info("Demo: reusing the finished %s run in %s.", name, model_dir)
     return StepResult(model_dir, time.perf_counter() - began, True, stats)
-  args = [*args, f"--model_dir={model_dir}"] + ([f"--export_dir={export_dir}"] if export_dir else [])
+  args = [*args, f"--model_dir={model_dir}",
+          *([f"--export_dir={export_dir}"] if export_dir else [])]
   stats = run_main(args)
   return StepResult(model_dir, time.perf_counter() - began, False, stats)
 
@@ -128,7 +146,9 @@ def common_flags(config: DemoConfig, data_dir, num_classes):
       f"--architecture={config.architecture}", f"--base_width={config.base_width}",
       f"--batch_size={config.batch_size}", f"--seed={config.seed}",
       "--optimizer=sgd", "--momentum=0.9", "--lr_schedule=cosine", "--warmup_epochs=0.5",
-      "--lr_base_batch_size=0", "--log_steps=20"]
+      "--lr_base_batch_size=0", "--log_steps=20",
+      # The flags' copy sets absl's level when parsed: INFO, or piped output shows no progress.
+      "--verbosity=0"]
 
 
 def predict_step(export_dir, heldout_dir):
@@ -158,26 +178,31 @@ def run_demo(out_dir=DEFAULT_OUT_DIR, config=DemoConfig()):
   # Absolute: the predict process runs from the repository root.
   out_dir = os.path.abspath(out_dir)
   began = time.perf_counter()
-  pretrain_data, transfer_data, heldout_data = write_data(config, os.path.join(out_dir, "data"))
+  with stage(1, f" under {os.path.join(out_dir, 'data')}"):
+    pretrain_data, transfer_data, heldout_data = write_data(config, os.path.join(out_dir, "data"))
   data_seconds = time.perf_counter() - began
   run_dir = os.path.join(out_dir, "runs", f"{config.architecture}_{config.image_size}px_"
                                           f"{fingerprint(config)}")
   pretrain_dir, export_dir = os.path.join(run_dir, "pretrain"), os.path.join(run_dir, "export")
 
-  pretrain = train_step("pre-training", pretrain_dir, [
-      *common_flags(config, pretrain_data.root, len(pretrain_data.class_names)),
-      f"--train_epochs={config.pretrain_epochs}", f"--epochs_between_evals={config.pretrain_epochs}",
-      "--base_learning_rate=0.1"])
+  with stage(2, f" ({config.architecture}, {config.pretrain_epochs:g} epochs)"):
+    pretrain = train_step("pre-training", pretrain_dir, [
+        *common_flags(config, pretrain_data.root, len(pretrain_data.class_names)),
+        f"--train_epochs={config.pretrain_epochs}",
+        f"--epochs_between_evals={config.pretrain_epochs}", "--base_learning_rate=0.1"])
   transfer_flags = [*common_flags(config, transfer_data.root, len(transfer_data.class_names)),
                     f"--train_steps={config.transfer_steps}", "--epochs_between_evals=1000",
                     "--base_learning_rate=0.05"]
   # The normalization comes from the pre-training run's config.json (see --normalization).
-  transfer = train_step("transfer", os.path.join(run_dir, "transfer"), [
-      *transfer_flags, f"--init_checkpoint={pretrain_dir}", "--trainable=head",
-      "--export_format=saved_model"],
-      export_dir=export_dir)
-  scratch = train_step("from scratch", os.path.join(run_dir, "scratch"), transfer_flags)
-  accuracy, num_images, predict_seconds = predict_step(export_dir, heldout_data.root)
+  with stage(3, f" ({config.transfer_steps} steps)"):
+    transfer = train_step("transfer", os.path.join(run_dir, "transfer"), [
+        *transfer_flags, f"--init_checkpoint={pretrain_dir}", "--trainable=head",
+        "--export_format=saved_model"],
+        export_dir=export_dir)
+  with stage(4, f" ({config.transfer_steps} steps)"):
+    scratch = train_step("from scratch", os.path.join(run_dir, "scratch"), transfer_flags)
+  with stage(5):
+    accuracy, num_images, predict_seconds = predict_step(export_dir, heldout_data.root)
   summary = {
       "settings": dataclasses.asdict(config),
       "data": {"pretrain": pretrain_data.root, "transfer": transfer_data.root,

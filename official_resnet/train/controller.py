@@ -150,7 +150,6 @@ class Controller:
     for metric_sums in spans if self._first_call else [*spans, self._steady]:
       metric_sums.add(results, step - steps + 1, step, seconds, skipped=bad_steps)
     self._first_call = False
-    self._reporter.after_call(step)
     self._profiler.after(step)
     if step % self._config.log_steps == 0 or step in self._phase_ends:
       self._reporter.train(step, self._window, trainer.last_learning_rate())
@@ -178,6 +177,7 @@ class Controller:
                  _next_multiple(step, self._checkpoint_every()),
                  self._profiler.next_boundary(step) or end)
       iterator = train_input.iterator(step)
+      self._reporter.before_call(step)
       began = time.perf_counter()
       results = train_function(iterator, tf.constant(stop - step, tf.int32))
       train_input.advance(iterator, stop)
@@ -188,7 +188,8 @@ class Controller:
   def _run_fit(self, start, end):
     trainer = self._trainer
     dataset = trainer.train_input.dataset(start)
-    callback = _FitSteps(trainer, self._on_steps, trainer.config.data.batch_size)
+    callback = _FitSteps(trainer, self._reporter.before_call, self._on_steps,
+                         trainer.config.data.batch_size)
     trainer.model.fit(dataset, steps_per_epoch=end - start, epochs=1, verbose=0,
                       callbacks=[callback])
 
@@ -226,9 +227,10 @@ class _FitSteps(keras.callbacks.Callback):
   read before it, as the custom loop's step computes it.
   """
 
-  def __init__(self, trainer, on_steps, global_batch):
+  def __init__(self, trainer, before_step, on_steps, global_batch):
     super().__init__()
     self._trainer = trainer
+    self._before_step = before_step
     self._on_steps = on_steps
     self._global_batch = global_batch
 
@@ -237,6 +239,7 @@ class _FitSteps(keras.callbacks.Callback):
     self._time = time.perf_counter()
 
   def on_train_batch_begin(self, batch, logs=None):
+    self._before_step(self._trainer.current_step())
     self._l2 = sum((float(term) for term in self._trainer.model.losses), 0.0)
 
   def on_train_batch_end(self, batch, logs=None):
