@@ -1,6 +1,9 @@
 """./run.sh demo's driver at test size: pre-train, frozen-backbone transfer, export, predict."""
+import logging
 import os
+import re
 
+from absl.testing import flagsaver
 import pytest
 import tensorflow as tf
 
@@ -10,8 +13,25 @@ from official_resnet import run_state
 
 
 @pytest.mark.slow
-def test_quick_demo_transfers_above_chance_and_a_rerun_reuses_its_runs(tmp_path):
-  summary = demo.run_demo(str(tmp_path), demo.QUICK_CONFIG)
+def test_quick_demo_transfers_above_chance_and_a_rerun_reuses_its_runs(tmp_path, caplog):
+  caplog.set_level(logging.INFO, logger="absl")
+  # INFO, as demo.main sets it (a SavedModel's save puts absl's global verbosity back).
+  with flagsaver.flagsaver(verbosity=0):
+    summary = demo.run_demo(str(tmp_path), demo.QUICK_CONFIG)
+  # Each stage says what it does, and its progress lines (INFO: logged however the output
+  # is piped) carry its name.
+  lines = [record.getMessage() for record in caplog.records]
+  stages = [line for line in lines if line.startswith("Demo stage ")]
+  assert [line[:len("Demo stage 1/5:")] for line in stages] == [
+      f"Demo stage {number}/5:" for number in range(1, 6)]
+  assert stages[1].startswith("Demo stage 2/5: pre-training on 6 shape classes")
+  for label, total in (("demo 2/5 pre-training", 640), ("demo 3/5 transfer", 80),
+                       ("demo 4/5 from scratch", 80)):
+    steps = [int(match[1]) for line in lines
+             if (match := re.match(rf"\[{label}\] step (\d+)/{total}: loss ", line))]
+    assert steps == list(range(20, total + 1, 20)), label
+    assert any(line.startswith(f"[{label}] epoch ") and " done at step " in line
+               for line in lines), label
   transfer, scratch, predict = summary["transfer"], summary["scratch"], summary["predict"]
   # Two balanced classes: chance is 0.5.
   assert transfer["eval_top_1_accuracy"] >= 0.75 and transfer["eval_examples"] >= 20
