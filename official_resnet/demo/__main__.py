@@ -1,4 +1,4 @@
-"""`python -m official_resnet.demo`: the demo of `./run.sh demo` (official_resnet/demo/__init__.py)."""
+"""`python -m official_resnet.demo`: `./run.sh demo` (official_resnet/demo/__init__.py)."""
 from official_resnet.demo import main
 
 main()
