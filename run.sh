@@ -57,7 +57,7 @@ case "$cmd" in
   demo)
     ensure_venv
     export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-1}
-    # Pre-train, transfer, export and predict on generated images; see official_resnet/demo/__init__.py.
+    # Pre-train, transfer, export and predict on generated images; see official_resnet/demo/stages.py.
     exec "$VENV/bin/python" -m official_resnet.demo "$@"
     ;;
   main)

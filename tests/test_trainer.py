@@ -193,9 +193,10 @@ def test_checkpoints_config_and_tensorboard_on_disk(learned):
                      if value.metadata.plugin_data.plugin_name == "scalars")
     return found
 
-  assert tags("train") == {"loss", "learning_rate", "top_1_accuracy", "top_5_accuracy",
-                           "examples_per_second"}
-  assert tags("eval") == {"loss", "top_1_accuracy", "top_5_accuracy"} | {
+  # The train loss and its two terms; the eval loss is a cross entropy alone.
+  assert tags("train") == {"loss", "cross_entropy", "l2", "learning_rate", "top_1_accuracy",
+                           "top_5_accuracy", "examples_per_second"}
+  assert tags("eval") == {"loss", "cross_entropy", "top_1_accuracy", "top_5_accuracy"} | {
       f"{name}/{class_name}" for name in ("precision", "recall", "f1")
       for class_name in saved.class_names}
 

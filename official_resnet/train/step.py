@@ -102,9 +102,10 @@ def make_train_function(experiment, strategy, model, optimizer, step, *, ema=Non
   """tf.function(iterator, num_steps) running num_steps train steps of `model`; returns a dict:
 
   loss_sum: each step's mean loss over the global batch, summed over the steps;
+  l2_sum: the L2 term's part of loss_sum (the cross entropy's is the rest);
   top_1_correct, top_k_correct: examples whose label is the top-1, among the top-k logits
     (k = losses.top_k(num_classes));
-  examples: examples trained on (these four leave out steps skipped by nan_policy='skip');
+  examples: examples trained on (these five leave out steps skipped by nan_policy='skip');
   nonfinite_steps: steps whose loss or gradients were NaN or Inf (int64);
   first_nonfinite_step: the global step of the first of them, 0 when none (int64);
   first_nonfinite_learning_rate: its learning rate, 0 when none (float64).
@@ -143,15 +144,18 @@ def make_train_function(experiment, strategy, model, optimizer, step, *, ema=Non
           bce_target_threshold=train.bce_target_threshold)
       # Summed and divided by the global batch: the replicas' gradients then sum to the mean's.
       loss = tf.reduce_sum(per_example) / global_batch
+      l2 = tf.constant(0.0)
       if model.losses:
-        loss += tf.add_n([tf.cast(term, tf.float32) for term in model.losses]) / num_replicas
+        # The kernels' L2 regularizers (--weight_decay); kept apart for the log lines.
+        l2 = tf.add_n([tf.cast(term, tf.float32) for term in model.losses]) / num_replicas
+        loss += l2
       # The dynamic scale, a fixed loss_scale_factor, or the loss as it is.
       scaled_loss = optimizer.scale_loss(loss)
     gradients = tape.gradient(scaled_loss, variables)
     top_1, top_k = losses.correct_counts(labels, logits, k)
     return gradients, progress.pack_sums({
         "loss_sum": loss, "top_1_correct": top_1, "top_k_correct": top_k,
-        "examples": tf.shape(labels)[0]})
+        "examples": tf.shape(labels)[0], "l2_sum": l2}, progress.TRAIN_SUM_NAMES)
 
   if experiment.runtime.enable_xla:
     # The model's math only: the optimizer's cross-replica update cannot run inside XLA.
@@ -195,7 +199,7 @@ def make_train_function(experiment, strategy, model, optimizer, step, *, ema=Non
 
   @tf.function
   def train_steps(iterator, num_steps):
-    num_sums = len(progress.SUM_NAMES)
+    num_sums = len(progress.TRAIN_SUM_NAMES)
     totals = tf.zeros([num_sums])
     # [steps, first step, its learning rate]; float64 keeps steps and rates exact.
     nonfinite = tf.zeros([3], tf.float64)
@@ -217,7 +221,7 @@ def make_train_function(experiment, strategy, model, optimizer, step, *, ema=Non
           bad, tf.stack([tf.constant(1.0, tf.float64),
                          tf.where(first, tf.cast(step, tf.float64), 0.0),
                          tf.where(first, learning_rate, 0.0)]), tf.constant(0.0, tf.float64))
-    return {**progress.unpack_sums(totals),
+    return {**progress.unpack_sums(totals, progress.TRAIN_SUM_NAMES),
             "nonfinite_steps": tf.cast(nonfinite[0], tf.int64),
             "first_nonfinite_step": tf.cast(nonfinite[1], tf.int64),
             "first_nonfinite_learning_rate": nonfinite[2]}
