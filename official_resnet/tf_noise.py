@@ -2,21 +2,26 @@
 
 TensorFlow's C++ runtime writes its log lines to file descriptor 2 itself, so Python's
 logging never sees them. `filter_stderr()`, called before tensorflow is imported, points
-fd 2 at a pipe read by a child process (this file run as a script) that drops the lines
-matching KNOWN_NOISE and passes everything else on unchanged, in order. A child, not a
+fd 2 at a pipe (a pseudo-terminal of the same size when fd 2 is a terminal, so the
+progress bar still draws) read by a child process (this file run as a script) that drops
+the lines matching KNOWN_NOISE and passes everything else on unchanged, in order. A child, not a
 thread: it reads the pipe to its end even when the command dies of a C++ abort or a
 signal, so the last lines of a crash still show. OFFICIAL_RESNET_TF_NOISE=1 turns it off.
 
 Standard library only: the child runs it without the package on its path.
 """
 import atexit
+import fcntl
 import glob
 import os
+import pty
 import re
 import select
 import signal
 import subprocess
 import sys
+import termios
+import tty
 
 # =1: TensorFlow's output as TensorFlow prints it (no filter, TF_CPP_MIN_LOG_LEVEL untouched).
 SHOW_NOISE_VARIABLE = "OFFICIAL_RESNET_TF_NOISE"
@@ -34,8 +39,8 @@ KNOWN_NOISE = (
 )
 # Expected where no NVIDIA device exists; with one, a failed cuInit is a real error.
 NO_GPU_NOISE = (r"\] failed call to cuInit: ",)
-# A line left unfinished this long is passed on as it is (a prompt, a progress bar): TF
-# writes each log line whole.
+# A line left unfinished this long is passed on as it is (a prompt): TF writes each log line
+# whole. One holding a carriage return (a progress bar drawn again in place) goes at once.
 PARTIAL_LINE_WAIT_S = 0.2
 # At exit, how long the command waits for the filter to pass on the last lines.
 EXIT_WAIT_S = 10
@@ -59,16 +64,32 @@ def filter_lines(source_fd, sink, patterns):
       sink.flush()
       pending = b""
       continue
-    chunk = os.read(source_fd, 1 << 16)
+    try:
+      chunk = os.read(source_fd, 1 << 16)
+    except OSError:  # a pseudo-terminal's end: every writer closed it
+      chunk = b""
     if not chunk:
       break
     *lines, pending = (pending + chunk).split(b"\n")
     for line in lines:
       if not noise.search(line):
         sink.write(line + b"\n")
+    if b"\r" in pending:
+      sink.write(pending)
+      pending = b""
     sink.flush()
   sink.write(pending)
   sink.flush()
+
+
+def _terminal_like(descriptor):
+  """(read end, write end) of a pseudo-terminal as wide as the terminal `descriptor`, in raw
+  mode, so that bytes pass as written (the terminal behind translates them)."""
+  read_end, write_end = pty.openpty()
+  tty.setraw(write_end)
+  size = fcntl.ioctl(descriptor, termios.TIOCGWINSZ, b"\0" * 8)
+  fcntl.ioctl(write_end, termios.TIOCSWINSZ, size)
+  return read_end, write_end
 
 
 def filter_stderr():
@@ -80,7 +101,10 @@ def filter_stderr():
     return False
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
   sys.stderr.flush()
-  read_end, write_end = os.pipe()
+  try:
+    read_end, write_end = _terminal_like(2) if os.isatty(2) else os.pipe()
+  except OSError:  # no pseudo-terminal to be had: no filter
+    return False
   original = os.dup(2)
   try:
     child = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__)], stdin=read_end,

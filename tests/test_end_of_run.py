@@ -1,14 +1,18 @@
 """What a command shows a user: TF's known noise dropped from stderr, its real lines kept; the
 summary at the end of training; TensorBoard scalars and the best checkpoint by default."""
+import fcntl
 import glob
 import io
 import json
 import logging
 import os
+import pty
 import re
 import shlex
+import struct
 import subprocess
 import sys
+import termios
 import textwrap
 
 from absl import flags
@@ -104,6 +108,40 @@ def test_stderr_filter_of_a_process_passes_on_every_real_line(exit_by):
                          text=True, timeout=60)
   assert shown.stdout == "False None\n"
   assert shown.stderr == "".join(f"{line}\n" for line in lines) + "a Python line\nan unfinished line"
+
+
+# On a terminal: the filter keeps it one (its width too), so the progress bar still draws.
+TERMINAL_WRITER = textwrap.dedent("""
+    import os, sys
+    from official_resnet import tf_noise
+    tf_noise.filter_stderr()
+    os.write(2, (sys.argv[1] + "\\n").encode())
+    sys.stderr.write(f"terminal {sys.stderr.isatty()}, {os.get_terminal_size(2).columns} wide\\n")
+    sys.stderr.write("\\r3/12 [==  ]")
+    sys.stderr.flush()
+""")
+
+
+def test_on_a_terminal_the_filtered_stderr_is_a_terminal_as_wide():
+  controller, terminal = pty.openpty()
+  fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 123, 0, 0))
+  env = {name: value for name, value in subprocess_env().items()
+         if name != tf_noise.SHOW_NOISE_VARIABLE}
+  process = subprocess.Popen([sys.executable, "-c", TERMINAL_WRITER, TF_NOISE_LINES[1]],
+                             cwd=REPO, env=env, stderr=terminal)
+  os.close(terminal)
+  output = b""
+  while True:
+    try:
+      chunk = os.read(controller, 1 << 16)
+    except OSError:  # the process and its filter closed the terminal
+      break
+    if not chunk:
+      break
+    output += chunk
+  os.close(controller)
+  assert process.wait(timeout=60) == 0
+  assert output.decode() == "terminal True, 123 wide\r\n\r3/12 [==  ]"
 
 
 # TensorFlow's own start-up and a checkpoint save, then a line of ours.
