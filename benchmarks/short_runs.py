@@ -112,15 +112,18 @@ def _env():
           "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
 
 
-def run_process(argv, timeout_s, until=None):
+def run_process(argv, timeout_s, until=None, marks=None):
   """Runs `argv`; {"seconds": to its exit, or to its first output line matching `until`
-  (then it is killed), "status", "log_tail"}."""
+  (then it is killed), "status", "log_tail", "marks": [(seconds, name)] of the lines that
+  match a pattern of `marks` ({name: regex})}."""
   began = time.perf_counter()
   process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              env=_env(), cwd=_REPO_ROOT)
-  lines, seconds = [], None
+  lines, seconds, seen = [], None, []
   for line in process.stdout:
     lines = (lines + [line])[-40:]
+    seen += [(time.perf_counter() - began, name) for name, pattern in (marks or {}).items()
+             if pattern.search(line)]
     if until is not None and until.search(line):
       seconds = time.perf_counter() - began
       process.kill()
@@ -132,7 +135,8 @@ def run_process(argv, timeout_s, until=None):
   if until is None and process.returncode == 0:
     seconds = time.perf_counter() - began
   return {"seconds": seconds, "status": "ok" if seconds is not None else "failed",
-          "log_tail": None if seconds is not None else "".join(lines)[-3000:]}
+          "log_tail": None if seconds is not None else "".join(lines)[-3000:],
+          **({"marks": seen} if marks else {})}
 
 
 def _module(name, *arguments):
@@ -142,16 +146,41 @@ def _module(name, *arguments):
 # ---------------------------------------------------------------------------- small images
 
 
+# Our log lines that time the parts of a run (the time each line reached the benchmark).
+OUR_MARKS = {"training": re.compile(r"\] Phase '"), "saved": re.compile(r"\] Saved .*ckpt-"),
+             "evaluated": re.compile(r"\] eval at step \d+: loss"),
+             "stats": re.compile(r"\] Run stats: ")}
+
+
+def breakdown(marks, total):
+  """Seconds of a run's parts from its marks (run_process'): start-up (to the first phase),
+  the first epoch (first call's tracing, its steps, its checkpoint), evaluations (each from
+  its checkpoint line to its result line), the later epochs, and the exit after the stats."""
+  times = {}
+  for seconds, name in marks:
+    times.setdefault(name, []).append(seconds)
+  if not all(name in times for name in OUR_MARKS):
+    return None
+  evaluations = [evaluated - max(s for s in times["saved"] if s <= evaluated)
+                 for evaluated in times["evaluated"]]
+  parts = {"startup": times["training"][0],
+           "first_epoch": min(times["saved"]) - times["training"][0],
+           "evaluations": sum(evaluations), "exit": total - times["stats"][-1]}
+  parts["later_epochs"] = total - sum(parts.values())
+  return {name: round(value, 2) for name, value in parts.items()}
+
+
 def small_images_ours(config, data_root):
-  """Our command line on the image folder; images/s of the whole process, and the share of
-  it outside train steps."""
+  """Our command line on the image folder; images/s of the whole process, the share of it
+  outside train steps, and its parts (breakdown)."""
   model_dir = tempfile.mkdtemp(prefix="ours_", dir=config.work_dir)
   result = run_process(_module(
       "official_resnet.main", f"--data_dir={data_root}", f"--image_size={config.image_size}",
       "--architecture=resnet18", f"--model_dir={model_dir}", f"--train_epochs={config.epochs}",
-      f"--batch_size={config.batch_size}"), config.timeout_s)
+      f"--batch_size={config.batch_size}"), config.timeout_s, marks=OUR_MARKS)
   if result["status"] != "ok":
     return result
+  result["parts"] = breakdown(result.pop("marks"), result["seconds"])
   with open(os.path.join(model_dir, "stats.json")) as f:
     stats = json.load(f)
   trained = stats["step"] * stats["global_batch_size"]
@@ -304,6 +333,10 @@ def summarize(rounds):
     if item == "small_images":
       entry["ours_outside_train_steps"] = median_ratio(
           [run["ours"].get("outside_train_steps") for run in runs], [1])[0]
+      parts = [run["ours"]["parts"] for run in runs if run["ours"].get("parts")]
+      if parts:
+        entry["ours_parts_seconds"] = {name: statistics.median(p[name] for p in parts)
+                                       for name in parts[0]}
     summary[item] = entry
   return summary
 
@@ -345,9 +378,12 @@ def format_summary(summary):
   for item, entry in summary.items():
     ratio = "n/a" if entry["ratio"] is None else f"{entry['ratio']:.3f}"
     sides = ", ".join(f"{side} {value:.4g}" for side, value in entry.items()
-                      if side not in ("figure", "ratio", "target") and value is not None)
+                      if isinstance(value, float) and side != "ratio")
     lines.append(f"{item} ({entry['figure']}): {sides}; ours/theirs {ratio} "
                  f"(target {entry['target']})")
+    if "ours_parts_seconds" in entry:
+      lines.append("  our run's parts, seconds: " + ", ".join(
+          f"{name} {value:.1f}" for name, value in entry["ours_parts_seconds"].items()))
   return "\n".join(lines)
 
 
