@@ -391,7 +391,8 @@ def main(argv=None):
   parser = argparse.ArgumentParser(prog="python -m benchmarks.short_runs",
                                    description=__doc__.split("\n")[0])
   parser.add_argument("--rounds", type=int, default=Config.rounds)
-  parser.add_argument("--items", default=",".join(ITEMS), help="comma-separated: " + ", ".join(ITEMS))
+  parser.add_argument("--items", default=",".join(ITEMS),
+                      help="comma-separated: " + ", ".join(ITEMS))
   parser.add_argument("--quick", action="store_true", help="tiny sizes, one round")
   parser.add_argument("--work_dir", default=Config.work_dir)
   parser.add_argument("--output", help="JSON report path")
