@@ -258,4 +258,8 @@ def build_train_stream(config: DataConfig, steps_per_epoch: int, input_context=N
   dataset = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch_batches)
   # Overlap preparing the next batches with the current training step, across epoch ends.
   dataset = dataset.prefetch(tf.data.AUTOTUNE)
-  return dataset.with_options(_options(config, True))
+  options = _options(config, True)
+  # The map's calls are set; tf.data's autotuning model ran on, and the process' exit
+  # waited on it: 1.5-2 s of a 32 px folder run (benchmarks/README.md, "Short runs").
+  options.autotune.enabled = False
+  return dataset.with_options(options)
