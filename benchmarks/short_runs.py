@@ -77,13 +77,14 @@ def median_ratio(ours, theirs):
 
 
 def write_image_folder(root, classes, per_class, size, seed):
-  """JPEGs of `classes` classes, a colour gradient per class plus noise, in root/<class>/."""
+  """JPEGs of `classes` classes in root/<class>/: a colour gradient per class (the same for
+  every seed, so the splits agree) plus noise drawn from `seed`."""
   rng = np.random.default_rng(seed)
   ramp = np.linspace(0.0, 1.0, size, dtype=np.float32)
   for label in range(classes):
     directory = os.path.join(root, f"class_{label:02d}")
     os.makedirs(directory, exist_ok=True)
-    colour = rng.uniform(0.2, 1.0, 3).astype(np.float32)
+    colour = np.random.default_rng(label).uniform(0.2, 1.0, 3).astype(np.float32)
     horizontal = label % 2 == 0
     gradient = (ramp[np.newaxis, :] if horizontal else ramp[:, np.newaxis]) * np.ones(
         (size, size), np.float32)
@@ -96,7 +97,7 @@ def write_image_folder(root, classes, per_class, size, seed):
 
 def ensure_images(config):
   """root with train/ and validation/ image folders of config's sizes, generated once."""
-  root = os.path.join(config.work_dir, f"images_{config.classes}x{config.train_per_class}_"
+  root = os.path.join(config.work_dir, f"images_v2_{config.classes}x{config.train_per_class}_"
                                        f"{config.eval_per_class}_{config.image_size}px")
   if not os.path.isdir(os.path.join(root, "validation")):
     write_image_folder(os.path.join(root, "train"), config.classes, config.train_per_class,
