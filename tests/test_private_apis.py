@@ -88,10 +88,11 @@ def test_build_without_weights_leaves_no_variable_to_initialize_later():
     inputs = keras.Input((4,))
     return keras.Model(inputs, keras.layers.Dense(3)(inputs))
 
+  # pylint: disable=protected-access
   model = private_apis.build_without_weights(build)
   assert model.count_params() == 15
-  assert all(variable._value is None for variable in model.weights)  # pylint: disable=protected-access
+  assert all(variable._value is None for variable in model.weights)
   # The next scope's exit initializes what is listed then: nothing of the model above.
   with keras.StatelessScope():
     pass
-  assert all(variable._value is None for variable in model.weights)  # pylint: disable=protected-access
+  assert all(variable._value is None for variable in model.weights)
