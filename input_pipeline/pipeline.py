@@ -180,6 +180,10 @@ def _batches(config: DataConfig, training: bool, input_context, source, records,
   return dataset
 
 
+# The chain's tf.data functions are traced as written, without autograph (its control flow
+# is tf.cond, tf.where and tf.data's own): converting the source of every function the
+# chain calls cost about 0.5 s of CPU per pipeline built (benchmarks/README.md, "Short runs").
+@tf.autograph.experimental.do_not_convert
 def build_dataset(config: DataConfig, training: bool, input_context=None) -> tf.data.Dataset:
   """Batches of (images [B, S, S, 3], labels int32 [B]) for one input pipeline.
 
@@ -206,6 +210,7 @@ def epoch_seeds(seed: int, epoch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
       tf.random.stateless_uniform([2], pair, minval=None, maxval=None, dtype=tf.int64)))
 
 
+@tf.autograph.experimental.do_not_convert
 def build_train_stream(config: DataConfig, steps_per_epoch: int, input_context=None,
                        start_step: int = 0) -> tf.data.Dataset:
   """Training batches for every epoch from global step `start_step` on, as one dataset.
@@ -253,4 +258,8 @@ def build_train_stream(config: DataConfig, steps_per_epoch: int, input_context=N
   dataset = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch_batches)
   # Overlap preparing the next batches with the current training step, across epoch ends.
   dataset = dataset.prefetch(tf.data.AUTOTUNE)
-  return dataset.with_options(_options(config, True))
+  options = _options(config, True)
+  # The map's calls are set; tf.data's autotuning model ran on, and the process' exit
+  # waited on it: 1.5-2 s of a 32 px folder run (benchmarks/README.md, "Short runs").
+  options.autotune.enabled = False
+  return dataset.with_options(options)

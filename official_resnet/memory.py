@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from official_resnet import models
+from official_resnet import private_apis
 
 GiB = 2**30
 # What TensorFlow, Keras, Python and the traced step hold besides activations and weights:
@@ -76,8 +77,9 @@ def estimate(model_config, optimizer_name, ema, device, replicas, global_replica
   average) on `replicas` replicas of `device` here, of `global_replicas` (default:
   `replicas`) in all."""
   # At the training size: a model that takes any size has no layer shapes of its own.
-  with keras.StatelessScope():
-    model = models.build_model(dataclasses.replace(model_config, any_input_size=False))
+  # Shapes only: no initial values are drawn (0.6 s for ResNet-50 on 2 cores).
+  model = private_apis.build_without_weights(
+      lambda: models.build_model(dataclasses.replace(model_config, any_input_size=False)))
   activations = sum(int(np.prod(layer.output.shape[1:])) for layer in model.layers)
   compute_dtype = keras.mixed_precision.DTypePolicy(model_config.dtype_policy).compute_dtype
   return StepMemory(

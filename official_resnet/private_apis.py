@@ -4,6 +4,8 @@ Each was checked on TensorFlow 2.21.0 with Keras 3.15.1; tests/test_private_apis
 one and fails, naming it, when an upgrade moves or changes it. Where a public API appears
 that does the same, the function here goes and its callers use that.
 """
+import keras
+from keras.src.backend.common import global_state as keras_global_state
 import tensorflow as tf
 from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
 from tensorflow.core.protobuf import trackable_object_graph_pb2
@@ -73,3 +75,18 @@ def checkpoint_object_graph(reader):
   graph = trackable_object_graph_pb2.TrackableObjectGraph()
   graph.ParseFromString(reader.get_tensor(OBJECT_GRAPH_KEY))
   return graph
+
+
+def build_without_weights(build):
+  """build() in a keras.StatelessScope whose variables never get values (shapes only).
+
+  Keras 3.15 lists variables made in a StatelessScope (keras/src/backend/common/variables.py,
+  register_uninitialized_variable) and draws their initial values when the outermost scope
+  exits, the next one's included (every symbolic layer call opens one): left listed, a
+  model built here would be initialized by the next model's build. They are taken off.
+  """
+  listed = list(keras_global_state.get_global_attribute("uninitialized_variables") or [])
+  with keras.StatelessScope(initialize_variables=False):
+    built = build()
+  keras_global_state.set_global_attribute("uninitialized_variables", listed)
+  return built

@@ -81,3 +81,18 @@ def test_a_checkpoints_object_graph_names_each_layers_variables(tmp_path):
             for attribute in graph.nodes[variable.node_id].attributes}
   assert sorted(stored) == ["hidden/bias", "hidden/kernel", "logits/bias", "logits/kernel"]
   np.testing.assert_array_equal(stored["logits/kernel"], model.get_layer("logits").kernel.numpy())
+
+
+def test_build_without_weights_leaves_no_variable_to_initialize_later():
+  def build():
+    inputs = keras.Input((4,))
+    return keras.Model(inputs, keras.layers.Dense(3)(inputs))
+
+  # pylint: disable=protected-access
+  model = private_apis.build_without_weights(build)
+  assert model.count_params() == 15
+  assert all(variable._value is None for variable in model.weights)
+  # The next scope's exit initializes what is listed then: nothing of the model above.
+  with keras.StatelessScope():
+    pass
+  assert all(variable._value is None for variable in model.weights)

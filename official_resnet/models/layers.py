@@ -46,7 +46,7 @@ class LayerFactory:
 
   def _regularizer(self):
     # A fresh object per layer: a shared one would be serialized once per layer anyway.
-    return keras.regularizers.L2(self.weight_decay) if self.weight_decay > 0 else None
+    return L2(self.weight_decay) if self.weight_decay > 0 else None
 
   def _bias_regularizer(self):
     return self._regularizer() if self.decay_biases else None
@@ -87,6 +87,25 @@ class LayerFactory:
     return keras.layers.MaxPooling2D(
         pool_size, strides=strides, padding=padding, data_format=self.data_format,
         dtype=self.dtype_policy, name=name)
+
+
+@keras.saving.register_keras_serializable(package="official_resnet")
+class L2(keras.regularizers.Regularizer):
+  """keras.regularizers.L2's penalty, l2 * sum(x ** 2), as TF's one L2Loss op.
+
+  Keras' square-then-sum holds a squared copy of every weight in the step, and its gradient
+  one more; L2Loss reads the weight as it is (lower peak memory: benchmarks/README.md,
+  "Short runs").
+  """
+
+  def __init__(self, l2):
+    self.l2 = float(l2)
+
+  def __call__(self, x):
+    return (2.0 * self.l2) * tf.nn.l2_loss(x)
+
+  def get_config(self):
+    return {"l2": self.l2}
 
 
 @keras.saving.register_keras_serializable(package="official_resnet")

@@ -140,7 +140,10 @@ class Evaluator:
     def evaluate_all():
       sums = tf.zeros([len(progress.SUM_NAMES)])
       confusion = tf.zeros([num_classes, num_classes])
-      for inputs in dataset:
+      # Over an iterator: a loop over the dataset itself runs its body inside the dataset's
+      # reduce, on the pipeline's one intra-op thread (0.56 s against 0.2 s for 250 images
+      # at 32 px, ResNet-18, 2 cores).
+      for inputs in iter(dataset):
         per_replica = strategy.run(replica_eval, args=inputs)
         # One reduce per value: MultiWorkerMirroredStrategy's reduce of a list stacks its
         # values, which fails for values of different shapes.
