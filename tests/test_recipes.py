@@ -189,6 +189,9 @@ def shapes_run(tmp_path_factory):
   return model_dir
 
 
+# Slow (25 s on 2 cores): the fast tier freezes then trains in phases in
+# tests/test_trainer.py (test_two_phases_freeze_then_train_and_resume_inside_phase_two).
+@pytest.mark.slow
 def test_two_phase_recipe_from_our_checkpoint_freezes_then_unfreezes_top_stages(
     shapes_run, catsdogs, tmp_path):
   model_dir = str(tmp_path / "run")

@@ -45,6 +45,9 @@ def batches_experiment(model_dir, strategy, **model_overrides):
       experiment, model=dataclasses.replace(experiment.model, **model_overrides))
 
 
+# Slow (19 s on 2 cores): the synchronized layer alone is checked against tf_keras' on
+# the whole batch in the fast tier (tests/test_models.py).
+@pytest.mark.slow
 def test_two_replicas_with_synchronized_batch_norm_update_like_one(tmp_path):
   """ResNet-18 with BatchNorm: the same global batches on one replica and on two.
 
@@ -70,6 +73,8 @@ def test_two_replicas_with_synchronized_batch_norm_update_like_one(tmp_path):
     assert not np.array_equal(first.numpy(), start), first.path
 
 
+# Slow (24 s on 2 cores): two replicas trained and evaluated through the Trainer.
+@pytest.mark.slow
 def test_replica_copies_of_moving_statistics_agree_and_evaluation_uses_them(colours, tmp_path):
   """Default BatchNorm: each replica normalizes its own part and updates its own copy."""
   experiment = fixtures.experiment(tmp_path, colours, batch_size=BATCH, train_steps=3,
@@ -148,7 +153,7 @@ def learned(tmp_path_factory):
   model_dir = tmp_path_factory.mktemp("learned")
   experiment = fixtures.experiment(
       model_dir, root, batch_size=16, train_steps=60, steps_per_loop=5, epochs_between_evals=5,
-      keep_checkpoints=2, checkpoint_steps=20)
+      keep_checkpoints=2, checkpoint_steps=20, enable_tensorboard=True)
   trainer, stats = train(experiment)
   return experiment, trainer, stats
 
