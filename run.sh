@@ -89,7 +89,7 @@ case "$cmd" in
     if [ "${1:-}" = fast ]; then
       shift; tier=(-m "not slow")
       # In-process tests only, more workers than cores: one intra-op thread each, not a
-      # pool per core in each (2 cores: 2:46 and 333 CPU s against 3:02 and 369 CPU s).
+      # pool per core in each (2 cores: 2:46 and 333 CPU s against 3:02 and 365 CPU s).
       # Not for the whole suite, whose subprocesses would inherit it.
       export TF_NUM_INTRAOP_THREADS=${TF_NUM_INTRAOP_THREADS:-1}
     fi

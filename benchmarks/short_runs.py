@@ -67,12 +67,17 @@ QUICK_CONFIG = Config(rounds=1, classes=2, train_per_class=32, eval_per_class=8,
                       memory_image_size=32)
 
 
+def median(values):
+  """The median of the figures in `values` that are not None; None when there are none."""
+  figures = [value for value in values if value is not None]
+  return statistics.median(figures) if figures else None
+
+
 def median_ratio(ours, theirs):
   """(median of ours, median of theirs, their ratio), None where a side has no figure."""
-  ours, theirs = [v for v in ours if v is not None], [v for v in theirs if v is not None]
-  if not ours or not theirs:
+  mine, other = median(ours), median(theirs)
+  if mine is None or other is None:
     return None, None, None
-  mine, other = statistics.median(ours), statistics.median(theirs)
   return mine, other, mine / other
 
 
@@ -330,10 +335,10 @@ def summarize(rounds):
              "target": TARGETS[item]}
     for side, side_values in values.items():
       if side not in ("ours", theirs):
-        entry[side] = median_ratio(side_values, side_values)[0]
+        entry[side] = median(side_values)
     if item == "small_images":
-      entry["ours_outside_train_steps"] = median_ratio(
-          [run["ours"].get("outside_train_steps") for run in runs], [1])[0]
+      entry["ours_outside_train_steps"] = median(
+          run["ours"].get("outside_train_steps") for run in runs)
       parts = [run["ours"]["parts"] for run in runs if run["ours"].get("parts")]
       if parts:
         entry["ours_parts_seconds"] = {name: statistics.median(p[name] for p in parts)
@@ -346,6 +351,7 @@ def run(config, items):
   os.makedirs(config.work_dir, exist_ok=True)
   data_root = ensure_images(config) if "small_images" in items else None
   started = datetime.datetime.now(datetime.timezone.utc)
+  load_before = _uptime()
   rounds = []
   for round_index in range(config.rounds):
     record = {}
@@ -361,7 +367,7 @@ def run(config, items):
   return {"argv": sys.argv[1:], "started_utc": started.isoformat(timespec="seconds"),
           "wall_seconds": round((datetime.datetime.now(datetime.timezone.utc) - started)
                                 .total_seconds(), 1),
-          "uptime_before": _uptime(), "config": dataclasses.asdict(config),
+          "uptime_before": load_before, "config": dataclasses.asdict(config),
           "commit": _commit(), "rounds": rounds, "summary": summarize(rounds)}
 
 

@@ -42,7 +42,7 @@ from official_resnet.demo import data as demo_data
 DEFAULT_OUT_DIR = "demo_out"
 # The demo's stages: what each does, and the short name its log lines and bar carry.
 STAGES = (("writing the generated images", "images"),
-          ("pre-training on 6 shape classes", "pre-training"),
+          (f"pre-training on {len(demo_data.PRETRAIN_CLASSES)} shape classes", "pre-training"),
           ("transfer to cat/dog with a frozen backbone, then export", "transfer"),
           ("the same model from scratch, for comparison", "from scratch"),
           ("predicting held-out JPEGs through the SavedModel in a new process", "predict"))
@@ -161,7 +161,7 @@ def predict_step(export_dir, heldout_dir):
              f"--export_dir={export_dir}", f"--images={heldout_dir}", "--top_k=1",
              "--output=json"]
   # From the repository root, so the package imports without installation too.
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   result = subprocess.run(command, capture_output=True, text=True, check=False, cwd=repo)
   if result.returncode != 0:
     raise RuntimeError(f"{' '.join(command)} failed with exit status {result.returncode}:\n"

@@ -237,10 +237,15 @@ class _FitSteps(keras.callbacks.Callback):
   def on_train_begin(self, logs=None):
     self._previous = dict.fromkeys(progress.SUM_NAMES, 0.0)
     self._time = time.perf_counter()
+    model = self._trainer.model
+    # One compiled call a step, not an eager op and a copy to the host per weight.
+    self._weights_l2 = tf.function(
+        lambda: tf.add_n([tf.cast(term, tf.float32) for term in model.losses])
+    ) if model.losses else None
 
   def on_train_batch_begin(self, batch, logs=None):
     self._before_step(self._trainer.current_step())
-    self._l2 = sum((float(term) for term in self._trainer.model.losses), 0.0)
+    self._l2 = float(self._weights_l2()) if self._weights_l2 is not None else 0.0
 
   def on_train_batch_end(self, batch, logs=None):
     steps = batch + 1
