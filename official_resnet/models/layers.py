@@ -210,10 +210,11 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
       return self._train_synchronized(inputs)
     if len(inputs.shape) != 4 or data_format is None:
       return super().call(inputs, training=training, mask=mask)
-    empty = tf.constant([], tf.float32)
-    outputs, mean, unbiased_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+    # The kernel moves the statistics itself, as tf_keras has it do: one op, not five.
+    outputs, moving_mean, moving_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
         x=inputs, scale=tf.cast(self.gamma, tf.float32), offset=tf.cast(self.beta, tf.float32),
-        mean=empty, variance=empty, epsilon=self.epsilon, exponential_avg_factor=1.0,
-        data_format=data_format, is_training=True)
-    self._update_moving_statistics(mean, unbiased_variance)
+        mean=self.moving_mean.value, variance=self.moving_variance.value, epsilon=self.epsilon,
+        exponential_avg_factor=1.0 - self.momentum, data_format=data_format, is_training=True)
+    self.moving_mean.assign(moving_mean)
+    self.moving_variance.assign(moving_variance)
     return tf.cast(outputs, self.compute_dtype)

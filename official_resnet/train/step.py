@@ -159,7 +159,7 @@ def make_train_function(experiment, strategy, model, optimizer, step, *, ema=Non
 
   if experiment.runtime.enable_xla:
     # The model's math only: the optimizer's cross-replica update cannot run inside XLA.
-    forward_backward = tf.function(forward_backward, jit_compile=True)
+    forward_backward = tf.function(forward_backward, jit_compile=True, autograph=False)
 
   def clipped(gradients):
     if train.gradient_clip_norm is None:
@@ -197,13 +197,14 @@ def make_train_function(experiment, strategy, model, optimizer, step, *, ema=Non
     # per step.
     return tf.concat([sums, [1.0 - tf.cast(finite, tf.float32)]], axis=0)
 
-  @tf.function
+  num_sums = len(progress.TRAIN_SUM_NAMES)
+
+  # Traced as written, its loop a tf.while_loop: autograph would convert the source of
+  # every function the step calls, about a second of CPU at each trace.
+  @tf.function(autograph=False)
   def train_steps(iterator, num_steps):
-    num_sums = len(progress.TRAIN_SUM_NAMES)
-    totals = tf.zeros([num_sums])
-    # [steps, first step, its learning rate]; float64 keeps steps and rates exact.
-    nonfinite = tf.zeros([3], tf.float64)
-    for _ in tf.range(num_steps):
+
+    def one_step(done, totals, nonfinite):
       learning_rate = tf.cast(optimizer.learning_rate, tf.float64)
       per_replica = strategy.run(replica_step, args=(next(iterator),))
       reduced = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
@@ -221,6 +222,12 @@ def make_train_function(experiment, strategy, model, optimizer, step, *, ema=Non
           bad, tf.stack([tf.constant(1.0, tf.float64),
                          tf.where(first, tf.cast(step, tf.float64), 0.0),
                          tf.where(first, learning_rate, 0.0)]), tf.constant(0.0, tf.float64))
+      return done + 1, totals, nonfinite
+
+    # [steps, first step, its learning rate]; float64 keeps steps and rates exact.
+    _, totals, nonfinite = tf.while_loop(
+        lambda done, *_: done < tf.cast(num_steps, tf.int64), one_step,
+        (tf.constant(0, tf.int64), tf.zeros([num_sums]), tf.zeros([3], tf.float64)))
     return {**progress.unpack_sums(totals, progress.TRAIN_SUM_NAMES),
             "nonfinite_steps": tf.cast(nonfinite[0], tf.int64),
             "first_nonfinite_step": tf.cast(nonfinite[1], tf.int64),
