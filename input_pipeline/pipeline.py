@@ -142,8 +142,6 @@ def _batches(config: DataConfig, training: bool, input_context, source, records,
       config.batch_size, input_context.num_replicas_in_sync if input_context else 1)
   preprocess = _preprocess_fn(config, training, base_seed)
 
-  # tf.data would convert `load` and everything it calls with autograph (see build_dataset).
-  @tf.autograph.experimental.do_not_convert
   def load(index, element):
     element = element if isinstance(element, tuple) else (element,)
     # The name is parked first, so it is there to report if loading fails.

@@ -87,7 +87,8 @@ class BestCheckpoint:
                    "metrics": dict(metrics)}
     if not self.is_chief:
       write(os.path.join(scratch_dir, name))
-      tf.io.gfile.rmtree(scratch_dir)
+      if tf.io.gfile.exists(scratch_dir):  # Nothing is written when the step is saved already.
+        tf.io.gfile.rmtree(scratch_dir)
       return True
     best_dir = directory(self.model_dir)
     tf.io.gfile.makedirs(best_dir)

@@ -21,6 +21,7 @@ from official_resnet import progress
 from official_resnet import run as run_lib
 from official_resnet import run_state
 from official_resnet import trainer as trainer_lib
+from official_resnet.train import checkpointing
 import trainer_fixtures as fixtures
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -202,6 +203,8 @@ def test_best_checkpoint_keeps_the_best_of_a_scripted_sequence(colours, tmp_path
   assert (best["step"], best["value"], best["checkpoint"]) == (2, 0.6, "ckpt-2")
   assert sorted(os.listdir(tmp_path / "best")) == [
       "best.json", "ckpt-2.data-00000-of-00001", "ckpt-2.index"]
+  # Step 2 was saved before its evaluation: the best is that checkpoint's files, linked.
+  assert os.path.samefile(tmp_path / "best" / "ckpt-2.index", tmp_path / "ckpt-2.index")
   kept, _ = export.restore_model_dir(str(tmp_path), checkpoint="best", weights="raw")
   for weight, expected in zip(kept.weights, weights_at(experiment, str(tmp_path / "ckpt-2"))):
     np.testing.assert_array_equal(weight.numpy(), expected)
@@ -220,6 +223,30 @@ def test_best_checkpoint_keeps_the_best_of_a_scripted_sequence(colours, tmp_path
     run(dataclasses.replace(longer, train=dataclasses.replace(longer.train, best_metric="loss",
                                                               train_steps=9)), [])
   assert best_checkpoint.is_better("loss", 0.5, 0.6) and not best_checkpoint.is_better("loss", 0.7, 0.6)
+
+
+@pytest.mark.parametrize("links", [True, False], ids=["links", "no_links"])
+def test_a_checkpoint_saved_at_the_step_is_linked_else_copied_else_written(tmp_path, monkeypatch,
+                                                                           links):
+  """Saver.write of a step saved already: its files, linked or (no links) copied; of a step
+  not saved yet: written. Each reads back the values of its step."""
+  weight, step = tf.Variable([1.0, 2.0]), tf.Variable(3, dtype=tf.int64)
+  saver = checkpointing.Saver(tf.train.Checkpoint(weight=weight, step=step), step, str(tmp_path),
+                              tf.distribute.get_strategy(), keep=1)
+  if not links:
+    def refuse(*_):
+      raise OSError("no hard links here")
+    monkeypatch.setattr(os, "link", refuse)
+  saver.save()
+  saver.write(str(tmp_path / "same_step"))
+  assert os.path.samefile(tmp_path / "same_step.index", tmp_path / "ckpt-3.index") == links
+  step.assign(4)
+  weight.assign([5.0, 6.0])
+  saver.write(str(tmp_path / "next_step"))
+  for prefix, expected in (("same_step", [1.0, 2.0]), ("next_step", [5.0, 6.0])):
+    read_back = tf.Variable([0.0, 0.0])
+    tf.train.Checkpoint(weight=read_back).read(str(tmp_path / prefix)).expect_partial()
+    np.testing.assert_array_equal(read_back.numpy(), expected)
 
 
 def test_recipe_settings_are_checked(tmp_path):

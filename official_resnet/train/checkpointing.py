@@ -96,6 +96,17 @@ def initialize(model, experiment, scope):
                     "sets what weights imply.", path, "; ".join(unlike))
 
 
+def _link_or_copy(source_prefix, prefix):
+  """The files of checkpoint `source_prefix` under file prefix `prefix`: hard links, so that
+  either can be deleted alone; copies where the filesystem has none (gs://, another disk)."""
+  for source in tf.io.gfile.glob(f"{source_prefix}.*"):
+    target = prefix + source[len(source_prefix):]
+    try:
+      os.link(source, target)
+    except OSError:
+      tf.io.gfile.copy(source, target, overwrite=True)
+
+
 class Saver:
   """Saves `checkpoint` at the global step `step` into model_dir, keeping the last `keep`.
 
@@ -114,6 +125,7 @@ class Saver:
         checkpoint, model_dir if self._is_chief else self._scratch_dir,
         max_to_keep=keep if self._is_chief else 1, checkpoint_name=CHECKPOINT_NAME)
     self._last_saved_step = None
+    self._last_saved_path = None
 
   def save(self):
     """Saves the checkpoint of the current step, unless it is saved already."""
@@ -122,14 +134,23 @@ class Saver:
       return
     self._before_saving()
     path = self._manager.save(checkpoint_number=step)
-    self._last_saved_step = step
+    self._last_saved_step, self._last_saved_path = step, path
     if self._is_chief:
       logging.info("Saved %s.", path)
     else:
       tf.io.gfile.rmtree(self._manager.directory)
 
   def write(self, prefix):
-    """Writes the checkpoint to file prefix `prefix`, outside the kept ones (best_checkpoint)."""
+    """Writes the checkpoint to file prefix `prefix`, outside the kept ones (best_checkpoint).
+
+    When the checkpoint of this step is saved already, its files hold the same values: the
+    chief links them under `prefix` (copies where links fail) and no worker writes (an
+    epoch end's evaluation then adds no second write, 0.3-1 s for ResNet-18 on 2 cores).
+    """
+    if self._last_saved_step == int(self._step.numpy()):
+      if self._is_chief:
+        _link_or_copy(self._last_saved_path, prefix)
+      return
     self._before_saving()
     self._checkpoint.write(prefix)
 
