@@ -11,7 +11,6 @@ import functools
 import os
 from typing import Callable
 
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -289,19 +288,22 @@ def synthetic_image(label: tf.Tensor, height: int, width: int) -> tf.Tensor:
 
 
 @functools.lru_cache(maxsize=4)
-def synthetic_jpegs(num_classes: int, image_size: int) -> np.ndarray:
-  """One JPEG per class, a little larger than the crop and not square, so crops vary.
+def synthetic_jpegs(num_classes: int, image_size: int) -> tf.Tensor:
+  """One JPEG per class, a little larger than the crop and not square, so crops vary: a
+  string tensor [num_classes], made eagerly.
 
   Made once per (num_classes, image_size) and kept: generating 1000 of them
   takes a second. init_scope makes them eagerly even when first asked for
-  while a map function is being traced.
+  while a map function is being traced; the function then captures the eager tensor.
+  A constant made inside it instead would be copied into the function and into each
+  rewrite of the dataset's graph (benchmarks/README.md, "Short runs").
   """
   height, width = preprocessing.eval_resize_size(image_size), image_size * 4 // 3 + 1
   with tf.init_scope():
     images = tf.data.Dataset.range(num_classes).map(
         lambda label: tf.io.encode_jpeg(synthetic_image(label, height, width), quality=90),
         num_parallel_calls=tf.data.AUTOTUNE)
-    return images.batch(num_classes).get_single_element().numpy()
+    return images.batch(num_classes).get_single_element()
 
 
 def _synthetic_source(config: DataConfig, training: bool) -> Source:
@@ -313,7 +315,7 @@ def _synthetic_source(config: DataConfig, training: bool) -> Source:
 
   def to_example(index):
     label = index % config.num_classes
-    jpegs = tf.constant(synthetic_jpegs(config.num_classes, config.image_size))
+    jpegs = synthetic_jpegs(config.num_classes, config.image_size)
     return _example(tf.gather(jpegs, label), label)
 
   return Source(

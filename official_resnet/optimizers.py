@@ -1,5 +1,5 @@
-"""Optimizers: SGD (momentum, Nesterov), Adam, AdamW, RMSprop, LAMB, LARS; fp16 adds dynamic
-or fixed loss scaling.
+"""Optimizers: SGD (momentum, Nesterov; a fused update), Adam, AdamW, RMSprop, LAMB, LARS;
+fp16 adds dynamic or fixed loss scaling.
 
 Decoupled weight decay (OptimizerConfig.weight_decay) reaches every optimizer but LARS
 through Keras' own `weight_decay`; LARS decays inside its update. Either way BatchNorm
@@ -8,6 +8,7 @@ in the train step (Trainer), where the replicas' gradients are summed first.
 """
 import keras
 from keras import ops
+import tensorflow as tf
 
 from official_resnet import config as config_lib
 
@@ -28,6 +29,34 @@ def decay_exempt_variables(model):
     elif getattr(layer, "bias", None) is not None:
       exempt.append(layer.bias)
   return exempt
+
+
+def _tf_variable(variable):
+  return variable.value if isinstance(variable, keras.Variable) else variable
+
+
+@keras.saving.register_keras_serializable(package="official_resnet")
+class SGD(keras.optimizers.SGD):
+  """Keras' SGD whose momentum update runs in TensorFlow's fused, in-place kernel.
+
+  ResourceApplyKerasMomentum (the kernel of tf_keras' SGD, which the official trainer runs)
+  computes Keras' update: v = momentum * v - learning_rate * g, then w += v (Nesterov:
+  w += momentum * v - learning_rate * g). Keras' own update_step makes a variable-sized
+  temporary for each product and difference, and the graph executor runs many variables'
+  updates at once, so they add up to a step's peak memory. Everything else (slots named
+  "momentum" in `momentums`, weight decay, loss scaling, config, checkpoints) is Keras' SGD.
+  """
+
+  def update_step(self, gradient, variable, learning_rate):
+    if not self.momentum or isinstance(gradient, tf.IndexedSlices):
+      # No velocity, or sparse gradients: Keras' own update.
+      return super().update_step(gradient, variable, learning_rate)
+    velocity = self.momentums[self._get_variable_index(variable)]
+    # In a distribution strategy's update the handles are this replica's copies.
+    return tf.raw_ops.ResourceApplyKerasMomentum(
+        var=_tf_variable(variable).handle, accum=_tf_variable(velocity).handle,
+        lr=tf.cast(learning_rate, variable.dtype), grad=tf.cast(gradient, variable.dtype),
+        momentum=tf.cast(self.momentum, variable.dtype), use_nesterov=self.nesterov)
 
 
 @keras.saving.register_keras_serializable(package="official_resnet")
@@ -98,8 +127,7 @@ def build_optimizer(optimizer_config, learning_rate, model=None, dtype_policy="f
   decay = c.weight_decay or (0.0 if name == "adamw" else None)
   common = {"weight_decay": decay, **fixed_scale}
   if name == "sgd":
-    optimizer = keras.optimizers.SGD(learning_rate, momentum=c.momentum, nesterov=c.nesterov,
-                                     **common)
+    optimizer = SGD(learning_rate, momentum=c.momentum, nesterov=c.nesterov, **common)
   elif name in ("adam", "adamw", "lamb"):
     optimizer_class = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
                        "lamb": keras.optimizers.Lamb}[name]

@@ -71,6 +71,21 @@ def test_synthetic_classes_differ_in_colour():
   assert images.numpy().min() >= -1.0 and images.numpy().max() <= 1.0
 
 
+def test_synthetic_jpegs_reach_the_map_function_as_a_capture_not_a_constant():
+  # A constant in the function would be copied into every rewrite of the dataset's graph:
+  # hundreds of MiB at ImageNet's 1000 classes. (Tracing copies eager tensors of up to 128
+  # elements in as constants: small ones stay small.)
+  num_classes = 200
+  source = sources.make_source(DataConfig(image_size=SIZE, num_classes=num_classes), True)
+  function = tf.function(source.to_example).get_concrete_function(tf.TensorSpec([], tf.int64))
+  constants_bytes = [op.get_attr("value").ByteSize()
+                     for op in function.graph.get_operations() if op.type == "Const"]
+  assert max(constants_bytes) < 1024
+  jpegs = [t for t in function.captured_inputs if t.dtype == tf.string]
+  assert [t.shape.as_list() for t in jpegs] == [[num_classes]]
+  assert tf.io.decode_jpeg(jpegs[0][7]).shape[2] == 3
+
+
 def test_uint8_output_is_the_unnormalized_float_output(records_dir):
   floats = build_dataset(_records_config(records_dir, seed=1), training=False)
   raw = build_dataset(_records_config(records_dir, seed=1, output_dtype="uint8"), training=False)

@@ -1,4 +1,5 @@
-"""Losses on soft targets and the optimizers against NumPy: BCE, LARS, LAMB, RMSprop, decay exemptions."""
+"""Losses on soft targets and the optimizers against NumPy: BCE, LARS, LAMB, RMSprop, decay
+exemptions; our fused SGD against Keras' SGD."""
 import keras
 import numpy as np
 import pytest
@@ -70,6 +71,93 @@ GRADIENTS = [[RNG.normal(size=(3, 4)).astype(np.float32), RNG.normal(size=(4,)).
 
 def fresh_variables():
   return [keras.Variable(value, name=name) for value, name in zip(START, ("kernel", "bias"))]
+
+
+def sgd_run(optimizer_class, *, nesterov, weight_decay, strategy, compiled, loss_scaled=False):
+  """Weights and velocities, flattened into one array per step, after each of GRADIENTS' steps
+  of `optimizer_class` (an SGD) with momentum 0.9, a piecewise rate, and the "bias" exempt
+  from weight decay."""
+  with strategy.scope():
+    variables = fresh_variables()
+    rate = keras.optimizers.schedules.PiecewiseConstantDecay([1], [0.3, 0.1])
+    optimizer = optimizer_class(rate, momentum=0.9, nesterov=nesterov, weight_decay=weight_decay)
+    optimizer.exclude_from_weight_decay(var_list=[variables[1]])
+    if loss_scaled:
+      optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=8.0)
+    optimizer.build(variables)
+  replicas = strategy.num_replicas_in_sync
+
+  def replica_step(gradients):
+    # Each replica's share: the optimizer sums the replicas' gradients.
+    optimizer.apply([g * optimizer.scale_loss(1.0) / replicas for g in gradients], variables)
+
+  def step(gradients):
+    strategy.run(replica_step, args=(gradients,))
+
+  step = tf.function(step) if compiled else step
+  momentums = (optimizer.inner_optimizer if loss_scaled else optimizer).momentums
+  values = []
+  for step_gradients in GRADIENTS:
+    step([tf.constant(g) for g in step_gradients])
+    values.append(flat([v.numpy() for v in variables] + [m.numpy() for m in momentums]))
+  return values
+
+
+def flat(arrays):
+  return np.concatenate([array.ravel() for array in arrays])
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("weight_decay", [None, 0.05])
+@pytest.mark.parametrize("compiled", [False, True])
+def test_fused_sgd_equals_keras_sgd_bit_for_bit(nesterov, weight_decay, compiled):
+  strategy = tf.distribute.get_strategy()
+  ours = sgd_run(optimizers.SGD, nesterov=nesterov, weight_decay=weight_decay,
+                 strategy=strategy, compiled=compiled)
+  keras_sgd = sgd_run(keras.optimizers.SGD, nesterov=nesterov, weight_decay=weight_decay,
+                      strategy=strategy, compiled=compiled)
+  np.testing.assert_array_equal(ours, keras_sgd)
+  # Keras' formula, v = 0.9 v - lr g, w += v (Nesterov: w += 0.9 v - lr g), with decay first.
+  weights, velocities = [w.copy() for w in START], [np.zeros_like(w) for w in START]
+  for step, step_gradients in enumerate(GRADIENTS):
+    rate = 0.3 if step <= 1 else 0.1
+    for i, gradient in enumerate(step_gradients):
+      if weight_decay and i == 0:
+        weights[i] = weights[i] - weights[i] * weight_decay * rate
+      velocities[i] = 0.9 * velocities[i] - rate * gradient
+      weights[i] = weights[i] + (0.9 * velocities[i] - rate * gradient if nesterov
+                                 else velocities[i])
+    np.testing.assert_allclose(ours[step], flat(weights + velocities), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_fused_sgd_equals_keras_sgd_on_two_replicas_with_loss_scaling(nesterov):
+  mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+  runs = {optimizer_class: sgd_run(optimizer_class, nesterov=nesterov, weight_decay=0.05,
+                                   strategy=mirrored, compiled=True, loss_scaled=True)
+          for optimizer_class in (optimizers.SGD, keras.optimizers.SGD)}
+  np.testing.assert_array_equal(runs[optimizers.SGD], runs[keras.optimizers.SGD])
+  one_replica = sgd_run(optimizers.SGD, nesterov=nesterov, weight_decay=0.05,
+                        strategy=tf.distribute.get_strategy(), compiled=True)
+  np.testing.assert_allclose(runs[optimizers.SGD], one_replica, rtol=1e-6, atol=1e-7)
+
+
+def test_fused_sgd_reads_and_writes_keras_sgd_checkpoints(tmp_path):
+  variables = fresh_variables()
+  keras_sgd = keras.optimizers.SGD(0.1, momentum=0.9)
+  keras_sgd.apply([tf.constant(g) for g in GRADIENTS[0]], variables)
+  path = tf.train.Checkpoint(optimizer=keras_sgd).write(str(tmp_path / "keras_sgd"))
+  ours = optimizers.build_optimizer(config_lib.OptimizerConfig(name="sgd"), 0.1)
+  ours.build(fresh_variables())
+  tf.train.Checkpoint(optimizer=ours).read(path).assert_consumed()
+  np.testing.assert_array_equal(flat([m.numpy() for m in ours.momentums]),
+                                flat([m.numpy() for m in keras_sgd.momentums]))
+  assert np.abs(flat([m.numpy() for m in ours.momentums])).min() > 0
+  assert [m.name for m in ours.momentums] == [m.name for m in keras_sgd.momentums]
+  ours_path = tf.train.Checkpoint(optimizer=ours).write(str(tmp_path / "ours"))
+  assert tf.train.list_variables(ours_path) == tf.train.list_variables(path)
+  restored = keras.optimizers.deserialize(keras.optimizers.serialize(ours))
+  assert isinstance(restored, optimizers.SGD) and restored.momentum == 0.9
 
 
 @pytest.mark.parametrize("nesterov", [False, True])
@@ -173,7 +261,7 @@ def test_weight_decay_skips_batch_norm_and_biases_by_layer_type(name):
 
 def test_added_optimizers_follow_their_config():
   sgd = optimizers.build_optimizer(config_lib.OptimizerConfig(nesterov=True), 0.1)
-  assert isinstance(sgd, keras.optimizers.SGD) and sgd.nesterov and sgd.weight_decay is None
+  assert isinstance(sgd, optimizers.SGD) and sgd.nesterov and sgd.weight_decay is None
   lamb = optimizers.build_optimizer(config_lib.OptimizerConfig(name="lamb", beta_1=0.8), 0.1)
   assert isinstance(lamb, keras.optimizers.Lamb) and lamb.beta_1 == 0.8
   rmsprop = optimizers.build_optimizer(config_lib.OptimizerConfig(name="rmsprop", rho=0.95), 0.1)
