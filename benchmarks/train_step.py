@@ -673,7 +673,8 @@ def train_batches(item, config, data_dir, trainer=None):
   """Training batches; "synthetic" is one batch of the synthetic source held in memory.
 
   Repeating one batch measures the step alone, as the official
-  --use_synthetic_data does (our synthetic source decodes JPEGs per image).
+  --use_synthetic_data does (our synthetic source decodes JPEGs per image); like its
+  from_tensors(batch).repeat(), it holds the batch alone, not the pipeline that made it.
   With `trainer`, the batches have the dtype its train step takes (uint8 where
   it normalizes them on the device), as Trainer.train feeds it.
   """
@@ -683,7 +684,8 @@ def train_batches(item, config, data_dir, trainer=None):
     data = dataclasses.replace(data, output_dtype=trainer.train_input.data_config.output_dtype)
   dataset = build_dataset(data, training=True)
   if item.input == "synthetic":
-    dataset = dataset.take(1).cache().repeat()
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    dataset = tf.data.Dataset.from_tensors(dataset.take(1).get_single_element()).repeat()
   return dataset
 
 

@@ -13,6 +13,7 @@ if __name__ == "__main__":
   from official_resnet import tf_noise
   tf_noise.filter_stderr()
 
+import atexit
 import json
 import os
 import sys
@@ -198,6 +199,26 @@ def parse_flags(argv):
   return app.parse_flags_with_usage(argv)
 
 
+# Strategies whose processes end together through TF's coordination service: they exit as
+# Python does, so that its shutdown runs.
+CLUSTER_STRATEGIES = ("multi_worker_mirrored", "tpu")
+
+
+def command_main(argv):
+  """main() as the command runs it: a run that ends well in a process of its own then exits
+  without the interpreter's teardown of TensorFlow (0.6 s of every command on 2 cores; what
+  the run writes is written and closed by then). Failures exit as main() has them."""
+  main(argv)
+  if FLAGS.distribution_strategy in CLUSTER_STRATEGIES:
+    return
+  # CPython's own exit handlers (tf_noise's among them: it passes on the last lines).
+  atexit._run_exitfuncs()  # pylint: disable=protected-access
+  logging.flush()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(0)  # pylint: disable=protected-access
+
+
 if __name__ == "__main__":
   logging.set_verbosity(logging.INFO)
-  app.run(main, flags_parser=parse_flags)
+  app.run(command_main, flags_parser=parse_flags)
