@@ -514,3 +514,47 @@ def test_experiment_refuses_inconsistent_settings():
     config_lib.PhaseConfig("head")
   with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\). Received: 1.0"):
     config_lib.TrainConfig(label_smoothing=1.0)
+
+
+def test_weight_penalties_added_after_the_tape_are_the_tapes_own_sums():
+  """ResNet-18 with BatchNorm and L2 on its kernels, fp32 and fp16 with a loss scale: the step's
+  gradients, each penalty's added after the tape, equal bit for bit a tape over cross entropy
+  plus model.losses, on one replica and as one of two; a model with a loss of another kind
+  is refused."""
+  from official_resnet.train import step as step_lib  # pylint: disable=import-outside-toplevel
+  model = models.build_model(models.ModelConfig(architecture="resnet18", num_classes=4,
+                                                image_size=32, base_width=8, weight_decay=5e-4))
+  images, labels = fixtures.photo_batches(1, 8)
+  images, labels = tf.cast(images[0], tf.float32) - 128.0, tf.constant(labels[0])
+  variables = model.trainable_variables
+  penalties = step_lib.weight_penalties(model, variables)
+  assert len(penalties) == 22  # 20 convolutions, the classifier's kernel and bias.
+  plain = keras.optimizers.SGD(0.1)
+  scaled = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1), initial_scale=1024.0)
+  for optimizer in (plain, scaled):
+    for num_replicas in (1, 2):
+      with tf.GradientTape(persistent=True) as tape:
+        logits = model(images, training=True)
+        cross_entropy = tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+        l2 = tf.add_n(model.losses) / num_replicas
+        expected = tape.gradient(optimizer.scale_loss(cross_entropy + l2), variables)
+        first = tape.gradient(optimizer.scale_loss(cross_entropy), variables)
+      gradients, step_l2 = step_lib._add_penalties(first, variables, penalties, optimizer,
+                                                   num_replicas)
+      for name, actual, wanted in zip([v.path for v in variables], gradients, expected):
+        np.testing.assert_array_equal(actual.numpy(), wanted.numpy(), err_msg=name)
+      np.testing.assert_allclose(step_l2.numpy(), l2.numpy(), rtol=1e-6)
+
+  class ActivitySum(keras.layers.Layer):
+    def call(self, inputs):
+      self.add_loss(tf.reduce_sum(inputs))
+      return inputs
+
+  inputs = keras.Input([3])
+  other = keras.Model(inputs, ActivitySum()(
+      keras.layers.Dense(2, kernel_regularizer=keras.regularizers.L2(0.1))(inputs)))
+  other(tf.ones([1, 3]))
+  with pytest.raises(ValueError, match=r"adds the model's weight penalties .* and no other loss; "
+                                       r"model .* has 2 losses for 1 penalized variables"):
+    step_lib.weight_penalties(other, other.trainable_variables)

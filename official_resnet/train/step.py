@@ -86,6 +86,40 @@ def _clip_by_global_norm(gradients, clip_norm, optimizer, num_replicas):
   return gradients
 
 
+def weight_penalties(model, variables):
+  """[(index in `variables`, its regularizer)]: the model's weight penalties (--weight_decay's
+  L2 on kernels). ValueError when the model has losses of another kind, which the train step
+  would leave out."""
+  penalties = [(index, variable.regularizer) for index, variable in enumerate(variables)
+               if variable.regularizer is not None]
+  if len(model.losses) != len(penalties):
+    raise ValueError(
+        "The train step adds the model's weight penalties (its trainable variables' "
+        f"regularizers) and no other loss; model {model.name!r} has {len(model.losses)} losses "
+        f"for {len(penalties)} penalized variables. Received: model.losses={model.losses}")
+  return penalties
+
+
+def _add_penalties(gradients, variables, penalties, optimizer, num_replicas):
+  """(gradients with each penalty's gradient added, the penalties' sum / num_replicas).
+
+  The same sums a tape over loss + penalties takes, made after the tape: each penalty's
+  gradient (a weight-sized product) is made once its variable's gradient exists, where the
+  tape's would be made at the start of the backward pass and held through its peak
+  (about 60 MiB for ResNet-50: benchmarks/README.md, "Short runs").
+  """
+  gradients = list(gradients)
+  terms = []
+  for index, regularizer in penalties:
+    variable = variables[index]
+    with tf.control_dependencies([gradients[index]]), tf.GradientTape() as tape:
+      term = tf.cast(regularizer(variable), tf.float32) / num_replicas
+      scaled = optimizer.scale_loss(term)
+    gradients[index] += tape.gradient(scaled, variable)
+    terms.append(term)
+  return gradients, tf.add_n(terms) if terms else tf.constant(0.0)
+
+
 def _mix_seed_of_step(run_seed, step):
   """In replica context: the stateless seed of this step's mixing on this replica.
 
@@ -126,6 +160,7 @@ def make_train_function(experiment, strategy, model, optimizer, step, *, ema=Non
   loss_scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
   skip = train.nan_policy == "skip"
   image_size = experiment.data.image_size
+  penalties = weight_penalties(model, variables)
 
   def forward_backward(images, labels, mix):
     if normalization:
@@ -143,18 +178,14 @@ def make_train_function(experiment, strategy, model, optimizer, step, *, ema=Non
           labels, logits, loss=train.loss, label_smoothing=label_smoothing, targets=targets,
           bce_target_threshold=train.bce_target_threshold)
       # Summed and divided by the global batch: the replicas' gradients then sum to the mean's.
-      loss = tf.reduce_sum(per_example) / global_batch
-      l2 = tf.constant(0.0)
-      if model.losses:
-        # The kernels' L2 regularizers (--weight_decay); kept apart for the log lines.
-        l2 = tf.add_n([tf.cast(term, tf.float32) for term in model.losses]) / num_replicas
-        loss += l2
+      cross_entropy = tf.reduce_sum(per_example) / global_batch
       # The dynamic scale, a fixed loss_scale_factor, or the loss as it is.
-      scaled_loss = optimizer.scale_loss(loss)
+      scaled_loss = optimizer.scale_loss(cross_entropy)
     gradients = tape.gradient(scaled_loss, variables)
+    gradients, l2 = _add_penalties(gradients, variables, penalties, optimizer, num_replicas)
     top_1, top_k = losses.correct_counts(labels, logits, k)
     return gradients, progress.pack_sums({
-        "loss_sum": loss, "top_1_correct": top_1, "top_k_correct": top_k,
+        "loss_sum": cross_entropy + l2, "top_1_correct": top_1, "top_k_correct": top_k,
         "examples": tf.shape(labels)[0], "l2_sum": l2}, progress.TRAIN_SUM_NAMES)
 
   if experiment.runtime.enable_xla:
