@@ -6,6 +6,9 @@ the pipeline leaves them raw, clips the replicas' summed gradient, and updates t
 of the weights (ema.py). A non-finite loss or gradient on any replica is seen by all of
 them: under nan_policy='skip' every replica skips the step together (weights, optimizer
 slots, BatchNorm statistics and the average stay as they were).
+
+The step is traced as written, without autograph: its control flow is tf.while_loop and
+tf.cond.
 """
 import keras
 import numpy as np
