@@ -106,21 +106,26 @@ def weight_penalties(model, variables):
 def _add_penalties(gradients, variables, penalties, optimizer, num_replicas):
   """(gradients with each penalty's gradient added, the penalties' sum / num_replicas).
 
-  The same sums a tape over loss + penalties takes, made after the tape: each penalty's
-  gradient (a weight-sized product) is made once its variable's gradient exists, where the
-  tape's would be made at the start of the backward pass and held through its peak
-  (about 60 MiB for ResNet-50: benchmarks/README.md, "Short runs").
+  The same sums a tape over loss + penalties takes, made after the tape: each penalty reads
+  its variable once the variable's gradient exists, so the penalty's gradient (a weight-sized
+  product of that read) cannot be made earlier. The tape's would be made at the start of the
+  backward pass and held through its peak (about 40 MiB for ResNet-50: benchmarks/README.md,
+  "Short runs").
   """
+  if not penalties:
+    return gradients, tf.constant(0.0)
+  penalized = [variables[index] for index, _ in penalties]
+  with tf.GradientTape() as tape:
+    terms = []
+    for (index, regularizer), variable in zip(penalties, penalized):
+      with tf.control_dependencies([gradients[index]]):
+        terms.append(tf.cast(regularizer(variable), tf.float32))
+    l2 = tf.add_n(terms) / num_replicas
+    scaled = optimizer.scale_loss(l2)
   gradients = list(gradients)
-  terms = []
-  for index, regularizer in penalties:
-    variable = variables[index]
-    with tf.control_dependencies([gradients[index]]), tf.GradientTape() as tape:
-      term = tf.cast(regularizer(variable), tf.float32) / num_replicas
-      scaled = optimizer.scale_loss(term)
-    gradients[index] += tape.gradient(scaled, variable)
-    terms.append(term)
-  return gradients, tf.add_n(terms) if terms else tf.constant(0.0)
+  for (index, _), gradient in zip(penalties, tape.gradient(scaled, penalized)):
+    gradients[index] += gradient
+  return gradients, l2
 
 
 def _mix_seed_of_step(run_seed, step):
