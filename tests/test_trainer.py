@@ -545,6 +545,12 @@ def test_weight_penalties_added_after_the_tape_are_the_tapes_own_sums():
       for name, actual, wanted in zip([v.path for v in variables], gradients, expected):
         np.testing.assert_array_equal(actual.numpy(), wanted.numpy(), err_msg=name)
       np.testing.assert_allclose(step_l2.numpy(), l2.numpy(), rtol=1e-6)
+  # A variable the loss does not reach gets its penalty's gradient alone.
+  with tf.GradientTape() as tape:
+    penalties_sum = tf.add_n(model.losses)
+  penalty_alone = tape.gradient(penalties_sum, variables[0])
+  gradients, _ = step_lib._add_penalties([None, *first[1:]], variables, penalties, plain, 1)
+  np.testing.assert_array_equal(gradients[0].numpy(), penalty_alone.numpy())
 
   class ActivitySum(keras.layers.Layer):
     def call(self, inputs):

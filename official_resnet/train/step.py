@@ -118,13 +118,15 @@ def _add_penalties(gradients, variables, penalties, optimizer, num_replicas):
   with tf.GradientTape() as tape:
     terms = []
     for (index, regularizer), variable in zip(penalties, penalized):
-      with tf.control_dependencies([gradients[index]]):
+      # A variable the loss does not reach has no gradient to wait for.
+      waits_for = [gradients[index]] if gradients[index] is not None else []
+      with tf.control_dependencies(waits_for):
         terms.append(tf.cast(regularizer(variable), tf.float32))
     l2 = tf.add_n(terms) / num_replicas
     scaled = optimizer.scale_loss(l2)
   gradients = list(gradients)
   for (index, _), gradient in zip(penalties, tape.gradient(scaled, penalized)):
-    gradients[index] += gradient
+    gradients[index] = gradient if gradients[index] is None else gradients[index] + gradient
   return gradients, l2
 
 
