@@ -206,7 +206,7 @@ CLUSTER_STRATEGIES = ("multi_worker_mirrored", "tpu")
 
 def command_main(argv):
   """main() as the command runs it: a run that ends well in a process of its own then exits
-  without the interpreter's teardown of TensorFlow (0.6 s of every command on 2 cores; what
+  without the interpreter's teardown of TensorFlow (0.7 s of every command on 2 cores; what
   the run writes is written and closed by then). Failures exit as main() has them."""
   main(argv)
   if FLAGS.distribution_strategy in CLUSTER_STRATEGIES:
