@@ -145,7 +145,8 @@ class Saver:
 
     When the checkpoint of this step is saved already, its files hold the same values: the
     chief links them under `prefix` (copies where links fail) and no worker writes (an
-    epoch end's evaluation then adds no second write, 0.3-1 s for ResNet-18 on 2 cores).
+    epoch end's evaluation then adds no second write: a ResNet-18 checkpoint with its SGD
+    slots took 0.09-0.36 s to save on 2 cores).
     """
     if self._last_saved_step == int(self._step.numpy()):
       if self._is_chief:

@@ -6,9 +6,6 @@ the pipeline leaves them raw, clips the replicas' summed gradient, and updates t
 of the weights (ema.py). A non-finite loss or gradient on any replica is seen by all of
 them: under nan_policy='skip' every replica skips the step together (weights, optimizer
 slots, BatchNorm statistics and the average stay as they were).
-
-The step is traced as written, without autograph: its control flow is tf.while_loop and
-tf.cond.
 """
 import keras
 import numpy as np
@@ -240,8 +237,8 @@ def make_train_function(experiment, strategy, model, optimizer, step, *, ema=Non
 
   num_sums = len(progress.TRAIN_SUM_NAMES)
 
-  # Traced as written, its loop a tf.while_loop: autograph would convert the source of
-  # every function the step calls, about a second of CPU at each trace.
+  # Traced as written, its loop a tf.while_loop and its branches tf.cond: autograph would
+  # convert the source of every function the step calls, about a second of CPU a trace.
   @tf.function(autograph=False)
   def train_steps(iterator, num_steps):
 
@@ -265,9 +262,10 @@ def make_train_function(experiment, strategy, model, optimizer, step, *, ema=Non
                          tf.where(first, learning_rate, 0.0)]), tf.constant(0.0, tf.float64))
       return done + 1, totals, nonfinite
 
+    steps = tf.cast(num_steps, tf.int64)
     # [steps, first step, its learning rate]; float64 keeps steps and rates exact.
     _, totals, nonfinite = tf.while_loop(
-        lambda done, *_: done < tf.cast(num_steps, tf.int64), one_step,
+        lambda done, *_: done < steps, one_step,
         (tf.constant(0, tf.int64), tf.zeros([num_sums]), tf.zeros([3], tf.float64)))
     return {**progress.unpack_sums(totals, progress.TRAIN_SUM_NAMES),
             "nonfinite_steps": tf.cast(nonfinite[0], tf.int64),
